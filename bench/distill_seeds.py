@@ -1,0 +1,44 @@
+"""Does knowledge help? Student F1 with and without A2D knowledge, over several seeds, side by side.
+
+Runs the single-process distillation (``kd_core.distill``) once per seed with ``compare``
+on, so the KD student and the no-KD baseline see the same data, tokenizer, teacher and
+student initialisation; prints one JSON object with per-seed and mean F1.
+
+    python bench/distill_seeds.py --seeds 0 1 2 [any kd_core.distill option as key=value]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+
+from kd_core.config_files import build_config
+from kd_core.distill import DistillConfig, run_distillation
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("overrides", nargs="*", help="DistillConfig fields as key=value (e.g. epochs=6)")
+    args = p.parse_args()
+    values = {}
+    for item in args.overrides:
+        key, _, raw = item.partition("=")
+        values[key] = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+    base = build_config(DistillConfig, values, {}, source="overrides")
+    runs = []
+    for seed in args.seeds:
+        summary = run_distillation(replace(base, seed=seed, compare=True, no_kd=False, run_dir=f"{base.run_dir}/seed{seed}"))
+        runs.append({k: summary[k] for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")} | {"seed": seed})
+        print(json.dumps(runs[-1]), file=sys.stderr)
+    mean = {k: statistics.mean(r[k] for r in runs) for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")}
+    print(json.dumps({"config": values, "runs": runs, "mean": mean,
+                      "kd_gain_f1": mean["student_f1"] - mean["no_kd_student_f1"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

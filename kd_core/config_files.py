@@ -1,0 +1,54 @@
+"""Config files plus command-line overrides, into validated dataclass configs.
+
+A config file is YAML or JSON holding a mapping of field names to values; the command line
+overrides any of them (options left unset on the command line keep the file's value, and
+fields missing from both keep the dataclass default). Unknown keys are errors, not typos
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kd_core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping; errors name the file and the problem."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(source), "file", f"cannot read: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(source), f"byte {err.start}", "not valid UTF-8") from err
+    try:
+        data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(str(source), "syntax", str(err).splitlines()[0]) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(source), "top level", f"must be a mapping of option names, got {type(data).__name__}")
+    return data
+
+
+def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> T:
+    """``cls(**defaults | file_values | overrides)``, where ``None`` overrides mean "not given"."""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(file_values) - fields)
+    if unknown:
+        raise ConfigError(source, unknown[0], f"unknown option; known: {', '.join(sorted(fields))}")
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None and k in fields}}
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(source, "options", str(err)) from err

@@ -1,0 +1,63 @@
+"""Deterministic train/dev split by context, never by question.
+
+Questions on one paragraph share its text, so a per-question split leaks the dev answers
+into training. Here the unit is the group ``(domain, context)``: every group gets a rank from
+a hash keyed with the seed, and the lowest-ranked groups form dev. The result therefore
+depends only on the seed and on the set of groups, not on the order of the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from numbers import Real
+
+from datasets import Dataset
+
+from kd_core.errors import ConfigError, DataError
+
+_Group = tuple[str, str]  # (domain, context)
+
+
+def split_by_context(ds: Dataset, dev_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``ds`` into ``(train, dev)`` so that all questions on one context land on one side.
+
+    ``dev_fraction`` (strictly between 0 and 1) is the share of distinct contexts sent to dev,
+    rounded and kept between 1 and ``n_contexts - 1`` so that both sides are non-empty. Rows
+    keep their original order on each side. Fewer than two distinct contexts is a DataError.
+    """
+    _check_fraction(dev_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("split", "seed", f"must be an integer, got {seed!r}")
+    missing = {"domain", "context"} - set(ds.column_names)
+    if missing:
+        raise DataError("split", "columns", f"the dataset lacks the columns {sorted(missing)}")
+    groups = list(zip(ds["domain"], ds["context"]))
+    dev_groups = _dev_groups(set(groups), dev_fraction, seed)
+    dev_rows = [i for i, group in enumerate(groups) if group in dev_groups]
+    train_rows = [i for i, group in enumerate(groups) if group not in dev_groups]
+    return ds.select(train_rows), ds.select(dev_rows)
+
+
+def _check_fraction(dev_fraction: float) -> None:
+    """Refuse a fraction that is not a real number strictly between 0 and 1."""
+    if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, Real):
+        raise ConfigError("split", "dev_fraction", f"must be a number, got {dev_fraction!r}")
+    if not (math.isfinite(dev_fraction) and 0 < dev_fraction < 1):
+        raise ConfigError("split", "dev_fraction", f"must be strictly between 0 and 1, got {dev_fraction!r}")
+
+
+def _dev_groups(groups: set[_Group], dev_fraction: float, seed: int) -> set[_Group]:
+    """The ``round(n * dev_fraction)`` groups of lowest seeded rank (at least 1, at most n - 1)."""
+    if len(groups) < 2:
+        raise DataError("split", "contexts", f"need at least 2 distinct contexts to split, found {len(groups)}")
+    n_dev = min(max(round(len(groups) * dev_fraction), 1), len(groups) - 1)
+    ranked = sorted(groups, key=lambda group: (_rank(group, seed), group))
+    return set(ranked[:n_dev])
+
+
+def _rank(group: _Group, seed: int) -> bytes:
+    """A seeded, platform-independent hash of one ``(domain, context)`` group."""
+    domain, context = group
+    payload = f"{seed}:{len(domain)}:{domain}{context}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(payload, digest_size=16).digest()

@@ -1,0 +1,30 @@
+"""Typed errors raised by the library; the command line turns them into one line and exit 2.
+
+Every error carries three parts so that the message always reads
+``<source>: <where>: <what>``: the file (or dataset, or option group) it came from,
+the place inside it (an example id, a line number, an option name) and the problem.
+"""
+
+from __future__ import annotations
+
+
+class KDError(Exception):
+    """Base class of every error this project raises on bad input or configuration."""
+
+    def __init__(self, source: str, where: str, what: str) -> None:
+        self.source = str(source)
+        self.where = str(where)
+        self.what = str(what)
+        super().__init__(f"{self.source}: {self.where}: {self.what}")
+
+
+class DataError(KDError):
+    """Input data is malformed: bad JSON, wrong schema, empty fields, bad offsets, bad bytes."""
+
+
+class ConfigError(KDError):
+    """A hyperparameter or option is invalid (refused before any work starts)."""
+
+
+class ModelError(KDError):
+    """A model name or path cannot be resolved to a model."""

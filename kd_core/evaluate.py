@@ -1,0 +1,142 @@
+"""Command line with the interface of the official SQuAD ``evaluate-v1.1.py`` script.
+
+``python -m kd_core.evaluate DATA.json PREDICTIONS.json`` prints one JSON line
+``{"exact_match": EM, "f1": F1}`` (percentages, see :mod:`kd_core.metrics`). Bad input
+exits with status 2 and one line ``error: <file>: <where>: <what>`` on stderr.
+
+Only the part of the SQuAD JSON needed for scoring is read here (question id -> answer
+texts); the full dataset loaders live in :mod:`kd_core.data.loaders`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kd_core.cli import run_cli
+from kd_core.errors import DataError
+from kd_core.metrics import squad_scores
+
+_ROOT = "top level"
+_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def _json_type(value: object) -> str:
+    """Name of the JSON type of a decoded value (``object``, ``array``, ``string``, ...)."""
+    return "null" if value is None else _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _line_and_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and byte column of byte ``offset`` in ``raw``."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def read_json(path: str | Path) -> object:
+    """Decode the UTF-8 JSON file ``path``; unreadable, non-UTF-8 or malformed input raises DataError."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(source, "file", f"cannot read: {err.strerror or err}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, column = _line_and_column(raw, err.start)
+        raise DataError(source, f"line {line} column {column}", f"invalid UTF-8 byte 0x{raw[err.start]:02x}") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(source, f"line {err.lineno} column {err.colno}", f"malformed JSON: {err.msg}") from err
+
+
+def _expect(value: object, kind: type, source: str, where: str) -> None:
+    """Raise DataError unless ``value`` is of JSON type ``kind`` (``dict``, ``list`` or ``str``)."""
+    if not isinstance(value, kind):
+        raise DataError(source, where, f"expected {_JSON_TYPE_NAMES[kind]}, got {_json_type(value)}")
+
+
+def _field(container: object, key: str, kind: type, source: str, where: str) -> object:
+    """``container[key]`` checked to be a JSON object member of type ``kind``."""
+    _expect(container, dict, source, where)
+    if key not in container:
+        raise DataError(source, where, f'missing field "{key}"')
+    value = container[key]
+    _expect(value, kind, source, key if where == _ROOT else f"{where}.{key}")
+    return value
+
+
+def _question(qa: object, source: str, where: str) -> tuple[str, list[str]]:
+    """``(id, answer texts)`` of one ``qas`` entry; an empty answer list is allowed (SQuAD v2)."""
+    question_id = _field(qa, "id", str, source, where)
+    answers = _field(qa, "answers", list, source, where)
+    texts = [_field(answer, "text", str, source, f"{where}.answers[{i}]") for i, answer in enumerate(answers)]
+    return question_id, texts
+
+
+def load_squad_references(path: str | Path) -> dict[str, list[str]]:
+    """Question id -> reference answer texts, read from a SQuAD-format JSON file.
+
+    Requires ``data[*].paragraphs[*].qas[*]`` with a string ``id`` and an ``answers`` list of
+    objects with a string ``text``. Duplicate ids and a file without any question raise DataError.
+    """
+    source = str(path)
+    articles = _field(read_json(path), "data", list, source, _ROOT)
+    references: dict[str, list[str]] = {}
+    for a, article in enumerate(articles):
+        paragraphs = _field(article, "paragraphs", list, source, f"data[{a}]")
+        for p, paragraph in enumerate(paragraphs):
+            qas = _field(paragraph, "qas", list, source, f"data[{a}].paragraphs[{p}]")
+            for q, qa in enumerate(qas):
+                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                question_id, texts = _question(qa, source, where)
+                if question_id in references:
+                    raise DataError(source, where, f"duplicate question id {question_id!r}")
+                references[question_id] = texts
+    if not references:
+        raise DataError(source, "data", "no questions")
+    return references
+
+
+def load_predictions(path: str | Path) -> dict[str, str]:
+    """Question id -> predicted answer text, read from a JSON object of strings."""
+    source = str(path)
+    predictions = read_json(path)
+    _expect(predictions, dict, source, _ROOT)
+    for question_id, text in predictions.items():
+        _expect(text, str, source, f"id {question_id}")
+    return predictions
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Argument parser with the two positional files of the official script."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kd_core.evaluate",
+        description=(
+            "Score predictions against a SQuAD-format dataset with the official SQuAD v1.1 "
+            "exact match and token F1 (percentages); prints one JSON line. Questions without "
+            "a prediction score 0; questions with no reference answer (SQuAD v2 unanswerable) "
+            "score 1 only for an empty prediction."
+        ),
+    )
+    parser.add_argument("dataset_file", help="SQuAD-format JSON: data[].paragraphs[].qas[] with id and answers[].text")
+    parser.add_argument("prediction_file", help="JSON object mapping question id to predicted answer text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print ``{"exact_match": .., "f1": ..}`` for the files named in ``argv``."""
+    args = _parser().parse_args(argv)
+    references = load_squad_references(args.dataset_file)
+    predictions = load_predictions(args.prediction_file)
+    scores = squad_scores(predictions, references)
+    if scores["missing"]:
+        print(f"warning: {scores['missing']} of {len(references)} questions have no prediction and score 0", file=sys.stderr)
+    print(json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

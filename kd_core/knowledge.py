@@ -1,0 +1,254 @@
+"""Teacher knowledge: what teachers know about each feature, as Arrow tables keyed by feature id.
+
+A **member table** holds one teacher's outputs per feature:
+
+* ``start_logits`` / ``end_logits``: raw logits (``S`` floats each). We store logits, not
+  probabilities, so that soft targets at any temperature ``tau`` can be re-derived;
+* ``topk_start`` / ``topk_end`` / ``topk_score``: the member's ``K`` best legal spans with
+  score ``log p_start(i) + log p_end(j)`` (normalised, so comparable across members);
+* ``attention`` (optional): the question-passage attention ``[S, Q]`` (float16).
+
+:func:`merge_knowledge` combines the ``N`` members of an ensemble once into the table that
+training reads: the members' logits side by side (``[N, S]``; losses average their
+*probabilities* at the temperature they need), all members' top-K spans, the averaged
+attention, and the **confusing answer**: among all members' top-K spans, those whose text
+has zero F1 overlap with every gold answer, the one with the highest ensemble confidence
+``q_start(i) * q_end(j)`` (``q`` = member-averaged probabilities at tau = 1); ``-1`` when
+every candidate overlaps a gold answer (or the question has no gold answer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from transformers import PreTrainedModel
+
+from kd_core.batches import num_question_tokens
+from kd_core.decode import batch_top_k_spans
+from kd_core.errors import ConfigError, DataError
+from kd_core.losses import masked_log_softmax
+from kd_core.models import enable_attention_outputs
+from kd_core.metrics import normalize_answer, token_f1_zero
+from kd_core.predict import run_model
+
+METADATA_KEY = b"kd_knowledge"
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """How teachers are read: top-K spans, longest answer, attention maps, batch size."""
+
+    top_k: int = 4
+    max_answer_length: int = 30
+    with_attention: bool = True
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError("knowledge", "top_k", f"must be >= 1, got {self.top_k}")
+        if self.max_answer_length < 1:
+            raise ConfigError("knowledge", "max_answer_length", f"must be >= 1, got {self.max_answer_length}")
+        if self.batch_size < 1:
+            raise ConfigError("knowledge", "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+def _fixed(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
+    """``[F, ...]`` array -> one fixed-size list per row."""
+    rows = values.reshape(len(values), -1)
+    flat = pa.array(rows.reshape(-1), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
+
+
+def _unfixed(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Inverse of :func:`_fixed`: fixed-size lists -> ``[F, *shape]`` array."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), *shape)
+
+
+def _with_metadata(table: pa.Table, meta: dict[str, int | str]) -> pa.Table:
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+
+
+def knowledge_metadata(table: pa.Table) -> dict[str, int | str]:
+    """Shapes and kind recorded with a knowledge table."""
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise DataError("knowledge", "schema metadata", "table has no kd_knowledge metadata")
+    return json.loads(raw)
+
+
+def member_knowledge(
+    model: PreTrainedModel,
+    arrays: Mapping[str, np.ndarray],
+    feature_ids: Sequence[str],
+    config: KnowledgeConfig,
+    progress: bool = False,
+) -> pa.Table:
+    """One teacher's knowledge over a feature set (see the module doc)."""
+    q = num_question_tokens(arrays) if config.with_attention else 0
+    if q:
+        enable_attention_outputs(model)
+    outputs = run_model(model, arrays, config.batch_size, q, progress=progress, desc="teacher")
+    start = torch.from_numpy(outputs.start_logits)
+    end = torch.from_numpy(outputs.end_logits)
+    span_mask = torch.from_numpy(arrays["span_mask"])
+    passage = torch.from_numpy(arrays["passage_mask"]).bool()
+    top_start, top_end, top_score = batch_top_k_spans(
+        masked_log_softmax(start, span_mask), masked_log_softmax(end, span_mask), passage,
+        config.top_k, config.max_answer_length,
+    )
+    columns = {
+        "feature_id": pa.array(list(feature_ids), pa.string()),
+        "start_logits": _fixed(outputs.start_logits, pa.float32()),
+        "end_logits": _fixed(outputs.end_logits, pa.float32()),
+        "topk_start": _fixed(top_start.numpy().astype(np.int32), pa.int32()),
+        "topk_end": _fixed(top_end.numpy().astype(np.int32), pa.int32()),
+        "topk_score": _fixed(top_score.numpy().astype(np.float32), pa.float32()),
+    }
+    if outputs.attention is not None:
+        columns["attention"] = _fixed(outputs.attention.astype(np.float16), pa.float16())
+    seq_len = outputs.start_logits.shape[1]
+    meta = {"kind": "member", "members": 1, "seq_len": seq_len, "top_k": config.top_k, "num_question_tokens": q}
+    return _with_metadata(pa.table(columns), meta)
+
+
+def _averaged_probabilities(logits: np.ndarray, span_mask: np.ndarray) -> np.ndarray:
+    """``1/N sum_n softmax(t_n)`` over legal positions; ``logits`` is ``[F, N, S]``."""
+    mask = torch.from_numpy(span_mask).unsqueeze(1).expand(-1, logits.shape[1], -1)
+    return masked_log_softmax(torch.from_numpy(logits), mask).exp().mean(dim=1).numpy()
+
+
+def choose_confusing_answers(
+    candidates_start: np.ndarray,
+    candidates_end: np.ndarray,
+    q_start: np.ndarray,
+    q_end: np.ndarray,
+    contexts: Sequence[str],
+    offsets: Sequence[Sequence[Sequence[int]]],
+    references: Sequence[Sequence[str]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the most confident candidate span with zero F1 against every reference.
+
+    ``candidates_*`` are ``[F, C]`` token positions (``-1`` = no candidate); confidence is
+    ``q_start[f, i] * q_end[f, j]``; texts that normalise to nothing (e.g. "the") never qualify. Returns ``(start, end)`` arrays with ``-1`` where no
+    candidate qualifies.
+    """
+    n = len(candidates_start)
+    chosen_start = np.full(n, -1, dtype=np.int32)
+    chosen_end = np.full(n, -1, dtype=np.int32)
+    for f in range(n):
+        if not references[f]:
+            continue
+        best = -1.0
+        for i, j in {(int(i), int(j)) for i, j in zip(candidates_start[f], candidates_end[f]) if i >= 0}:
+            confidence = float(q_start[f, i] * q_end[f, j])
+            if confidence <= best:
+                continue
+            text = contexts[f][offsets[f][i][0] : offsets[f][j][1]]
+            if normalize_answer(text) and token_f1_zero(text, references[f]):
+                best, chosen_start[f], chosen_end[f] = confidence, i, j
+    return chosen_start, chosen_end
+
+
+def merge_knowledge(
+    members: Sequence[pa.Table],
+    arrays: Mapping[str, np.ndarray],
+    contexts: Sequence[str],
+    offsets: Sequence[Sequence[Sequence[int]]],
+    references: Sequence[Sequence[str]],
+) -> pa.Table:
+    """Merge ``N`` member tables over the same features into one ensemble table (module doc).
+
+    ``contexts``, ``offsets`` and ``references`` are per feature, in the members' row order.
+    """
+    if not members:
+        raise ConfigError("knowledge", "members", "merge needs at least one member table")
+    feature_ids = members[0].column("feature_id")
+    metas = [knowledge_metadata(t) for t in members]
+    for index, table in enumerate(members[1:], start=1):
+        if not table.column("feature_id").equals(feature_ids):
+            raise DataError("knowledge", f"member {index}", "covers different features (or order) than member 0")
+    seq_len, top_k = int(metas[0]["seq_len"]), int(metas[0]["top_k"])
+    count = len(feature_ids)
+
+    def stacked(name: str, width: int, dtype: type) -> np.ndarray:
+        return np.stack([_unfixed(t.column(name), (width,), dtype) for t in members], axis=1)  # [F, N, width]
+
+    start = stacked("start_logits", seq_len, np.float32)
+    end = stacked("end_logits", seq_len, np.float32)
+    cand_start = stacked("topk_start", top_k, np.int32).reshape(count, -1)
+    cand_end = stacked("topk_end", top_k, np.int32).reshape(count, -1)
+    cand_score = stacked("topk_score", top_k, np.float32).reshape(count, -1)
+    confusing_start, confusing_end = choose_confusing_answers(
+        cand_start, cand_end,
+        _averaged_probabilities(start, arrays["span_mask"]), _averaged_probabilities(end, arrays["span_mask"]),
+        contexts, offsets, references,
+    )
+    columns = {
+        "feature_id": feature_ids,
+        "start_logits": _fixed(start, pa.float32()),
+        "end_logits": _fixed(end, pa.float32()),
+        "topk_start": _fixed(cand_start, pa.int32()),
+        "topk_end": _fixed(cand_end, pa.int32()),
+        "topk_score": _fixed(cand_score, pa.float32()),
+        "confusing_start": pa.array(confusing_start, pa.int32()),
+        "confusing_end": pa.array(confusing_end, pa.int32()),
+    }
+    q = int(metas[0]["num_question_tokens"])
+    if all("attention" in t.column_names for t in members):
+        attention = np.mean([_unfixed(t.column("attention"), (seq_len * q,), np.float32) for t in members], axis=0)
+        columns["attention"] = _fixed(attention.astype(np.float16), pa.float16())
+    meta = {"kind": "ensemble", "members": len(members), "seq_len": seq_len, "top_k": top_k, "num_question_tokens": q}
+    return _with_metadata(pa.table(columns), meta)
+
+
+def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Training arrays from an ensemble table, in the order of ``feature_ids``.
+
+    Keys: ``teacher_start_logits`` / ``teacher_end_logits`` ``[F, N, S]``, ``confusing_start``
+    / ``confusing_end`` ``[F]`` and, when stored, ``teacher_attention`` ``[F, S, Q]``.
+    """
+    meta = knowledge_metadata(table)
+    if meta["kind"] != "ensemble":
+        raise DataError("knowledge", "kind", "training reads merged tables; call merge_knowledge first")
+    row_of = {fid: row for row, fid in enumerate(table.column("feature_id").to_pylist())}
+    missing = [fid for fid in feature_ids if fid not in row_of]
+    if missing:
+        raise DataError("knowledge", f"feature {missing[0]!r}", f"no knowledge for {len(missing)} feature(s)")
+    rows = pa.array([row_of[fid] for fid in feature_ids], pa.int64())
+    taken = table.take(rows)
+    n, seq_len, q = int(meta["members"]), int(meta["seq_len"]), int(meta["num_question_tokens"])
+    arrays = {
+        "teacher_start_logits": _unfixed(taken.column("start_logits"), (n, seq_len), np.float32),
+        "teacher_end_logits": _unfixed(taken.column("end_logits"), (n, seq_len), np.float32),
+        "confusing_start": taken.column("confusing_start").to_numpy().astype(np.int64),
+        "confusing_end": taken.column("confusing_end").to_numpy().astype(np.int64),
+    }
+    if "attention" in taken.column_names:
+        arrays["teacher_attention"] = _unfixed(taken.column("attention"), (seq_len, q), np.float32)
+    return arrays
+
+
+def write_knowledge(table: pa.Table, path: str | Path) -> Path:
+    """Write a knowledge table as Parquet atomically (a temporary file renamed into place)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    pq.write_table(table, partial, compression="zstd")
+    partial.replace(target)
+    return target
+
+
+def read_knowledge(path: str | Path) -> pa.Table:
+    """Read a knowledge table written by :func:`write_knowledge`."""
+    target = Path(path)
+    if not target.exists():
+        raise DataError(str(target), "knowledge", "file not found")
+    return pq.read_table(target)

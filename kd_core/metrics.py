@@ -1,0 +1,140 @@
+"""SQuAD exact match and token F1, with the official SQuAD v1.1 answer normalisation.
+
+Notation: ``norm(s)`` is :func:`normalize_answer`, ``tok(s) = norm(s).split()`` is the
+bag (multiset) of normalised tokens of ``s``.
+
+* Exact match of a prediction ``p`` against one reference ``g``::
+
+      EM(p, g) = 1  if norm(p) == norm(g)  else 0
+
+* Token F1, with ``common = |tok(p) ∩ tok(g)|`` the size of the multiset intersection::
+
+      P = common / |tok(p)|,   R = common / |tok(g)|,   F1(p, g) = 2 P R / (P + R)
+
+  and ``F1 = 0`` whenever ``common == 0`` (as in the official v1.1 script, so two texts
+  that both normalise to nothing have EM 1 but F1 0).
+
+* Several references ``G``: ``score(p, G) = max_{g in G} score(p, g)``.
+
+* Corpus scores are percentages over every question of the reference set:
+  ``EM = 100 / N * sum_q score_EM(q)`` and likewise for F1; an unanswered question scores 0.
+
+* A question with an empty reference list (a SQuAD v2 unanswerable question) follows the
+  SQuAD v2 convention: the correct answer is the empty string, so EM = F1 = 1 when the
+  prediction normalises to the empty string and EM = F1 = 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+Metric = Callable[[str, str], float]
+
+
+def normalize_answer(s: str) -> str:
+    """Official SQuAD v1.1 normalisation.
+
+    Applied in this order: lower-case; delete every character of ``string.punctuation``;
+    replace the whole words ``a``, ``an``, ``the`` by a space; collapse runs of whitespace to
+    single spaces and strip both ends.
+    """
+    lowered = s.lower()
+    no_punctuation = "".join(ch for ch in lowered if ch not in _PUNCTUATION)
+    no_articles = _ARTICLES.sub(" ", no_punctuation)
+    return " ".join(no_articles.split())
+
+
+def _tokens(s: str) -> list[str]:
+    """Normalised tokens ``tok(s) = norm(s).split()``."""
+    return normalize_answer(s).split()
+
+
+def exact_match(prediction: str, ground_truth: str) -> float:
+    """``EM(p, g) = 1.0 if norm(p) == norm(g) else 0.0``."""
+    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+def f1_score(prediction: str, ground_truth: str) -> float:
+    """Token F1 in [0, 1]: ``2 P R / (P + R)`` with ``P = common/|tok(p)|``, ``R = common/|tok(g)|``.
+
+    ``common`` is the size of the multiset intersection of the two token bags; the score is 0
+    when ``common == 0`` (including when either side normalises to nothing).
+    """
+    prediction_tokens = _tokens(prediction)
+    truth_tokens = _tokens(ground_truth)
+    common = sum((Counter(prediction_tokens) & Counter(truth_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(prediction_tokens)
+    recall = common / len(truth_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def max_over_references(metric: Metric, prediction: str, references: Sequence[str]) -> float:
+    """``max_{g in references} metric(prediction, g)``; raises ``ValueError`` if there is no reference."""
+    if not references:
+        raise ValueError("max_over_references needs at least one reference")
+    return max(metric(prediction, reference) for reference in references)
+
+
+def _span_score(metric: Metric, prediction: str, references: Sequence[str]) -> float:
+    """Score of one question: max over references, or the SQuAD v2 rule when there are none.
+
+    With no reference the question is unanswerable: ``1.0 if norm(prediction) == "" else 0.0``.
+    """
+    if not references:
+        return float(normalize_answer(prediction) == "")
+    return max_over_references(metric, prediction, references)
+
+
+def span_exact_match(prediction: str, references: Sequence[str]) -> float:
+    """Exact match of one question: ``max_g EM(p, g)``; empty ``references`` use the SQuAD v2 rule."""
+    return _span_score(exact_match, prediction, references)
+
+
+def span_f1(prediction: str, references: Sequence[str]) -> float:
+    """Token F1 of one question: ``max_g F1(p, g)``; empty ``references`` use the SQuAD v2 rule."""
+    return _span_score(f1_score, prediction, references)
+
+
+def token_f1_zero(prediction: str, references: Sequence[str]) -> bool:
+    """True when ``F1(prediction, g) == 0`` for every ``g`` in ``references``.
+
+    That is, the text shares no normalised token with any reference (a text that normalises to
+    nothing, such as ``"the"``, therefore qualifies). With no reference at all the answer is
+    True (nothing to overlap with). Used to choose a confusing (wrong) answer for A2D.
+    """
+    return all(f1_score(prediction, reference) == 0.0 for reference in references)
+
+
+def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float | int]:
+    """Corpus EM and F1, in percent, over every question id of ``references``.
+
+    ``EM = 100 / N * sum_q span_exact_match(pred_q, refs_q)`` and
+    ``F1 = 100 / N * sum_q span_f1(pred_q, refs_q)``, with ``N = len(references)``.
+    A question id absent from ``predictions`` scores 0 for both and is counted in ``"missing"``;
+    predictions for ids not in ``references`` are ignored. Raises ``ValueError`` when
+    ``references`` is empty (the percentages would be undefined).
+
+    Returns ``{"exact_match": float, "f1": float, "missing": int}``.
+    """
+    if not references:
+        raise ValueError("squad_scores needs at least one reference question")
+    total_em = 0.0
+    total_f1 = 0.0
+    missing = 0
+    for question_id, answers in references.items():
+        if question_id not in predictions:
+            missing += 1
+            continue
+        prediction = predictions[question_id]
+        total_em += span_exact_match(prediction, answers)
+        total_f1 += span_f1(prediction, answers)
+    count = len(references)
+    return {"exact_match": 100.0 * total_em / count, "f1": 100.0 * total_f1 / count, "missing": missing}

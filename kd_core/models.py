@@ -1,0 +1,222 @@
+"""Teacher and student QA models: tiny presets, any Hugging Face id or local path, one output form.
+
+* **Presets** (``tiny-bert``, ``small-bert``, ``tiny-bert-1l``) are BERT configurations built
+  from scratch with a WordPiece tokenizer trained locally on the data (no download). They
+  make the demo and the tests run anywhere.
+* **Any other name** is a Hugging Face model id or a local directory, loaded with
+  ``AutoModelForQuestionAnswering`` / ``AutoTokenizer`` (an encoder without a QA head gets a
+  fresh one). A name that resolves to nothing raises :class:`~kd_core.errors.ModelError`.
+* :func:`qa_forward` gives every model the same output, :class:`QAOutput`: start/end logits
+  and, on request, the **question-passage attention** used by A2D's attention
+  distillation. Our choice (the paper attends from passage to question inside its own
+  architecture; a BERT has one self-attention over the pair): take the last layer's
+  self-attention ``A`` (``[B, H, S, S]``), average over heads, keep the columns of the
+  question tokens and renormalise each row over them,
+
+      E_jq = mean_h A_h[j, q] / sum_{q' in question} mean_h A_h[j, q'],
+
+  for passage tokens ``j`` (other rows are 0). Questions are packed left: column ``c`` is
+  the ``c``-th question token, and columns past the question's length are 0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import Tensor
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoTokenizer,
+    BertConfig,
+    BertForQuestionAnswering,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from kd_core.errors import ConfigError, ModelError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+#: Tiny BERT shapes built from a config: (layers, hidden, heads, intermediate).
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny-bert": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
+    "tiny-bert-1l": {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
+    "small-bert": {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512},
+}
+
+
+@dataclass
+class QAOutput:
+    """What every QA model returns here: ``[B, S]`` logits and optionally ``[B, S, Q]`` attention."""
+
+    start_logits: Tensor
+    end_logits: Tensor
+    attention: Tensor | None = None
+
+
+def is_preset(name: str) -> bool:
+    """True for the names of the built-in tiny configurations."""
+    return name in PRESETS
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowercase: bool = True) -> PreTrainedTokenizerFast:
+    """Train a BERT-style WordPiece tokenizer on ``texts`` (offline) and wrap it for transformers.
+
+    Pairs are encoded ``[CLS] A [SEP] B [SEP]`` with token types 0 / 1, as BERT expects.
+    """
+    if vocab_size < len(SPECIAL_TOKENS) + 30:
+        raise ConfigError("tokenizer", "vocab_size", f"must be >= {len(SPECIAL_TOKENS) + 30}, got {vocab_size}")
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
+
+
+def build_preset_model(name: str, tokenizer: PreTrainedTokenizerFast, seed: int, max_position: int = 512) -> BertForQuestionAnswering:
+    """A freshly initialised preset BERT QA model whose vocabulary is ``tokenizer``'s."""
+    if not is_preset(name):
+        raise ModelError(name, "preset", f"unknown preset; known: {', '.join(sorted(PRESETS))}")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_position,
+        pad_token_id=tokenizer.pad_token_id,
+        **PRESETS[name],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BertForQuestionAnswering(config)
+
+
+def _resolve_pretrained(name: str) -> str:
+    """Check that ``name`` is a local model directory or a reachable hub id; return it."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise ModelError(name, "config.json", "directory has no config.json, so it is not a model")
+        return name
+    if Path(name).exists():
+        raise ModelError(name, "path", "is a file, not a model directory")
+    return name
+
+
+def load_pretrained(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a QA model and its tokenizer from a hub id or a local directory.
+
+    An encoder checkpoint without a QA head gets a new one, initialised from ``seed``.
+    """
+    source = _resolve_pretrained(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForQuestionAnswering.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(name, "from_pretrained", f"cannot load model: {first_line}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(name, "tokenizer", "has no fast tokenizer (offset mappings are needed for span QA)")
+    return model, tokenizer
+
+
+def load_qa_model(
+    name: str, seed: int, tokenizer: PreTrainedTokenizerFast | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Build a preset (with the given locally trained ``tokenizer``) or load ``name`` from disk/hub."""
+    if is_preset(name):
+        if tokenizer is None:
+            raise ConfigError("models", name, "a preset model needs a tokenizer trained on the data")
+        return build_preset_model(name, tokenizer, seed), tokenizer
+    return load_pretrained(name, seed)
+
+
+def enable_attention_outputs(model: PreTrainedModel) -> None:
+    """Switch the model to eager attention, the only implementation that returns attention maps."""
+    if model.config._attn_implementation != "eager":
+        model.set_attn_implementation("eager")
+
+
+def question_passage_attention(
+    last_layer_attention: Tensor, question_mask: Tensor, passage_mask: Tensor, num_question_tokens: int
+) -> Tensor:
+    """Passage-to-question attention ``[B, S, Q]`` from one layer's ``[B, H, S, S]`` (module doc)."""
+    mean_heads = last_layer_attention.float().mean(dim=1)  # [B, S, S]
+    # Column indices of the question tokens, packed to the left (stable order).
+    order = torch.argsort((~question_mask).int(), dim=1, stable=True)[:, :num_question_tokens]
+    present = question_mask.gather(1, order)  # [B, Q]
+    columns = mean_heads.gather(2, order.unsqueeze(1).expand(-1, mean_heads.shape[1], -1))
+    columns = columns * present.unsqueeze(1).float()
+    totals = columns.sum(-1, keepdim=True)
+    rows = torch.where(totals > 0, columns / totals.clamp(min=1e-12), torch.zeros_like(columns))
+    return rows * passage_mask.unsqueeze(-1).float()
+
+
+def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors of a feature batch that a Hugging Face encoder takes."""
+    inputs = {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}
+    if "token_type_ids" in batch:
+        inputs["token_type_ids"] = batch["token_type_ids"].long()
+    return inputs
+
+
+def qa_forward(model: PreTrainedModel, batch: Mapping[str, Tensor], num_question_tokens: int = 0) -> QAOutput:
+    """Run a QA model on a feature batch; with ``num_question_tokens > 0`` also return attention.
+
+    Attention needs eager attention (see :func:`enable_attention_outputs`).
+    """
+    want_attention = num_question_tokens > 0
+    out = model(**model_inputs(batch), output_attentions=want_attention, return_dict=True)
+    attention = None
+    if want_attention:
+        if not out.attentions:
+            raise ConfigError("models", "attention", "model returned no attentions; call enable_attention_outputs")
+        attention = question_passage_attention(
+            out.attentions[-1], batch["question_mask"].bool(), batch["passage_mask"].bool(), num_question_tokens
+        )
+    return QAOutput(out.start_logits, out.end_logits, attention)
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike[str]) -> Path:
+    """Write the model (safetensors) and tokenizer in ``save_pretrained`` form; return the folder."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (the speed table's size column)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: PreTrainedModel) -> dict[str, Any]:
+    """A few facts about a model for logs and summaries."""
+    config = model.config
+    return {
+        "type": config.model_type,
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden": getattr(config, "hidden_size", None),
+        "parameters": count_parameters(model),
+    }

@@ -1,0 +1,222 @@
+"""Training objectives: weighted sums of the loss terms in :mod:`kd_core.losses`.
+
+An :class:`Objective` is ``L = sum_t w_t(progress) * mean_b^{(v)} L_t(b)``: every term's
+per-example losses are reduced by the example weights ``v_b`` (IMM's ``s_ij``; 1 by
+default) and scaled by a weight that may follow a :class:`Schedule` of the training
+progress ``p in [0, 1]`` (e.g. IMM's ``lambda`` annealed linearly from 0 to 1).
+
+Batches are dicts of tensors; the knowledge columns a term reads are named
+``teacher_start_logits`` / ``teacher_end_logits`` (``[B, N, S]``), ``confusing_start`` /
+``confusing_end`` (``[B]``) and ``teacher_attention`` (``[B, S, Q]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+from kd_core import losses
+from kd_core.errors import ConfigError
+from kd_core.models import QAOutput
+
+Batch = Mapping[str, Tensor]
+
+
+class Schedule(Protocol):
+    """A loss weight as a function of training progress ``p in [0, 1]``."""
+
+    def __call__(self, progress: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class Constant:
+    """``w(p) = value``."""
+
+    value: float
+
+    def __call__(self, progress: float) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``w(p) = start + (end - start) * p``: linear annealing over training."""
+
+    start: float
+    end: float
+
+    def __call__(self, progress: float) -> float:
+        return self.start + (self.end - self.start) * min(max(progress, 0.0), 1.0)
+
+
+def parse_schedule(spec: str | float, where: str = "schedule") -> Schedule:
+    """``0.3`` or ``"0.3"`` -> :class:`Constant`; ``"linear:0:1"`` -> :class:`Linear` (0 -> 1)."""
+    if isinstance(spec, (int, float)):
+        return Constant(float(spec))
+    parts = str(spec).strip().split(":")
+    try:
+        if len(parts) == 1:
+            return Constant(float(parts[0]))
+        if parts[0] == "linear" and len(parts) == 3:
+            return Linear(float(parts[1]), float(parts[2]))
+    except ValueError:
+        pass
+    raise ConfigError("objective", where, f"cannot read schedule {spec!r}; use a number or 'linear:START:END'")
+
+
+TermFn = Callable[[QAOutput, Batch], Tensor]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named loss term: per-example loss function, weight schedule, what it needs."""
+
+    name: str
+    fn: TermFn
+    weight: Schedule = Constant(1.0)
+    needs_knowledge: bool = False
+    needs_attention: bool = False
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A weighted sum of terms (see the module doc)."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise ConfigError("objective", "terms", "needs at least one loss term")
+
+    @property
+    def needs_knowledge(self) -> bool:
+        return any(t.needs_knowledge for t in self.terms)
+
+    @property
+    def needs_attention(self) -> bool:
+        return any(t.needs_attention for t in self.terms)
+
+    def __call__(self, outputs: QAOutput, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        """Total loss and, for logging, each term's reduced value and current weight."""
+        example_weights = batch.get("weight")
+        total: Tensor | None = None
+        parts: dict[str, float] = {}
+        for term in self.terms:
+            weight = term.weight(progress)
+            value = losses.weighted_mean(term.fn(outputs, batch), example_weights)
+            parts[f"loss/{term.name}"] = float(value.detach())
+            parts[f"weight/{term.name}"] = weight
+            total = weight * value if total is None else total + weight * value
+        assert total is not None
+        return total, parts
+
+
+def _span_mask(batch: Batch) -> Tensor:
+    return batch["span_mask"].bool()
+
+
+def ce_term(weight: Schedule = Constant(1.0)) -> Term:
+    """Span NLL against the gold labels (:func:`kd_core.losses.span_ce_loss`)."""
+    return Term(
+        "ce",
+        lambda out, b: losses.span_ce_loss(
+            out.start_logits, out.end_logits, b["start_position"], b["end_position"], _span_mask(b)
+        ),
+        weight,
+    )
+
+
+def kd_term(tau: float, weight: Schedule = Constant(1.0)) -> Term:
+    """Soft CE to the teacher at ``tau`` with the ``tau^2`` factor (:func:`~kd_core.losses.span_kd_loss`)."""
+    return Term(
+        "kd",
+        lambda out, b: losses.span_kd_loss(
+            out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], _span_mask(b), tau
+        ),
+        weight,
+        needs_knowledge=True,
+    )
+
+
+def answer_margin_term(weight: Schedule) -> Term:
+    """A2D's hinge against the confusing answer (:func:`~kd_core.losses.answer_margin_loss`)."""
+    return Term(
+        "ans",
+        lambda out, b: losses.answer_margin_loss(
+            out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["confusing_start"], b["confusing_end"]
+        ),
+        weight,
+        needs_knowledge=True,
+    )
+
+
+def attention_term(weight: Schedule) -> Term:
+    """A2D's attention MSE (:func:`~kd_core.losses.attention_mse_loss`)."""
+
+    def fn(out: QAOutput, b: Batch) -> Tensor:
+        if out.attention is None:
+            raise ConfigError("objective", "att", "the model produced no attention map")
+        return losses.attention_mse_loss(out.attention, b["teacher_attention"], b["passage_mask"].bool())
+
+    return Term("att", fn, weight, needs_knowledge=True, needs_attention=True)
+
+
+def prediction_mse_term(weight: Schedule) -> Term:
+    """IMM's MSE to the teacher's span distributions (:func:`~kd_core.losses.prediction_mse_loss`)."""
+    return Term(
+        "mse",
+        lambda out, b: losses.prediction_mse_loss(
+            out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], _span_mask(b)
+        ),
+        weight,
+        needs_knowledge=True,
+    )
+
+
+@dataclass(frozen=True)
+class A2DConfig:
+    """A2D hyperparameters (paper defaults): temperature, answer and attention weights, top-K."""
+
+    tau: float = 2.0
+    gamma: float = 0.3
+    delta: float = 0.1
+    top_k: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0:
+            raise ConfigError("a2d", "tau", f"must be > 0, got {self.tau}")
+        for name in ("gamma", "delta"):
+            if getattr(self, name) < 0:
+                raise ConfigError("a2d", name, f"must be >= 0, got {getattr(self, name)}")
+        if self.top_k < 1:
+            raise ConfigError("a2d", "top_k", f"must be >= 1, got {self.top_k}")
+
+
+def a2d_objective(config: A2DConfig, use_knowledge: bool = True) -> Objective:
+    """``L = L_CE + tau^2 L_KD + gamma L_ANS + delta L_ATT`` (only ``L_CE`` without knowledge).
+
+    Terms whose weight is 0 are left out, so ``delta = 0`` also skips the attention pass.
+    """
+    if not use_knowledge:
+        return Objective((ce_term(),))
+    terms = [ce_term(), kd_term(config.tau)]
+    if config.gamma > 0:
+        terms.append(answer_margin_term(Constant(config.gamma)))
+    if config.delta > 0:
+        terms.append(attention_term(Constant(config.delta)))
+    return Objective(tuple(terms))
+
+
+def imm_objective(lambda_schedule: Schedule = Linear(0.0, 1.0), use_knowledge: bool = True) -> Objective:
+    """IMM's ``L = lambda * NLL + (1 - lambda) * MSE`` with ``lambda`` on a schedule (NLL only without knowledge)."""
+    if not use_knowledge:
+        return Objective((ce_term(),))
+    return Objective(
+        (
+            ce_term(lambda_schedule),
+            prediction_mse_term(lambda p: 1.0 - lambda_schedule(p)),
+        )
+    )

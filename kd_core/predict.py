@@ -1,0 +1,86 @@
+"""Inference over features and SQuAD evaluation of a QA model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from kd_core.batches import iterate_batches
+from kd_core.decode import predict_answers
+from kd_core.metrics import squad_scores
+from kd_core.models import qa_forward
+
+
+@dataclass
+class ModelOutputs:
+    """Outputs over a whole feature set, in feature order: ``[F, S]`` logits, ``[F, S, Q]`` attention."""
+
+    start_logits: np.ndarray
+    end_logits: np.ndarray
+    attention: np.ndarray | None = None
+
+
+@torch.no_grad()
+def run_model(
+    model: PreTrainedModel,
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int = 64,
+    num_question_tokens: int = 0,
+    progress: bool = False,
+    desc: str = "infer",
+) -> ModelOutputs:
+    """Run ``model`` over every feature (eval mode); attention only when ``num_question_tokens > 0``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    starts, ends, attentions = [], [], []
+    total = len(arrays["input_ids"])
+    batches = iterate_batches(arrays, batch_size)
+    for batch in tqdm(batches, total=-(-total // batch_size), desc=desc, disable=not progress, leave=False):
+        out = qa_forward(model, {k: v.to(device) for k, v in batch.items()}, num_question_tokens)
+        starts.append(out.start_logits.float().cpu().numpy())
+        ends.append(out.end_logits.float().cpu().numpy())
+        if out.attention is not None:
+            attentions.append(out.attention.cpu().numpy())
+    model.train(was_training)
+    return ModelOutputs(
+        np.concatenate(starts),
+        np.concatenate(ends),
+        np.concatenate(attentions) if attentions else None,
+    )
+
+
+def answers_from_outputs(
+    examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
+) -> dict[str, str]:
+    """Best answer text per example id from model outputs over ``features``."""
+    contexts = dict(zip(examples["id"], examples["context"]))
+    return predict_answers(
+        features["example_id"], contexts, features["offsets"], outputs.start_logits, outputs.end_logits,
+        arrays["passage_mask"], max_answer_length,
+    )
+
+
+def references_of(examples: Dataset) -> dict[str, list[str]]:
+    """Gold answer texts per example id."""
+    return {example_id: answers["text"] for example_id, answers in zip(examples["id"], examples["answers"])}
+
+
+def evaluate_qa(
+    model: PreTrainedModel,
+    examples: Dataset,
+    features: Dataset,
+    arrays: Mapping[str, np.ndarray],
+    max_answer_length: int = 30,
+    batch_size: int = 64,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """SQuAD EM/F1 (percent) of ``model`` on ``examples`` and its predictions."""
+    outputs = run_model(model, arrays, batch_size)
+    predictions = answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
+    return squad_scores(predictions, references_of(examples)), predictions

@@ -1,0 +1,210 @@
+"""The one training loop: any QA model, features plus optional knowledge, any :class:`Objective`.
+
+* AdamW with a linear warm-up to ``learning_rate`` over ``warmup_ratio`` of the steps, then a
+  linear decay to 0; gradients clipped to ``max_grad_norm``.
+* Seeded and deterministic on CPU: epoch ``e``'s order is a permutation drawn from a
+  generator seeded with ``(seed, e)``, and dropout uses the global torch generator, seeded
+  once and saved in checkpoints. Two runs with the same seed give the same weights.
+* Checkpoints (``checkpoint_dir/``): the model in ``save_pretrained`` form (safetensors),
+  ``optimizer.safetensors`` (AdamW moments, the torch RNG state) and ``state.json`` (step,
+  config). They are written to a temporary folder and renamed, so a folder that
+  exists is complete. :func:`train` resumes from one and ends with the same weights as an
+  uninterrupted run (the learning rate is a pure function of the step, so it needs no state).
+* Every ``log_every`` steps the callbacks receive a dict of metrics (step, epoch, lr, total
+  loss and each term's value and weight): cluster code plugs MLflow in here. A tqdm bar
+  shows progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from kd_core.batches import batch_at, num_question_tokens
+from kd_core.errors import ConfigError
+from kd_core.models import enable_attention_outputs, qa_forward
+from kd_core.objectives import Objective
+
+MetricsCallback = Callable[[dict[str, float]], None]
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings, validated at construction."""
+
+    epochs: float = 2.0
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of each epoch
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs > 0,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "log_every": self.log_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError("train", name, f"invalid value {getattr(self, name)!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed) run reports."""
+
+    steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from_step: int = 0
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(size, generator=generator).numpy()
+
+
+def _optimizer(model: PreTrainedModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights get no weight decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def save_checkpoint(
+    directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig
+) -> None:
+    """Write a complete checkpoint folder atomically (see the module doc)."""
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    save_file(tensors, str(partial / OPTIMIZER_FILE))
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
+    (partial / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": groups, "config": asdict(config)}, indent=1))
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+
+
+def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer) -> int:
+    """Restore model, optimizer and RNG from ``directory``; return the step it was taken at."""
+    state = json.loads((directory / STATE_FILE).read_text())
+    weights = load_file(str(directory / "model.safetensors"))
+    unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
+    if unexpected:
+        raise ConfigError(str(directory), "model.safetensors", f"checkpoint has unknown weights {unexpected[:3]}")
+    tensors = load_file(str(directory / OPTIMIZER_FILE))
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        opt_state.setdefault(int(index), {})[name] = value
+    saved = optimizer.state_dict()
+    groups = [{**group, "params": saved["param_groups"][i]["params"]} for i, group in enumerate(state["param_groups"])]
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    return int(state["step"])
+
+
+def train(
+    model: PreTrainedModel,
+    arrays: Mapping[str, np.ndarray],
+    objective: Objective,
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[MetricsCallback] = (),
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
+
+    With ``checkpoint_dir`` set, a checkpoint found there is resumed from, and new ones are
+    written during training; the final weights are those of the model object.
+    """
+    if objective.needs_knowledge and "teacher_start_logits" not in arrays:
+        raise ConfigError("train", "knowledge", "the objective needs teacher knowledge; none was given")
+    if objective.needs_attention and "teacher_attention" not in arrays:
+        raise ConfigError("train", "knowledge", "the objective needs teacher attention maps; none were stored")
+    size = len(arrays["input_ids"])
+    if size == 0:
+        raise ConfigError("train", "features", "no training features")
+    steps_per_epoch = math.ceil(size / config.batch_size)
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
+    question_tokens = num_question_tokens(arrays) if objective.needs_attention else 0
+    if question_tokens:
+        enable_attention_outputs(model)
+
+    torch.manual_seed(config.seed)
+    optimizer = _optimizer(model, config)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    start_step = load_checkpoint(ckpt, model, optimizer) if ckpt is not None and (ckpt / STATE_FILE).exists() else 0
+
+    device = next(model.parameters()).device
+    model.train()
+    metrics: dict[str, float] = {}
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
+    step = start_step
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = _epoch_order(size, config.seed, epoch)
+        indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        batch = {k: v.to(device) for k, v in batch_at(arrays, indices).items()}
+        outputs = qa_forward(model, batch, question_tokens)
+        loss, parts = objective(outputs, batch, progress=step / total_steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        lr = config.learning_rate * _schedule(step, total_steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}")
+        if step % config.log_every == 0 or step == total_steps:
+            metrics = {"step": step, "epoch": step / steps_per_epoch, "lr": lr, "loss": loss_value, **parts}
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            for callback in callbacks:
+                callback(metrics)
+        at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
+        if ckpt is not None and (at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+            save_checkpoint(ckpt, model, optimizer, step, config)
+    bar.close()
+    model.eval()
+    return TrainResult(steps=step, last_metrics=metrics, resumed_from_step=start_step)

@@ -1,0 +1,54 @@
+"""Span decoding: legality rules, top-K order, text mapping, best over windows."""
+
+import pytest
+import torch
+
+from kd_core.decode import Span, batch_top_k_spans, best_span, predict_answers, span_text, top_k_spans
+from kd_core.errors import ConfigError
+
+NEG = -100.0
+
+
+def test_best_span_respects_order_length_and_passage():
+    start = torch.tensor([9.0, 1.0, 5.0, 0.0, 4.0])  # position 0 ([CLS]) is not passage
+    end = torch.tensor([9.0, 6.0, 0.0, 3.0, 1.0])
+    passage = torch.tensor([False, True, True, True, True])
+    # best unconstrained would be (0, 0) = 18, but 0 is not passage; (2, 1) is start > end.
+    # legal: (1,1)=7, (2,3)=8, (2,4)=6, (1,3)=4, (4,4)=5, (2,2)=5 ...; best is (2, 3) = 8
+    assert best_span(start, end, passage, max_answer_length=30) == Span(2, 3, 8.0)
+    # with max length 1 only single tokens: (1,1)=7 is best
+    assert best_span(start, end, passage, max_answer_length=1) == Span(1, 1, 7.0)
+
+
+def test_top_k_sorted_and_padded():
+    start = torch.tensor([0.0, 2.0, 1.0])
+    end = torch.tensor([0.0, 0.5, 3.0])
+    passage = torch.tensor([False, True, True])
+    spans = top_k_spans(start, end, passage, k=5, max_answer_length=5)
+    # legal: (1,1)=2.5, (1,2)=5, (2,2)=4 -> only 3 exist
+    assert spans == [Span(1, 2, 5.0), Span(2, 2, 4.0), Span(1, 1, 2.5)]
+    starts, ends, scores = batch_top_k_spans(start[None], end[None], passage[None], 5, 5)
+    assert starts[0].tolist() == [1, 2, 1, -1, -1]
+    assert torch.isinf(scores[0, 3:]).all()
+
+
+def test_no_passage_no_span_and_bad_arguments():
+    assert best_span(torch.zeros(3), torch.zeros(3), torch.zeros(3, dtype=torch.bool), 5) is None
+    with pytest.raises(ConfigError):
+        top_k_spans(torch.zeros(3), torch.zeros(3), torch.ones(3, dtype=torch.bool), k=0, max_answer_length=5)
+    with pytest.raises(ConfigError):
+        top_k_spans(torch.zeros(3), torch.zeros(3), torch.ones(3, dtype=torch.bool), k=1, max_answer_length=0)
+
+
+def test_span_text_and_best_answer_over_windows():
+    context = "Paris is the capital of France."
+    offsets = [[-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [30, 31]]
+    assert span_text(context, offsets, 4, 6) == "capital of France"
+    passage = [[False] + [True] * 7, [False] + [True] * 7]
+    s1 = [NEG, 5.0, 0, 0, 0, 0, 0, 0]  # window 0: "Paris" scores 5 + 5
+    e1 = [NEG, 5.0, 0, 0, 0, 0, 0, 0]
+    s2 = [NEG, 0, 0, 0, 6.0, 0, 0, 0]  # window 1: "capital of France" scores 6 + 6
+    e2 = [NEG, 0, 0, 0, 0, 0, 6.0, 0]
+    answers = predict_answers(["q1", "q1"], {"q1": context}, [offsets, offsets], torch.tensor([s1, s2]),
+                              torch.tensor([e1, e2]), torch.tensor(passage), max_answer_length=10)
+    assert answers == {"q1": "capital of France"}

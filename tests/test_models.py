@@ -1,0 +1,72 @@
+"""Models: presets, local checkpoints, unknown names, the question-passage attention."""
+
+import pytest
+import torch
+
+from kd_core.batches import feature_arrays, batch_at
+from kd_core.data.features import FeatureConfig, featurize
+from kd_core.errors import ConfigError, ModelError
+from kd_core.models import (
+    build_preset_model, enable_attention_outputs, load_qa_model, qa_forward, question_passage_attention, save_model,
+)
+from tests.helpers import toy_examples, toy_tokenizer
+
+
+def test_question_passage_attention_hand_case():
+    # S = 4 tokens: 0 [CLS], 1-2 question, 3 passage. Two heads; row 3 of each head:
+    # head 1 [0.1, 0.2, 0.3, 0.4], head 2 [0.3, 0.2, 0.1, 0.4] -> mean [0.2, 0.2, 0.2, 0.4]
+    # question columns 1, 2 -> [0.2, 0.2] -> renormalised [0.5, 0.5]; Q = 3 pads a zero column.
+    att = torch.zeros(1, 2, 4, 4)
+    att[0, 0, 3] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    att[0, 1, 3] = torch.tensor([0.3, 0.2, 0.1, 0.4])
+    att[0, :, 0] = 0.25  # [CLS] row: not passage, must be zero in the result
+    qmask = torch.tensor([[False, True, True, False]])
+    pmask = torch.tensor([[False, False, False, True]])
+    out = question_passage_attention(att, qmask, pmask, num_question_tokens=3)
+    assert out.shape == (1, 4, 3)
+    assert out[0, 3].tolist() == pytest.approx([0.5, 0.5, 0.0])
+    assert out[0, :3].abs().sum() == 0
+
+
+def _batch():
+    tok = toy_tokenizer()
+    arrays = feature_arrays(featurize(toy_examples(), tok, FeatureConfig(max_length=40, doc_stride=8)))
+    return tok, arrays
+
+
+def test_preset_forward_attention_rows_sum_to_one_on_passage():
+    tok, arrays = _batch()
+    model = build_preset_model("tiny-bert", tok, seed=0)
+    enable_attention_outputs(model)
+    batch = batch_at(arrays, torch.arange(3).numpy())
+    out = qa_forward(model.eval(), batch, num_question_tokens=12)
+    assert out.start_logits.shape == (3, 40)
+    sums = out.attention.sum(-1)
+    passage = batch["passage_mask"]
+    assert torch.allclose(sums[passage], torch.ones(int(passage.sum())), atol=1e-5)
+    assert sums[~passage].abs().max() == 0
+
+
+def test_same_seed_same_model_and_local_checkpoint_round_trip(tmp_path):
+    tok, arrays = _batch()
+    a = build_preset_model("tiny-bert", tok, seed=5).eval()
+    b = build_preset_model("tiny-bert", tok, seed=5).eval()
+    batch = batch_at(arrays, torch.arange(3).numpy())
+    assert torch.equal(qa_forward(a, batch).start_logits, qa_forward(b, batch).start_logits)
+    save_model(a, tok, tmp_path / "student")
+    assert (tmp_path / "student" / "model.safetensors").exists()
+    loaded, loaded_tok = load_qa_model(str(tmp_path / "student"), seed=0)
+    assert loaded_tok("who won")["input_ids"] == tok("who won")["input_ids"]
+    assert torch.allclose(qa_forward(loaded.eval(), batch).start_logits, qa_forward(a, batch).start_logits, atol=1e-6)
+
+
+def test_unknown_model_names_raise_model_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as err:
+        load_qa_model("no-such-org/no-such-model-xyz", seed=0)
+    assert str(err.value).startswith("no-such-org/no-such-model-xyz: ")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="config.json"):
+        load_qa_model(str(tmp_path / "empty"), seed=0)
+    with pytest.raises(ConfigError):
+        load_qa_model("tiny-bert", seed=0)  # a preset needs the data's tokenizer
