@@ -4,7 +4,7 @@ Runs the single-process distillation (``kd_core.distill``) once per seed with ``
 on, so the KD student and the no-KD baseline see the same data, tokenizer, teacher and
 student initialisation; prints one JSON object with per-seed and mean F1.
 
-    python bench/distill_seeds.py --seeds 0 1 2 [any kd_core.distill option as key=value]
+    python bench/distill_seeds.py --seeds 0 1 2 --set epochs=6 --set synthetic_per_domain=300
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from kd_core.distill import DistillConfig, run_distillation
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("overrides", nargs="*", help="DistillConfig fields as key=value (e.g. epochs=6)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DistillConfig field (repeatable), e.g. --set epochs=6")
     args = p.parse_args()
     values = {}
     for item in args.overrides:

@@ -1,0 +1,1 @@
+"""Examples (loaders, synthetic corpus, splits), features, and domain similarity."""

@@ -1,0 +1,87 @@
+"""The single-process distillation from the command line, end to end, and its bad-input behaviour."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForQuestionAnswering
+
+from kd_core.knowledge import knowledge_metadata, read_knowledge
+
+TINY = ["--synthetic-per-domain", "12", "--teacher-epochs", "1", "--epochs", "1", "--vocab-size", "400"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kd_core.distill", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
+    result = run(*TINY, "--compare", "--json", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("teacher_f1", "student_f1", "no_kd_student_f1", "knowledge_bytes_per_feature", "run_dir"):
+        assert key in summary
+    assert 0 <= summary["student_f1"] <= 100
+    assert summary["student_parameters"] < summary["teacher_parameters"]
+    run_dir = Path(summary["run_dir"])
+    table = read_knowledge(run_dir / "knowledge.parquet")
+    assert {"start_logits", "confusing_start", "attention"} <= set(table.column_names)
+    assert knowledge_metadata(table)["members"] == 1
+    assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "student").config.num_hidden_layers == 1
+    assert "teacher" in result.stdout and "student without kd" in result.stdout
+
+
+def test_config_file_with_override_and_check(tmp_path):
+    config = tmp_path / "distill.yaml"
+    config.write_text("tau: 3.0\nsynthetic_per_domain: 12\nmax_length: 64\n")
+    result = run("--config", str(config), "--max-length", "80", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert not (tmp_path / "runs").exists()  # --check does no work
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--tau", "0"], "a2d: tau: must be > 0"),
+        (["--gamma", "-1"], "a2d: gamma: must be >= 0"),
+        (["--top-k", "0"], "a2d: top_k: must be >= 1"),
+        (["--max-length", "12", "--doc-stride", "2"], "smaller than the question"),
+        (["--teacher-model", "no-such-org/no-such-model"], "no-such-org/no-such-model: from_pretrained"),
+    ],
+)
+def test_invalid_options_give_one_error_line_and_exit_2(tmp_path, args, expected):
+    line = _one_error_line(run(*TINY, *args, "--check", cwd=tmp_path))
+    assert expected in line
+
+
+def test_bad_data_file_and_config_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "1.1", "data": [')
+    assert "bad.json" in _one_error_line(run("--train", str(bad), "--check", cwd=tmp_path))
+    config = tmp_path / "c.yaml"
+    config.write_text("tua: 2\n")
+    assert "c.yaml: tua: unknown option" in _one_error_line(run("--config", str(config), "--check", cwd=tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help():
+    result = subprocess.run([sys.executable, "-m", "kd_core.distill", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--teacher-model" in result.stdout
+
+
+def test_kd_core_imports_neither_ray_nor_mlflow():
+    code = ("import sys, kd_core, kd_core.data, kd_core.losses, kd_core.train, kd_core.distill, kd_core.knowledge;"
+            "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
