@@ -69,7 +69,7 @@ def _fixed(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
 def _unfixed(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """Inverse of :func:`_fixed`: fixed-size lists -> ``[F, *shape]`` array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), *shape)
+    return np.array(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), *shape)
 
 
 def _with_metadata(table: pa.Table, meta: dict[str, int | str]) -> pa.Table:
@@ -84,6 +84,33 @@ def knowledge_metadata(table: pa.Table) -> dict[str, int | str]:
     return json.loads(raw)
 
 
+def member_table(
+    feature_ids: Sequence[str],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    top_start: np.ndarray,
+    top_end: np.ndarray,
+    top_score: np.ndarray,
+    attention: np.ndarray | None = None,
+) -> pa.Table:
+    """A member table from arrays: logits ``[F, S]``, top-K ``[F, K]``, attention ``[F, S, Q]``."""
+    columns = {
+        "feature_id": pa.array(list(feature_ids), pa.string()),
+        "start_logits": _fixed(np.asarray(start_logits, np.float32), pa.float32()),
+        "end_logits": _fixed(np.asarray(end_logits, np.float32), pa.float32()),
+        "topk_start": _fixed(np.asarray(top_start, np.int32), pa.int32()),
+        "topk_end": _fixed(np.asarray(top_end, np.int32), pa.int32()),
+        "topk_score": _fixed(np.asarray(top_score, np.float32), pa.float32()),
+    }
+    if attention is not None:
+        columns["attention"] = _fixed(np.asarray(attention, np.float16), pa.float16())
+    meta = {
+        "kind": "member", "members": 1, "seq_len": int(start_logits.shape[1]), "top_k": int(top_start.shape[1]),
+        "num_question_tokens": int(attention.shape[2]) if attention is not None else 0,
+    }
+    return _with_metadata(pa.table(columns), meta)
+
+
 def member_knowledge(
     model: PreTrainedModel,
     arrays: Mapping[str, np.ndarray],
@@ -96,27 +123,16 @@ def member_knowledge(
     if q:
         enable_attention_outputs(model)
     outputs = run_model(model, arrays, config.batch_size, q, progress=progress, desc="teacher")
-    start = torch.from_numpy(outputs.start_logits)
-    end = torch.from_numpy(outputs.end_logits)
     span_mask = torch.from_numpy(arrays["span_mask"])
-    passage = torch.from_numpy(arrays["passage_mask"]).bool()
     top_start, top_end, top_score = batch_top_k_spans(
-        masked_log_softmax(start, span_mask), masked_log_softmax(end, span_mask), passage,
-        config.top_k, config.max_answer_length,
+        masked_log_softmax(torch.from_numpy(outputs.start_logits), span_mask),
+        masked_log_softmax(torch.from_numpy(outputs.end_logits), span_mask),
+        torch.from_numpy(arrays["passage_mask"]).bool(),
+        config.top_k,
+        config.max_answer_length,
     )
-    columns = {
-        "feature_id": pa.array(list(feature_ids), pa.string()),
-        "start_logits": _fixed(outputs.start_logits, pa.float32()),
-        "end_logits": _fixed(outputs.end_logits, pa.float32()),
-        "topk_start": _fixed(top_start.numpy().astype(np.int32), pa.int32()),
-        "topk_end": _fixed(top_end.numpy().astype(np.int32), pa.int32()),
-        "topk_score": _fixed(top_score.numpy().astype(np.float32), pa.float32()),
-    }
-    if outputs.attention is not None:
-        columns["attention"] = _fixed(outputs.attention.astype(np.float16), pa.float16())
-    seq_len = outputs.start_logits.shape[1]
-    meta = {"kind": "member", "members": 1, "seq_len": seq_len, "top_k": config.top_k, "num_question_tokens": q}
-    return _with_metadata(pa.table(columns), meta)
+    return member_table(feature_ids, outputs.start_logits, outputs.end_logits, top_start.numpy(), top_end.numpy(),
+                        top_score.numpy(), outputs.attention)
 
 
 def _averaged_probabilities(logits: np.ndarray, span_mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Knowledge tables: the ensemble merge against hand-built member outputs, alignment, Parquet."""
+
+import numpy as np
+import pytest
+import torch
+
+from kd_core.errors import DataError
+from kd_core.knowledge import (
+    knowledge_arrays, knowledge_metadata, member_table, merge_knowledge, read_knowledge, write_knowledge,
+)
+from kd_core.losses import teacher_probabilities
+
+CONTEXT = "alpha beta gamma delta"
+OFFSETS = [[-1, -1], [0, 5], [6, 10], [11, 16], [17, 22]]
+SPAN_MASK = np.array([[True, True, True, True, True]] * 3)
+
+# Two members, three features over the same context, S = 5 (0 is [CLS]), K = 2, Q = 2.
+M1_START = np.array([[0, 2, 0, 1, 0]] * 3, np.float32)
+M1_END = np.array([[0, 2, 0, 1, 0]] * 3, np.float32)
+M2_START = np.array([[0, 0, 0, 3, 0]] * 3, np.float32)
+M2_END = np.array([[0, 0, 1, 3, 0]] * 3, np.float32)
+M1_TOP = (np.array([[1, 3]] * 3), np.array([[1, 3]] * 3))  # "alpha", "gamma"
+M2_TOP = (np.array([[3, 1]] * 3), np.array([[3, 2]] * 3))  # "gamma", "alpha beta"
+REFERENCES = [["gamma"], ["gamma delta", "alpha beta gamma"], []]
+
+
+def _members():
+    ids = ["f0", "f1", "f2"]
+    att1 = np.full((3, 5, 2), 0.2, np.float32)
+    att2 = np.full((3, 5, 2), 0.4, np.float32)
+    m1 = member_table(ids, M1_START, M1_END, *M1_TOP, np.full((3, 2), -1.0), att1)
+    m2 = member_table(ids, M2_START, M2_END, *M2_TOP, np.full((3, 2), -2.0), att2)
+    return m1, m2
+
+
+def _merge():
+    return merge_knowledge(list(_members()), {"span_mask": SPAN_MASK}, [CONTEXT] * 3, [OFFSETS] * 3, REFERENCES)
+
+
+def test_confusing_answer_is_most_confident_zero_overlap_span():
+    # Candidates for gold "gamma": alpha (1,1) and "alpha beta" (1,2) have zero F1.
+    # Averaged end probabilities (tau = 1): member 1 softmax([0,2,0,1,0]) = [.0763, .5637, .0763, .2074, .0763],
+    # member 2 softmax([0,0,1,3,0]) = [.0388, .0388, .1053, .7784, .0388] -> q_end[1] = .3012, q_end[2] = .0908;
+    # the start factor q_start[1] is shared, so (1, 1) "alpha" wins.
+    merged = _merge()
+    arrays = knowledge_arrays(merged, ["f0", "f1", "f2"])
+    assert (arrays["confusing_start"][0], arrays["confusing_end"][0]) == (1, 1)
+    # f1: "alpha" overlaps "alpha beta gamma", "gamma" overlaps both -> no confusing answer
+    assert arrays["confusing_start"][1] == -1
+    # f2: no gold answer -> none
+    assert arrays["confusing_start"][2] == -1
+
+
+def test_merge_keeps_member_logits_so_probabilities_average():
+    arrays = knowledge_arrays(_merge(), ["f0", "f1", "f2"])
+    assert arrays["teacher_start_logits"].shape == (3, 2, 5)
+    q = teacher_probabilities(torch.from_numpy(arrays["teacher_end_logits"]), torch.from_numpy(SPAN_MASK))
+    expected = (torch.softmax(torch.tensor(M1_END[0]), 0) + torch.softmax(torch.tensor(M2_END[0]), 0)) / 2
+    assert torch.allclose(q[0], expected, atol=1e-6)
+    assert q[0, 1].item() == pytest.approx(0.3012, abs=1e-4)
+
+
+def test_merge_averages_attention_and_records_metadata(tmp_path):
+    merged = _merge()
+    meta = knowledge_metadata(merged)
+    assert meta == {"kind": "ensemble", "members": 2, "seq_len": 5, "top_k": 2, "num_question_tokens": 2}
+    assert merged.column("topk_start").type.list_size == 4  # both members' top-K side by side
+    path = write_knowledge(merged, tmp_path / "k.parquet")
+    arrays = knowledge_arrays(read_knowledge(path), ["f2", "f0"])  # any order of features
+    assert arrays["teacher_attention"].shape == (2, 5, 2)
+    assert np.allclose(arrays["teacher_attention"], 0.3, atol=1e-3)
+    assert arrays["teacher_start_logits"][0, 1].tolist() == M2_START[2].tolist()
+
+
+def test_mismatched_members_and_missing_features_are_refused():
+    m1, m2 = _members()
+    with pytest.raises(DataError, match="different features"):
+        merge_knowledge([m1, m2.slice(0, 2)], {"span_mask": SPAN_MASK}, [CONTEXT] * 3, [OFFSETS] * 3, REFERENCES)
+    with pytest.raises(DataError, match="no knowledge"):
+        knowledge_arrays(_merge(), ["f0", "nope"])
+    with pytest.raises(DataError, match="merge_knowledge first"):
+        knowledge_arrays(m1, ["f0"])
