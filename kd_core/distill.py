@@ -17,11 +17,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
@@ -151,14 +153,19 @@ def build_model(name: str, data: PreparedData, seed: int) -> PreTrainedModel:
     return model
 
 
-def teacher_knowledge(teacher: PreTrainedModel, data: PreparedData, config: KnowledgeConfig):
-    """The merged (one-member) knowledge table of ``teacher`` over the training features."""
-    member = member_knowledge(teacher, data.train_arrays, data.train_features["feature_id"], config, progress=True)
+def merge_member_tables(tables: Sequence[pa.Table], data: PreparedData) -> pa.Table:
+    """Merge member knowledge tables over ``data``'s training features into the ensemble table."""
     contexts = dict(zip(data.train_examples["id"], data.train_examples["context"]))
     references = references_of(data.train_examples)
     example_ids = data.train_features["example_id"]
-    return merge_knowledge([member], data.train_arrays, [contexts[e] for e in example_ids],
+    return merge_knowledge(tables, data.train_arrays, [contexts[e] for e in example_ids],
                            data.train_features["offsets"], [references[e] for e in example_ids])
+
+
+def teacher_knowledge(teacher: PreTrainedModel, data: PreparedData, config: KnowledgeConfig) -> pa.Table:
+    """The merged (one-member) knowledge table of ``teacher`` over the training features."""
+    member = member_knowledge(teacher, data.train_arrays, data.train_features["feature_id"], config, progress=True)
+    return merge_member_tables([member], data)
 
 
 def train_student(
@@ -208,21 +215,16 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
     return summary
 
 
-def parser() -> argparse.ArgumentParser:
-    """Command-line options; every :class:`DistillConfig` field can be overridden."""
-    p = argparse.ArgumentParser(
-        prog="python -m kd_core.distill",
-        description="Single-process A2D distillation (teacher -> knowledge -> student) on one machine.",
-    )
+def add_distillation_options(p: argparse.ArgumentParser) -> None:
+    """The options every A2D-style command shares; each maps to a :class:`DistillConfig` field."""
     p.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
     p.add_argument("--train", help="training data: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME (default: synthetic)")
     p.add_argument("--dev", help="dev data (default: split off the training data by context)")
     p.add_argument("--synthetic-per-domain", type=int, help="synthetic questions per domain")
+    p.add_argument("--dev-fraction", type=float, help="share of contexts split off as dev when --dev is absent")
     p.add_argument("--teacher-model", help="preset (tiny-bert, small-bert, tiny-bert-1l), HF id or local path")
     p.add_argument("--student-model", help="preset, HF id or local path")
     p.add_argument("--vocab-size", type=int, help="WordPiece vocabulary trained for preset models")
-    p.add_argument("--max-answer-length", type=int, help="longest answer span, in tokens")
-    p.add_argument("--dev-fraction", type=float, help="share of contexts split off as dev when --dev is absent")
     p.add_argument("--tau", type=float, help="temperature of the soft targets (default 2)")
     p.add_argument("--gamma", type=float, help="weight of the answer-margin loss (default 0.3)")
     p.add_argument("--delta", type=float, help="weight of the attention MSE (default 0.1)")
@@ -233,12 +235,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
     p.add_argument("--max-length", type=int, help="tokens per window")
     p.add_argument("--doc-stride", type=int, help="overlap between windows, in tokens")
+    p.add_argument("--max-answer-length", type=int, help="longest answer span, in tokens")
     p.add_argument("--seed", type=int)
-    p.add_argument("--run-dir", help="where knowledge, the student and the summary go")
+    p.add_argument("--run-dir", help="where knowledge, models and the summary go")
     p.add_argument("--no-kd", action="store_true", default=None, help="train the student without knowledge")
-    p.add_argument("--compare", action="store_true", default=None, help="also train the student without knowledge")
     p.add_argument("--check", action="store_true", help="validate options and data, then exit")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command-line options; every :class:`DistillConfig` field can be overridden."""
+    p = argparse.ArgumentParser(
+        prog="python -m kd_core.distill",
+        description="Single-process A2D distillation (teacher -> knowledge -> student) on one machine.",
+    )
+    add_distillation_options(p)
+    p.add_argument("--compare", action="store_true", default=None, help="also train the student without knowledge")
     return p
 
 

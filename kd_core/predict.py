@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from kd_core.batches import iterate_batches
 from kd_core.decode import predict_answers
+from kd_core.losses import masked_log_softmax
 from kd_core.metrics import squad_scores
 from kd_core.models import qa_forward
 
@@ -65,6 +66,30 @@ def answers_from_outputs(
         features["example_id"], contexts, features["offsets"], outputs.start_logits, outputs.end_logits,
         arrays["passage_mask"], max_answer_length,
     )
+
+
+def ensemble_outputs(members: Sequence[ModelOutputs], span_mask: np.ndarray) -> ModelOutputs:
+    """An ensemble's outputs: ``log q`` with ``q = 1/N sum_n softmax(z_n)`` over legal positions.
+
+    Decoding adds start and end scores, so the ensemble's best span maximises
+    ``log q_start(i) + log q_end(j)``, the product of the averaged probabilities.
+    """
+    mask = torch.from_numpy(np.asarray(span_mask, dtype=bool))
+
+    def averaged(logits: list[np.ndarray]) -> np.ndarray:
+        stacked = torch.from_numpy(np.stack(logits, axis=1))
+        expanded = mask.unsqueeze(1).expand_as(stacked)
+        return masked_log_softmax(stacked, expanded).exp().mean(dim=1).clamp(min=1e-30).log().numpy()
+
+    return ModelOutputs(averaged([m.start_logits for m in members]), averaged([m.end_logits for m in members]))
+
+
+def scores_from_outputs(
+    examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
+) -> dict[str, float]:
+    """SQuAD EM/F1 (percent) of precomputed outputs over ``features`` of ``examples``."""
+    predictions = answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
+    return squad_scores(predictions, references_of(examples))
 
 
 def references_of(examples: Dataset) -> dict[str, list[str]]:

@@ -10,6 +10,11 @@
   config). They are written to a temporary folder and renamed, so a folder that
   exists is complete. :func:`train` resumes from one and ends with the same weights as an
   uninterrupted run (the learning rate is a pure function of the step, so it needs no state).
+* Data parallel: with ``shard=(rank, world_size)`` every process takes its share of each
+  global batch of ``batch_size * world_size`` rows (the last global batch of an epoch is
+  completed from the start of the epoch order, so every rank gets rows); the model may be
+  wrapped in ``DistributedDataParallel``, which averages the gradients, and only rank 0
+  writes checkpoints. ``shard=(0, 1)`` is the plain single-process loop.
 * Every ``log_every`` steps the callbacks receive a dict of metrics (step, epoch, lr, total
   loss and each term's value and weight): cluster code plugs MLflow in here. A tqdm bar
   shows progress.
@@ -91,6 +96,22 @@ def _epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
     return torch.randperm(size, generator=generator).numpy()
 
 
+def _batch_rows(order: np.ndarray, offset: int, global_batch: int, shard: tuple[int, int]) -> np.ndarray:
+    """This rank's rows of global batch ``offset`` of an epoch (see the module doc)."""
+    rows = order[offset * global_batch : (offset + 1) * global_batch]
+    rank, world = shard
+    if world == 1:
+        return rows
+    if len(rows) < global_batch:
+        rows = np.concatenate([rows, np.resize(order, global_batch - len(rows))])
+    return rows[rank::world]
+
+
+def unwrap(model: torch.nn.Module) -> PreTrainedModel:
+    """The Hugging Face model inside a ``DistributedDataParallel`` wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def _optimizer(model: PreTrainedModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; biases and LayerNorm weights get no weight decay."""
     decay, no_decay = [], []
@@ -148,12 +169,16 @@ def train(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     desc: str = "train",
+    shard: tuple[int, int] = (0, 1),
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
     With ``checkpoint_dir`` set, a checkpoint found there is resumed from, and new ones are
-    written during training; the final weights are those of the model object.
+    written during training (by rank 0); the final weights are those of the model object.
     """
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ConfigError("train", "shard", f"rank {rank} is not in [0, {world})")
     if objective.needs_knowledge and "teacher_start_logits" not in arrays:
         raise ConfigError("train", "knowledge", "the objective needs teacher knowledge; none was given")
     if objective.needs_attention and "teacher_attention" not in arrays:
@@ -161,17 +186,19 @@ def train(
     size = len(arrays["input_ids"])
     if size == 0:
         raise ConfigError("train", "features", "no training features")
-    steps_per_epoch = math.ceil(size / config.batch_size)
+    global_batch = config.batch_size * world
+    steps_per_epoch = math.ceil(size / global_batch)
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
     question_tokens = num_question_tokens(arrays) if objective.needs_attention else 0
     if question_tokens:
-        enable_attention_outputs(model)
+        enable_attention_outputs(unwrap(model))
 
     torch.manual_seed(config.seed)
     optimizer = _optimizer(model, config)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    start_step = load_checkpoint(ckpt, model, optimizer) if ckpt is not None and (ckpt / STATE_FILE).exists() else 0
+    resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
+    start_step = load_checkpoint(ckpt, unwrap(model), optimizer) if resuming else 0
 
     device = next(model.parameters()).device
     model.train()
@@ -181,7 +208,7 @@ def train(
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         order = _epoch_order(size, config.seed, epoch)
-        indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        indices = _batch_rows(order, offset, global_batch, shard)
         batch = {k: v.to(device) for k, v in batch_at(arrays, indices).items()}
         outputs = qa_forward(model, batch, question_tokens)
         loss, parts = objective(outputs, batch, progress=step / total_steps)
@@ -203,8 +230,9 @@ def train(
             for callback in callbacks:
                 callback(metrics)
         at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
-        if ckpt is not None and (at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-            save_checkpoint(ckpt, model, optimizer, step, config)
+        due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
+        if ckpt is not None and rank == 0 and due:
+            save_checkpoint(ckpt, unwrap(model), optimizer, step, config)
     bar.close()
     model.eval()
     return TrainResult(steps=step, last_metrics=metrics, resumed_from_step=start_step)

@@ -1,0 +1,67 @@
+"""Connecting to Ray and deciding where each model goes.
+
+:func:`connect` joins the cluster a job was submitted to (``ray job submit`` sets
+``RAY_ADDRESS``) or starts a local one, and hands every worker the environment it needs
+(the absolute MLflow tracking URI, offline hub settings).
+
+:func:`model_placement` gives each model actor one GPU when the cluster has at least one
+per concurrently running model (a fraction otherwise: fractional GPUs are scheduling labels,
+not isolation), else a CPU share; ``torch_threads`` is set to the CPUs one of the at most
+``max_concurrency`` models running at once may use, so concurrent actors do not fight for
+cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ray
+
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
+
+
+def connect(tracking_uri: str, address: str | None = None) -> None:
+    """Join (or start) a Ray cluster whose workers see ``MLFLOW_TRACKING_URI = tracking_uri``."""
+    if ray.is_initialized():
+        return
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Ray resources of one model actor and the torch threads it uses."""
+
+    num_cpus: float
+    num_gpus: float
+    torch_threads: int
+
+    def actor_options(self) -> dict[str, float]:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+
+def placement_for(resources: Mapping[str, float], num_models: int, max_concurrency: int) -> Placement:
+    """Placement of each of ``num_models`` actors on a cluster with ``resources`` (module doc)."""
+    cpus = float(resources.get("CPU", 1.0))
+    gpus = float(resources.get("GPU", 0.0))
+    running = max(1, min(num_models, max_concurrency))
+    threads = max(1, math.floor(cpus / running))
+    # Every actor must fit at once (they live for the whole stage): ask for a share, not a core.
+    cpu_share = round(min(1.0, cpus / max(1, num_models)), 3)
+    gpu_share = min(1.0, round(gpus / num_models, 3)) if gpus >= 1 else 0.0
+    return Placement(num_cpus=cpu_share, num_gpus=gpu_share, torch_threads=threads)
+
+
+def model_placement(num_models: int, max_concurrency: int) -> Placement:
+    """:func:`placement_for` on the connected cluster's resources."""
+    return placement_for(ray.cluster_resources(), num_models, max_concurrency)
+
+
+def device_for_actor() -> str:
+    """``cuda:0`` inside an actor that Ray gave a GPU (Ray sets CUDA_VISIBLE_DEVICES), else ``cpu``."""
+    return "cuda:0" if ray.get_gpu_ids() else "cpu"

@@ -1,0 +1,428 @@
+"""A small, typed MLflow layer shared by the jobs, the tuning code and the Ray actors.
+
+* Everything goes through ``MlflowClient(tracking_uri)``: no ``mlflow.start_run`` and no
+  process-global active run, so the same code is safe in the driver, in Ray actors, in Tune
+  trials and in concurrent processes writing to one store.
+* Runs are addressed by :class:`RunRef`, a frozen, picklable handle (store URI, run id,
+  experiment id, job id) that is passed to actors instead of a client.
+* A job is a tree of runs: :meth:`Tracker.start_run` opens a root run, :meth:`Tracker.start_child`
+  opens a run nested under another one (tag ``mlflow.parentRunId``). Every run of the tree carries
+  the tag ``kd_job_id`` (the root run's id), so a whole job is one query:
+  ``search_runs(filter_string="tags.kd_job_id = '<id>'")``. MLflow itself sets no root-run tag.
+* Tracking URIs are always absolute (:func:`resolve_tracking_uri`): Ray Tune changes each trial's
+  working directory, and a relative ``sqlite:///mlflow.db`` would silently give every trial its
+  own database. For the same reason experiments created in a SQLite store keep their artifacts
+  beside the database (``<db folder>/mlruns/<experiment>``), wherever the creating process runs.
+* Charts (:func:`bar_chart`, :func:`heatmap`, :func:`line_chart`) are built with the
+  object-oriented matplotlib API (``matplotlib.figure.Figure``, no ``pyplot``): no backend is
+  selected, nothing is registered globally, and a figure is freed once it is no longer referenced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+JOB_ID_TAG = "kd_job_id"
+DEFAULT_DB_NAME = "mlflow.db"
+_SQLITE_PREFIX = "sqlite:///"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_BAD_NAME_CHARS = re.compile(r"[^\w.\- /]")  # MLflow allows these (plus ':' off Windows)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Picklable handle on one MLflow run: what a Ray actor needs to log to it.
+
+    ``job_id`` is the id of the root run of the run's tree (a root run's own id).
+    """
+
+    tracking_uri: str
+    run_id: str
+    experiment_id: str
+    job_id: str
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this run is the root of its job tree."""
+        return self.run_id == self.job_id
+
+    def child_tags(self) -> dict[str, str]:
+        """Tags that nest a run under this one and put it in the same job tree.
+
+        Pass them to code that creates runs itself, e.g. Ray Tune's
+        ``MLflowLoggerCallback(tags=parent.child_tags())``.
+        """
+        return {MLFLOW_PARENT_RUN_ID: self.run_id, JOB_ID_TAG: self.job_id}
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """MLflow 3's default store, made absolute: ``sqlite:///<absolute cwd>/mlflow.db``."""
+    folder = (cwd or Path.cwd()).expanduser().resolve()
+    return f"{_SQLITE_PREFIX}{folder / DEFAULT_DB_NAME}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """An absolute tracking URI that means the same store from any working directory.
+
+    * ``None``: ``$MLFLOW_TRACKING_URI`` if set (resolved in turn), else :func:`default_tracking_uri`.
+    * ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``: made absolute.
+    * A bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file, absolute.
+    * Any other URI with a scheme (``http(s)://``, ``postgresql://``, ``databricks``...): unchanged.
+
+    Raises:
+        ValueError: for ``file:`` URIs and other bare paths (MLflow 3.17 refuses file stores
+            unless ``MLFLOW_ALLOW_FILE_STORE=true``; use SQLite), and for in-memory SQLite,
+            which no other process can see.
+    """
+    if uri is None:
+        from_env = os.environ.get("MLFLOW_TRACKING_URI")
+        return resolve_tracking_uri(from_env) if from_env else default_tracking_uri()
+    if uri.startswith(_SQLITE_PREFIX):
+        path = uri[len(_SQLITE_PREFIX) :]
+        if path in ("", ":memory:"):
+            raise ValueError(f"in-memory SQLite ({uri!r}) cannot be shared with Ray workers; give a file")
+        return f"{_SQLITE_PREFIX}{Path(path).expanduser().resolve()}"
+    if uri.startswith("sqlite:"):
+        raise ValueError(f"expected sqlite:///<path to a file>, got {uri!r}")
+    if not uri.startswith("file:") and ("://" in uri or uri.startswith("databricks")):
+        return uri
+    if uri.startswith("file:") or not uri.endswith(_SQLITE_SUFFIXES):
+        raise ValueError(
+            f"file stores are refused by MLflow 3.17 (unless MLFLOW_ALLOW_FILE_STORE=true): {uri!r}; "
+            "use a SQLite file such as 'sqlite:///mlflow.db' or a path ending in '.db'"
+        )
+    return f"{_SQLITE_PREFIX}{Path(uri).expanduser().resolve()}"
+    return uri
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings and dataclass instances flattened to ``{"a.b.c": str(value)}``.
+
+    Keys are made valid MLflow names (see :func:`mlflow_name`) and values are truncated to
+    MLflow's parameter length limit.
+    """
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[mlflow_name(name)] = str(value)[:MAX_PARAM_VAL_LENGTH]
+    return flat
+
+
+def mlflow_name(name: str) -> str:
+    """``name`` made valid as an MLflow metric or parameter name.
+
+    Characters other than letters, digits, ``_ - . /`` and space become ``_``; empty, ``.``
+    and ``..`` path segments are dropped (MLflow rejects names that are not normalised paths).
+    """
+    segments = _BAD_NAME_CHARS.sub("_", name).split("/")
+    cleaned = "/".join(s for s in segments if s not in ("", ".", ".."))
+    if not cleaned:
+        raise ValueError(f"{name!r} gives an empty MLflow name")
+    return cleaned
+
+
+def _check_terminal(status: str) -> None:
+    if status not in _TERMINAL_STATUSES:
+        raise ValueError(f"run status must be one of {_TERMINAL_STATUSES}, got {status!r}")
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Tracker:
+    """Logs to one MLflow store through an ``MlflowClient``; cheap to build in each actor.
+
+    A tracker pickles as its URI, so it can also be passed to Ray tasks and actors.
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+
+    def __reduce__(self) -> tuple[type[Tracker], tuple[str]]:
+        return (Tracker, (self.tracking_uri,))
+
+    def __repr__(self) -> str:
+        return f"Tracker({self.tracking_uri!r})"
+
+    # ------------------------------------------------------------------ runs
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created if missing (safe against a concurrent creator).
+
+        In a SQLite store a new experiment keeps its artifacts in ``<db folder>/mlruns/<name, made file-safe>``.
+        """
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+            except MlflowException:
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage != "active":
+            raise ValueError(f"experiment {name!r} is deleted; restore it or choose another name")
+        return experiment.experiment_id
+
+    def start_run(
+        self,
+        experiment: str,
+        run_name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> RunRef:
+        """Open the root run of a job in ``experiment`` (created if missing).
+
+        Its ``kd_job_id`` tag is its own run id.
+        """
+        experiment_id = self.experiment_id(experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+        ref = RunRef(self.tracking_uri, run.info.run_id, experiment_id, job_id=run.info.run_id)
+        self.set_tags(ref, {JOB_ID_TAG: ref.job_id})
+        self.log_params(ref, params or {})
+        return ref
+
+    def start_child(
+        self,
+        parent: RunRef,
+        run_name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> RunRef:
+        """Open a run nested under ``parent``, in its experiment and its job tree."""
+        self._check_store(parent)
+        run = self.client.create_run(
+            parent.experiment_id, run_name=run_name, tags={**(tags or {}), **parent.child_tags()}
+        )
+        ref = RunRef(self.tracking_uri, run.info.run_id, parent.experiment_id, parent.job_id)
+        self.log_params(ref, params or {})
+        return ref
+
+    def end_run(self, run: RunRef, status: str = "FINISHED") -> None:
+        """Mark ``run`` terminated with ``status`` (FINISHED, FAILED or KILLED)."""
+        _check_terminal(status)
+        self.client.set_terminated(self._check_store(run), status=status)
+
+    @contextmanager
+    def scope(self, run: RunRef, *, close_children: bool = True) -> Iterator[RunRef]:
+        """End ``run`` when the block exits: FINISHED, FAILED on an exception, KILLED on an interrupt.
+
+        With ``close_children`` (the default), descendants still RUNNING are first marked KILLED
+        (see :meth:`finish_children`). The exception propagates.
+        """
+        status = "FINISHED"
+        try:
+            yield run
+        except Exception:
+            status = "FAILED"
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: stopped, not broken
+            status = "KILLED"
+            raise
+        finally:
+            if close_children:
+                self.finish_children(run)
+            self.end_run(run, status)
+
+    def finish_children(self, parent: RunRef, status: str = "KILLED") -> list[str]:
+        """Terminate with ``status`` every descendant of ``parent`` still RUNNING; returns their ids.
+
+        Ray Tune kills trial actors without ending their runs, and a crashed actor cannot end its
+        own, so such runs stay RUNNING forever unless the driver closes them. Descendants are found
+        through ``mlflow.parentRunId`` (so runs created by other code are included) in the parent's
+        experiment.
+        """
+        _check_terminal(status)
+        closed: list[str] = []
+        pending = [self._check_store(parent)]
+        while pending:
+            for child in self._search(parent.experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{pending.pop()}'"):
+                pending.append(child.info.run_id)
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, status=status)
+                    closed.append(child.info.run_id)
+        return closed
+
+    # --------------------------------------------------------- params, tags, metrics
+
+    def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
+        """Log ``params`` flattened by :func:`flatten_params`, in batches of MLflow's maximum size.
+
+        MLflow refuses to change a parameter already logged with another value.
+        """
+        items = [Param(key, value) for key, value in flatten_params(params).items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self._check_store(run), params=chunk)
+
+    def set_tags(self, run: RunRef, tags: Mapping[str, Any]) -> None:
+        """Set ``tags`` (values stringified and truncated to MLflow's limit) in batches."""
+        items = [RunTag(key, str(value)[:MAX_TAG_VAL_LENGTH]) for key, value in tags.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self._check_store(run), tags=chunk)
+
+    def log_metrics(self, run: RunRef, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log ``metrics`` at ``step`` (0 when ``None``, as MLflow does) with ``log_batch``.
+
+        Names are made valid with :func:`mlflow_name`; values are converted with ``float``.
+        """
+        timestamp = get_current_time_millis()
+        items = [Metric(mlflow_name(k), float(v), timestamp, step or 0) for k, v in metrics.items()]
+        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self._check_store(run), metrics=chunk)
+
+    def metrics_callback(self, run: RunRef, prefix: str = "", every: int = 1) -> Callable[[dict[str, float]], None]:
+        """A ``kd_core.train`` metrics callback that logs to ``run``.
+
+        Each call receives a dict with a ``"step"`` entry (e.g. ``{"step": 10, "epoch": 0.5,
+        "lr": ..., "loss": ..., "loss/ce": ..., "weight/ce": ...}``); every other entry is logged
+        as metric ``prefix + name`` at that step, in one ``log_batch``. Calls whose step is not a
+        multiple of ``every`` are skipped. ``prefix`` should end with a separator, e.g. ``"train/"``.
+        """
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self._check_store(run)
+
+        def log(metrics: dict[str, float]) -> None:
+            step = int(metrics["step"])
+            if step % every == 0:
+                self.log_metrics(run, {f"{prefix}{k}": v for k, v in metrics.items() if k != "step"}, step)
+
+        return log
+
+    # ------------------------------------------------------------------ artifacts
+
+    def log_artifact(self, run: RunRef, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy one local file into the run's artifacts (under ``artifact_path`` if given)."""
+        self.client.log_artifact(self._check_store(run), str(path), artifact_path)
+
+    def log_artifacts(self, run: RunRef, directory: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a local directory's content, e.g. a ``save_pretrained`` folder, into the run's artifacts."""
+        self.client.log_artifacts(self._check_store(run), str(directory), artifact_path)
+
+    def log_figure(self, run: RunRef, figure: Figure, artifact_file: str) -> None:
+        """Save a matplotlib figure as artifact ``artifact_file`` (its extension picks the format)."""
+        self.client.log_figure(self._check_store(run), figure, artifact_file)
+
+    def log_dict(self, run: RunRef, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        """Save ``dictionary`` as artifact ``artifact_file``: YAML for ``.yaml``/``.yml``, else JSON."""
+        self.client.log_dict(self._check_store(run), dict(dictionary), artifact_file)
+
+    def log_text(self, run: RunRef, text: str, artifact_file: str) -> None:
+        """Save ``text`` as artifact ``artifact_file``."""
+        self.client.log_text(self._check_store(run), text, artifact_file)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_store(self, run: RunRef) -> str:
+        """``run.run_id``, after checking that the run lives in this tracker's store."""
+        if run.tracking_uri != self.tracking_uri:
+            raise ValueError(f"run {run.run_id} is in {run.tracking_uri}, not in {self.tracking_uri}")
+        return run.run_id
+
+    def _search(self, experiment_id: str, filter_string: str) -> Iterator[Any]:
+        """All runs of one experiment matching ``filter_string``, following result pages."""
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        """Beside the database for SQLite stores; the store's default (``None``) otherwise."""
+        if not self.tracking_uri.startswith(_SQLITE_PREFIX):
+            return None
+        database = Path(self.tracking_uri[len(_SQLITE_PREFIX) :].split("?")[0])
+        return (database.parent / "mlruns" / re.sub(r"[^\w-]+", "_", experiment)).as_uri()
+
+
+# ---------------------------------------------------------------------- charts
+
+
+def bar_chart(values: Mapping[str, float], title: str, ylabel: str) -> Figure:
+    """One bar per entry, value written above it, e.g. F1 of each member, the ensemble and the student."""
+    figure = Figure(figsize=(max(4.0, 0.9 * len(values) + 2), 4), layout="constrained")
+    ax = figure.add_subplot()
+    bars = ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.bar_label(bars, fmt="%.3g", padding=2)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.12)
+    ax.tick_params(axis="x", labelrotation=30 if len(values) > 4 else 0)
+    return figure
+
+
+def heatmap(matrix: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[str], title: str) -> Figure:
+    """A square matrix (e.g. domain similarity) as annotated coloured cells, rows and columns labelled."""
+    data = np.asarray(matrix, dtype=float)
+    if data.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix of shape {data.shape} does not match {len(labels)} labels")
+    size = max(4.0, 0.8 * len(labels) + 2)
+    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(data, cmap="viridis")
+    figure.colorbar(image, ax=ax)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels=list(labels), rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=list(labels))
+    middle = (np.nanmin(data) + np.nanmax(data)) / 2 if data.size else 0.0
+    for (row, col), value in np.ndenumerate(data):
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="black" if value > middle else "white")
+    ax.set_title(title)
+    return figure
+
+
+def line_chart(
+    series: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    x: Sequence[float] | None = None,
+) -> Figure:
+    """One marked line per series (e.g. F1 of each domain per IMM iteration), with a legend.
+
+    ``x`` gives the shared x values; by default a series of length ``n`` is drawn at ``0..n-1``.
+    """
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.add_subplot()
+    for name, values in series.items():
+        ax.plot(list(x) if x is not None else range(len(values)), list(values), marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend()
+    return figure
