@@ -79,18 +79,14 @@ class EvalSet:
 
 
 def check_inputs(config: A2DJobConfig) -> tuple[PreparedData, list[EvalSet]]:
-    """Load and featurise every input (train, dev, extra evaluation files): bad data stops here."""
+    """Load and featurise every input (extra evaluation files first, then train and dev): bad data stops here."""
+    extra = [(Path(path).name, load_examples(path)) for path in config.eval]
     data = prepare_data(config)
-    return data, _eval_sets(config, data)
-
-
-def _eval_sets(config: A2DJobConfig, data: PreparedData) -> list[EvalSet]:
     sets = [EvalSet("dev", data.dev_examples, data.dev_features, data.dev_arrays)]
-    for path in config.eval:
-        examples = load_examples(path)
+    for name, examples in extra:
         features = featurize(examples, data.tokenizer, config.features)
-        sets.append(EvalSet(Path(path).name, examples, features, feature_arrays(features)))
-    return sets
+        sets.append(EvalSet(name, examples, features, feature_arrays(features)))
+    return data, sets
 
 
 def _member_runs(tracker: Tracker, parent: RunRef, config: A2DJobConfig, seeds: list[int]) -> list[RunRef]:
