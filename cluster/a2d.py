@@ -35,9 +35,10 @@ from cluster.tracking import RunRef, Tracker, bar_chart, resolve_tracking_uri
 from kd_core.batches import feature_arrays
 from kd_core.data.features import featurize
 from kd_core.data.loaders import load_examples
-from kd_core.distill import DistillConfig, PreparedData, merge_member_tables, prepare_data
+from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_member_tables, prepare_data
 from kd_core.errors import ConfigError
 from kd_core.knowledge import knowledge_arrays, write_knowledge
+from kd_core.models import save_model
 from kd_core.objectives import a2d_objective
 from kd_core.predict import ModelOutputs, ensemble_outputs, scores_from_outputs
 
@@ -114,7 +115,8 @@ def _log_evaluation(tracker: Tracker, parent: RunRef, summary: dict[str, Any]) -
 
 #: What a run writes into its run directory; a new run removes an earlier run's copies first, so
 #: that stale member weights or checkpoints are never resumed from by mistake.
-STAGE_OUTPUTS = ("tokenizer", "members", "checkpoints", "student", "ray_train", "knowledge.parquet", "summary.json")
+STAGE_OUTPUTS = ("tokenizer", "members", "checkpoints", "student-init", "student", "ray_train", "knowledge.parquet",
+                 "summary.json")
 
 
 def _clear_stage_outputs(run_dir: Path) -> None:
@@ -194,13 +196,15 @@ def _run_stages(config: A2DJobConfig, data: PreparedData, eval_sets: list[EvalSe
     ensemble.shutdown()
 
     student_dir = run_dir / "student"
+    # Every Ray Train worker starts from the same saved initial student (cut to student_layers if set).
+    student_init = save_model(initial_student(config, data), data.tokenizer, run_dir / "student-init")
     student_run = tracker.start_child(parent, "student", tags={"kd.role": "student"},
                                       params={"model": config.student_model, "kd": not config.no_kd,
                                               "workers": config.student_workers})
     arrays = {**data.train_arrays, **knowledge} if knowledge is not None else data.train_arrays
     student_started = time.perf_counter()
     train_student(
-        StudentJob(config.student_model, config.seed + 1, str(tokenizer_dir), ray.put(arrays),
+        StudentJob(str(student_init), config.seed + 1, str(tokenizer_dir), ray.put(arrays),
                    a2d_objective(config.a2d, use_knowledge=knowledge is not None), config.student_training(seed_offset=1),
                    str(student_dir), str(run_dir / "checkpoints" / "student"), student_run),
         config.student_workers, run_dir / "ray_train",

@@ -36,7 +36,9 @@ from kd_core.data.split import split_by_context
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
 from kd_core.knowledge import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge, write_knowledge
-from kd_core.models import count_parameters, is_preset, load_qa_model, save_model, train_wordpiece_tokenizer
+from kd_core.models import (
+    count_parameters, is_preset, keep_first_layers, load_qa_model, save_model, train_wordpiece_tokenizer,
+)
 from kd_core.objectives import A2DConfig, a2d_objective
 from kd_core.predict import evaluate_qa, references_of
 from kd_core.train import TrainConfig, train
@@ -52,6 +54,7 @@ class DistillConfig:
     dev_fraction: float = 0.2
     teacher_model: str = "tiny-bert"
     student_model: str = "tiny-bert-1l"
+    student_layers: int | None = None
     vocab_size: int = 2000
     tau: float = 2.0
     gamma: float = 0.3
@@ -76,6 +79,8 @@ class DistillConfig:
             raise ConfigError("distill", "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")
         if self.max_answer_length < 1:
             raise ConfigError("distill", "max_answer_length", f"must be >= 1, got {self.max_answer_length}")
+        if self.student_layers is not None and self.student_layers < 1:
+            raise ConfigError("distill", "student_layers", f"must be >= 1, got {self.student_layers}")
         if self.vocab_size < 100:
             raise ConfigError("distill", "vocab_size", f"must be >= 100, got {self.vocab_size}")
         # The sub-configs validate the rest and raise ConfigError naming the field.
@@ -168,11 +173,17 @@ def teacher_knowledge(teacher: PreTrainedModel, data: PreparedData, config: Know
     return merge_member_tables([member], data)
 
 
+def initial_student(config: DistillConfig, data: PreparedData) -> PreTrainedModel:
+    """The untrained student: ``student_model``, cut to its first ``student_layers`` layers if set."""
+    student = build_model(config.student_model, data, seed=config.seed + 1)
+    return keep_first_layers(student, config.student_layers) if config.student_layers else student
+
+
 def train_student(
     config: DistillConfig, data: PreparedData, knowledge: dict[str, np.ndarray] | None, desc: str
 ) -> tuple[PreTrainedModel, dict[str, float]]:
     """Train a fresh student (A2D objective with knowledge, plain CE without) and evaluate it on dev."""
-    student = build_model(config.student_model, data, seed=config.seed + 1)
+    student = initial_student(config, data)
     arrays = {**data.train_arrays, **knowledge} if knowledge is not None else data.train_arrays
     train(student, arrays, a2d_objective(config.a2d, use_knowledge=knowledge is not None),
           config.student_training(seed_offset=1), desc=desc)
@@ -224,6 +235,7 @@ def add_distillation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-fraction", type=float, help="share of contexts split off as dev when --dev is absent")
     p.add_argument("--teacher-model", help="preset (tiny-bert, small-bert, tiny-bert-1l), HF id or local path")
     p.add_argument("--student-model", help="preset, HF id or local path")
+    p.add_argument("--student-layers", type=int, help="keep only the student model's first K layers (shallower student)")
     p.add_argument("--vocab-size", type=int, help="WordPiece vocabulary trained for preset models")
     p.add_argument("--tau", type=float, help="temperature of the soft targets (default 2)")
     p.add_argument("--gamma", type=float, help="weight of the answer-margin loss (default 0.3)")

@@ -151,6 +151,23 @@ def load_qa_model(
     return load_pretrained(name, seed)
 
 
+def keep_first_layers(model: PreTrainedModel, layers: int) -> PreTrainedModel:
+    """Make ``model`` shallower in place: keep its first ``layers`` transformer layers.
+
+    A student initialised from a (pretrained) teacher's lower layers, as in DistilBERT and
+    Sucik (2020); the embeddings and the QA head are kept.
+    """
+    encoder = getattr(model.base_model, "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise ConfigError("models", "student_layers", f"cannot find the layers of a {model.config.model_type} model")
+    if not 1 <= layers <= len(blocks):
+        raise ConfigError("models", "student_layers", f"must be in [1, {len(blocks)}], got {layers}")
+    encoder.layer = torch.nn.ModuleList(list(blocks)[:layers])
+    model.config.num_hidden_layers = layers
+    return model
+
+
 def enable_attention_outputs(model: PreTrainedModel) -> None:
     """Switch the model to eager attention, the only implementation that returns attention maps."""
     if model.config._attn_implementation != "eager":

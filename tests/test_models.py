@@ -70,3 +70,17 @@ def test_unknown_model_names_raise_model_error(tmp_path, monkeypatch):
         load_qa_model(str(tmp_path / "empty"), seed=0)
     with pytest.raises(ConfigError):
         load_qa_model("tiny-bert", seed=0)  # a preset needs the data's tokenizer
+
+
+def test_shallower_student_keeps_the_first_layers():
+    from kd_core.models import keep_first_layers
+
+    tok, arrays = _batch()
+    teacher = build_preset_model("tiny-bert", tok, seed=3)
+    first_layer = {k: v.clone() for k, v in teacher.bert.encoder.layer[0].state_dict().items()}
+    student = keep_first_layers(build_preset_model("tiny-bert", tok, seed=3), 1)
+    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    assert all(torch.equal(v, student.bert.encoder.layer[0].state_dict()[k]) for k, v in first_layer.items())
+    assert qa_forward(student.eval(), batch_at(arrays, torch.arange(3).numpy())).start_logits.shape == (3, 40)
+    with pytest.raises(ConfigError, match="student_layers"):
+        keep_first_layers(build_preset_model("tiny-bert", tok, seed=3), 3)
