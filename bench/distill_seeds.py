@@ -15,7 +15,7 @@ import statistics
 import sys
 from dataclasses import replace
 
-from kd_core.config_files import build_config
+from kd_core.config_files import build_config, parse_overrides
 from kd_core.distill import DistillConfig, run_distillation
 
 
@@ -25,10 +25,7 @@ def main() -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a DistillConfig field (repeatable), e.g. --set epochs=6")
     args = p.parse_args()
-    values = {}
-    for item in args.overrides:
-        key, _, raw = item.partition("=")
-        values[key] = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+    values = parse_overrides(args.overrides)
     base = build_config(DistillConfig, values, {}, source="overrides")
     runs = []
     for seed in args.seeds:

@@ -52,3 +52,17 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
         return cls(**values)
     except TypeError as err:
         raise ConfigError(source, "options", str(err)) from err
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=6", "student_model=tiny-bert"]`` -> ``{"epochs": 6, "student_model": "tiny-bert"}``.
+
+    Values are read as YAML scalars (numbers, booleans, lists); anything else stays a string.
+    """
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("overrides", item, "expected KEY=VALUE")
+        values[key] = yaml.safe_load(raw) if raw else ""
+    return values

@@ -1,0 +1,70 @@
+"""`ray job submit --working-dir . -- python jobs/a2d.py` against a real `ray start --head` on 127.0.0.1."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+# Ports of our own, so that this cluster does not collide with the test session's local one.
+GCS_PORT, DASHBOARD_PORT, AGENT_PORT, AGENT_GRPC_PORT, RUNTIME_ENV_PORT, METRICS_PORT = 6391, 8291, 52391, 52392, 52393, 52394
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Kill this cluster's processes only (``ray stop`` would stop every Ray cluster of the user)."""
+    victims = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                victims.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in victims:
+        proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(victims, timeout=15)
+    for proc in alive:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def head_node():
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's unix sockets live under it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(GCS_PORT),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(DASHBOARD_PORT), "--num-cpus", "2",
+         "--dashboard-agent-listen-port", str(AGENT_PORT), "--dashboard-agent-grpc-port", str(AGENT_GRPC_PORT),
+         "--runtime-env-agent-port", str(RUNTIME_ENV_PORT), "--metrics-export-port", str(METRICS_PORT),
+         "--object-store-memory", "300000000", "--temp-dir", temp_dir, "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, timeout=120,
+    )
+    try:
+        yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{DASHBOARD_PORT}"}
+    finally:
+        _stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+    entrypoint = (f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 "
+                  f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json")
+    for _ in range(12):  # the dashboard's job agent comes up a few seconds after `ray start` returns
+        result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", "--", *entrypoint.split()],
+                                cwd=ROOT, env=head_node, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in result.stderr:
+            break
+        time.sleep(5)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
+    assert summary["run_dir"] == f"{tmp_path}/run" and len(summary["members_f1"]) == 2
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert (tmp_path / "mlflow.db").exists()
