@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 from cluster.a2d import A2DJobConfig, check_inputs, run_a2d  # noqa: E402
 from kd_core.cli import run_cli  # noqa: E402
-from kd_core.config_files import build_config, read_config_file  # noqa: E402
+from kd_core.config_files import config_from_args  # noqa: E402
 from kd_core.distill import add_distillation_options  # noqa: E402
 
 
@@ -56,8 +56,7 @@ def format_summary(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    file_values = read_config_file(args.config) if args.config else {}
-    config = build_config(A2DJobConfig, file_values, vars(args), source=args.config or "options")
+    config = config_from_args(A2DJobConfig, args)
     if args.check:
         check_inputs(config)
         print("ok: options and data are valid")

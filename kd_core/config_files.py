@@ -8,6 +8,7 @@ silently ignored.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -52,6 +53,12 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
         return cls(**values)
     except TypeError as err:
         raise ConfigError(source, "options", str(err)) from err
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """The config a command asked for: ``--config FILE`` (if given) overridden by its other options."""
+    file_values = read_config_file(args.config) if args.config else {}
+    return build_config(cls, file_values, vars(args), source=args.config or "options")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

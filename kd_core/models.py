@@ -25,7 +25,6 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -227,13 +226,3 @@ def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameters (the speed table's size column)."""
     return sum(p.numel() for p in model.parameters())
 
-
-def describe(model: PreTrainedModel) -> dict[str, Any]:
-    """A few facts about a model for logs and summaries."""
-    config = model.config
-    return {
-        "type": config.model_type,
-        "layers": getattr(config, "num_hidden_layers", None),
-        "hidden": getattr(config, "hidden_size", None),
-        "parameters": count_parameters(model),
-    }

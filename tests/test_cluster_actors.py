@@ -51,7 +51,7 @@ def test_actor_training_and_knowledge_equal_the_same_work_in_one_process(ray_ses
     assert table.column("feature_id").equals(expected.column("feature_id"))
     got = np.stack(table.column("start_logits").to_numpy(zero_copy_only=False))
     want = np.stack(expected.column("start_logits").to_numpy(zero_copy_only=False))
-    assert np.allclose(got, want, atol=1e-4)
+    assert np.allclose(got, want, atol=2e-3)  # float16 storage: equal up to one rounding step
     assert table.column("topk_start").equals(expected.column("topk_start"))
     assert (tmp_path / "member" / "model.safetensors").exists()  # saved for restarts
     ray.kill(actor, no_restart=True)
