@@ -211,7 +211,8 @@ def _run_stages(config: A2DJobConfig, data: PreparedData, eval_sets: list[EvalSe
     )
     timings["student_train_s"] = time.perf_counter() - student_started
 
-    student = create_model_actor(str(student_dir), config.seed, tokenizer_dir, student_dir, model_placement(1, 1))
+    # Same placement (and torch threads) as one member, so the speed table compares like with like.
+    student = create_model_actor(str(student_dir), config.seed, tokenizer_dir, student_dir, placement)
     student_parameters = ray.get(student.info.remote(), timeout=600)["parameters"]
     student_seconds = 0.0
     for eval_set in eval_sets:
