@@ -22,12 +22,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
 from transformers import (
     AutoModelForQuestionAnswering,
@@ -65,18 +66,35 @@ def is_preset(name: str) -> bool:
 
 
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowercase: bool = True) -> PreTrainedTokenizerFast:
-    """Train a BERT-style WordPiece tokenizer on ``texts`` (offline) and wrap it for transformers.
+    """Build a BERT-style WordPiece tokenizer from ``texts`` (offline, deterministic).
 
+    The vocabulary is the special tokens, every character seen (as a word start and as a
+    ``##`` continuation, so any word can be spelt) and then the most frequent whole words,
+    ties broken alphabetically, up to ``vocab_size``. (The ``tokenizers`` WordPiece trainer
+    breaks ties in hash order, so two runs on the same text gave different vocabularies;
+    a model trained in one process would not match features made in another.)
     Pairs are encoded ``[CLS] A [SEP] B [SEP]`` with token types 0 / 1, as BERT expects.
     """
     if vocab_size < len(SPECIAL_TOKENS) + 30:
         raise ConfigError("tokenizer", "vocab_size", f"must be >= {len(SPECIAL_TOKENS) + 30}, got {vocab_size}")
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({char for word in counts for char in word})
+    vocab = list(SPECIAL_TOKENS) + characters + [f"##{char}" for char in characters]
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

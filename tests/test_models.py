@@ -84,3 +84,13 @@ def test_shallower_student_keeps_the_first_layers():
     assert qa_forward(student.eval(), batch_at(arrays, torch.arange(3).numpy())).start_logits.shape == (3, 40)
     with pytest.raises(ConfigError, match="student_layers"):
         keep_first_layers(build_preset_model("tiny-bert", tok, seed=3), 3)
+
+
+def test_tokenizer_building_is_deterministic_and_spells_unknown_words():
+    from kd_core.models import train_wordpiece_tokenizer
+
+    texts = ["Lyon Rovers won the cup", "the dose is 200 mg", "Who won the cup?"] * 3
+    a, b = train_wordpiece_tokenizer(texts, vocab_size=60), train_wordpiece_tokenizer(list(reversed(texts)), vocab_size=60)
+    assert a.get_vocab() == b.get_vocab()
+    assert a.tokenize("the cup") == ["the", "cup"]
+    assert a.tokenize("dune") == ["d", "##u", "##n", "##e"]  # unseen word: spelt with known characters
