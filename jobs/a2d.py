@@ -7,14 +7,13 @@ cluster work, run :func:`cluster.a2d.run_a2d`, print the summary.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
 from cluster.a2d import A2DJobConfig, check_inputs, run_a2d  # noqa: E402
-from kd_core.cli import run_cli  # noqa: E402
+from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import config_from_args  # noqa: E402
 from kd_core.distill import add_distillation_options  # noqa: E402
 
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ok: options and data are valid")
         return 0
     summary = run_a2d(config, address=args.address)
-    print(format_summary(summary))
-    if args.json:
-        print(json.dumps(summary))
+    print_summary(summary, format_summary(summary), args.json)
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from kd_core.errors import KDError
 
@@ -18,3 +20,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return int(code or 0)
+
+
+def print_summary(summary: dict[str, Any], table: str, as_json: bool) -> None:
+    """Print the human-readable table; with ``as_json`` also the summary as one JSON line, last."""
+    print(table)
+    if as_json:
+        print(json.dumps(summary))

@@ -28,7 +28,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.batches import feature_arrays
-from kd_core.cli import run_cli
+from kd_core.cli import print_summary, run_cli
 from kd_core.config_files import config_from_args
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.loaders import load_examples
@@ -289,9 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ok: options and data are valid")
         return 0
     summary = run_distillation(config)
-    print(format_summary(summary))
-    if args.json:
-        print(json.dumps(summary))
+    print_summary(summary, format_summary(summary), args.json)
     return 0
 
 
