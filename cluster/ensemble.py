@@ -27,19 +27,17 @@ from kd_core.train import TrainConfig
 
 @dataclass
 class Ensemble:
-    """Member actors, their seeds and the folders their trained weights are kept in."""
+    """Member actors (each keeps its trained weights in ``members_dir/member-i``) and the concurrency bound."""
 
     actors: list[ray.actor.ActorHandle]
-    seeds: list[int]
-    member_dirs: list[Path]
     max_concurrency: int
 
     @classmethod
     def create(cls, source: str, seeds: Sequence[int], tokenizer_dir: Path, members_dir: Path,
                placement: Placement, max_concurrency: int) -> Ensemble:
-        dirs = [members_dir / f"member-{i}" for i in range(len(seeds))]
-        actors = [create_model_actor(source, seed, tokenizer_dir, d, placement) for seed, d in zip(seeds, dirs)]
-        return cls(actors, list(seeds), dirs, max_concurrency)
+        actors = [create_model_actor(source, seed, tokenizer_dir, members_dir / f"member-{i}", placement)
+                  for i, seed in enumerate(seeds)]
+        return cls(actors, max_concurrency)
 
     def train(self, arrays: ray.ObjectRef, objective: Objective, configs: Sequence[TrainConfig],
               checkpoint_root: Path, runs: Sequence[RunRef | None]) -> tuple[list[dict[str, float]], float]:
@@ -72,7 +70,7 @@ class Ensemble:
         return ray.get([actor.info.remote() for actor in self.actors], timeout=600)
 
     def shutdown(self) -> None:
-        """Kill the member actors (their trained weights stay in ``member_dirs``)."""
+        """Kill the member actors (their trained weights stay on disk)."""
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 

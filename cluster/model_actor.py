@@ -1,4 +1,4 @@
-"""A Ray actor that holds one QA model on one device and can train, infer, evaluate and save it.
+"""A Ray actor that holds one QA model on one device and can train it, read its knowledge and run it.
 
 The actor is created once per job and keeps its model in memory between calls. It is
 restartable: ``restore_dir`` is where the actor saves its model after every training call
@@ -74,10 +74,6 @@ class ModelActor:
     def knowledge(self, arrays: Mapping[str, np.ndarray], feature_ids: Sequence[str], config: KnowledgeConfig) -> pa.Table:
         """This model's member knowledge table (an Arrow table through the object store)."""
         return member_knowledge(self.model, arrays, feature_ids, config)
-
-    def save(self, directory: str) -> str:
-        """Write the model and tokenizer in ``save_pretrained`` form; return the folder."""
-        return str(save_model(self.model, self.tokenizer, directory))
 
 
 def create_model_actor(

@@ -16,7 +16,6 @@ from kd_core.data.synthetic import generate
 from kd_core.knowledge import KnowledgeConfig, member_knowledge
 from kd_core.models import build_preset_model, train_wordpiece_tokenizer
 from kd_core.objectives import A2DConfig, a2d_objective
-from kd_core.predict import run_model
 from kd_core.train import TrainConfig, train
 
 ONE_THREAD = Placement(num_cpus=0.5, num_gpus=0.0, torch_threads=1)
