@@ -52,8 +52,9 @@ def placement_for(resources: Mapping[str, float], num_models: int, max_concurren
     running = max(1, min(num_models, max_concurrency))
     threads = max(1, math.floor(cpus / running))
     # Every actor must fit at once (they live for the whole stage): ask for a share, not a core.
-    cpu_share = round(min(1.0, cpus / max(1, num_models)), 3)
-    gpu_share = min(1.0, round(gpus / num_models, 3)) if gpus >= 1 else 0.0
+    # Rounded down: 3 actors of round(2/3, 3) = 0.667 CPU would ask for 2.001 of 2 CPUs and one would never start.
+    cpu_share = math.floor(1000 * min(1.0, cpus / max(1, num_models))) / 1000
+    gpu_share = min(1.0, math.floor(1000 * gpus / num_models) / 1000) if gpus >= 1 else 0.0
     return Placement(num_cpus=cpu_share, num_gpus=gpu_share, torch_threads=threads)
 
 

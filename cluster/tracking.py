@@ -229,6 +229,17 @@ class Tracker:
         self.log_params(ref, params or {})
         return ref
 
+    def ref(self, run_id: str) -> RunRef:
+        """A :class:`RunRef` for an existing run of this store (its job id read from its tags)."""
+        run = self.client.get_run(run_id)
+        return RunRef(self.tracking_uri, run_id, run.info.experiment_id, run.data.tags.get(JOB_ID_TAG, run_id))
+
+    def reopen(self, run_id: str) -> RunRef:
+        """Mark an existing run RUNNING again (a resumed job continues its runs) and return its ref."""
+        ref = self.ref(run_id)
+        self.client.update_run(run_id, status="RUNNING")
+        return ref
+
     def end_run(self, run: RunRef, status: str = "FINISHED") -> None:
         """Mark ``run`` terminated with ``status`` (FINISHED, FAILED or KILLED)."""
         _check_terminal(status)

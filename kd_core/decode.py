@@ -103,7 +103,8 @@ def predict_answers(
     legal span gets the empty string.
     """
     starts, ends, scores = batch_top_k_spans(
-        torch.as_tensor(start_logits), torch.as_tensor(end_logits), torch.as_tensor(passage_mask).bool(),
+        # torch.tensor copies: arrays read from Ray's object store are read-only.
+        torch.tensor(start_logits), torch.tensor(end_logits), torch.tensor(passage_mask).bool(),
         1, max_answer_length,
     )
     best: dict[str, tuple[float, str]] = {}

@@ -254,6 +254,21 @@ def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, n
     return arrays
 
 
+def member_logits(table: pa.Table, feature_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One teacher's start and end logits ``[F, S]`` (float32) from a member table, in the order of ``feature_ids``."""
+    meta = knowledge_metadata(table)
+    if meta["kind"] != "member":
+        raise DataError("knowledge", "kind", f"expected a member table, got {meta['kind']!r}")
+    row_of = {fid: row for row, fid in enumerate(table.column("feature_id").to_pylist())}
+    missing = [fid for fid in feature_ids if fid not in row_of]
+    if missing:
+        raise DataError("knowledge", f"feature {missing[0]!r}", f"no knowledge for {len(missing)} feature(s)")
+    taken = table.take(pa.array([row_of[fid] for fid in feature_ids], pa.int64()))
+    seq_len = int(meta["seq_len"])
+    return (_unfixed(taken.column("start_logits"), (seq_len,), np.float32),
+            _unfixed(taken.column("end_logits"), (seq_len,), np.float32))
+
+
 def write_knowledge(table: pa.Table, path: str | Path) -> Path:
     """Write a knowledge table as Parquet atomically (a temporary file renamed into place)."""
     target = Path(path)

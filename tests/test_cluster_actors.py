@@ -109,3 +109,10 @@ def test_placement_uses_gpus_when_present_else_cpu_shares():
     assert (cpu.num_gpus, cpu.num_cpus, cpu.torch_threads) == (0.0, 1.0, 1)
     serial = placement_for({"CPU": 2}, num_models=2, max_concurrency=1)
     assert serial.torch_threads == 2
+
+
+def test_placement_shares_never_add_up_to_more_than_the_cluster():
+    # 3 models on 2 CPUs (or 2 GPUs): 3 x 0.667 = 2.001 would leave one actor pending forever.
+    three = placement_for({"CPU": 2, "GPU": 2}, num_models=3, max_concurrency=3)
+    assert 3 * three.num_cpus <= 2 and 3 * three.num_gpus <= 2
+    assert three.num_cpus == pytest.approx(0.666)

@@ -61,3 +61,28 @@ def _rank(group: _Group, seed: int) -> bytes:
     domain, context = group
     payload = f"{seed}:{len(domain)}:{domain}{context}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def limit_by_context(ds: Dataset, max_questions: int, seed: int) -> Dataset:
+    """At most ``max_questions`` questions, taking whole contexts in seeded-hash order.
+
+    Contexts are ranked as in :func:`split_by_context` and added while the total stays within
+    ``max_questions`` (so every kept context keeps all its questions, and at least one context
+    is kept); rows keep their original order.
+    """
+    if max_questions < 1:
+        raise ConfigError("split", "max_questions", f"must be >= 1, got {max_questions}")
+    if len(ds) <= max_questions:
+        return ds
+    groups = list(zip(ds["domain"], ds["context"]))
+    counts: dict[_Group, int] = {}
+    for group in groups:
+        counts[group] = counts.get(group, 0) + 1
+    kept: set[_Group] = set()
+    total = 0
+    for group in sorted(counts, key=lambda g: (_rank(g, seed), g)):
+        if kept and total + counts[group] > max_questions:
+            continue
+        kept.add(group)
+        total += counts[group]
+    return ds.select([i for i, group in enumerate(groups) if group in kept])
