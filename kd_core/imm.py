@@ -405,7 +405,8 @@ def run_plan(
                        settings.train_config(stage.epochs, stage.seed), callbacks=callbacks_for(stage.name),
                        checkpoint_dir=Path(plan.checkpoint_dir) / stage.name, progress=progress,
                        desc=f"{plan.domain} {stage.name}")
-        stage_metrics[stage.name] = {**result.last_metrics, "features": float(len(arrays["input_ids"]))}
+        stage_metrics[stage.name] = {**result.last_metrics, "features": float(len(arrays["input_ids"])),
+                                     "resumed_from_step": float(result.resumed_from_step)}
     f1: dict[str, float] = {}
     em: dict[str, float] = {}
     for name in plan.eval_domains:

@@ -1,0 +1,171 @@
+"""The IMM job end to end on a real local Ray and a real MLflow store; resume after a real kill; its CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cluster.imm import IMMJobConfig, run_imm
+from jobs.imm import main
+from kd_core.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
+CLI_TINY = ["--synthetic-per-domain", "24", "--epochs", "2", "--iterations", "2", "--vocab-size", "500",
+            "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tmp_path_factory):
+    """One uninterrupted job with two baselines: its summary and its MLflow store."""
+    root = tmp_path_factory.mktemp("imm")
+    uri = f"sqlite:///{root}/mlflow.db"
+    summary = run_imm(IMMJobConfig(**TINY, baselines=("single", "ft"), run_dir=str(root / "run"), tracking_uri=uri))
+    return summary, uri
+
+
+def _tree(uri: str, parent_id: str):
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
+    return client, parent, [r for r in runs if r.info.run_id != parent_id]
+
+
+def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
+    summary, uri = uninterrupted
+    domains = ["sports", "medicine", "finance"]
+    assert summary["method"] == "imm" and list(summary["iterations_f1"]) == domains
+    for name in domains:
+        history = summary["iterations_f1"][name]
+        assert 2 <= len(history) <= 3 and history == sorted(history)  # keep-the-best never gets worse
+        assert summary["final_f1"][name] == history[-1]
+    assert summary["average_f1"] == pytest.approx(sum(summary["final_f1"].values()) / 3)
+    assert set(summary["baselines"]) == {"single", "ft"}
+    assert summary["baselines"]["single"]["final_f1"] == {n: summary["iterations_f1"][n][0] for n in domains}
+    for key in ("mlflow_run_id", "tracking_uri", "run_dir"):
+        assert summary[key]
+    run_dir = Path(summary["run_dir"])
+    assert (run_dir / "summary_table.txt").read_text().startswith("dev F1")
+    for name, model_dir in summary["final_models"].items():
+        assert (Path(model_dir) / "model.safetensors").exists()
+    assert sorted(p.parent.name for p in (run_dir / "knowledge").glob("*/theta-0.parquet")) == sorted(domains)
+
+    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["method"] == "imm"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/similarity.png", "plots/f1_per_iteration.png", "summary_table.txt", "similarity.json"} <= artifacts
+    averages = [m.value for m in client.get_metric_history(parent.info.run_id, "average_f1")]
+    assert len(averages) == len(summary["iterations_f1"]["sports"])
+
+    assert all(r.info.status == "FINISHED" for r in children)
+    keys = [(r.data.tags["kd.method"], r.data.tags["kd.iteration"], r.data.tags["kd.domain"]) for r in children]
+    assert len(keys) == len(set(keys))  # one run per (method, iteration, domain)
+    imm_runs = [r for r in children if r.data.tags["kd.method"] == "imm"]
+    iterations = len(summary["iterations_f1"]["sports"])
+    assert len(imm_runs) == 3 * iterations
+    assert len([r for r in children if r.data.tags["kd.method"] == "ft"]) == 3
+    for run in imm_runs:
+        iteration, domain = int(run.data.tags["kd.iteration"]), run.data.tags["kd.domain"]
+        assert run.data.tags["kd.stage"] == ("initial" if iteration == 0 else "transfer")
+        assert "dev_f1" in run.data.metrics and run.data.metrics["kept"] in (0.0, 1.0)
+        stage = "initial" if iteration == 0 else "phi"
+        assert client.get_metric_history(run.info.run_id, f"{stage}/loss")  # per-step losses from the actor
+        if iteration > 0:
+            assert client.get_metric_history(run.info.run_id, "theta/loss/mse")
+            assert run.data.metrics["kept"] == float(summary["kept"][domain][iteration])
+        if run.data.metrics["kept"]:
+            assert "model/config.json" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"job ended before it could be killed:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("job did not reach the point to kill it")
+        time.sleep(0.05)
+
+
+def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
+    expected, _ = uninterrupted
+    address = ray_session.get_runtime_context().gcs_address
+    run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    log = tmp_path / "killed.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "jobs/imm.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri", uri,
+             "--address", address],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        # Kill the driver in the middle of iteration 1's transfers (a phi checkpoint is on disk).
+        _wait_for(lambda: any((run_dir / "checkpoints" / "imm").glob("*/iter-1/phi/state.json")), proc, 300, log)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (run_dir / "summary.json").exists()
+    done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "results").rglob("result.json")}
+    assert len([p for p in done_before if p.parent.parent.name == "iter-0"]) == 3
+    parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
+
+    resumed = subprocess.run([sys.executable, "jobs/imm.py", "--resume", str(run_dir), "--address", address, "--json"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["iterations_f1"] == expected["iterations_f1"]
+    assert summary["kept"] == expected["kept"]
+    assert summary["mlflow_run_id"] == parent_id  # the same parent run, reopened
+    # Nothing completed was recomputed, and a transfer cut by the kill resumed from its checkpoint.
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
+    transfers = [json.loads(p.read_text()) for p in (run_dir / "results" / "imm" / "iter-1").glob("*/result.json")]
+    assert any(t["stage_metrics"]["phi"]["resumed_from_step"] > 0 for t in transfers if t["key"] not in
+               {json.loads(p.read_text())["key"] for p in done_before})
+
+    _, parent, children = _tree(uri, parent_id)
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in children)
+    keys = [(r.data.tags["kd.iteration"], r.data.tags["kd.domain"]) for r in children]
+    assert len(keys) == len(set(keys)) == 3 * len(expected["iterations_f1"]["sports"])
+
+
+def test_help_lists_the_contract_options():
+    result = subprocess.run([sys.executable, "jobs/imm.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0
+    for option in ("--domain", "--model", "--iterations", "--method", "--epochs", "--seed", "--run-dir",
+                   "--tracking-uri", "--max-concurrency", "--resume", "--check", "--json", "--config",
+                   "--no-similarity", "--no-kd1", "--no-kd2", "--data-root", "--lambda-schedule", "--baselines"):
+        assert option in result.stdout
+
+
+def test_check_validates_config_file_and_data_without_cluster_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "imm.yaml"
+    config.write_text("synthetic_per_domain: 12\nsynthetic_domains: [sports, travel]\nvocab_size: 300\n")
+    assert run_cli(main, ["--config", str(config), "--iterations", "1", "--check"]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--iterations", "-1"], "iterations"),
+    (["--lambda-schedule", "cosine"], "lambda_schedule"),
+    (["--baselines", "single,bogus"], "baselines"),
+    (["--domain", "wiki"], "NAME=TRAIN"),
+    (["--domain", "a=/nonexistent/a.json", "--domain", "b=/nonexistent/b.json"], "/nonexistent/a.json"),
+    (["--tracking-uri", "file:///tmp/x"], "tracking_uri"),
+    (["--resume", "/nonexistent/run"], "state.json"),
+    (["--resume", "/nonexistent/run", "--epochs", "3"], "--epochs"),
+])
+def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and expected in err[0]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
