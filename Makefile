@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
-#   make run    create .venv, install torch then the project, run the main job (A2D on Ray until jobs/imm.py exists)
+#   make run    create .venv, install torch then the project, run the main job (IMM on Ray: jobs/imm.py)
 #   make test   same install, then the test suite
 # GPU users: put their own torch build into .venv first, then `make run TORCH_SPEC=`
 # (an empty TORCH_SPEC skips the CPU torch install); see README "Installing on a GPU machine".
@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/python jobs/a2d.py $(ARGS)
+	$(BIN)/python jobs/imm.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cluster.domain_actor import create_domain_actor
 from cluster.imm import IMMJobConfig, run_imm
+from cluster.runtime import Placement
 from jobs.imm import main
 from kd_core.cli import run_cli
+from kd_core.imm import IMMSettings, RunLayout, initial_plans
+from kd_core.imm_data import DataSettings, prepare_domains
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
@@ -169,3 +173,34 @@ def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_domain_actor_killed_mid_stage_is_restarted_and_resumes_from_its_checkpoint(ray_session, tmp_path):
+    ray = ray_session
+    tokenizer, domains = prepare_domains(DataSettings(synthetic_domains=("sports", "travel"), synthetic_per_domain=16,
+                                                      vocab_size=400))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    settings = IMMSettings(epochs=8, batch_size=2)
+    data = ray.put(domains)
+    placement = Placement(num_cpus=1, num_gpus=0, torch_threads=1)
+    whole, killed = (initial_plans(RunLayout(tmp_path / name), settings, list(domains), "tiny-bert")[0]
+                     for name in ("whole", "killed"))
+
+    reference = create_domain_actor(data, str(tmp_path / "tokenizer"), settings, placement)
+    expected = ray.get(reference.run_plan.remote(whole), timeout=300)
+    ray.kill(reference, no_restart=True)
+
+    actor = create_domain_actor(data, str(tmp_path / "tokenizer"), settings, placement)
+    pid = ray.get(actor.info.remote(), timeout=120)["pid"]
+    pending = actor.run_plan.remote(killed)
+    checkpoint = Path(killed.checkpoint_dir) / "initial" / "state.json"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)  # a real process death in the middle of the stage
+    result = ray.get(pending, timeout=300)  # Ray restarts the actor and retries the call
+    assert ray.get(actor.info.remote(), timeout=60)["pid"] != pid
+    assert result["stage_metrics"]["initial"]["resumed_from_step"] > 0
+    assert result["f1"] == expected["f1"]
+    ray.kill(actor, no_restart=True)

@@ -1,4 +1,4 @@
-"""`ray job submit --working-dir . -- python jobs/a2d.py` against a real `ray start --head` on 127.0.0.1."""
+"""`ray job submit --working-dir . -- python jobs/{a2d,imm}.py` against a real `ray start --head` on 127.0.0.1."""
 
 import json
 import os
@@ -54,17 +54,33 @@ def head_node():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
-    entrypoint = (f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 "
-                  f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json")
+def _submit(entrypoint: str, env: dict) -> dict:
+    """Submit ``entrypoint`` with the repository as working dir; return the JSON summary it printed last."""
     for _ in range(12):  # the dashboard's job agent comes up a few seconds after `ray start` returns
         result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", "--", *entrypoint.split()],
-                                cwd=ROOT, env=head_node, capture_output=True, text=True, timeout=600)
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in result.stderr:
             break
         time.sleep(5)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
+    return json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
+
+
+def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+    summary = _submit(f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 "
+                      f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json",
+                      head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and len(summary["members_f1"]) == 2
     assert (tmp_path / "run" / "student" / "model.safetensors").exists()
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_imm_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+    summary = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
+                      f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json",
+                      head_node)
+    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "imm"
+    assert set(summary["iterations_f1"]) == {"sports", "medicine", "finance"}
+    for key in ("final_f1", "average_f1", "mlflow_run_id", "tracking_uri"):
+        assert summary[key] is not None
+    assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "mlflow.db").exists()
