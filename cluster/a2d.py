@@ -17,7 +17,6 @@ student):
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from kd_core.knowledge import knowledge_arrays, write_knowledge
 from kd_core.models import save_model
 from kd_core.objectives import a2d_objective
 from kd_core.predict import ModelOutputs, ensemble_outputs, scores_from_outputs
+from kd_core.run_files import remove_outputs
 
 
 @dataclass(frozen=True)
@@ -119,22 +119,13 @@ STAGE_OUTPUTS = ("tokenizer", "members", "checkpoints", "student-init", "student
                  "summary.json")
 
 
-def _clear_stage_outputs(run_dir: Path) -> None:
-    for name in STAGE_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
 def run_a2d(config: A2DJobConfig, address: str | None = None) -> dict[str, Any]:
     """Run the whole A2D job (module doc) and return its summary."""
     started = time.perf_counter()
     run_dir = Path(config.run_dir).resolve()
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     data, eval_sets = check_inputs(config)
-    _clear_stage_outputs(run_dir)
+    remove_outputs(run_dir, STAGE_OUTPUTS)
     tokenizer_dir = run_dir / "tokenizer"
     data.tokenizer.save_pretrained(tokenizer_dir)
 

@@ -29,7 +29,6 @@ A resumed job reopens the same runs.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -48,7 +47,8 @@ from kd_core.imm import (
     METHODS, CurrentModel, DomainPlan, IMMSettings, PlanResult, RunLayout, baseline_plans, initial_plans,
     similarity_weights, transfer_plans,
 )
-from kd_core.imm_data import DataSettings, DomainData, prepare_domains
+from kd_core.imm_data import DataSettings, DomainData, as_names, prepare_domains
+from kd_core.run_files import remove_outputs
 
 STATE_FILE = "state.json"
 #: What a fresh run removes from its run directory first (a resumed run keeps them).
@@ -56,55 +56,21 @@ RUN_OUTPUTS = ("models", "knowledge", "checkpoints", "results", "tokenizer", STA
                "summary_table.txt")
 
 
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(str(v) for v in value)
-
-
 @dataclass(frozen=True)
-class IMMJobConfig:
-    """Every option of ``jobs/imm.py``: data, algorithm and cluster settings, validated at construction."""
+class IMMJobConfig(IMMSettings, DataSettings):
+    """Every option of ``jobs/imm.py``: the data settings, the algorithm's hyperparameters and the job's own."""
 
-    # data
-    domains: tuple[str, ...] = ()
-    data_root: str | None = None
-    synthetic_domains: tuple[str, ...] = ("sports", "medicine", "finance")
-    synthetic_per_domain: int = 150
-    max_train_examples: int | None = None
-    max_dev_examples: int | None = None
-    dev_fraction: float = 0.2
-    model: str = "tiny-bert"
-    vocab_size: int = 2000
-    max_length: int = 96
-    doc_stride: int = 32
-    # algorithm
     method: str = "imm"
     baselines: tuple[str, ...] = ()
-    iterations: int = 2
-    lambda_schedule: str = "linear:0:1"
-    phi_init: str = "model"
-    no_similarity: bool = False
-    no_kd1: bool = False
-    no_kd2: bool = False
-    epochs: float = 6.0
-    transfer_epochs: float | None = None
-    finetune_epochs: float | None = None
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    max_answer_length: int = 30
-    seed: int = 0
-    # job
     run_dir: str = "runs/imm"
     tracking_uri: str | None = None
     experiment: str = "imm"
     max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("domains", "synthetic_domains", "baselines"):
-            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        object.__setattr__(self, "baselines", as_names(self.baselines))
+        DataSettings.__post_init__(self)
+        IMMSettings.__post_init__(self)
         if self.method not in METHODS:
             raise ConfigError("imm", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         for baseline in self.baselines:
@@ -112,17 +78,8 @@ class IMMJobConfig:
                 raise ConfigError("imm", "baselines", f"unknown baseline {baseline!r}; known: {', '.join(METHODS[1:])}")
         if self.method in self.baselines or len(set(self.baselines)) != len(self.baselines):
             raise ConfigError("imm", "baselines", "each method may be run once per job")
-        if self.synthetic_per_domain < 4:
-            raise ConfigError("imm", "synthetic_per_domain", f"must be >= 4, got {self.synthetic_per_domain}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("imm", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
-        for name in ("max_train_examples", "max_dev_examples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError("imm", name, f"must be >= 1, got {value}")
-        if self.vocab_size < 100:
-            raise ConfigError("imm", "vocab_size", f"must be >= 100, got {self.vocab_size}")
-        _ = self.settings  # validates the algorithm's hyperparameters
         if self.tracking_uri is not None:
             try:
                 resolve_tracking_uri(self.tracking_uri)
@@ -131,13 +88,11 @@ class IMMJobConfig:
 
     @property
     def data(self) -> DataSettings:
-        names = {f.name for f in fields(DataSettings)}
-        return DataSettings(**{k: v for k, v in asdict(self).items() if k in names})
+        return DataSettings(**{f.name: getattr(self, f.name) for f in fields(DataSettings)})
 
     @property
     def settings(self) -> IMMSettings:
-        names = {f.name for f in fields(IMMSettings)}
-        return IMMSettings(**{k: v for k, v in asdict(self).items() if k in names})
+        return IMMSettings(**{f.name: getattr(self, f.name) for f in fields(IMMSettings)})
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -175,15 +130,6 @@ def resume_config(run_dir: str | Path) -> IMMJobConfig:
     root = Path(run_dir).resolve()
     saved = JobState.load(root).config
     return IMMJobConfig(**{**saved, "run_dir": str(root)})
-
-
-def _clear_outputs(run_dir: Path) -> None:
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
 
 class Coordinator:
@@ -349,7 +295,7 @@ def run_imm(config: IMMJobConfig, address: str | None = None, resume: bool = Fal
     if resume:
         state = JobState.load(run_dir)
     else:
-        _clear_outputs(run_dir)
+        remove_outputs(run_dir, RUN_OUTPUTS)
         run_dir.mkdir(parents=True, exist_ok=True)
         state = JobState(config=asdict(config))
     if not (run_dir / "tokenizer").exists():

@@ -62,6 +62,7 @@ from kd_core.knowledge import KnowledgeConfig, member_knowledge, member_logits, 
 from kd_core.models import load_qa_model, save_model
 from kd_core.objectives import imm_objective, parse_schedule
 from kd_core.predict import evaluate_qa
+from kd_core.run_files import replace_dir, write_atomic
 from kd_core.train import MetricsCallback, TrainConfig, train
 
 METHODS = ("imm", "single", "mix", "ft", "mft")
@@ -364,20 +365,6 @@ def baseline_plans(layout: RunLayout, settings: IMMSettings, names: Sequence[str
 # ---------------------------------------------------------------------------- execution
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` (replacing it) with a rename, so ``target`` is complete or absent."""
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source.rename(target)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
-
-
 def run_plan(
     plan: DomainPlan,
     domains: Mapping[str, DomainData],
@@ -418,10 +405,10 @@ def run_plan(
         output = Path(plan.output_dir)
         partial = output.with_name(output.name + ".partial")
         save_model(model.cpu(), tokenizer, partial)
-        _replace_dir(partial, output)
+        replace_dir(partial, output)
     outcome = PlanResult(plan.key, plan.domain, plan.iteration, f1, em, kept, plan.output_dir if kept else None,
                          plan.previous_f1, stage_metrics, round(time.perf_counter() - started, 2))
-    _write_atomic(plan.result_path, outcome.to_json())
+    write_atomic(plan.result_path, outcome.to_json())
     shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)  # optimizer states are no longer needed
     return outcome
 

@@ -8,7 +8,7 @@ training text for the preset models, the pretrained model's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +70,18 @@ class DomainData:
         return list(self.train_examples["question"])
 
 
+def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A tuple of names from a comma-separated string (command line) or a list (config file)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v) for v in value)
+
+
 @dataclass(frozen=True)
 class DataSettings:
-    """How domains are read: synthetic corpus or files, limits, split, tokenizer, windows."""
+    """How domains are read: synthetic corpus or files, limits, split, tokenizer, windows (validated)."""
 
     domains: tuple[str, ...] = ()
     data_root: str | None = None
@@ -86,6 +95,21 @@ class DataSettings:
     max_length: int = 96
     doc_stride: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # One spec holds a comma itself (NAME=TRAIN,DEV), so a lone string is one domain.
+        object.__setattr__(self, "domains", (self.domains,) if isinstance(self.domains, str) else
+                           tuple(self.domains or ()))
+        object.__setattr__(self, "synthetic_domains", as_names(self.synthetic_domains))
+        if self.synthetic_per_domain < 4:
+            raise ConfigError("domains", "synthetic_per_domain", f"must be >= 4, got {self.synthetic_per_domain}")
+        for name in ("max_train_examples", "max_dev_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError("domains", name, f"must be >= 1, got {value}")
+        if self.vocab_size < 100:
+            raise ConfigError("domains", "vocab_size", f"must be >= 100, got {self.vocab_size}")
+        FeatureConfig(self.max_length, self.doc_stride)  # validates the windows
 
 
 def domain_sources(settings: DataSettings) -> list[DomainSource]:
