@@ -437,3 +437,33 @@ def line_chart(
     if series:
         ax.legend()
     return figure
+
+
+def scatter_panels(
+    points: Mapping[str, tuple[Sequence[Any], Sequence[float]]],
+    ylabel: str,
+    title: str,
+    log_x: Sequence[str] = (),
+) -> Figure:
+    """One panel per x variable (e.g. a metric against each hyperparameter of a sweep), points only.
+
+    ``points[name] = (xs, ys)``; numeric xs are plotted as numbers (log scale for names in
+    ``log_x``), anything else as categories in order of first appearance.
+    """
+    figure = Figure(figsize=(4 * max(1, len(points)), 3.6), layout="constrained")
+    axes = figure.subplots(1, max(1, len(points)), squeeze=False)[0]
+    for ax, (name, (xs, ys)) in zip(axes, points.items()):
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        if numeric:
+            ax.scatter(list(xs), list(ys), color="tab:blue")
+            if name in log_x:
+                ax.set_xscale("log")
+        else:
+            labels = list(dict.fromkeys(str(x) for x in xs))
+            ax.scatter([labels.index(str(x)) for x in xs], list(ys), color="tab:blue")
+            ax.set_xticks(range(len(labels)), labels=labels, rotation=20)
+        ax.set_xlabel(name)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure

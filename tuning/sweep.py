@@ -1,0 +1,444 @@
+"""Ray Tune sweeps over the distillation hyperparameters (``python tuning/sweep.py --help``).
+
+One sweep is one MLflow parent run and, in order:
+
+1. **Teachers, once.** A2D: the teacher ensemble trains on actors and reads the training data
+   once; the merged knowledge table goes to ``<run dir>/knowledge.parquet``. IMM: the
+   iteration-0 domain models train on actors and each reads its own data once. With
+   ``--knowledge-from RUN_DIR`` (an earlier A2D job or sweep, or an IMM job) nothing is run:
+   the stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children of
+   the sweep's parent run, beside the trials.
+2. **Trials** (``tune.Tuner`` with a function trainable, :mod:`tuning.trials`): every trial
+   trains only its student (A2D) or runs its IMM iterations from the shared teachers,
+   reporting the validation metric after every epoch/iteration; ASHA stops the weak ones
+   early. The search is random, grid or Optuna over the space in :mod:`tuning.spaces`.
+   Each trial gets one CPU (one GPU as well when the cluster has GPUs). ``MLflowLoggerCallback``
+   writes one child run per trial, nested under the parent (tags ``mlflow.parentRunId`` and
+   ``kd_job_id``); runs left RUNNING are closed after ``fit()``.
+3. **Results**: the best config and its metric (printed, logged as params/metrics), the
+   results table ``trials.csv`` and ``plots/metric_vs_hyperparameters.png`` on the parent, and
+   the best trial's model(s) copied to ``<run dir>/best`` in ``save_pretrained`` form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script and under `ray job submit`
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+
+from cluster.ensemble import Ensemble  # noqa: E402
+from cluster.imm import Coordinator, IMMJobConfig, JobState  # noqa: E402
+from cluster.runtime import connect, model_placement  # noqa: E402
+from cluster.tracking import RunRef, Tracker, resolve_tracking_uri, scatter_panels  # noqa: E402
+from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
+from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_member_tables, prepare_data  # noqa: E402
+from kd_core.errors import ConfigError  # noqa: E402
+from kd_core.imm import CurrentModel, PlanResult, RunLayout, initial_plans, similarity_weights  # noqa: E402
+from kd_core.imm_data import DomainData, prepare_domains  # noqa: E402
+from kd_core.knowledge import knowledge_arrays, read_knowledge, write_knowledge  # noqa: E402
+from kd_core.models import save_model  # noqa: E402
+from kd_core.objectives import a2d_objective  # noqa: E402
+from kd_core.predict import ensemble_outputs, scores_from_outputs  # noqa: E402
+from kd_core.run_files import remove_outputs  # noqa: E402
+from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
+from tuning.trials import TRIAL_OUTPUT, A2DTrialInputs, IMMTrialInputs, a2d_trial, imm_trial  # noqa: E402
+
+METRICS = {"a2d": "f1", "imm": "average_f1"}
+#: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
+PENDING = {"mtdnn": "the MT-DNN KD job", "students": "the different-students job"}
+#: What each method's trials may search (anything else in a space is a typo).
+SEARCHABLE = {
+    "a2d": {"tau", "gamma", "delta", "top_k", "learning_rate", "batch_size"},
+    "imm": {"lambda_schedule", "iterations", "phi_init", "no_similarity", "no_kd1", "no_kd2", "transfer_epochs",
+            "finetune_epochs", "learning_rate", "batch_size"},
+}
+SWEEP_OUTPUTS = ("knowledge.parquet", "members", "checkpoints", "student-init", "tokenizer", "teachers", "trials", "ray_results",
+                 "best", "trials.csv", "summary.json")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
+
+    method: str = "a2d"
+    search: str = "random"
+    num_samples: int | None = None  # default: 8 for A2D, 4 for IMM
+    max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs (or GPUs) hold
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    members: int = 1
+    knowledge_from: str | None = None
+    space: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None  # default runs/sweep-<method>
+    tracking_uri: str | None = None
+    experiment: str = "sweep"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method in PENDING:
+            raise ConfigError("sweep", "method", f"{self.method!r} needs {PENDING[self.method]}, which does not exist yet")
+        if self.method not in METRICS:
+            raise ConfigError("sweep", "method", f"must be one of {', '.join(METRICS)}, got {self.method!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
+        checks = {"num_samples": (self.num_samples or 1) >= 1, "max_concurrent": (self.max_concurrent or 1) >= 1,
+                  "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1,
+                  "members": self.members >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
+        if self.tracking_uri is not None:
+            try:
+                resolve_tracking_uri(self.tracking_uri)
+            except ValueError as err:
+                raise ConfigError("sweep", "tracking_uri", str(err)) from err
+
+    @property
+    def samples(self) -> int:
+        return self.num_samples or (8 if self.method == "a2d" else 4)
+
+    @property
+    def metric(self) -> str:
+        return METRICS[self.method]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run_dir or f"runs/sweep-{self.method}").resolve()
+
+
+def _check_values(base: Any, space: dict[str, Param]) -> None:
+    """Build the base config with every listed value (and both range ends): invalid ones are refused now."""
+    for param in space.values():
+        for value in param.values:
+            replace(base, **{param.name: value})
+
+
+@dataclass
+class Prepared:
+    """A validated sweep: the base job config, the data, the space; everything before cluster work."""
+
+    config: SweepConfig
+    base: Any
+    space: dict[str, Param]
+    data: PreparedData | None = None
+    domains: dict[str, DomainData] | None = None
+    tokenizer: Any = None
+
+    @property
+    def max_t(self) -> int:
+        """ASHA's horizon: epochs of an A2D student, the largest K an IMM trial can run."""
+        if self.config.method == "a2d":
+            return max(1, math.ceil(self.base.epochs))
+        ks = self.space["iterations"].values if "iterations" in self.space else (self.base.iterations,)
+        return max(1, int(max(ks)))
+
+    def horizon(self, trial_config: dict[str, Any]) -> int:
+        """Reports a trial makes unless ASHA stops it (an IMM trial's own K may be below ``max_t``)."""
+        if self.config.method == "imm":
+            return max(1, int(trial_config.get("iterations", self.base.iterations)))
+        return self.max_t
+
+
+def prepare(config: SweepConfig) -> Prepared:
+    """Validate the job options, the space and its values, load the data, check reused knowledge."""
+    space = parse_space(config.method, config.space, SEARCHABLE[config.method])
+    param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
+    if config.method == "a2d":
+        base = build_config(DistillConfig, config.job, {"seed": config.seed}, "sweep.job")
+        _check_values(base, space)
+        data = prepare_data(base)
+        if config.knowledge_from:
+            path = Path(config.knowledge_from) / "knowledge.parquet"
+            knowledge_arrays(read_knowledge(path), data.train_features["feature_id"])  # every feature is covered
+        return Prepared(config, base, space, data=data, tokenizer=data.tokenizer)
+    base = build_config(IMMJobConfig, config.job, {"seed": config.seed}, "sweep.job")
+    _check_values(base, space)
+    tokenizer, domains = prepare_domains(base.data)
+    if config.knowledge_from:
+        _reused_imm_teachers(Path(config.knowledge_from), list(domains))
+    return Prepared(config, base, space, domains=domains, tokenizer=tokenizer)
+
+
+# ---------------------------------------------------------------------------- teachers
+
+
+def _a2d_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) -> tuple[Path, int]:
+    """The ensemble's knowledge table (computed once, or reused) and how many teacher passes that took."""
+    if p.config.knowledge_from:
+        return Path(p.config.knowledge_from) / "knowledge.parquet", 0
+    base, data = p.base, p.data
+    seeds = [base.seed + 1000 * i for i in range(p.config.members)]
+    run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher"},
+                              params={"members": p.config.members, "model": base.teacher_model,
+                                      "epochs": base.teacher_epochs})
+    ensemble = Ensemble.create(base.teacher_model, seeds, run_dir / "tokenizer", run_dir / "members",
+                               model_placement(len(seeds), len(seeds)), len(seeds))
+    train_ref = ray.put(data.train_arrays)
+    if base.teacher_epochs > 0:
+        ensemble.train(train_ref, a2d_objective(base.a2d, use_knowledge=False), [replace(base.teacher_training(), seed=s) for s in seeds],
+                       run_dir / "checkpoints", [None] * len(seeds))
+    # Attention maps are stored whenever delta may be searched above 0.
+    knowledge_config = replace(base.knowledge, with_attention=base.delta > 0 or "delta" in p.space)
+    tables, infer_s = ensemble.knowledge(train_ref, data.train_features["feature_id"], knowledge_config)
+    path = write_knowledge(merge_member_tables(tables, data), run_dir / "knowledge.parquet")
+    outputs = [o for o, _ in ensemble.outputs(ray.put(data.dev_arrays))]
+    f1 = scores_from_outputs(data.dev_examples, data.dev_features, data.dev_arrays,
+                             ensemble_outputs(outputs, data.dev_arrays["span_mask"]), base.max_answer_length)["f1"]
+    ensemble.shutdown()
+    tracker.log_metrics(run, {"teacher_passes": 1, "dev_f1": f1, "infer_s": infer_s,
+                              "knowledge_bytes": path.stat().st_size})
+    tracker.end_run(run)
+    return path, 1
+
+
+def _reused_imm_teachers(run_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Iteration-0 models, F1 and knowledge of an earlier IMM job in ``run_dir``."""
+    layout = RunLayout(run_dir.resolve())
+    initial = {}
+    for name in names:
+        result_path = layout.result_dir("imm", name, 0) / "result.json"
+        knowledge = layout.knowledge_path(name, 0)
+        if not result_path.exists() or not knowledge.exists():
+            raise ConfigError(str(run_dir), f"domain {name!r}",
+                              "no iteration-0 model and knowledge for this domain (run jobs/imm.py there first)")
+        result = PlanResult.read(result_path)
+        initial[name] = {"model_dir": str(result.model_dir), "f1": result.target_f1, "knowledge": str(knowledge)}
+    return initial
+
+
+def _imm_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) -> tuple[dict[str, dict[str, Any]], int]:
+    """IMM's iteration 0 (every theta_i^(0) and its knowledge), computed once or reused."""
+    names = list(p.domains)
+    if p.config.knowledge_from:
+        return _reused_imm_teachers(Path(p.config.knowledge_from), names), 0
+    teachers = run_dir / "teachers"
+    job = replace(p.base, run_dir=str(teachers), tracking_uri=tracker.tracking_uri)
+    teachers.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run_dir / "tokenizer", teachers / "tokenizer")
+    similarity = similarity_weights({n: d.questions for n, d in p.domains.items()}, uniform=job.no_similarity)
+    coordinator = Coordinator(job, p.domains, similarity, teachers, JobState(config=asdict(job)), tracker, parent)
+    try:
+        results = coordinator.run_plans(initial_plans(coordinator.layout, job.settings, names, job.model), "initial")
+        current = {r.domain: CurrentModel(0, str(r.model_dir), r.target_f1) for r in results}
+        coordinator.write_knowledge(current, 0)
+    finally:
+        coordinator.shutdown()
+    return {n: {"model_dir": current[n].model_dir, "f1": current[n].f1,
+                "knowledge": str(coordinator.layout.knowledge_path(n, 0))} for n in names}, 1
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, resources: dict[str, float],
+               threads: int) -> tuple[Any, int]:
+    trials_root = str(run_dir / "trials")
+    if p.config.method == "a2d":
+        knowledge, passes = _a2d_teachers(p, run_dir, tracker, parent)
+        init = save_model(initial_student(p.base, p.data), p.data.tokenizer, run_dir / "student-init")
+        inputs: Any = A2DTrialInputs(p.base, p.data, str(knowledge), str(init), str(run_dir / "tokenizer"),
+                                     trials_root, threads)
+        trainable = tune.with_parameters(a2d_trial, inputs=inputs)
+    else:
+        initial, passes = _imm_teachers(p, run_dir, tracker, parent)
+        similarity = similarity_weights({n: d.questions for n, d in p.domains.items()}, uniform=p.base.no_similarity)
+        inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, similarity.tolist(), initial,
+                                str(run_dir / "tokenizer"), trials_root, threads)
+        trainable = tune.with_parameters(imm_trial, inputs=inputs)
+    return tune.with_resources(trainable, resources), passes
+
+
+def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
+    """Run the whole sweep (module doc) and return its summary."""
+    started = time.perf_counter()
+    p = prepare(config)
+    run_dir = config.root
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    remove_outputs(run_dir, SWEEP_OUTPUTS)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    p.tokenizer.save_pretrained(run_dir / "tokenizer")
+
+    connect(tracking_uri, address)
+    tracker = Tracker(tracking_uri)
+    parent = tracker.start_run(config.experiment, f"sweep {config.method}",
+                               tags={"kd.method": config.method, "kd.role": "sweep"},
+                               params={"method": config.method, "search": config.search, "num_samples": config.samples,
+                                       "space": {n: {q.kind: list(q.values)} for n, q in p.space.items()},
+                                       "knowledge_from": config.knowledge_from, "job": config.job})
+    with tracker.scope(parent):
+        resources_total = ray.cluster_resources()
+        gpus = resources_total.get("GPU", 0)
+        resources = {"CPU": 1.0, "GPU": 1.0} if gpus >= 1 else {"CPU": 1.0}
+        capacity = int(gpus) if gpus >= 1 else int(resources_total.get("CPU", 1))
+        concurrent = config.max_concurrent or max(1, capacity)
+        threads = max(1, int(resources_total.get("CPU", 1)) // concurrent)
+        trainable, passes = _trainable(p, run_dir, tracker, parent, resources, threads)
+        search_alg = None
+        if config.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(seed=config.seed)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(p.space, config.search),
+            tune_config=tune.TuneConfig(
+                metric=config.metric, mode="max", num_samples=config.samples, max_concurrent_trials=concurrent,
+                search_alg=search_alg,
+                scheduler=ASHAScheduler(max_t=p.max_t, grace_period=min(config.grace_period, p.max_t),
+                                        reduction_factor=config.reduction_factor),
+            ),
+            run_config=tune.RunConfig(
+                name=f"sweep-{config.method}", storage_path=str(run_dir / "ray_results"),
+                callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=config.experiment,
+                                                tags={**parent.child_tags(), "kd.role": "trial",
+                                                      "kd.method": config.method})],
+            ),
+        )
+        grid = tuner.fit()
+        tracker.finish_children(parent)  # trials whose runs Tune left open
+        summary = _summarise(config, p, grid, run_dir, passes)
+        summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=str(run_dir),
+                       seconds=round(time.perf_counter() - started, 1))
+        _log_results(tracker, parent, p, summary, run_dir)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _summarise(config: SweepConfig, p: Prepared, grid: Any, run_dir: Path, passes: int) -> dict[str, Any]:
+    trials = []
+    for result in grid:
+        history = result.metrics_dataframe
+        values = [] if history is None or config.metric not in history else list(history[config.metric].dropna())
+        trials.append({
+            "trial_id": result.metrics.get("trial_id") if result.metrics else None,
+            "config": {k: result.config[k] for k in p.space},
+            "best": max(values) if values else None,
+            "last": values[-1] if values else None,
+            "reports": len(values),
+            "error": str(result.error).splitlines()[0] if result.error else None,
+            "path": result.path,
+        })
+    finished = [t for t in trials if t["best"] is not None]
+    if not finished:
+        errors = [t["error"] for t in trials if t["error"]]
+        raise RuntimeError(f"no trial reported {config.metric}; first error: {errors[0] if errors else 'none'}")
+    best = max(finished, key=lambda t: t["best"])
+    output = run_dir / "trials" / best["trial_id"] / TRIAL_OUTPUT
+    if output.exists():
+        shutil.copytree(output, run_dir / "best")
+    return {
+        "method": config.method, "metric": config.metric, "best_config": best["config"], "best_metric": best["best"],
+        "best_trial": best["trial_id"], "best_model": str(run_dir / "best"), "trials": len(trials),
+        "stopped_early": sum(1 for t in finished if t["reports"] < p.horizon(t["config"])), "failed": sum(1 for t in trials if t["error"]),
+        "max_t": p.max_t, "teacher_passes": passes, "trial_results": trials,
+    }
+
+
+def _log_results(tracker: Tracker, parent: RunRef, p: Prepared, summary: dict[str, Any], run_dir: Path) -> None:
+    rows = [{"trial_id": t["trial_id"], **t["config"], f"best_{summary['metric']}": t["best"],
+             f"last_{summary['metric']}": t["last"], "reports": t["reports"], "error": t["error"] or ""}
+            for t in summary["trial_results"]]
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join(_csv(row[c]) for c in columns) for row in rows]
+    (run_dir / "trials.csv").write_text("\n".join(lines) + "\n")
+    tracker.log_artifact(parent, run_dir / "trials.csv")
+    finished = [t for t in summary["trial_results"] if t["best"] is not None]
+    points = {name: ([t["config"][name] for t in finished], [t["best"] for t in finished]) for name in p.space}
+    log_x = [name for name, param in p.space.items() if param.kind == "loguniform"]
+    tracker.log_figure(parent, scatter_panels(points, f"best {summary['metric']}",
+                                              f"{summary['method']} sweep: {summary['trials']} trials", log_x),
+                       "plots/metric_vs_hyperparameters.png")
+    tracker.log_params(parent, {f"best/{k}": v for k, v in summary["best_config"].items()})
+    tracker.log_metrics(parent, {f"best_{summary['metric']}": summary["best_metric"], "trials": summary["trials"],
+                                 "teacher_passes": summary["teacher_passes"], "stopped_early": summary["stopped_early"]})
+    tracker.log_dict(parent, summary, "summary.json")
+
+
+def _csv(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return f'"{text}"' if "," in text or '"' in text else text
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python tuning/sweep.py",
+        description="Ray Tune sweep of distillation hyperparameters: teachers run once, every trial trains only its "
+        "student (or its IMM iterations), ASHA stops weak trials, MLflow nests one run per trial.",
+    )
+    p.add_argument("--config", help="YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping")
+    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default) or imm")
+    p.add_argument("--search", choices=SEARCHES, help="random (default), grid or optuna")
+    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8 for a2d, 4 for imm")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: one per CPU, or per GPU when present)")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs/iterations every trial runs (default 1)")
+    p.add_argument("--reduction-factor", type=float, help="ASHA: keep 1/factor of the trials per rung (default 2)")
+    p.add_argument("--members", type=int, help="A2D teacher ensemble size (default 1)")
+    p.add_argument("--knowledge-from", metavar="RUN_DIR",
+                   help="reuse the teachers' knowledge of an earlier run (A2D job or sweep; IMM job) instead of running them")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a base option of the method's job, e.g. --set epochs=4 --set synthetic_per_domain=100")
+    p.add_argument("--run-dir", help="where knowledge, trials and the best model go (default runs/sweep-<method>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment name (default sweep)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
+    p.add_argument("--check", action="store_true", help="validate options, space and data, then exit")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> SweepConfig:
+    values = read_config_file(args.config) if args.config else {}
+    job = {**values.pop("job", {}), **parse_overrides(args.set)}
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(SweepConfig)}
+    return build_config(SweepConfig, {**values, "job": job}, overrides, args.config or "options")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    metric = summary["metric"]
+    lines = [f"{'trial':<12} {'config':<52} {'best ' + metric:>14} {'reports':>8}"]
+    for t in sorted(summary["trial_results"], key=lambda t: -(t["best"] if t["best"] is not None else -1)):
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["config"].items())
+        best = "failed" if t["best"] is None else f"{t['best']:.2f}"
+        lines.append(f"{str(t['trial_id']):<12} {shown:<52} {best:>14} {t['reports']:>8}")
+    lines.append(f"best {metric} {summary['best_metric']:.2f} with {summary['best_config']} "
+                 f"(model in {summary['best_model']})")
+    lines.append(f"{summary['trials']} trials, {summary['stopped_early']} stopped early by ASHA, "
+                 f"teacher passes over the training data: {summary['teacher_passes']}")
+    lines.append(f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+    lines.append(f"run dir: {summary['run_dir']} ({summary['seconds']} s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = config_from(args)
+    if args.check:
+        prepare(config)
+        print("ok: options, search space and data are valid")
+        return 0
+    summary = run_sweep(config, address=args.address)
+    print_summary(summary, format_summary(summary), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,132 @@
+"""What one Ray Tune trial runs: a student (A2D) or the IMM transfer iterations, from shared teachers.
+
+Trials never run a teacher. The sweep computes the teachers' knowledge once (or reuses it
+from a run directory) and hands every trial the same read-only inputs through
+``tune.with_parameters`` (one object-store copy):
+
+* **A2D**: a student trained from the shared initial student on the features plus the
+  knowledge table, with ``L = CE + tau^2 KD + gamma ANS + delta ATT`` at the trial's
+  hyperparameters; after every epoch it reports dev EM/F1 (``tune.report``), so ASHA can stop
+  it, and saves itself when its F1 improved.
+* **IMM**: the shared ``theta^(0)`` models and their knowledge are iteration 0; the trial runs
+  ``K`` transfer iterations (:mod:`kd_core.imm`) with its lambda schedule and reports the
+  average dev F1 after each one; the kept domain models are its output.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+from transformers import AutoTokenizer
+
+from kd_core.distill import DistillConfig, PreparedData
+from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, run_plan, transfer_plans, write_domain_knowledge
+from kd_core.imm_data import DomainData
+from kd_core.knowledge import knowledge_arrays, read_knowledge
+from kd_core.models import load_qa_model, save_model
+from kd_core.objectives import A2DConfig, a2d_objective
+from kd_core.predict import evaluate_qa
+from kd_core.train import TrainConfig, train
+
+#: Where a trial keeps its output model(s), under the sweep's trial folder.
+TRIAL_OUTPUT = "output"
+
+
+def trial_dir(trials_root: str) -> Path:
+    """This trial's folder (named by its Tune trial id)."""
+    return Path(trials_root) / tune.get_context().get_trial_id()
+
+
+@dataclass(frozen=True)
+class A2DTrialInputs:
+    """What every A2D trial shares: base options, data, the knowledge file, the initial student."""
+
+    base: DistillConfig
+    data: PreparedData
+    knowledge_path: str
+    student_init: str
+    tokenizer_dir: str
+    trials_root: str
+    threads: int
+
+
+def a2d_trial(params: dict[str, Any], inputs: A2DTrialInputs) -> None:
+    """Train one student at ``params`` (``tau``, ``gamma``, ``delta``...), reporting dev F1 every epoch."""
+    torch.set_num_threads(inputs.threads)
+    config = replace(inputs.base, **params)
+    a2d = A2DConfig(config.tau, config.gamma, config.delta, config.top_k)
+    tokenizer = AutoTokenizer.from_pretrained(inputs.tokenizer_dir)
+    student, _ = load_qa_model(inputs.student_init, config.seed + 1, tokenizer)
+    data = inputs.data
+    knowledge = knowledge_arrays(read_knowledge(inputs.knowledge_path), data.train_features["feature_id"])
+    arrays = {**data.train_arrays, **knowledge}
+    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                               seed=config.seed + 1, log_every=1)
+    steps_per_epoch = math.ceil(len(arrays["input_ids"]) / config.batch_size)
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    output = trial_dir(inputs.trials_root) / TRIAL_OUTPUT
+    best = -math.inf
+
+    def report_at_epoch_end(metrics: dict[str, float]) -> None:
+        nonlocal best
+        step = int(metrics["step"])
+        if step % steps_per_epoch and step != total_steps:
+            return
+        scores, _ = evaluate_qa(student, data.dev_examples, data.dev_features, data.dev_arrays, config.max_answer_length)
+        student.train()  # evaluation switched it to eval mode; training goes on
+        if scores["f1"] > best:
+            best = scores["f1"]
+            save_model(student, tokenizer, output)
+        tune.report({"f1": scores["f1"], "em": scores["exact_match"], "epoch": metrics["epoch"],
+                     **{k: v for k, v in metrics.items() if k.startswith("loss")}})
+
+    train(student, arrays, a2d_objective(a2d), train_config, callbacks=[report_at_epoch_end], progress=False)
+
+
+@dataclass(frozen=True)
+class IMMTrialInputs:
+    """What every IMM trial shares: base settings, domains, iteration-0 models and their knowledge."""
+
+    base: IMMSettings
+    model: str
+    domains: dict[str, DomainData]
+    similarity_rows: list[list[float]]
+    initial: dict[str, dict[str, Any]]  # domain -> {"model_dir", "f1", "knowledge"}
+    tokenizer_dir: str
+    trials_root: str
+    threads: int
+
+
+def imm_trial(params: dict[str, Any], inputs: IMMTrialInputs) -> None:
+    """Run ``K`` IMM iterations at ``params`` (``lambda_schedule``, ``iterations``...), reporting average dev F1."""
+    torch.set_num_threads(inputs.threads)
+    settings = replace(inputs.base, **params)
+    tokenizer = AutoTokenizer.from_pretrained(inputs.tokenizer_dir)
+    names = list(inputs.domains)
+    layout = RunLayout(trial_dir(inputs.trials_root))
+    for name, initial in inputs.initial.items():  # iteration 0 is shared: its knowledge is copied, not recomputed
+        target = layout.knowledge_path(name, 0)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(initial["knowledge"], target)
+    current = {n: CurrentModel(0, inputs.initial[n]["model_dir"], inputs.initial[n]["f1"]) for n in names}
+    similarity = np.asarray(inputs.similarity_rows)
+    for k in range(settings.iterations):
+        for name in names:
+            write_domain_knowledge(current[name].model_dir, inputs.domains[name], tokenizer,
+                                   layout.knowledge_path(name, current[name].iteration))
+        for plan in transfer_plans(layout, settings, names, inputs.model, similarity, current, k):
+            result: PlanResult = run_plan(plan, inputs.domains, tokenizer, settings=settings)
+            if result.kept:
+                current[plan.domain] = CurrentModel(k + 1, str(result.model_dir), result.target_f1)
+        for name in names:  # the kept models so far, saved before reporting (Tune may stop the trial there)
+            shutil.copytree(current[name].model_dir, layout.root / TRIAL_OUTPUT / name, dirs_exist_ok=True)
+        f1 = {n: current[n].f1 for n in names}
+        tune.report({"average_f1": float(np.mean(list(f1.values()))), **{f"f1/{n}": v for n, v in f1.items()},
+                     "iteration": k + 1})
