@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -458,6 +459,7 @@ def scatter_panels(
             ax.scatter(list(xs), list(ys), color="tab:blue")
             if name in log_x:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         else:
             labels = list(dict.fromkeys(str(x) for x in xs))
             ax.scatter([labels.index(str(x)) for x in xs], list(ys), color="tab:blue")

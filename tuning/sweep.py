@@ -96,7 +96,8 @@ class SweepConfig:
             raise ConfigError("sweep", "method", f"must be one of {', '.join(METRICS)}, got {self.method!r}")
         if self.search not in SEARCHES:
             raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
-        checks = {"num_samples": (self.num_samples or 1) >= 1, "max_concurrent": (self.max_concurrent or 1) >= 1,
+        checks = {"num_samples": self.num_samples is None or self.num_samples >= 1,
+                  "max_concurrent": self.max_concurrent is None or self.max_concurrent >= 1,
                   "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1,
                   "members": self.members >= 1}
         for name, ok in checks.items():

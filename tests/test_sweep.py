@@ -1,0 +1,104 @@
+"""Ray Tune sweeps: search-space parsing, refusal of bad options, and an A2D sweep end to end on a real Ray."""
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from kd_core.cli import run_cli
+from kd_core.errors import ConfigError
+from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
+from tuning.sweep import SEARCHABLE, SweepConfig, main, prepare, run_sweep
+
+JOB = {"synthetic_per_domain": 16, "teacher_epochs": 2, "epochs": 4, "vocab_size": 400}
+
+
+def test_default_spaces_follow_the_papers_and_overrides_replace_entries():
+    space = parse_space("a2d", allowed=SEARCHABLE["a2d"])
+    assert space["tau"] == Param("tau", "choice", (1.0, 2.0, 3.0, 5.0))
+    assert space["gamma"].kind == "loguniform" and space["gamma"].values[0] < 0.3 < space["gamma"].values[1]
+    assert space["delta"].kind == "loguniform" and space["delta"].values[0] < 0.1 < space["delta"].values[1]
+    custom = parse_space("a2d", {"tau": {"grid": [1, 2]}, "learning_rate": {"loguniform": [1e-4, 1e-2]}},
+                         SEARCHABLE["a2d"])
+    assert custom["tau"] == Param("tau", "grid", (1, 2)) and custom["gamma"] == space["gamma"]
+    assert set(parse_space("imm")) == set(DEFAULT_SPACES["imm"]) == {"lambda_schedule", "iterations"}
+
+    domains = param_space(custom, "random")
+    assert domains["tau"] == tune.grid_search([1, 2])
+    assert isinstance(domains["gamma"], tune.search.sample.Float)
+    grid = param_space(parse_space("imm"), "grid")
+    assert grid["iterations"] == tune.grid_search([1, 2, 3])
+
+
+@pytest.mark.parametrize("override, search, message", [
+    ({"tau": {"beta": [1, 2]}}, "random", "unknown kind"),
+    ({"tau": {"choice": []}}, "random", "at least one value"),
+    ({"gamma": {"loguniform": [0, 1]}}, "random", "low > 0"),
+    ({"gamma": {"uniform": [2, 1]}}, "random", "low < high"),
+    ({"gamma": {"uniform": [1]}}, "random", "[low, high]"),
+    ({"gamma": 0.3}, "random", "expected one of"),
+    ({"temperature": {"choice": [1]}}, "random", "not a hyperparameter"),
+    ({}, "grid", "grid search needs listed values"),
+    ({"tau": {"grid": [1, 2]}}, "optuna", "Optuna cannot search grid"),
+])
+def test_bad_spaces_are_refused(override, search, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        param_space(parse_space("a2d", override, SEARCHABLE["a2d"]), search)
+
+
+def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="tau"):
+        prepare(SweepConfig(space={"tau": {"choice": [0.0, 2.0]}}, job=JOB))  # tau = 0 is not a temperature
+    with pytest.raises(ConfigError, match="iterations"):
+        prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
+    for args, message in [(["--method", "mtdnn"], "does not exist yet"), (["--num-samples", "0"], "num_samples"),
+                          (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "knowledge"),
+                          (["--set", "no_such_option=1"], "no_such_option")]:
+        assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def _tree(uri: str, parent_id: str):
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
+    return client, parent, [r for r in runs if r.info.run_id != parent_id]
+
+
+def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_sweep(SweepConfig(num_samples=6, max_concurrent=2, job=JOB, run_dir=str(tmp_path / "sweep"),
+                                    tracking_uri=uri))
+    assert summary["teacher_passes"] == 1 and summary["trials"] == 6 and summary["failed"] == 0
+    assert summary["stopped_early"] >= 1  # ASHA cut some trials before their 4th epoch
+    assert {t["reports"] for t in summary["trial_results"]} - {1, 2, 3, 4} == set()
+    assert set(summary["best_config"]) == {"tau", "gamma", "delta"}
+    assert summary["best_metric"] == max(t["best"] for t in summary["trial_results"])
+    best = Path(summary["best_model"])
+    assert (best / "model.safetensors").exists() and (best / "config.json").exists()
+    run_dir = Path(summary["run_dir"])
+    assert len((run_dir / "trials.csv").read_text().strip().splitlines()) == 7
+
+    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.metrics["teacher_passes"] == 1
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plots")} == {"plots/metric_vs_hyperparameters.png"}
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    roles = [r.data.tags.get("kd.role") for r in children]
+    assert roles.count("teacher") == 1 and roles.count("trial") == 6  # one teacher run, one run per trial
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    teacher = next(r for r in children if r.data.tags.get("kd.role") == "teacher")
+    knowledge_written = (run_dir / "knowledge.parquet").stat().st_mtime
+    assert all(r.info.start_time / 1000 >= knowledge_written - 1 for r in children if r.data.tags["kd.role"] == "trial")
+    assert teacher.info.end_time / 1000 <= min(r.info.start_time for r in children if r.data.tags["kd.role"] == "trial") / 1000
+
+    # A second sweep reuses that knowledge: no teacher runs at all.
+    again = run_sweep(SweepConfig(num_samples=2, job=JOB, knowledge_from=str(run_dir), search="optuna",
+                                  run_dir=str(tmp_path / "again"), tracking_uri=uri))
+    assert again["teacher_passes"] == 0 and again["trials"] == 2
+    _, _, children = _tree(uri, again["mlflow_run_id"])
+    assert [r.data.tags.get("kd.role") for r in children] == ["trial", "trial"]
