@@ -18,6 +18,7 @@ from jobs.imm import main
 from kd_core.cli import run_cli
 from kd_core.imm import IMMSettings, RunLayout, initial_plans
 from kd_core.imm_data import DataSettings, prepare_domains
+from tuning.sweep import SweepConfig, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
@@ -204,3 +205,19 @@ def test_a_domain_actor_killed_mid_stage_is_restarted_and_resumes_from_its_check
     assert result["stage_metrics"]["initial"]["resumed_from_step"] > 0
     assert result["f1"] == expected["f1"]
     ray.kill(actor, no_restart=True)
+
+
+def test_imm_sweep_reuses_the_jobs_iteration_0_as_its_teachers(uninterrupted, tmp_path):
+    job, uri = uninterrupted
+    sweep = run_sweep(SweepConfig(method="imm", num_samples=2, job=TINY, knowledge_from=job["run_dir"],
+                                  space={"iterations": {"choice": [1]}}, run_dir=str(tmp_path / "sweep"),
+                                  tracking_uri=uri))
+    assert sweep["teacher_passes"] == 0 and sweep["trials"] == 2 and sweep["failed"] == 0
+    assert set(sweep["best_config"]) == {"lambda_schedule", "iterations"}
+    # Iteration 1 of a trial can only improve on the job's iteration 0 (keep-the-best).
+    assert sweep["best_metric"] >= sum(f1s[0] for f1s in job["iterations_f1"].values()) / 3 - 1e-9
+    assert sorted(p.name for p in Path(sweep["best_model"]).iterdir()) == sorted(job["iterations_f1"])
+    _, parent, children = _tree(uri, sweep["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert [r.data.tags["kd.role"] for r in children] == ["trial", "trial"]
+    assert all(r.info.status == "FINISHED" for r in children)
