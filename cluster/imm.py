@@ -48,7 +48,7 @@ from kd_core.imm import (
     similarity_weights, transfer_plans,
 )
 from kd_core.imm_data import DataSettings, DomainData, as_names, prepare_domains
-from kd_core.run_files import remove_outputs
+from kd_core.run_files import remove_outputs, write_atomic
 
 STATE_FILE = "state.json"
 #: What a fresh run removes from its run directory first (a resumed run keeps them).
@@ -113,9 +113,7 @@ class JobState:
     child_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save(self, run_dir: Path) -> None:
-        partial = run_dir / (STATE_FILE + ".partial")
-        partial.write_text(json.dumps(asdict(self), indent=1))
-        partial.replace(run_dir / STATE_FILE)
+        write_atomic(run_dir / STATE_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, run_dir: Path) -> JobState:
