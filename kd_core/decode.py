@@ -103,8 +103,9 @@ def predict_answers(
     legal span gets the empty string.
     """
     starts, ends, scores = batch_top_k_spans(
-        # torch.tensor copies: arrays read from Ray's object store are read-only.
-        torch.tensor(start_logits), torch.tensor(end_logits), torch.tensor(passage_mask).bool(),
+        # Copies: arrays read from Ray's object store are read-only, which torch warns about.
+        torch.from_numpy(np.array(start_logits)), torch.from_numpy(np.array(end_logits)),
+        torch.from_numpy(np.array(passage_mask)).bool(),
         1, max_answer_length,
     )
     best: dict[str, tuple[float, str]] = {}

@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForQuestionAnswering
 
 from cluster.a2d import A2DJobConfig, run_a2d
+from jobs.a2d import main
+from kd_core.cli import run_cli
 from kd_core.data.synthetic import generate
 from kd_core.knowledge import knowledge_metadata, read_knowledge
 
@@ -59,15 +61,10 @@ def test_a2d_job_end_to_end_with_mlflow_tree(ray_session, tmp_path):
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"plots", "speed_table.json"}
 
 
-def _job(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "jobs" / "a2d.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_check_validates_without_cluster_work(tmp_path):
-    result = _job("--synthetic-per-domain", "8", "--members", "3", "--check", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "ok" in result.stdout
+def test_check_validates_without_cluster_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, ["--synthetic-per-domain", "8", "--members", "3", "--check"]) == 0
+    assert "ok" in capsys.readouterr().out
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
@@ -77,12 +74,13 @@ def test_check_validates_without_cluster_work(tmp_path):
     (["--max-concurrency", "0"], "a2d: max_concurrency"),
     (["--eval", "missing.json"], "missing.json"),
 ])
-def test_bad_options_exit_2_before_cluster_work(tmp_path, args, expected):
-    result = _job("--synthetic-per-domain", "8", *args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+def test_bad_options_exit_2_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, ["--synthetic-per-domain", "8", *args]) == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0]
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert stderr.strip().splitlines()[-1] == errors[0]
     assert not (tmp_path / "mlflow.db").exists()
 
 
