@@ -87,6 +87,11 @@ def span_text(context: str, offsets: Sequence[Sequence[int]], start: int, end: i
     return context[int(offsets[start][0]) : int(offsets[end][1])]
 
 
+def _writable(values: Tensor | np.ndarray) -> Tensor:
+    """A tensor copy of ``values`` (arrays read from Ray's object store are read-only, which torch warns about)."""
+    return values.detach().clone() if isinstance(values, Tensor) else torch.from_numpy(np.array(values))
+
+
 def predict_answers(
     example_ids: Sequence[str],
     contexts: Mapping[str, str],
@@ -103,9 +108,7 @@ def predict_answers(
     legal span gets the empty string.
     """
     starts, ends, scores = batch_top_k_spans(
-        # Copies: arrays read from Ray's object store are read-only, which torch warns about.
-        torch.from_numpy(np.array(start_logits)), torch.from_numpy(np.array(end_logits)),
-        torch.from_numpy(np.array(passage_mask)).bool(),
+        _writable(start_logits), _writable(end_logits), _writable(passage_mask).bool(),
         1, max_answer_length,
     )
     best: dict[str, tuple[float, str]] = {}
