@@ -41,7 +41,7 @@ import ray
 from cluster.domain_actor import create_domain_actor
 from cluster.fanout import run_bounded
 from cluster.runtime import connect, model_placement
-from cluster.tracking import RunRef, Tracker, heatmap, line_chart, resolve_tracking_uri
+from cluster.tracking import RunRef, Tracker, check_tracking_uri, heatmap, line_chart, resolve_tracking_uri
 from kd_core.errors import ConfigError
 from kd_core.imm import (
     METHODS, CurrentModel, DomainPlan, IMMSettings, PlanResult, RunLayout, baseline_plans, initial_plans,
@@ -80,11 +80,7 @@ class IMMJobConfig(IMMSettings, DataSettings):
             raise ConfigError("imm", "baselines", "each method may be run once per job")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("imm", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
-        if self.tracking_uri is not None:
-            try:
-                resolve_tracking_uri(self.tracking_uri)
-            except ValueError as err:
-                raise ConfigError("imm", "tracking_uri", str(err)) from err
+        check_tracking_uri(self.tracking_uri, "imm")
 
     @property
     def data(self) -> DataSettings:

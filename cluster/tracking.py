@@ -44,6 +44,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from kd_core.errors import ConfigError
+
 JOB_ID_TAG = "kd_job_id"
 DEFAULT_DB_NAME = "mlflow.db"
 _SQLITE_PREFIX = "sqlite:///"
@@ -116,6 +118,16 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         )
     return f"{_SQLITE_PREFIX}{Path(uri).expanduser().resolve()}"
     return uri
+
+
+def check_tracking_uri(uri: str | None, source: str) -> None:
+    """Refuse a tracking URI :func:`resolve_tracking_uri` cannot use, as a one-line ``ConfigError`` (before any work)."""
+    if uri is None:
+        return
+    try:
+        resolve_tracking_uri(uri)
+    except ValueError as err:
+        raise ConfigError(source, "tracking_uri", str(err)) from err
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script and under `ray job submit`
 
+import numpy as np  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
@@ -42,7 +43,7 @@ from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from cluster.ensemble import Ensemble  # noqa: E402
 from cluster.imm import Coordinator, IMMJobConfig, JobState  # noqa: E402
 from cluster.runtime import connect, model_placement  # noqa: E402
-from cluster.tracking import RunRef, Tracker, resolve_tracking_uri, scatter_panels  # noqa: E402
+from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri, scatter_panels  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_member_tables, prepare_data  # noqa: E402
@@ -103,11 +104,7 @@ class SweepConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
-        if self.tracking_uri is not None:
-            try:
-                resolve_tracking_uri(self.tracking_uri)
-            except ValueError as err:
-                raise ConfigError("sweep", "tracking_uri", str(err)) from err
+        check_tracking_uri(self.tracking_uri, "sweep")
 
     @property
     def samples(self) -> int:
@@ -139,6 +136,8 @@ class Prepared:
     data: PreparedData | None = None
     domains: dict[str, DomainData] | None = None
     tokenizer: Any = None
+    similarity: np.ndarray | None = None  # IMM: s_ij of the domains
+    reused_initial: dict[str, dict[str, Any]] | None = None  # IMM: iteration 0 of --knowledge-from
 
     @property
     def max_t(self) -> int:
@@ -170,9 +169,10 @@ def prepare(config: SweepConfig) -> Prepared:
     base = build_config(IMMJobConfig, config.job, {"seed": config.seed}, "sweep.job")
     _check_values(base, space)
     tokenizer, domains = prepare_domains(base.data)
-    if config.knowledge_from:
-        _reused_imm_teachers(Path(config.knowledge_from), list(domains))
-    return Prepared(config, base, space, domains=domains, tokenizer=tokenizer)
+    reused = _reused_imm_teachers(Path(config.knowledge_from), list(domains)) if config.knowledge_from else None
+    similarity = similarity_weights({n: d.questions for n, d in domains.items()}, uniform=base.no_similarity)
+    return Prepared(config, base, space, domains=domains, tokenizer=tokenizer, similarity=similarity,
+                    reused_initial=reused)
 
 
 # ---------------------------------------------------------------------------- teachers
@@ -225,14 +225,13 @@ def _reused_imm_teachers(run_dir: Path, names: list[str]) -> dict[str, dict[str,
 def _imm_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) -> tuple[dict[str, dict[str, Any]], int]:
     """IMM's iteration 0 (every theta_i^(0) and its knowledge), computed once or reused."""
     names = list(p.domains)
-    if p.config.knowledge_from:
-        return _reused_imm_teachers(Path(p.config.knowledge_from), names), 0
+    if p.reused_initial is not None:
+        return p.reused_initial, 0
     teachers = run_dir / "teachers"
     job = replace(p.base, run_dir=str(teachers), tracking_uri=tracker.tracking_uri)
     teachers.mkdir(parents=True, exist_ok=True)
     shutil.copytree(run_dir / "tokenizer", teachers / "tokenizer")
-    similarity = similarity_weights({n: d.questions for n, d in p.domains.items()}, uniform=job.no_similarity)
-    coordinator = Coordinator(job, p.domains, similarity, teachers, JobState(config=asdict(job)), tracker, parent)
+    coordinator = Coordinator(job, p.domains, p.similarity, teachers, JobState(config=asdict(job)), tracker, parent)
     try:
         results = coordinator.run_plans(initial_plans(coordinator.layout, job.settings, names, job.model), "initial")
         current = {r.domain: CurrentModel(0, str(r.model_dir), r.target_f1) for r in results}
@@ -257,8 +256,7 @@ def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, res
         trainable = tune.with_parameters(a2d_trial, inputs=inputs)
     else:
         initial, passes = _imm_teachers(p, run_dir, tracker, parent)
-        similarity = similarity_weights({n: d.questions for n, d in p.domains.items()}, uniform=p.base.no_similarity)
-        inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, similarity.tolist(), initial,
+        inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, p.similarity.tolist(), initial,
                                 str(run_dir / "tokenizer"), trials_root, threads)
         trainable = tune.with_parameters(imm_trial, inputs=inputs)
     return tune.with_resources(trainable, resources), passes
