@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from kd_core.config_files import build_config, parse_overrides
 from kd_core.distill import DistillConfig, build_model, prepare_data, teacher_knowledge, train_student
-from kd_core.knowledge import knowledge_arrays
+from kd_core.knowledge.span import knowledge_arrays
 from kd_core.objectives import a2d_objective
 from kd_core.predict import evaluate_qa
 from kd_core.train import train

@@ -36,7 +36,8 @@ from kd_core.data.features import featurize
 from kd_core.data.loaders import load_examples
 from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_member_tables, prepare_data
 from kd_core.errors import ConfigError
-from kd_core.knowledge import knowledge_arrays, write_knowledge
+from kd_core.knowledge.span import knowledge_arrays
+from kd_core.knowledge.table import write_knowledge
 from kd_core.models import save_model
 from kd_core.objectives import a2d_objective
 from kd_core.predict import ModelOutputs, ensemble_outputs, scores_from_outputs

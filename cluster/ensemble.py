@@ -19,7 +19,7 @@ from cluster.fanout import run_bounded
 from cluster.model_actor import create_model_actor
 from cluster.runtime import Placement
 from cluster.tracking import RunRef
-from kd_core.knowledge import KnowledgeConfig
+from kd_core.knowledge.span import KnowledgeConfig
 from kd_core.objectives import Objective
 from kd_core.predict import ModelOutputs
 from kd_core.train import TrainConfig

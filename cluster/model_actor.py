@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from cluster.runtime import Placement, device_for_actor
 from cluster.tracking import RunRef, Tracker
-from kd_core.knowledge import KnowledgeConfig, member_knowledge
+from kd_core.knowledge.span import KnowledgeConfig, member_knowledge
 from kd_core.models import count_parameters, load_qa_model, save_model
 from kd_core.objectives import Objective
 from kd_core.predict import ModelOutputs, run_model

@@ -35,7 +35,8 @@ from kd_core.data.loaders import load_examples
 from kd_core.data.split import split_by_context
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
-from kd_core.knowledge import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge, write_knowledge
+from kd_core.knowledge.span import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge
+from kd_core.knowledge.table import write_knowledge
 from kd_core.models import (
     count_parameters, is_preset, keep_first_layers, load_qa_model, save_model, train_wordpiece_tokenizer,
 )

@@ -57,7 +57,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from kd_core.data.domains import domain_similarity
 from kd_core.errors import ConfigError
 from kd_core.imm_data import DomainData
-from kd_core.knowledge import KnowledgeConfig, member_knowledge, member_logits, read_knowledge, write_knowledge
+from kd_core.knowledge.span import KnowledgeConfig, member_knowledge, member_logits
+from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.models import load_qa_model, save_model
 from kd_core.objectives import imm_objective, parse_schedule
 from kd_core.predict import evaluate_qa

@@ -1,11 +1,13 @@
-"""Teacher and student QA models: tiny presets, any Hugging Face id or local path, one output form.
+"""Teacher and student models: tiny presets, any Hugging Face id or local path, one output form per head.
 
 * **Presets** (``tiny-bert``, ``small-bert``, ``tiny-bert-1l``) are BERT configurations built
   from scratch with a WordPiece tokenizer trained locally on the data (no download). They
   make the demo and the tests run anywhere.
 * **Any other name** is a Hugging Face model id or a local directory, loaded with
-  ``AutoModelForQuestionAnswering`` / ``AutoTokenizer`` (an encoder without a QA head gets a
-  fresh one). A name that resolves to nothing raises :class:`~kd_core.errors.ModelError`.
+  ``AutoModelForQuestionAnswering`` (span QA) or ``AutoModelForSequenceClassification``
+  (sentence tasks, :func:`load_sequence_model`) and ``AutoTokenizer``; an encoder without
+  the head gets a fresh one. A name that resolves to nothing raises
+  :class:`~kd_core.errors.ModelError`.
 * :func:`qa_forward` gives every model the same output, :class:`QAOutput`: start/end logits
   and, on request, the **question-passage attention** used by A2D's attention
   distillation. Our choice (the paper attends from passage to question inside its own
@@ -32,9 +34,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import Tensor
 from transformers import (
     AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForQuestionAnswering,
+    BertForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
@@ -138,6 +142,19 @@ def _resolve_pretrained(name: str) -> str:
     return name
 
 
+def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of a hub id or local model directory."""
+    source = _resolve_pretrained(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(name, "from_pretrained", f"cannot load tokenizer: {first_line}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(name, "tokenizer", "has no fast tokenizer")
+    return tokenizer
+
+
 def load_pretrained(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a QA model and its tokenizer from a hub id or a local directory.
 
@@ -166,6 +183,39 @@ def load_qa_model(
             raise ConfigError("models", name, "a preset model needs a tokenizer trained on the data")
         return build_preset_model(name, tokenizer, seed), tokenizer
     return load_pretrained(name, seed)
+
+
+def load_sequence_model(
+    name: str, seed: int, num_labels: int, tokenizer: PreTrainedTokenizerFast | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A sentence(-pair) model with a ``num_labels``-way head (``num_labels = 1``: one regression value).
+
+    Presets are built from their configuration with ``tokenizer``'s vocabulary; any other name
+    is a hub id or a local directory loaded with ``AutoModelForSequenceClassification`` (a
+    head of another size, or none, is initialised from ``seed``).
+    """
+    if num_labels < 1:
+        raise ConfigError("models", "num_labels", f"must be >= 1, got {num_labels}")
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if is_preset(name):
+        if tokenizer is None:
+            raise ConfigError("models", name, "a preset model needs a tokenizer trained on the data")
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
+                            problem_type=problem, **PRESETS[name])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return BertForSequenceClassification(config), tokenizer
+    source = _resolve_pretrained(name)
+    try:
+        loaded_tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(name, "from_pretrained", f"cannot load model: {first_line}") from err
+    return model, loaded_tokenizer
 
 
 def keep_first_layers(model: PreTrainedModel, layers: int) -> PreTrainedModel:

@@ -12,9 +12,9 @@ Batches are dicts of tensors; the knowledge columns a term reads are named
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -67,18 +67,23 @@ def parse_schedule(spec: str | float, where: str = "schedule") -> Schedule:
     raise ConfigError("objective", where, f"cannot read schedule {spec!r}; use a number or 'linear:START:END'")
 
 
-TermFn = Callable[[QAOutput, Batch], Tensor]
+TermFn = Callable[[Any, Batch], Tensor]
 
 
 @dataclass(frozen=True)
 class Term:
-    """One named loss term: per-example loss function, weight schedule, what it needs."""
+    """One named loss term: per-example loss function of (model output, batch), weight schedule, what it needs.
+
+    ``requires`` names the batch columns the term reads besides the features (knowledge
+    columns such as ``teacher_start_logits``): training refuses to start without them.
+    """
 
     name: str
     fn: TermFn
     weight: Schedule = Constant(1.0)
     needs_knowledge: bool = False
     needs_attention: bool = False
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,11 @@ class Objective:
     def needs_attention(self) -> bool:
         return any(t.needs_attention for t in self.terms)
 
-    def __call__(self, outputs: QAOutput, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+    def missing_columns(self, columns: Collection[str]) -> list[tuple[str, str]]:
+        """``(term, column)`` for every column a term requires that ``columns`` lacks."""
+        return [(t.name, c) for t in self.terms for c in t.requires if c not in columns]
+
+    def __call__(self, outputs: Any, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         """Total loss and, for logging, each term's reduced value and current weight."""
         example_weights = batch.get("weight")
         total: Tensor | None = None
@@ -138,6 +147,7 @@ def kd_term(tau: float, weight: Schedule = Constant(1.0)) -> Term:
         ),
         weight,
         needs_knowledge=True,
+        requires=("teacher_start_logits", "teacher_end_logits"),
     )
 
 
@@ -150,6 +160,7 @@ def answer_margin_term(weight: Schedule) -> Term:
         ),
         weight,
         needs_knowledge=True,
+        requires=("confusing_start", "confusing_end"),
     )
 
 
@@ -161,7 +172,7 @@ def attention_term(weight: Schedule) -> Term:
             raise ConfigError("objective", "att", "the model produced no attention map")
         return losses.attention_mse_loss(out.attention, b["teacher_attention"], b["passage_mask"].bool())
 
-    return Term("att", fn, weight, needs_knowledge=True, needs_attention=True)
+    return Term("att", fn, weight, needs_knowledge=True, needs_attention=True, requires=("teacher_attention",))
 
 
 def prediction_mse_term(weight: Schedule) -> Term:
@@ -173,6 +184,7 @@ def prediction_mse_term(weight: Schedule) -> Term:
         ),
         weight,
         needs_knowledge=True,
+        requires=("teacher_start_logits", "teacher_end_logits"),
     )
 
 

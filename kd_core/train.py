@@ -28,6 +28,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from kd_core.models import enable_attention_outputs, qa_forward
 from kd_core.objectives import Objective
 
 MetricsCallback = Callable[[dict[str, float]], None]
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any]
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
@@ -170,19 +172,24 @@ def train(
     progress: bool = True,
     desc: str = "train",
     shard: tuple[int, int] = (0, 1),
+    forward: Forward | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
     With ``checkpoint_dir`` set, a checkpoint found there is resumed from, and new ones are
     written during training (by rank 0); the final weights are those of the model object.
+    ``forward(model, batch)`` reads the model's output for the objective (a task's
+    ``forward``); by default the span-QA :func:`~kd_core.models.qa_forward`, with attention
+    maps when the objective needs them.
     """
     rank, world = shard
     if not 0 <= rank < world:
         raise ConfigError("train", "shard", f"rank {rank} is not in [0, {world})")
-    if objective.needs_knowledge and "teacher_start_logits" not in arrays:
-        raise ConfigError("train", "knowledge", "the objective needs teacher knowledge; none was given")
-    if objective.needs_attention and "teacher_attention" not in arrays:
-        raise ConfigError("train", "knowledge", "the objective needs teacher attention maps; none were stored")
+    missing = objective.missing_columns(arrays)
+    if missing:
+        term, column = missing[0]
+        raise ConfigError("train", "knowledge", f"the loss term {term!r} needs the column {column!r}; it was not given "
+                          "(no teacher knowledge, or knowledge stored without it)")
     size = len(arrays["input_ids"])
     if size == 0:
         raise ConfigError("train", "features", "no training features")
@@ -210,7 +217,7 @@ def train(
         order = _epoch_order(size, config.seed, epoch)
         indices = _batch_rows(order, offset, global_batch, shard)
         batch = {k: v.to(device) for k, v in batch_at(arrays, indices).items()}
-        outputs = qa_forward(model, batch, question_tokens)
+        outputs = forward(model, batch) if forward is not None else qa_forward(model, batch, question_tokens)
         loss, parts = objective(outputs, batch, progress=step / total_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

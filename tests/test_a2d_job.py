@@ -13,7 +13,8 @@ from cluster.a2d import A2DJobConfig, run_a2d
 from jobs.a2d import main
 from kd_core.cli import run_cli
 from kd_core.data.synthetic import generate
-from kd_core.knowledge import knowledge_metadata, read_knowledge
+from kd_core.knowledge.span import knowledge_metadata
+from kd_core.knowledge.table import read_knowledge
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=16, teacher_epochs=1, epochs=1, vocab_size=500, members=2, max_concurrency=2)

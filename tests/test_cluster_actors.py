@@ -13,7 +13,7 @@ from cluster.runtime import Placement, placement_for
 from kd_core.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.synthetic import generate
-from kd_core.knowledge import KnowledgeConfig, member_knowledge
+from kd_core.knowledge.span import KnowledgeConfig, member_knowledge
 from kd_core.models import build_preset_model, train_wordpiece_tokenizer
 from kd_core.objectives import A2DConfig, a2d_objective
 from kd_core.train import TrainConfig, train

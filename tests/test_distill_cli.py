@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForQuestionAnswering
 
-from kd_core.knowledge import knowledge_metadata, read_knowledge
+from kd_core.knowledge.span import knowledge_metadata
+from kd_core.knowledge.table import read_knowledge
 
 TINY = ["--synthetic-per-domain", "12", "--teacher-epochs", "1", "--epochs", "1", "--vocab-size", "400"]
 

@@ -16,7 +16,8 @@ from kd_core.imm import (
     run_plan, similarity_weights, transfer_plans, upsample_indices,
 )
 from kd_core.imm_data import DataSettings, DomainData, parse_domain, prepare_domains
-from kd_core.knowledge import member_table, write_knowledge
+from kd_core.knowledge.span import member_table
+from kd_core.knowledge.table import write_knowledge
 from kd_core.models import QAOutput
 from kd_core.objectives import Linear, imm_objective
 

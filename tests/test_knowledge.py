@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from kd_core.errors import DataError
-from kd_core.knowledge import (
-    knowledge_arrays, knowledge_metadata, member_table, merge_knowledge, read_knowledge, write_knowledge,
-)
+from kd_core.knowledge.span import knowledge_arrays, knowledge_metadata, member_table, merge_knowledge
+from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.losses import teacher_probabilities
 
 CONTEXT = "alpha beta gamma delta"

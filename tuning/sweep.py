@@ -50,7 +50,8 @@ from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_
 from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.imm import CurrentModel, PlanResult, RunLayout, initial_plans, similarity_weights  # noqa: E402
 from kd_core.imm_data import DomainData, prepare_domains  # noqa: E402
-from kd_core.knowledge import knowledge_arrays, read_knowledge, write_knowledge  # noqa: E402
+from kd_core.knowledge.span import knowledge_arrays  # noqa: E402
+from kd_core.knowledge.table import read_knowledge, write_knowledge  # noqa: E402
 from kd_core.models import save_model  # noqa: E402
 from kd_core.objectives import a2d_objective  # noqa: E402
 from kd_core.predict import ensemble_outputs, scores_from_outputs  # noqa: E402

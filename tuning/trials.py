@@ -29,7 +29,8 @@ from transformers import AutoTokenizer
 from kd_core.distill import DistillConfig, PreparedData
 from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, run_plan, transfer_plans, write_domain_knowledge
 from kd_core.imm_data import DomainData
-from kd_core.knowledge import knowledge_arrays, read_knowledge
+from kd_core.knowledge.span import knowledge_arrays
+from kd_core.knowledge.table import read_knowledge
 from kd_core.models import load_qa_model, save_model
 from kd_core.objectives import A2DConfig, a2d_objective
 from kd_core.predict import evaluate_qa

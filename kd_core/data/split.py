@@ -1,4 +1,4 @@
-"""Deterministic train/dev split by context, never by question.
+"""Deterministic train/dev split by context (or any group), never by question.
 
 Questions on one paragraph share its text, so a per-question split leaks the dev answers
 into training. Here the unit is the group ``(domain, context)``: every group gets a rank from
@@ -32,7 +32,20 @@ def split_by_context(ds: Dataset, dev_fraction: float, seed: int) -> tuple[Datas
     missing = {"domain", "context"} - set(ds.column_names)
     if missing:
         raise DataError("split", "columns", f"the dataset lacks the columns {sorted(missing)}")
-    groups = list(zip(ds["domain"], ds["context"]))
+    return split_by_groups(ds, list(zip(ds["domain"], ds["context"])), dev_fraction, seed)
+
+
+def split_by_groups(ds: Dataset, groups: list[_Group], dev_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``ds`` into ``(train, dev)`` keeping rows of one group together.
+
+    ``groups[i]`` is row ``i``'s group, a pair of strings (``(domain, context)`` for span QA,
+    ``(task, sentence pair)`` for sentence tasks); otherwise as :func:`split_by_context`.
+    """
+    _check_fraction(dev_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("split", "seed", f"must be an integer, got {seed!r}")
+    if len(groups) != len(ds):
+        raise ValueError(f"{len(groups)} groups for {len(ds)} rows")
     dev_groups = _dev_groups(set(groups), dev_fraction, seed)
     dev_rows = [i for i, group in enumerate(groups) if group in dev_groups]
     train_rows = [i for i, group in enumerate(groups) if group not in dev_groups]

@@ -1,4 +1,4 @@
-"""Teacher knowledge: what teachers know about each feature, as Arrow tables keyed by feature id.
+"""Span-QA teacher knowledge: what teachers know about each feature, as Arrow tables keyed by feature id.
 
 A **member table** holds one teacher's outputs per feature:
 
@@ -21,14 +21,11 @@ every candidate overlaps a gold answer (or the question has no gold answer).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from transformers import PreTrainedModel
 
@@ -38,9 +35,8 @@ from kd_core.errors import ConfigError, DataError
 from kd_core.losses import masked_log_softmax
 from kd_core.models import enable_attention_outputs
 from kd_core.metrics import normalize_answer, token_f1_zero
+from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, unfixed, with_metadata
 from kd_core.predict import run_model
-
-METADATA_KEY = b"kd_knowledge"
 
 
 @dataclass(frozen=True)
@@ -61,29 +57,9 @@ class KnowledgeConfig:
             raise ConfigError("knowledge", "batch_size", f"must be >= 1, got {self.batch_size}")
 
 
-def _fixed(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
-    """``[F, ...]`` array -> one fixed-size list per row."""
-    rows = values.reshape(len(values), -1)
-    flat = pa.array(rows.reshape(-1), type=dtype)
-    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
-
-
-def _unfixed(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """Inverse of :func:`_fixed`: fixed-size lists -> ``[F, *shape]`` array."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.array(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), *shape)
-
-
-def _with_metadata(table: pa.Table, meta: dict[str, int | str]) -> pa.Table:
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
-
-
 def knowledge_metadata(table: pa.Table) -> dict[str, int | str]:
-    """Shapes and kind recorded with a knowledge table."""
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise DataError("knowledge", "schema metadata", "table has no kd_knowledge metadata")
-    return json.loads(raw)
+    """Shapes and kind recorded with a span knowledge table."""
+    return metadata_entry(table, METADATA_KEY)
 
 
 def member_table(
@@ -98,19 +74,19 @@ def member_table(
     """A member table from arrays: logits ``[F, S]``, top-K ``[F, K]``, attention ``[F, S, Q]``."""
     columns = {
         "feature_id": pa.array(list(feature_ids), pa.string()),
-        "start_logits": _fixed(np.asarray(start_logits, np.float16), pa.float16()),
-        "end_logits": _fixed(np.asarray(end_logits, np.float16), pa.float16()),
-        "topk_start": _fixed(np.asarray(top_start, np.int32), pa.int32()),
-        "topk_end": _fixed(np.asarray(top_end, np.int32), pa.int32()),
-        "topk_score": _fixed(np.asarray(top_score, np.float32), pa.float32()),
+        "start_logits": fixed(np.asarray(start_logits, np.float16), pa.float16()),
+        "end_logits": fixed(np.asarray(end_logits, np.float16), pa.float16()),
+        "topk_start": fixed(np.asarray(top_start, np.int32), pa.int32()),
+        "topk_end": fixed(np.asarray(top_end, np.int32), pa.int32()),
+        "topk_score": fixed(np.asarray(top_score, np.float32), pa.float32()),
     }
     if attention is not None:
-        columns["attention"] = _fixed(np.asarray(attention, np.float16), pa.float16())
+        columns["attention"] = fixed(np.asarray(attention, np.float16), pa.float16())
     meta = {
         "kind": "member", "members": 1, "seq_len": int(start_logits.shape[1]), "top_k": int(top_start.shape[1]),
         "num_question_tokens": int(attention.shape[2]) if attention is not None else 0,
     }
-    return _with_metadata(pa.table(columns), meta)
+    return with_metadata(pa.table(columns), {METADATA_KEY: meta})
 
 
 def member_knowledge(
@@ -197,7 +173,7 @@ def merge_knowledge(
     count = len(feature_ids)
 
     def stacked(name: str, width: int, dtype: type) -> np.ndarray:
-        return np.stack([_unfixed(t.column(name), (width,), dtype) for t in members], axis=1)  # [F, N, width]
+        return np.stack([unfixed(t.column(name), (width,), dtype) for t in members], axis=1)  # [F, N, width]
 
     start = stacked("start_logits", seq_len, np.float32)
     end = stacked("end_logits", seq_len, np.float32)
@@ -211,20 +187,20 @@ def merge_knowledge(
     )
     columns = {
         "feature_id": feature_ids,
-        "start_logits": _fixed(start.astype(np.float16), pa.float16()),
-        "end_logits": _fixed(end.astype(np.float16), pa.float16()),
-        "topk_start": _fixed(cand_start, pa.int32()),
-        "topk_end": _fixed(cand_end, pa.int32()),
-        "topk_score": _fixed(cand_score, pa.float32()),
+        "start_logits": fixed(start.astype(np.float16), pa.float16()),
+        "end_logits": fixed(end.astype(np.float16), pa.float16()),
+        "topk_start": fixed(cand_start, pa.int32()),
+        "topk_end": fixed(cand_end, pa.int32()),
+        "topk_score": fixed(cand_score, pa.float32()),
         "confusing_start": pa.array(confusing_start, pa.int32()),
         "confusing_end": pa.array(confusing_end, pa.int32()),
     }
     q = int(metas[0]["num_question_tokens"])
     if all("attention" in t.column_names for t in members):
-        attention = np.mean([_unfixed(t.column("attention"), (seq_len * q,), np.float32) for t in members], axis=0)
-        columns["attention"] = _fixed(attention.astype(np.float16), pa.float16())
+        attention = np.mean([unfixed(t.column("attention"), (seq_len * q,), np.float32) for t in members], axis=0)
+        columns["attention"] = fixed(attention.astype(np.float16), pa.float16())
     meta = {"kind": "ensemble", "members": len(members), "seq_len": seq_len, "top_k": top_k, "num_question_tokens": q}
-    return _with_metadata(pa.table(columns), meta)
+    return with_metadata(pa.table(columns), {METADATA_KEY: meta})
 
 
 def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -244,13 +220,13 @@ def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, n
     taken = table.take(rows)
     n, seq_len, q = int(meta["members"]), int(meta["seq_len"]), int(meta["num_question_tokens"])
     arrays = {
-        "teacher_start_logits": _unfixed(taken.column("start_logits"), (n, seq_len), np.float32),
-        "teacher_end_logits": _unfixed(taken.column("end_logits"), (n, seq_len), np.float32),
+        "teacher_start_logits": unfixed(taken.column("start_logits"), (n, seq_len), np.float32),
+        "teacher_end_logits": unfixed(taken.column("end_logits"), (n, seq_len), np.float32),
         "confusing_start": taken.column("confusing_start").to_numpy().astype(np.int64),
         "confusing_end": taken.column("confusing_end").to_numpy().astype(np.int64),
     }
     if "attention" in taken.column_names:
-        arrays["teacher_attention"] = _unfixed(taken.column("attention"), (seq_len, q), np.float32)
+        arrays["teacher_attention"] = unfixed(taken.column("attention"), (seq_len, q), np.float32)
     return arrays
 
 
@@ -265,23 +241,5 @@ def member_logits(table: pa.Table, feature_ids: Sequence[str]) -> tuple[np.ndarr
         raise DataError("knowledge", f"feature {missing[0]!r}", f"no knowledge for {len(missing)} feature(s)")
     taken = table.take(pa.array([row_of[fid] for fid in feature_ids], pa.int64()))
     seq_len = int(meta["seq_len"])
-    return (_unfixed(taken.column("start_logits"), (seq_len,), np.float32),
-            _unfixed(taken.column("end_logits"), (seq_len,), np.float32))
-
-
-def write_knowledge(table: pa.Table, path: str | Path) -> Path:
-    """Write a knowledge table as Parquet atomically (a temporary file renamed into place)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    pq.write_table(table, partial, compression="zstd")
-    partial.replace(target)
-    return target
-
-
-def read_knowledge(path: str | Path) -> pa.Table:
-    """Read a knowledge table written by :func:`write_knowledge`."""
-    target = Path(path)
-    if not target.exists():
-        raise DataError(str(target), "knowledge", "file not found")
-    return pq.read_table(target)
+    return (unfixed(taken.column("start_logits"), (seq_len,), np.float32),
+            unfixed(taken.column("end_logits"), (seq_len,), np.float32))

@@ -1,0 +1,169 @@
+"""Embedded synthetic sentence tasks: single-sentence and pair classification, pair regression.
+
+The offline default data of the sentence tasks (classification and regression), as the
+span-QA corpus is for reading comprehension: no download, deterministic, and with label
+noise so that a tiny model does not reach 100%. The vocabulary is data
+(``vocab/sentences.yaml``); randomness comes only from ``random.Random`` seeded with
+``(seed, task)``, so a task's examples do not depend on which other tasks are asked for.
+
+Tasks (:data:`SENTENCE_TASKS`):
+
+* ``sentiment`` (single sentence; ``negative`` / ``positive``): a review sentence whose
+  label is the polarity of its evaluative adjective, flipped by a ``not`` before it;
+  mild cue words lean towards the label without deciding it.
+* ``entailment`` (pair; ``entailment`` / ``not_entailment``): a premise stating one event
+  (person, verb, colour, object, city, day) and a hypothesis restating some of its slots,
+  with exactly one slot changed for ``not_entailment``.
+* ``similarity`` (pair; regression in [0, 5]): two statements of the same frame of which
+  ``k`` of five slots differ; the score is ``5 - k`` plus Gaussian noise, clipped to [0, 5].
+
+Label noise: with probability ``label_noise`` a classification label is replaced by a
+uniformly drawn *other* label (regression already carries its Gaussian noise).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from datasets import Dataset
+
+from kd_core.data.schema import sentences_to_dataset
+from kd_core.errors import ConfigError
+
+VOCAB_FILE = Path(__file__).with_name("vocab") / "sentences.yaml"
+
+
+@dataclass(frozen=True)
+class SentenceTaskInfo:
+    """What a synthetic task is: its kind, label set (classification) and whether it reads pairs."""
+
+    kind: str  # "classification" or "regression"
+    pair: bool
+    labels: tuple[str, ...] = ()
+
+
+SENTENCE_TASKS: dict[str, SentenceTaskInfo] = {
+    "sentiment": SentenceTaskInfo("classification", pair=False, labels=("negative", "positive")),
+    "entailment": SentenceTaskInfo("classification", pair=True, labels=("entailment", "not_entailment")),
+    "similarity": SentenceTaskInfo("regression", pair=True),
+}
+
+
+@cache
+def vocabulary() -> dict[str, tuple[str, ...]]:
+    """The word lists of ``vocab/sentences.yaml`` (read once)."""
+    data = yaml.safe_load(VOCAB_FILE.read_text(encoding="utf-8"))
+    return {name: tuple(str(word) for word in words) for name, words in data.items()}
+
+
+def _sentence(*parts: str) -> str:
+    text = " ".join(p for p in parts if p)
+    return text[:1].upper() + text[1:]
+
+
+def _sentiment(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, int]:
+    positive = rng.random() < 0.5
+    negated = rng.random() < 0.3
+    adjective = rng.choice(v["positive"] if positive != negated else v["negative"])
+    cue = rng.choice(v["mild_positive"] if (rng.random() < 0.65) == positive else v["mild_negative"])
+    intensifier = rng.choice(v["intensifiers"]) if rng.random() < 0.5 else ""
+    text = _sentence(rng.choice(v["openers"]), "the", rng.choice(v["review_items"]), "was",
+                     "not" if negated else "", intensifier, adjective + ",", "a bit", cue + ",",
+                     rng.choice(v["fillers"]) + ".")
+    return text, "", int(positive)
+
+
+_SLOTS = ("person", "verb", "colour", "object", "city", "day")
+_VOCAB_OF = {"person": "people", "verb": "verbs", "colour": "colours", "object": "objects", "city": "cities",
+             "day": "days"}
+
+
+def _event(rng: random.Random, v: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {slot: rng.choice(v[_VOCAB_OF[slot]]) for slot in _SLOTS}
+
+
+def _changed(event: dict[str, str], slots: Sequence[str], rng: random.Random,
+             v: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    out = dict(event)
+    for slot in slots:
+        out[slot] = rng.choice([w for w in v[_VOCAB_OF[slot]] if w != event[slot]])
+    return out
+
+
+def _state(e: dict[str, str], rng: random.Random) -> str:
+    templates = (
+        "{person} {verb} a {colour} {object} in {city} on {day}.",
+        "On {day}, {person} {verb} a {colour} {object} in {city}.",
+        "In {city}, a {colour} {object} was {verb} by {person} on {day}.",
+    )
+    return _sentence(rng.choice(templates).format(**e))
+
+
+_HYPOTHESES = (
+    "{person} {verb} a {object}.",
+    "A {colour} {object} was {verb} in {city}.",
+    "{person} was in {city} on {day}.",
+    "{person} {verb} something {colour} on {day}.",
+    "Something was {verb} by {person} in {city}.",
+)
+
+
+def _entailment(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, int]:
+    premise = _event(rng, v)
+    entailed = rng.random() < 0.5
+    template = rng.choice(_HYPOTHESES)
+    stated = [slot for slot in _SLOTS if "{" + slot + "}" in template]
+    hypothesis = premise if entailed else _changed(premise, [rng.choice(stated)], rng, v)
+    return _state(premise, rng), _sentence(template.format(**hypothesis)), int(not entailed)
+
+
+def _similarity(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, float]:
+    first = _event(rng, v)
+    changed = rng.randint(0, 5)
+    second = _changed(first, rng.sample([s for s in _SLOTS if s != "day"], changed), rng, v)
+    score = min(5.0, max(0.0, 5.0 - changed + rng.gauss(0.0, 0.4)))
+    return _state(first, rng), _state(second, rng), round(score, 2)
+
+
+_BUILDERS: dict[str, Callable[[random.Random, dict[str, tuple[str, ...]]], tuple[str, str, Any]]] = {
+    "sentiment": _sentiment, "entailment": _entailment, "similarity": _similarity,
+}
+
+
+def generate_task(name: str, n: int = 400, seed: int = 0, label_noise: float = 0.1) -> Dataset:
+    """``n`` examples of the synthetic task ``name`` (module doc), ids ``<task>-<index>``."""
+    if name not in SENTENCE_TASKS:
+        raise ConfigError("synthetic", "task", f"unknown sentence task {name!r}; known: {', '.join(SENTENCE_TASKS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("synthetic", "n", f"must be an integer >= 1, got {n!r}")
+    if not 0 <= label_noise < 1:
+        raise ConfigError("synthetic", "label_noise", f"must be in [0, 1), got {label_noise!r}")
+    info = SENTENCE_TASKS[name]
+    rng = random.Random(f"{seed}/{name}")
+    vocab = vocabulary()
+    records = []
+    for index in range(n):
+        text_a, text_b, target = _BUILDERS[name](rng, vocab)
+        record: dict[str, Any] = {"id": f"{name}-{index:05d}", "task": name, "domain": name,
+                                  "text_a": text_a, "text_b": text_b}
+        if info.kind == "classification":
+            if rng.random() < label_noise:
+                target = rng.choice([c for c in range(len(info.labels)) if c != target])
+            record["label"] = target
+        else:
+            record["score"] = target
+        records.append(record)
+    return sentences_to_dataset(records)
+
+
+def generate_tasks(n_per_task: int = 400, tasks: Sequence[str] | None = None, seed: int = 0,
+                   label_noise: float = 0.1) -> dict[str, Dataset]:
+    """``{task: examples}`` for every synthetic task (or the ``tasks`` named)."""
+    names = tuple(tasks) if tasks is not None else tuple(SENTENCE_TASKS)
+    return {name: generate_task(name, n_per_task, seed, label_noise) for name in names}

@@ -1,0 +1,12 @@
+"""The engine every method runs on: steps as data, one resumable executor, recipes that plan steps.
+
+* :mod:`~kd_core.engine.steps`: the step kinds (train, collect, merge, evaluate) and the
+  objective specs inside a train step, all frozen, picklable data;
+* :mod:`~kd_core.engine.workspace`: a job's task, splits, tokenizers and run directory, with
+  features made once per (tokenizer, split);
+* :mod:`~kd_core.engine.execute`: runs one step in this process; a step whose result file
+  exists returns it (so a job resumes by re-running its recipe);
+* :mod:`~kd_core.engine.local`: drives a recipe to the end in one process.
+
+The same :func:`~kd_core.engine.execute.execute` runs in a Ray worker (``cluster.worker``).
+"""

@@ -1,0 +1,186 @@
+"""Run one step in this process, resumably (see :mod:`kd_core.engine.steps` for the step kinds).
+
+:func:`execute` returns the step's stored result when its result file exists; otherwise it
+does the work and writes the result file last, atomically. A train step checkpoints while it
+trains (``<step dir>/checkpoint``) and resumes from there when run again after a crash, so
+an interrupted job finishes with the same weights as an uninterrupted one. Models are saved
+by writing a temporary folder and renaming it.
+
+Knowledge is read through its manifest: a table made for other features (another task,
+data, tokenizer or window setting; see :func:`~kd_core.knowledge.manifest.check_manifest`)
+is refused before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedModel
+
+from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, referenced_step
+from kd_core.engine.workspace import Workspace
+from kd_core.errors import ConfigError
+from kd_core.knowledge.manifest import (
+    Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash,
+)
+from kd_core.knowledge.table import read_knowledge, write_knowledge
+from kd_core.models import count_parameters, is_preset, save_model
+from kd_core.objectives import Constant, Objective
+from kd_core.run_files import replace_dir, write_atomic
+from kd_core.train import MetricsCallback, train
+
+Result = dict[str, Any]
+CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
+
+
+def stored_result(step: Step, ws: Workspace) -> Result | None:
+    """The result of ``step`` if it has finished (its result file exists), else ``None``."""
+    path = ws.result_path(step.name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: CallbacksFor | None = None,
+            progress: bool = False) -> Result:
+    """Run ``step`` here (module doc) and return its result."""
+    done = stored_result(step, ws)
+    if done is not None:
+        return done
+    started = time.perf_counter()
+    if isinstance(step, TrainStep):
+        callbacks = list(callbacks_for(step)) if callbacks_for is not None else []
+        result = _train(step, ws, device, callbacks, progress)
+    elif isinstance(step, CollectStep):
+        result = _collect(step, ws, device)
+    elif isinstance(step, MergeStep):
+        result = _merge(step, ws)
+    elif isinstance(step, EvaluateStep):
+        result = _evaluate(step, ws, device)
+    else:
+        raise TypeError(f"not a step: {step!r}")
+    result.update(kind=type(step).__name__.removesuffix("Step").lower(), name=step.name,
+                  seconds=round(time.perf_counter() - started, 3))
+    write_atomic(ws.result_path(step.name), json.dumps(result, indent=1))
+    return result
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def model_source(model: str, ws: Workspace) -> str:
+    """A model name as a loadable source: ``"@step"`` -> that train step's saved model folder."""
+    step = referenced_step(model)
+    if step is None:
+        return model
+    folder = ws.step_dir(step) / "model"
+    if not (folder / "config.json").exists():
+        raise ConfigError("engine", model, f"step {step!r} has not trained a model yet")
+    return str(folder)
+
+
+def load_model(model: str, seed: int, tokenizer: str, ws: Workspace, device: str) -> PreTrainedModel:
+    """The model ``model`` with the task's head, reading features of tokenizer ``tokenizer``."""
+    source = model_source(model, ws)
+    wanted = ws.tokenizer(tokenizer)
+    loaded, own = ws.task.build_model(source, seed, wanted if is_preset(source) else None)
+    if own.get_vocab() != wanted.get_vocab():
+        raise ConfigError("engine", model, f"the model's vocabulary is not the one of tokenizer {tokenizer!r}")
+    return loaded.to(device)
+
+
+def _objective(specs: Sequence[TermSpec], ws: Workspace) -> Objective:
+    terms = []
+    for spec in specs:
+        if spec.weight == 0:
+            continue
+        term = ws.task.hard_term() if spec.kind == "hard" else ws.task.soft_term(spec.tau)
+        terms.append(type(term)(**{**term.__dict__, "weight": Constant(spec.weight)}))
+    return Objective(tuple(terms))
+
+
+def knowledge_for(step_name: str, tokenizer: str, split: str, ws: Workspace) -> dict[str, np.ndarray]:
+    """The knowledge arrays of step ``step_name``'s table, checked against and aligned with these features."""
+    path = knowledge_path(step_name, ws)
+    table = read_knowledge(path)
+    check_manifest(read_manifest(table, path), ws.feature_context(tokenizer, split), path)
+    features, _ = ws.features(tokenizer, split)
+    return ws.task.knowledge_arrays(table, features)
+
+
+# ---------------------------------------------------------------------------- the four kinds
+
+
+def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsCallback], progress: bool) -> Result:
+    features, arrays = ws.features(step.tokenizer, step.split)
+    if step.knowledge is not None:
+        arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
+    model = load_model(step.model, step.seed, step.tokenizer, ws, device)
+    folder = ws.step_dir(step.name)
+    outcome = train(model, arrays, _objective(step.objective, ws), step.config, callbacks=callbacks,
+                    checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward)
+    eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
+    scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
+    partial = folder / "model.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_model(model.cpu(), ws.tokenizer(step.tokenizer), partial)
+    replace_dir(partial, folder / "model")
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # optimizer states are no longer needed
+    return {"model_dir": str(folder / "model"), "scores": {step.eval_split: scores},
+            "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
+            "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
+            "last_metrics": outcome.last_metrics}
+
+
+def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
+    features, arrays = ws.features(step.tokenizer, step.split)
+    model = load_model(step.model, 0, step.tokenizer, ws, device)
+    context = ws.feature_context(step.tokenizer, step.split)
+    manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
+                        teachers=(Teacher(model_source(step.model, ws), weights_hash(model)),),
+                        tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
+    table = attach_manifest(ws.task.collect(model, features, arrays), manifest)
+    path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
+    return {"path": str(path), "rows": table.num_rows, "bytes": path.stat().st_size}
+
+
+def _merge(step: MergeStep, ws: Workspace) -> Result:
+    paths = [knowledge_path(member, ws) for member in step.members]
+    tables = [read_knowledge(path) for path in paths]
+    manifests = [read_manifest(table, path) for table, path in zip(tables, paths)]
+    first = manifests[0]
+    for path, manifest in zip(paths[1:], manifests[1:]):
+        if manifest.with_teachers(first.teachers) != first:
+            raise ConfigError(path, "manifest", f"member made for other features than {paths[0]}; cannot merge")
+    check_manifest(first, ws.feature_context(step.tokenizer, step.split), paths[0])
+    features, arrays = ws.features(step.tokenizer, step.split)
+    merged = ws.task.merge(tables, ws.examples(step.split), features, arrays)
+    teachers = [teacher for manifest in manifests for teacher in manifest.teachers]
+    table = attach_manifest(merged, first.with_teachers(teachers))
+    path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
+    return {"path": str(path), "rows": table.num_rows, "bytes": path.stat().st_size, "members": len(tables)}
+
+
+def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
+    features, arrays = ws.features(step.tokenizer, step.split)
+    outputs, seconds = [], []
+    for name in step.models:
+        model = load_model(name, 0, step.tokenizer, ws, device)
+        started = time.perf_counter()
+        outputs.append(ws.task.infer(model, arrays))
+        seconds.append(time.perf_counter() - started)
+    combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
+    scores = ws.task.scores(ws.examples(step.split), features, arrays, combined)
+    return {"split": step.split, "models": list(step.models), "scores": scores,
+            "primary": scores[ws.task.primary_metric], "infer_s": float(sum(seconds))}
+
+
+def knowledge_path(step_name: str, ws: Workspace) -> str:
+    """Where the collect or merge step ``step_name`` wrote its table (it must have finished)."""
+    done = ws.result_path(step_name)
+    if not done.exists():
+        raise ConfigError("engine", step_name, "its knowledge has not been collected yet")
+    return json.loads(done.read_text())["path"]

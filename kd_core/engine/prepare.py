@@ -1,0 +1,123 @@
+"""Building a job's workspace: examples of a task, train/dev/test splits, teacher and student tokenizers.
+
+Data is the embedded synthetic set of the task (``span_qa`` or a sentence task of
+:mod:`kd_core.data.synthetic_sentences`) or, for span QA, files in any supported format.
+Splits are by the task's group (a context, a sentence pair), seeded: the test split first,
+then dev from the rest, unless files give them. Dev is for choices, test for reported
+numbers.
+
+Tokenizers: ``teacher`` is trained on the training text for a preset teacher (else the
+teacher model's own); ``student`` is the same object unless the student reads its own
+(``student_vocab_size`` for a preset student, or a pretrained student with another
+vocabulary), which only example-keyed tasks allow: span-QA knowledge is per token position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerFast
+
+from kd_core.data.features import FeatureConfig
+from kd_core.data.loaders import load_examples
+from kd_core.data.synthetic import generate
+from kd_core.data.synthetic_sentences import generate_task
+from kd_core.engine.workspace import Workspace
+from kd_core.errors import ConfigError
+from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
+from kd_core.tasks import Task, synthetic_task
+
+SPAN_DOMAINS = ("sports", "medicine", "finance")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where a job's examples come from and how they are split and tokenised (validated)."""
+
+    task: str = "sentiment"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    synthetic_size: int = 900
+    label_noise: float = 0.1
+    dev_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_length: int = 64
+    doc_stride: int = 16
+    vocab_size: int = 2000
+    student_vocab_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        synthetic_task(self.task)  # a known task
+        if self.train is None and (self.dev is not None or self.test is not None):
+            raise ConfigError("data", "train", "dev/test files need a training file")
+        if self.train is not None and self.task != "span_qa":
+            raise ConfigError("data", "train", f"files are read for span_qa only so far, not {self.task!r}")
+        if self.synthetic_size < 20:
+            raise ConfigError("data", "synthetic_size", f"must be >= 20, got {self.synthetic_size}")
+        for name in ("dev_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ConfigError("data", name, f"must be in (0, 0.5), got {getattr(self, name)}")
+        for name in ("vocab_size", "student_vocab_size"):
+            value = getattr(self, name)
+            if value is not None and value < 100:
+                raise ConfigError("data", name, f"must be >= 100, got {value}")
+        if self.student_vocab_size is not None and self.task == "span_qa":
+            raise ConfigError("data", "student_vocab_size", "span-QA knowledge is per token: the student must "
+                              "share the teacher's tokenizer")
+        FeatureConfig(self.max_length, self.doc_stride)
+
+
+def load_splits(options: DataOptions, task: Task) -> dict[str, Dataset]:
+    """``{"train", "dev", "test"}`` examples (module doc)."""
+    if options.train is not None:
+        train = load_examples(options.train)
+        test = load_examples(options.test, split="test") if options.test else None
+        dev = load_examples(options.dev, split="dev") if options.dev else None
+    elif options.task == "span_qa":
+        train = generate(n_per_domain=max(2, options.synthetic_size // len(SPAN_DOMAINS)), domains=SPAN_DOMAINS,
+                         seed=options.seed)
+        dev = test = None
+    else:
+        train = generate_task(options.task, options.synthetic_size, options.seed, options.label_noise)
+        dev = test = None
+    if test is None:
+        train, test = task.split(train, options.test_fraction, options.seed)
+    if dev is None:
+        train, dev = task.split(train, options.dev_fraction / (1 - options.test_fraction), options.seed + 1)
+    return {"train": train, "dev": dev, "test": test}
+
+
+def tokenizers_for(options: DataOptions, task: Task, train: Dataset, teacher_model: str,
+                   student_model: str) -> dict[str, PreTrainedTokenizerFast]:
+    """``{"teacher": ..., "student": ...}`` (module doc)."""
+    if is_preset(teacher_model):
+        teacher = train_wordpiece_tokenizer(task.texts(train), vocab_size=options.vocab_size)
+    else:
+        teacher = load_tokenizer(teacher_model)
+    if options.student_vocab_size is not None:
+        if not is_preset(student_model):
+            raise ConfigError("data", "student_vocab_size", "only a preset student gets a vocabulary built here")
+        student = train_wordpiece_tokenizer(task.texts(train), vocab_size=options.student_vocab_size)
+    elif is_preset(student_model):
+        student = teacher
+    else:
+        student = load_tokenizer(student_model)
+        if task.key == "feature_id" and student.get_vocab() != teacher.get_vocab():
+            raise ConfigError("data", student_model, "span-QA teacher and student must share one tokenizer")
+    return {"teacher": teacher, "student": student}
+
+
+def build_workspace(options: DataOptions, teacher_model: str, student_model: str, run_dir: str | Path,
+                    task: Task | None = None) -> Workspace:
+    """The workspace of a teacher -> student job (module doc); bad data or options raise here."""
+    task = task or synthetic_task(options.task)
+    splits = load_splits(options, task)
+    for name, examples in splits.items():
+        if len(examples) == 0:
+            raise ConfigError("data", name, "split is empty")
+    tokenizers = tokenizers_for(options, task, splits["train"], teacher_model, student_model)
+    return Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))

@@ -1,0 +1,113 @@
+"""Steps: what a recipe asks the executor to do, as frozen, picklable data.
+
+Every step has a ``name`` unique within its job: its outputs live in
+``<run dir>/steps/<name>/`` and its result in ``.../result.json``, written last and
+atomically (so a step either has a complete result or is run, or resumed, again). A model
+is named by a source (preset, hub id or path) or by ``"@<train step>"``, the model that
+step trained. ``teacher=True`` marks the steps a sweep runs once for all its trials.
+
+| step | does | result |
+| --- | --- | --- |
+| :class:`TrainStep` | one model on a split (+ knowledge) with an objective | model (``save_pretrained``) + dev scores |
+| :class:`CollectStep` | a model reads a split and writes its knowledge | Parquet + manifest |
+| :class:`MergeStep` | members' tables become one (the task's merge) | Parquet + manifest |
+| :class:`EvaluateStep` | one model, or an ensemble of several, on a split | scores |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kd_core.errors import ConfigError
+from kd_core.train import TrainConfig
+
+TERM_KINDS = ("hard", "soft")
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """One loss term of an objective, as data: ``hard`` (gold labels) or ``soft`` (teacher, at ``tau``)."""
+
+    kind: str
+    weight: float = 1.0
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in TERM_KINDS:
+            raise ConfigError("objective", "kind", f"must be one of {TERM_KINDS}, got {self.kind!r}")
+        if self.weight < 0:
+            raise ConfigError("objective", f"{self.kind} weight", f"must be >= 0, got {self.weight}")
+        if not self.tau > 0:
+            raise ConfigError("objective", "tau", f"must be > 0, got {self.tau}")
+
+
+def model_ref(step_name: str) -> str:
+    """How a step names the model trained by train step ``step_name``."""
+    return f"@{step_name}"
+
+
+def referenced_step(model: str) -> str | None:
+    """The train step a model name refers to (``"@teacher"`` -> ``"teacher"``), or ``None`` for a source."""
+    return model[1:] if model.startswith("@") else None
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """Train ``model`` (initialised from ``seed``) on ``split`` read with tokenizer ``tokenizer``."""
+
+    name: str
+    model: str
+    seed: int
+    tokenizer: str
+    objective: tuple[TermSpec, ...]
+    config: TrainConfig
+    knowledge: str | None = None  # the collect/merge step whose table the soft terms read
+    split: str = "train"
+    eval_split: str = "dev"
+    teacher: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.objective or all(t.weight == 0 for t in self.objective):
+            raise ConfigError("step", self.name, "the objective needs a term with a weight above 0")
+        if any(t.kind == "soft" for t in self.objective) and self.knowledge is None:
+            raise ConfigError("step", self.name, "a soft term needs knowledge (the step that collected it)")
+
+
+@dataclass(frozen=True)
+class CollectStep:
+    """Run the model of ``model`` over ``split`` and store its knowledge table."""
+
+    name: str
+    model: str
+    tokenizer: str
+    split: str = "train"
+    teacher: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    """Merge the tables the collect steps ``members`` wrote over ``split`` with tokenizer ``tokenizer``."""
+
+    name: str
+    members: tuple[str, ...]
+    tokenizer: str
+    split: str = "train"
+    teacher: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateStep:
+    """Score ``models`` on ``split``: one model, or the ensemble of several (the task's ensemble)."""
+
+    name: str
+    models: tuple[str, ...]
+    tokenizer: str
+    split: str = "test"
+    teacher: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+Step = TrainStep | CollectStep | MergeStep | EvaluateStep

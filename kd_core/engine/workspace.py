@@ -1,0 +1,76 @@
+"""A job's workspace: its task, data splits, tokenizers, window settings and run directory.
+
+Features depend on (tokenizer, split) only, so they are made once per pair and cached;
+every step that reads the same split with the same tokenizer shares them. The workspace is
+plain picklable data (datasets, tokenizers, a path), so the same object can be handed to a
+Ray worker that executes steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from transformers import PreTrainedTokenizerFast
+
+from kd_core.data.features import FeatureConfig
+from kd_core.errors import ConfigError
+from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
+from kd_core.tasks.base import Task
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class Workspace:
+    """See the module doc. ``splits`` maps a split name (``train``, ``dev``, ``test``) to examples."""
+
+    task: Task
+    splits: dict[str, Dataset]
+    tokenizers: dict[str, PreTrainedTokenizerFast]
+    windows: FeatureConfig
+    run_dir: Path
+    _features: dict[tuple[str, str], tuple[Dataset, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
+    _hashes: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_features": {}}  # a worker rebuilds features rather than receive copies
+
+    def examples(self, split: str) -> Dataset:
+        if split not in self.splits:
+            raise ConfigError("workspace", "split", f"no split {split!r}; have {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def tokenizer(self, name: str) -> PreTrainedTokenizerFast:
+        if name not in self.tokenizers:
+            raise ConfigError("workspace", "tokenizer", f"no tokenizer {name!r}; have {', '.join(self.tokenizers)}")
+        return self.tokenizers[name]
+
+    def features(self, tokenizer: str, split: str) -> tuple[Dataset, dict[str, np.ndarray]]:
+        """Features of ``split`` made with tokenizer ``tokenizer`` and their arrays (cached)."""
+        key = (tokenizer, split)
+        if key not in self._features:
+            features = self.task.featurize(self.examples(split), self.tokenizer(tokenizer), self.windows)
+            self._features[key] = (features, self.task.arrays(features))
+        return self._features[key]
+
+    def feature_context(self, tokenizer: str, split: str) -> FeatureContext:
+        """What a knowledge table paired with these features must have been made for."""
+        if tokenizer not in self._hashes:
+            self._hashes[tokenizer] = tokenizer_hash(self.tokenizer(tokenizer))
+        return FeatureContext(task=self.task.name, key=self.task.key,
+                              data=self.task.data_fingerprint(self.examples(split)),
+                              tokenizer=self._hashes[tokenizer], max_length=self.windows.max_length,
+                              doc_stride=self.windows.doc_stride)
+
+    def step_dir(self, name: str) -> Path:
+        return self.run_dir / "steps" / name
+
+    def result_path(self, name: str) -> Path:
+        return self.step_dir(name) / RESULT_FILE

@@ -1,0 +1,99 @@
+"""Plain teacher -> student distillation (Hinton, Vinyals and Dean 2015), for any task, as a recipe.
+
+Steps (names are the run directory's ``steps/<name>``):
+
+1. ``teacher-<i>`` (``i < teachers``, teacher steps): the teacher (an ensemble of
+   ``teachers`` members differing by seed) trains on gold labels;
+2. ``knowledge-<i>`` (teacher steps): each member reads the training split once;
+   ``knowledge`` merges them (the task's merge: the mean of the members' probabilities,
+   or of their values for regression);
+3. ``student`` trains with ``L = (1 - alpha) L_hard + alpha L_soft(tau)``, where ``L_soft``
+   is the task's soft term (classification: ``tau^2`` times the cross-entropy to the
+   teacher's softened distribution; span QA: the same per start/end; regression: MSE to the
+   teacher's value); ``student-no-kd``, the same student on gold labels only, is the baseline;
+4. ``eval-teacher``, ``eval-student``, ``eval-student-no-kd``: every model on the **test**
+   split (train steps score themselves on dev; nothing here is chosen on test).
+
+The paper writes the soft loss as a cross-entropy to the teacher's soft targets with
+weight ``tau^2``; the KL divergence differs from it by the teacher's entropy, a constant, so
+gradients are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kd_core.engine.execute import Result
+from kd_core.engine.local import Recipe
+from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
+from kd_core.errors import ConfigError
+from kd_core.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class HintonSettings:
+    """The recipe's hyperparameters (module doc), validated at construction."""
+
+    teacher_model: str = "tiny-bert"
+    student_model: str = "tiny-bert-1l"
+    teachers: int = 1
+    teacher_epochs: float = 6.0
+    epochs: float = 6.0
+    tau: float = 2.0
+    alpha: float = 0.5
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    no_kd_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.teachers < 1:
+            raise ConfigError("kd", "teachers", f"must be >= 1, got {self.teachers}")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError("kd", "alpha", f"must be in [0, 1], got {self.alpha}")
+        if not self.tau > 0:
+            raise ConfigError("kd", "tau", f"must be > 0, got {self.tau}")
+        self.training(self.epochs, 0)
+        self.training(max(self.teacher_epochs, 1e-9), 0)
+
+    def training(self, epochs: float, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=seed)
+
+
+def _pending(steps: list[Step], done: Mapping[str, Result]) -> list[Step]:
+    return [step for step in steps if step.name not in done]
+
+
+def hinton_recipe(settings: HintonSettings) -> Recipe:
+    """The recipe of the module doc for ``settings``."""
+    s = settings
+    members = [f"teacher-{i}" for i in range(s.teachers)]
+    collects = [f"knowledge-{i}" for i in range(s.teachers)]
+    teachers: list[Step] = [
+        TrainStep(name, s.teacher_model, s.seed + 1000 * i, "teacher", (TermSpec("hard"),),
+                  s.training(s.teacher_epochs, s.seed + 1000 * i), teacher=True, tags={"kd.role": "teacher"})
+        for i, name in enumerate(members)
+    ]
+    knowledge: list[Step] = [CollectStep(c, model_ref(m), "teacher", tags={"kd.role": "teacher"})
+                             for c, m in zip(collects, members)]
+    merge: list[Step] = [MergeStep("knowledge", tuple(collects), "teacher", tags={"kd.role": "teacher"})]
+    students: list[Step] = [
+        TrainStep("student", s.student_model, s.seed + 1, "student",
+                  (TermSpec("hard", 1 - s.alpha), TermSpec("soft", s.alpha, s.tau)), s.training(s.epochs, s.seed + 1),
+                  knowledge="knowledge", tags={"kd.role": "student"}),
+    ]
+    if s.no_kd_baseline:
+        students.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "student", (TermSpec("hard"),),
+                                  s.training(s.epochs, s.seed + 1), tags={"kd.role": "baseline"}))
+    evaluations: list[Step] = [EvaluateStep("eval-teacher", tuple(model_ref(m) for m in members), "teacher")]
+    evaluations += [EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student") for step in students]
+
+    def next_steps(done: Mapping[str, Result]) -> list[Step]:
+        for stage in (teachers, knowledge, merge, students, evaluations):
+            pending = _pending(stage, done)
+            if pending:
+                return pending
+        return []
+
+    return next_steps

@@ -1,0 +1,129 @@
+"""What a task is: everything shape-specific about one kind of data, behind one interface.
+
+A :class:`Task` owns how examples become features (and which columns those have), how a
+model with the task's head is built and how its output is read, which knowledge a teacher
+writes and how members' knowledge merges, the loss terms against gold labels and against a
+teacher, decoding, the metrics with one *primary metric* (the number selection and sweeps
+use), and the grouping key that keeps train/dev splits honest. Nothing outside a task asks
+"is this QA?": the engine, the recipes and the jobs call these methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from kd_core.data.features import FeatureConfig
+from kd_core.data.split import split_by_groups
+from kd_core.knowledge.manifest import fingerprint
+from kd_core.objectives import Term
+
+Outputs = dict[str, np.ndarray]
+
+
+class Task(ABC):
+    """One task (module doc). Subclasses set ``name``, ``kind``, ``key`` and ``primary_metric``."""
+
+    name: str
+    kind: str
+    #: The knowledge key column: ``feature_id`` (per window) or ``example_id`` (per example).
+    key: str
+    primary_metric: str
+
+    # ------------------------------------------------------------------ data
+
+    @abstractmethod
+    def group_keys(self, examples: Dataset) -> list[tuple[str, str]]:
+        """Per example, the group that must stay on one side of a split (a context, a sentence pair)."""
+
+    def split(self, examples: Dataset, dev_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+        """``(train, dev)`` with every group on one side (:func:`~kd_core.data.split.split_by_groups`)."""
+        return split_by_groups(examples, self.group_keys(examples), dev_fraction, seed)
+
+    @abstractmethod
+    def texts(self, examples: Dataset) -> list[str]:
+        """The text a preset model's vocabulary is built from."""
+
+    @abstractmethod
+    def data_fingerprint(self, examples: Dataset) -> str:
+        """A hash of what the examples are (ids and texts), recorded in knowledge manifests."""
+
+    # ------------------------------------------------------------------ features and models
+
+    @abstractmethod
+    def featurize(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> Dataset:
+        """One or more feature rows per example, with ``feature_id`` and ``example_id`` columns."""
+
+    @abstractmethod
+    def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
+        """The model-facing columns of ``features`` (inputs and gold labels) as aligned arrays."""
+
+    @abstractmethod
+    def build_model(self, source: str, seed: int,
+                    tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+        """A model with this task's head: a preset (with ``tokenizer``'s vocabulary), a hub id or a path."""
+
+    @abstractmethod
+    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any]) -> Any:
+        """The model's output on a batch, in the form this task's loss terms read."""
+
+    @abstractmethod
+    def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
+        """The model's raw outputs over every feature row, as arrays (eval mode, no gradients)."""
+
+    @abstractmethod
+    def ensemble(self, members: Sequence[Outputs], arrays: Mapping[str, np.ndarray]) -> Outputs:
+        """Outputs of an ensemble of ``members`` (decoded like one model's)."""
+
+    # ------------------------------------------------------------------ knowledge
+
+    @abstractmethod
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
+        """One teacher's knowledge table over ``features``, keyed by :attr:`key`."""
+
+    @abstractmethod
+    def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
+              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+        """Members' tables over the same rows merged into the table students train on."""
+
+    @abstractmethod
+    def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
+        """Training columns from a merged table, aligned with ``features``' rows."""
+
+    # ------------------------------------------------------------------ objectives
+
+    @abstractmethod
+    def hard_term(self) -> Term:
+        """The loss against gold labels."""
+
+    @abstractmethod
+    def soft_term(self, tau: float) -> Term:
+        """The loss against the (ensemble-averaged) teacher at temperature ``tau``."""
+
+    # ------------------------------------------------------------------ evaluation
+
+    @abstractmethod
+    def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
+               outputs: Outputs) -> dict[str, float]:
+        """Every metric of the task (percent), the primary one included, from outputs over ``features``."""
+
+    def evaluate(self, model: PreTrainedModel, examples: Dataset, features: Dataset,
+                 arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> dict[str, float]:
+        """:meth:`scores` of ``model``'s outputs."""
+        return self.scores(examples, features, arrays, self.infer(model, arrays, batch_size))
+
+    def describe(self) -> dict[str, Any]:
+        """Name, kind, key and primary metric (for manifests, params and summaries)."""
+        return {"name": self.name, "kind": self.kind, "key": self.key, "primary_metric": self.primary_metric}
+
+
+def ids_fingerprint(examples: Dataset, columns: Sequence[str]) -> str:
+    """:func:`~kd_core.knowledge.manifest.fingerprint` over ``columns`` of every example, row by row."""
+    values = [examples[c] for c in columns]
+    return fingerprint(str(v) for row in zip(*values) for v in row)

@@ -1,0 +1,100 @@
+"""Span QA (extractive reading comprehension) as a :class:`~kd_core.tasks.base.Task`.
+
+The behaviour is the one the A2D and IMM code has always had; this class puts it behind the
+task interface: windows of ``[CLS] question [SEP] passage [SEP]``
+(:func:`~kd_core.data.features.featurize`), a start/end head, knowledge keyed by **feature
+id** (teacher and student share one tokenizer: logits are per token position), the ensemble
+merge with top-K spans and the confusing answer (:mod:`kd_core.knowledge.span`), span CE and
+soft span CE (:mod:`kd_core.objectives`), best-span decoding and the official SQuAD EM/F1
+(primary metric: F1). Splits group questions by ``(domain, context)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from kd_core.batches import feature_arrays
+from kd_core.data.features import FeatureConfig, featurize
+from kd_core.knowledge.span import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge
+from kd_core.models import QAOutput, load_qa_model, qa_forward
+from kd_core.objectives import Term, ce_term, kd_term
+from kd_core.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
+from kd_core.tasks.base import Outputs, Task, ids_fingerprint
+
+
+class SpanQATask(Task):
+    """Extractive QA over SQuAD-style examples (module doc)."""
+
+    kind = "span_qa"
+    key = "feature_id"
+    primary_metric = "f1"
+
+    def __init__(self, name: str = "span_qa", max_answer_length: int = 30, top_k: int = 4,
+                 with_attention: bool = False) -> None:
+        self.name = name
+        self.max_answer_length = max_answer_length
+        self.knowledge_config = KnowledgeConfig(top_k, max_answer_length, with_attention)
+
+    def group_keys(self, examples: Dataset) -> list[tuple[str, str]]:
+        return list(zip(examples["domain"], examples["context"]))
+
+    def texts(self, examples: Dataset) -> list[str]:
+        return list(examples["context"]) + list(examples["question"])
+
+    def data_fingerprint(self, examples: Dataset) -> str:
+        return ids_fingerprint(examples, ("id", "question", "context"))
+
+    def featurize(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> Dataset:
+        return featurize(examples, tokenizer, windows)
+
+    def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
+        return feature_arrays(features)
+
+    def build_model(self, source: str, seed: int,
+                    tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+        return load_qa_model(source, seed, tokenizer)
+
+    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any]) -> QAOutput:
+        return qa_forward(model, batch)
+
+    def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
+        outputs = run_model(model, arrays, batch_size)
+        return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits}
+
+    def ensemble(self, members: Sequence[Outputs], arrays: Mapping[str, np.ndarray]) -> Outputs:
+        merged = ensemble_outputs([ModelOutputs(m["start_logits"], m["end_logits"]) for m in members],
+                                  arrays["span_mask"])
+        return {"start_logits": merged.start_logits, "end_logits": merged.end_logits}
+
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
+        return member_knowledge(model, arrays, features["feature_id"], self.knowledge_config)
+
+    def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
+              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+        contexts = dict(zip(examples["id"], examples["context"]))
+        references = references_of(examples)
+        example_ids = features["example_id"]
+        return merge_knowledge(tables, arrays, [contexts[e] for e in example_ids], features["offsets"],
+                               [references[e] for e in example_ids])
+
+    def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
+        return knowledge_arrays(table, features["feature_id"])
+
+    def hard_term(self) -> Term:
+        return ce_term()
+
+    def soft_term(self, tau: float) -> Term:
+        return kd_term(tau)
+
+    def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
+               outputs: Outputs) -> dict[str, float]:
+        result = scores_from_outputs(examples, features, arrays,
+                                     ModelOutputs(outputs["start_logits"], outputs["end_logits"]),
+                                     self.max_answer_length)
+        return {"f1": float(result["f1"]), "exact_match": float(result["exact_match"])}
