@@ -13,12 +13,17 @@ Tasks (:data:`SENTENCE_TASKS`):
   mild cue words lean towards the label without deciding it.
 * ``entailment`` (pair; ``entailment`` / ``not_entailment``): a premise stating one event
   (person, verb, colour, object, city, day) and a hypothesis restating some of its slots,
-  with exactly one slot changed for ``not_entailment``.
+  with exactly one slot changed for ``not_entailment``: half the time to a word that never
+  occurs in a premise (an annotation artifact, as SNLI's: a partial cue a small model
+  learns, while the other half needs the premise).
+* ``rating`` (single sentence; regression in [0, 5]): a review whose score is its
+  adjective's rating, mirrored (``5 - r``) by a ``not``, plus Gaussian noise.
 * ``similarity`` (pair; regression in [0, 5]): two statements of the same frame of which
   ``k`` of five slots differ; the score is ``5 - k`` plus Gaussian noise, clipped to [0, 5].
 
 Label noise: with probability ``label_noise`` a classification label is replaced by a
-uniformly drawn *other* label (regression already carries its Gaussian noise).
+uniformly drawn *other* label, from a random stream of its own, so the texts are the same
+with and without noise (regression already carries its Gaussian noise).
 """
 
 from __future__ import annotations
@@ -51,15 +56,20 @@ class SentenceTaskInfo:
 SENTENCE_TASKS: dict[str, SentenceTaskInfo] = {
     "sentiment": SentenceTaskInfo("classification", pair=False, labels=("negative", "positive")),
     "entailment": SentenceTaskInfo("classification", pair=True, labels=("entailment", "not_entailment")),
+    "rating": SentenceTaskInfo("regression", pair=False),
     "similarity": SentenceTaskInfo("regression", pair=True),
 }
 
 
 @cache
-def vocabulary() -> dict[str, tuple[str, ...]]:
-    """The word lists of ``vocab/sentences.yaml`` (read once)."""
+def vocabulary() -> dict[str, Any]:
+    """The word lists (and the rating and hypothesis-only tables) of ``vocab/sentences.yaml``, read once."""
     data = yaml.safe_load(VOCAB_FILE.read_text(encoding="utf-8"))
-    return {name: tuple(str(word) for word in words) for name, words in data.items()}
+    vocab: dict[str, Any] = {name: tuple(str(word) for word in words) for name, words in data.items()
+                             if isinstance(words, list)}
+    vocab["ratings"] = {str(word): float(score) for word, score in data["ratings"].items()}
+    vocab["hypothesis_only"] = {slot: tuple(map(str, words)) for slot, words in data["hypothesis_only"].items()}
+    return vocab
 
 
 def _sentence(*parts: str) -> str:
@@ -67,7 +77,7 @@ def _sentence(*parts: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _sentiment(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, int]:
+def _sentiment(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, int]:
     positive = rng.random() < 0.5
     negated = rng.random() < 0.3
     adjective = rng.choice(v["positive"] if positive != negated else v["negative"])
@@ -84,15 +94,17 @@ _VOCAB_OF = {"person": "people", "verb": "verbs", "colour": "colours", "object":
              "day": "days"}
 
 
-def _event(rng: random.Random, v: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def _event(rng: random.Random, v: dict[str, Any]) -> dict[str, str]:
     return {slot: rng.choice(v[_VOCAB_OF[slot]]) for slot in _SLOTS}
 
 
-def _changed(event: dict[str, str], slots: Sequence[str], rng: random.Random,
-             v: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def _changed(event: dict[str, str], slots: Sequence[str], rng: random.Random, v: dict[str, Any],
+             cue: float = 0.0) -> dict[str, str]:
+    """``event`` with ``slots`` changed; with probability ``cue`` to a hypothesis-only word (module doc)."""
     out = dict(event)
     for slot in slots:
-        out[slot] = rng.choice([w for w in v[_VOCAB_OF[slot]] if w != event[slot]])
+        pool = v["hypothesis_only"][slot] if rng.random() < cue else v[_VOCAB_OF[slot]]
+        out[slot] = rng.choice([w for w in pool if w != event[slot]])
     return out
 
 
@@ -114,16 +126,26 @@ _HYPOTHESES = (
 )
 
 
-def _entailment(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, int]:
+def _entailment(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, int]:
     premise = _event(rng, v)
     entailed = rng.random() < 0.5
     template = rng.choice(_HYPOTHESES)
     stated = [slot for slot in _SLOTS if "{" + slot + "}" in template]
-    hypothesis = premise if entailed else _changed(premise, [rng.choice(stated)], rng, v)
+    hypothesis = premise if entailed else _changed(premise, [rng.choice(stated)], rng, v, cue=0.5)
     return _state(premise, rng), _sentence(template.format(**hypothesis)), int(not entailed)
 
 
-def _similarity(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str, str, float]:
+def _rating(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, float]:
+    adjective, base = rng.choice(sorted(v["ratings"].items()))
+    negated = rng.random() < 0.25
+    score = (5.0 - base if negated else base) + rng.gauss(0.0, 0.4)
+    text = _sentence(rng.choice(v["openers"]), "the", rng.choice(v["review_items"]), "was",
+                     "not" if negated else "", rng.choice(v["intensifiers"]) if rng.random() < 0.5 else "",
+                     adjective + ",", rng.choice(v["fillers"]) + ".")
+    return text, "", round(min(5.0, max(0.0, score)), 2)
+
+
+def _similarity(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, float]:
     first = _event(rng, v)
     changed = rng.randint(0, 5)
     second = _changed(first, rng.sample([s for s in _SLOTS if s != "day"], changed), rng, v)
@@ -131,8 +153,8 @@ def _similarity(rng: random.Random, v: dict[str, tuple[str, ...]]) -> tuple[str,
     return _state(first, rng), _state(second, rng), round(score, 2)
 
 
-_BUILDERS: dict[str, Callable[[random.Random, dict[str, tuple[str, ...]]], tuple[str, str, Any]]] = {
-    "sentiment": _sentiment, "entailment": _entailment, "similarity": _similarity,
+_BUILDERS: dict[str, Callable[[random.Random, dict[str, Any]], tuple[str, str, Any]]] = {
+    "sentiment": _sentiment, "entailment": _entailment, "rating": _rating, "similarity": _similarity,
 }
 
 
@@ -146,6 +168,7 @@ def generate_task(name: str, n: int = 400, seed: int = 0, label_noise: float = 0
         raise ConfigError("synthetic", "label_noise", f"must be in [0, 1), got {label_noise!r}")
     info = SENTENCE_TASKS[name]
     rng = random.Random(f"{seed}/{name}")
+    noise_rng = random.Random(f"{seed}/{name}/noise")  # the same texts with and without noise
     vocab = vocabulary()
     records = []
     for index in range(n):
@@ -153,8 +176,8 @@ def generate_task(name: str, n: int = 400, seed: int = 0, label_noise: float = 0
         record: dict[str, Any] = {"id": f"{name}-{index:05d}", "task": name, "domain": name,
                                   "text_a": text_a, "text_b": text_b}
         if info.kind == "classification":
-            if rng.random() < label_noise:
-                target = rng.choice([c for c in range(len(info.labels)) if c != target])
+            if noise_rng.random() < label_noise:
+                target = noise_rng.choice([c for c in range(len(info.labels)) if c != target])
             record["label"] = target
         else:
             record["score"] = target

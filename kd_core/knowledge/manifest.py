@@ -48,10 +48,14 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 
 def tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
-    """SHA-256 of a fast tokenizer's serialised form (vocabulary, normaliser, pre-tokeniser, template)."""
+    """SHA-256 of what maps text to ids: a fast tokenizer's serialised form without its truncation and
+    padding state (which every call with ``max_length`` or ``stride`` changes), else its vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    if backend is None:
+        state: object = tokenizer.get_vocab()
+    else:
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def fingerprint(items: Iterable[str]) -> str:

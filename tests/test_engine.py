@@ -1,0 +1,116 @@
+"""The engine in one process: every task end to end through a recipe, resume, knowledge provenance."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kd_core.data.features import FeatureConfig
+from kd_core.engine.execute import execute, load_model
+from kd_core.engine.local import drive, is_teacher, run_locally
+from kd_core.engine.prepare import DataOptions, build_workspace
+from kd_core.engine.steps import TermSpec, TrainStep
+from kd_core.errors import ConfigError, DataError
+from kd_core.knowledge.manifest import read_manifest, weights_hash
+from kd_core.knowledge.table import read_knowledge
+from kd_core.methods.hinton import HintonSettings, hinton_recipe
+from kd_core.train import TrainConfig
+
+TINY = HintonSettings(teacher_epochs=2, epochs=2, batch_size=32)
+STEPS = {"teacher-0", "knowledge-0", "knowledge", "student", "student-no-kd", "eval-teacher", "eval-student",
+         "eval-student-no-kd"}
+
+
+@pytest.mark.parametrize("task, primary", [("sentiment", "accuracy"), ("entailment", "accuracy"),
+                                           ("rating", "pearson"), ("span_qa", "f1")])
+def test_every_task_runs_the_recipe_end_to_end_and_a_rerun_recomputes_nothing(task, primary, tmp_path):
+    ws = build_workspace(DataOptions(task=task, synthetic_size=150, max_length=64 if task != "span_qa" else 96,
+                                     doc_stride=16 if task != "span_qa" else 32), TINY.teacher_model,
+                         TINY.student_model, tmp_path)
+    results = run_locally(hinton_recipe(TINY), ws)
+    assert set(results) == STEPS
+    for name in ("eval-teacher", "eval-student", "eval-student-no-kd"):
+        assert results[name]["split"] == "test" and results[name]["primary"] == results[name]["scores"][primary]
+    assert set(results["student"]["scores"]) == {"dev"}
+    assert results["student"]["last_metrics"]["weight/kd"] == pytest.approx(0.5)
+    # The knowledge names the teacher that made it (hash of the weights the teacher step saved).
+    manifest = read_manifest(read_knowledge(results["knowledge"]["path"]))
+    teacher = load_model("@teacher-0", 0, "teacher", ws, "cpu")
+    assert [t.weights for t in manifest.teachers] == [weights_hash(teacher)]
+    assert manifest.task == task and manifest.key == ("feature_id" if task == "span_qa" else "example_id")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "steps").rglob("result.json")}
+    again = run_locally(hinton_recipe(TINY), ws)
+    assert again == results
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "steps").rglob("result.json")} == stamps
+
+
+def test_a_student_with_its_own_tokenizer_learns_from_example_keyed_knowledge(tmp_path):
+    settings = HintonSettings(teacher_epochs=6, epochs=6, alpha=1.0, no_kd_baseline=False)  # soft targets only
+    ws = build_workspace(DataOptions(task="sentiment", synthetic_size=600, student_vocab_size=100, label_noise=0.0,
+                                     max_length=96),
+                         settings.teacher_model, settings.student_model, tmp_path)
+    assert ws.tokenizer("student").get_vocab() != ws.tokenizer("teacher").get_vocab()
+    results = run_locally(hinton_recipe(settings), ws)
+    student = load_model("@student", 0, "student", ws, "cpu")
+    assert student.config.vocab_size == len(ws.tokenizer("student")) != len(ws.tokenizer("teacher"))
+    # No gold label reached the student: what it knows came through the teacher's table.
+    assert results["student"]["last_metrics"].get("loss/ce") is None
+    assert results["eval-teacher"]["primary"] > 65
+    assert results["eval-student"]["primary"] > 65
+
+
+def test_knowledge_for_other_features_is_refused(tmp_path):
+    options = DataOptions(task="span_qa", synthetic_size=60, max_length=96, doc_stride=32)
+    ws = build_workspace(options, "tiny-bert", "tiny-bert-1l", tmp_path)
+    settings = replace(TINY, teacher_epochs=1)
+    drive(hinton_recipe(settings), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
+    student = TrainStep("student", "tiny-bert-1l", 1, "student", (TermSpec("soft", 1.0, 2.0),),
+                        TrainConfig(epochs=1), knowledge="knowledge")
+    other_stride = replace(ws, windows=FeatureConfig(96, 16), _features={}, _hashes={})
+    with pytest.raises(DataError, match=r"made for doc_stride 32, but these features have 16"):
+        execute(student, other_stride)
+    other_vocabulary = build_workspace(replace(options, vocab_size=300), "tiny-bert", "tiny-bert-1l", tmp_path)
+    with pytest.raises(DataError, match=r"knowledge.parquet: manifest: made for tokenizer [0-9a-f]{12}, but these "
+                                        r"features have [0-9a-f]{12}"):
+        execute(student, other_vocabulary)
+    other_data = build_workspace(replace(options, seed=1), "tiny-bert", "tiny-bert-1l", tmp_path)
+    with pytest.raises(DataError, match="made for data fingerprint"):
+        execute(student, other_data)
+    assert not (tmp_path / "steps" / "student" / "result.json").exists()
+
+
+def test_a_train_step_interrupted_mid_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    options = DataOptions(task="sentiment", synthetic_size=200)
+    step = TrainStep("model", "tiny-bert-1l", 3, "teacher", (TermSpec("hard"),),
+                     TrainConfig(epochs=2, batch_size=16, checkpoint_every=3, log_every=1))
+    whole = build_workspace(options, "tiny-bert-1l", "tiny-bert-1l", tmp_path / "whole")
+    execute(step, whole)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_7(metrics):
+        if metrics["step"] == 7:
+            raise Crash
+
+    broken = build_workspace(options, "tiny-bert-1l", "tiny-bert-1l", tmp_path / "broken")
+    with pytest.raises(Crash):
+        execute(step, broken, callbacks_for=lambda s: [crash_at_step_7])
+    assert not broken.result_path("model").exists()
+    resumed = execute(step, broken)
+    assert resumed["resumed_from_step"] == 6
+    a = load_file(str(tmp_path / "whole/steps/model/model/model.safetensors"))
+    b = load_file(str(tmp_path / "broken/steps/model/model/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(whole.result_path("model").read_text())["scores"] == resumed["scores"]
+
+
+def test_invalid_steps_and_settings_are_refused():
+    with pytest.raises(ConfigError, match="soft term needs knowledge"):
+        TrainStep("s", "tiny-bert", 0, "student", (TermSpec("soft", 1.0),), TrainConfig())
+    with pytest.raises(ConfigError, match="alpha"):
+        HintonSettings(alpha=1.5)
+    with pytest.raises(ConfigError, match="student must share"):
+        DataOptions(task="span_qa", student_vocab_size=300)
