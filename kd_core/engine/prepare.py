@@ -27,6 +27,7 @@ from kd_core.data.synthetic_sentences import generate_task
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
+from kd_core.options import option
 from kd_core.tasks import Task, synthetic_task
 
 SPAN_DOMAINS = ("sports", "medicine", "finance")
@@ -36,19 +37,20 @@ SPAN_DOMAINS = ("sports", "medicine", "finance")
 class DataOptions:
     """Where a job's examples come from and how they are split and tokenised (validated)."""
 
-    task: str = "sentiment"
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    synthetic_size: int = 900
-    label_noise: float = 0.1
-    dev_fraction: float = 0.15
-    test_fraction: float = 0.15
-    max_length: int = 64
-    doc_stride: int = 16
-    vocab_size: int = 2000
-    student_vocab_size: int | None = None
-    seed: int = 0
+    task: str = option("sentiment", "embedded task: span_qa, sentiment, entailment, rating or similarity", "data")
+    train: str | None = option(None, "span_qa training file: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME", "data")
+    dev: str | None = option(None, "dev file (default: split off the training data by group)", "data")
+    test: str | None = option(None, "test file (default: split off the training data by group)", "data")
+    synthetic_size: int = option(900, "examples of the embedded task", "data")
+    label_noise: float = option(0.1, "share of embedded classification labels replaced by another label", "data")
+    dev_fraction: float = option(0.15, "share of the data split off as dev (choices are made on dev)", "data")
+    test_fraction: float = option(0.15, "share of the data split off as test (reported numbers)", "data")
+    max_length: int = option(64, "tokens per feature (window)", "data")
+    doc_stride: int = option(16, "span QA: overlap between windows, in tokens", "data")
+    vocab_size: int = option(2000, "WordPiece vocabulary built for a preset teacher", "data")
+    student_vocab_size: int | None = option(None, "a vocabulary of its own for a preset student (sentence tasks)",
+                                            "data")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
     def __post_init__(self) -> None:
         synthetic_task(self.task)  # a known task

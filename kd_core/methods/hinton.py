@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.errors import ConfigError
+from kd_core.options import option
 from kd_core.train import TrainConfig
 
 
@@ -35,17 +37,18 @@ from kd_core.train import TrainConfig
 class HintonSettings:
     """The recipe's hyperparameters (module doc), validated at construction."""
 
-    teacher_model: str = "tiny-bert"
-    student_model: str = "tiny-bert-1l"
-    teachers: int = 1
-    teacher_epochs: float = 6.0
-    epochs: float = 6.0
-    tau: float = 2.0
-    alpha: float = 0.5
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-    no_kd_baseline: bool = True
+    teacher_model: str = option("tiny-bert", "teacher: preset (tiny-bert, small-bert, tiny-bert-1l), HF id or path",
+                                "model")
+    student_model: str = option("tiny-bert-1l", "student: preset, HF id or path", "model")
+    teachers: int = option(1, "teacher ensemble members (differing by seed)", "model")
+    teacher_epochs: float = option(6.0, "epochs of each teacher member", "model")
+    epochs: float = option(6.0, "epochs of the student", "model")
+    tau: float = option(2.0, "temperature of the soft targets", "model")
+    alpha: float = option(0.5, "weight of the soft loss; the hard loss gets 1 - alpha", "model")
+    batch_size: int = option(32, "training batch size", "model")
+    learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
+    baseline: bool = option(True, "also train the same student without knowledge (the no-KD baseline)", "model")
 
     def __post_init__(self) -> None:
         if self.teachers < 1:
@@ -83,7 +86,7 @@ def hinton_recipe(settings: HintonSettings) -> Recipe:
                   (TermSpec("hard", 1 - s.alpha), TermSpec("soft", s.alpha, s.tau)), s.training(s.epochs, s.seed + 1),
                   knowledge="knowledge", tags={"kd.role": "student"}),
     ]
-    if s.no_kd_baseline:
+    if s.baseline:
         students.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "student", (TermSpec("hard"),),
                                   s.training(s.epochs, s.seed + 1), tags={"kd.role": "baseline"}))
     evaluations: list[Step] = [EvaluateStep("eval-teacher", tuple(model_ref(m) for m in members), "teacher")]
@@ -97,3 +100,27 @@ def hinton_recipe(settings: HintonSettings) -> Recipe:
         return []
 
     return next_steps
+
+
+def summarise(results: Mapping[str, Result], settings: HintonSettings, task: str, primary: str) -> dict[str, Any]:
+    """The job's summary: per model (teacher ensemble, student, no-KD student) dev and test scores."""
+    models = {"teacher": ([f"teacher-{i}" for i in range(settings.teachers)], "eval-teacher"),
+              "student": (["student"], "eval-student")}
+    if settings.baseline:
+        models["student_no_kd"] = (["student-no-kd"], "eval-student-no-kd")
+    table = {}
+    for label, (trained, evaluation) in models.items():
+        table[label] = {"dev": [results[name]["primary"] for name in trained], "test": results[evaluation]["primary"],
+                        "test_scores": results[evaluation]["scores"], "parameters": results[trained[0]]["parameters"]}
+    return {"method": "kd", "task": task, "primary_metric": primary, "models": table,
+            "knowledge_bytes": results["knowledge"]["bytes"]}
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """Models x (dev, test, parameters); the teacher's dev is its members' mean, test the ensemble's."""
+    metric = summary["primary_metric"]
+    lines = [f"{'model':<16}{'dev ' + metric:>16}{'test ' + metric:>16}{'params':>12}"]
+    for label, row in summary["models"].items():
+        dev = sum(row["dev"]) / len(row["dev"])
+        lines.append(f"{label.replace('_', ' '):<16}{dev:>16.2f}{row['test']:>16.2f}{row['parameters']:>12,}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The job runtime: run directory, ``state.json``, the MLflow tree, step fan-out on workers, resume, summary.
+
+A job built on the engine is: options -> a workspace -> a recipe -> a summary. This module
+does everything around that, once for every job:
+
+* **Run directory.** A fresh job removes an earlier job's outputs there (``steps/``,
+  ``state.json``, the summary) first; the steps write ``steps/<name>/...``.
+* **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
+  run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
+  and child runs; options given again must equal the saved ones (a difference is refused,
+  naming the option).
+* **Steps on workers.** The steps a recipe returns together run at once on a pool of
+  :class:`~cluster.worker.StepWorker` s (one model per device); steps whose result file
+  exists are not sent to a worker at all, so a resumed job recomputes nothing completed.
+* **MLflow.** One parent run per job (options as params, tags ``kd.method``, ``kd_job_id``,
+  the summary and its table as artifacts) and one child run per step, tagged ``kd.method``,
+  ``kd.step``, ``kd.task`` and the step's own tags (``kd.role``, ``kd.domain``,
+  ``kd.iteration``...), with per-step training losses, the step's scores and the trained
+  model (``save_pretrained`` files under ``model/``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster.runtime import connect
+from cluster.scheduler import WorkerPool
+from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
+from kd_core.engine.execute import Result, stored_result
+from kd_core.engine.local import Recipe, drive
+from kd_core.engine.steps import Step, TrainStep
+from kd_core.engine.workspace import Workspace
+from kd_core.errors import ConfigError
+from kd_core.options import flag, option
+from kd_core.run_files import write_atomic
+
+STATE_FILE = "state.json"
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "summary_table.txt"
+STATE_VERSION = 1
+#: What a fresh job removes from its run directory first (a resumed job keeps them).
+JOB_OUTPUTS = ("steps", STATE_FILE, SUMMARY_FILE, TABLE_FILE)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Where a job keeps its outputs and records, and how many workers it runs (validated)."""
+
+    run_dir: str = option("runs/job", "run directory: models, knowledge, results, state (absolute under ray job "
+                          "submit)", "job")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                      "sqlite:///<cwd>/mlflow.db)", "job")
+    experiment: str = option("kd", "MLflow experiment name", "job")
+    max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
+        check_tracking_uri(self.tracking_uri, "job")
+
+
+@dataclass
+class JobState:
+    """What a resumed job needs besides the step results (module doc)."""
+
+    method: str
+    options: dict[str, Any]
+    version: int = STATE_VERSION
+    parent_run_id: str | None = None
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def save(self, run_dir: Path) -> None:
+        write_atomic(run_dir / STATE_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, run_dir: Path, method: str) -> JobState:
+        path = run_dir / STATE_FILE
+        if not path.exists():
+            raise ConfigError(str(run_dir), STATE_FILE, f"no {method} job to resume here (state.json is missing)")
+        try:
+            state = cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ConfigError(str(path), "state", f"not a job state of this version: {err}") from err
+        if state.method != method:
+            raise ConfigError(str(path), "method", f"the run directory holds a {state.method} job, not {method}")
+        if state.version != STATE_VERSION:
+            raise ConfigError(str(path), "version", f"written by state version {state.version}, this is "
+                              f"{STATE_VERSION}")
+        return state
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved options of the job in ``run_dir``; any of ``given`` that differs from them is refused."""
+    state = JobState.load(Path(run_dir).resolve(), method)
+    for key, value in given.items():
+        if key in state.options and _comparable(state.options[key]) != _comparable(value):
+            raise ConfigError("--resume", flag(key), f"the run was made with {state.options[key]!r}, not "
+                              f"{value!r}; resume with the saved options (or none)")
+    return state.options
+
+
+class JobRuntime:
+    """One job's run directory, state, MLflow runs and workers (module doc)."""
+
+    def __init__(self, method: str, options: Mapping[str, Any], run_dir: str | Path, tracking_uri: str | None,
+                 experiment: str, resume: bool = False) -> None:
+        self.method = method
+        self.run_dir = Path(run_dir).resolve()
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        if resume:
+            self.state = JobState.load(self.run_dir, method)
+        else:
+            for name in JOB_OUTPUTS:
+                target = self.run_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.state = JobState(method, dict(options))
+            self.state.save(self.run_dir)
+        self.tracker: Tracker | None = None
+        self.parent: RunRef | None = None
+        self.pool: WorkerPool | None = None
+        self.reused_steps: list[str] = []
+
+    @contextmanager
+    def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
+                params: Mapping[str, Any] | None = None) -> Iterator[JobRuntime]:
+        """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit."""
+        connect(self.tracking_uri, address)
+        self.tracker = Tracker(self.tracking_uri)
+        if self.state.parent_run_id is None:
+            self.parent = self.tracker.start_run(self.experiment, run_name, tags={"kd.method": self.method, **(tags or {})},
+                                                 params=params or self.state.options)
+            self.state.parent_run_id = self.parent.run_id
+            self.state.save(self.run_dir)
+        else:
+            self.parent = self.tracker.reopen(self.state.parent_run_id)
+        with self.tracker.scope(self.parent):
+            self.pool = WorkerPool(workers)
+            try:
+                yield self
+            finally:
+                self.pool.shutdown()
+
+    # ------------------------------------------------------------------ steps
+
+    def drive(self, recipe: Recipe, ws: Workspace) -> dict[str, Result]:
+        """Run ``recipe`` to its end on the workers (finished steps are read from disk)."""
+        ws_ref = ray.put(ws)  # held here for the whole job: a restarted worker's retried call fetches it again
+        return drive(recipe, lambda steps: self.run_steps(steps, ws, ws_ref))
+
+    def run_steps(self, steps: Sequence[Step], ws: Workspace, ws_ref: ray.ObjectRef) -> list[Result]:
+        """Run independent ``steps`` at once on the workers; each gets (or keeps) its child run."""
+        assert self.pool is not None
+        results: list[Result | None] = [stored_result(step, ws) for step in steps]
+        self.reused_steps += [step.name for step, result in zip(steps, results) if result is not None]
+        todo = [i for i, result in enumerate(results) if result is None]
+        runs = {i: self._child(steps[i], ws) for i in todo}
+        fresh = self.pool.run([lambda worker, i=i: worker.run.remote(steps[i], ws_ref, runs[i]) for i in todo])
+        for i, result in zip(todo, fresh):
+            results[i] = result
+            self._finish(steps[i], runs[i], result)
+        return [r for r in results if r is not None]
+
+    def _child(self, step: Step, ws: Workspace) -> RunRef:
+        assert self.tracker is not None and self.parent is not None
+        known = self.state.steps.get(step.name)
+        if known is not None:
+            return self.tracker.reopen(known["run_id"])
+        run = self.tracker.start_child(
+            self.parent, step.name,
+            tags={"kd.method": self.method, "kd.step": step.name, "kd.task": ws.task.name, **step.tags},
+            params=_step_params(step))
+        self.state.steps[step.name] = {"run_id": run.run_id, "finished": False}
+        self.state.save(self.run_dir)
+        return run
+
+    def _finish(self, step: Step, run: RunRef, result: Result) -> None:
+        assert self.tracker is not None
+        metrics: dict[str, float] = {"seconds": float(result["seconds"])}
+        for split, scores in (result.get("scores") or {}).items():
+            if isinstance(scores, Mapping):
+                metrics |= {f"{split}/{name}": value for name, value in scores.items()}
+            else:  # an evaluate step's scores are flat
+                metrics[f"{result['split']}/{split}"] = scores
+        for key in ("primary", "rows", "bytes", "parameters", "infer_s"):
+            if key in result:
+                metrics[key] = float(result[key])
+        self.tracker.log_metrics(run, metrics)
+        if isinstance(step, TrainStep):
+            self.tracker.log_artifacts(run, result["model_dir"], "model")
+        self.tracker.end_run(run)
+        self.state.steps[step.name]["finished"] = True
+        self.state.save(self.run_dir)
+
+    # ------------------------------------------------------------------ summary
+
+    def finish(self, summary: dict[str, Any], table: str) -> dict[str, Any]:
+        """Write the summary and its table (once, atomically) and log them on the parent run."""
+        assert self.tracker is not None and self.parent is not None
+        summary = {**summary, "mlflow_run_id": self.parent.run_id, "tracking_uri": self.tracking_uri,
+                   "run_dir": str(self.run_dir)}
+        write_atomic(self.run_dir / TABLE_FILE, table + "\n")
+        write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+        self.tracker.log_text(self.parent, table, TABLE_FILE)
+        self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
+        return summary
+
+
+def _step_params(step: Step) -> dict[str, Any]:
+    """A step's definition as MLflow params (its kind and fields; train configs flattened)."""
+    params = {k: v for k, v in asdict(step).items() if k not in ("name", "tags")}
+    if "objective" in params:
+        params["objective"] = " + ".join(f"{t['weight']:g}*{t['kind']}" + (f"(tau={t['tau']:g})" if t["kind"] == "soft"
+                                                                           else "") for t in params["objective"])
+    return {"kind": type(step).__name__, **params}

@@ -1,0 +1,53 @@
+"""A pool of step workers: independent steps fan out to free workers, results come back in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+
+from cluster.runtime import model_placement
+from cluster.worker import create_worker
+
+#: Seconds any single step may take before the job gives up on it (no silent hangs).
+STEP_TIMEOUT_S = 24 * 3600.0
+
+Call = Callable[[ray.actor.ActorHandle], ray.ObjectRef]
+
+
+class WorkerPool:
+    """``size`` workers, each placed by :func:`~cluster.runtime.model_placement` (one GPU each when there are)."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a pool needs at least one worker, got {size}")
+        placement = model_placement(size, size)
+        self.workers = [create_worker(placement) for _ in range(size)]
+
+    def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S) -> list[Any]:
+        """Give each call a free worker (at most one call per worker at once); results in the order of ``calls``.
+
+        A call that fails (after Ray's retries) re-raises here.
+        """
+        free = list(self.workers)
+        pending: dict[ray.ObjectRef, tuple[int, ray.actor.ActorHandle]] = {}
+        results: list[Any] = [None] * len(calls)
+        started = 0
+        while started < len(calls) or pending:
+            while started < len(calls) and free:
+                worker = free.pop(0)
+                pending[calls[started](worker)] = (started, worker)
+                started += 1
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
+            if not done:
+                raise TimeoutError(f"no step finished within {timeout_s} s")
+            for ref in done:
+                index, worker = pending.pop(ref)
+                results[index] = ray.get(ref)
+                free.append(worker)
+        return results
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)

@@ -1,0 +1,52 @@
+"""One restartable Ray worker that runs engine steps (:func:`kd_core.engine.execute.execute`) on one device.
+
+A worker holds no model between calls: every step starts from what is on disk (a base
+model or a finished step's output) and ends with its result on disk. The workspace comes
+with each call as an object reference that the driver holds for the whole job, so a worker
+that Ray restarts (``max_restarts=2``) gets it again when the call is retried
+(``max_task_retries=1``), and the retried step resumes from its last checkpoint. Nothing is
+passed to the constructor through the object store (a restarted actor could not fetch it
+again, ray-project/ray#53727).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+import torch
+from transformers.utils import logging as hf_logging
+
+from cluster.runtime import Placement, device_for_actor
+from cluster.tracking import RunRef, Tracker
+from kd_core.engine.execute import Result, execute
+from kd_core.engine.steps import Step
+from kd_core.engine.workspace import Workspace
+
+
+class StepWorker:
+    """Runs steps (module doc). Create it with :func:`create_worker`."""
+
+    def __init__(self, torch_threads: int) -> None:
+        torch.set_num_threads(torch_threads)
+        hf_logging.disable_progress_bar()
+        self.device = device_for_actor()
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads()}
+
+    def run(self, step: Step, ws: Workspace, run: RunRef | None = None) -> Result:
+        """Execute ``step``; its per-step training metrics go to the MLflow run ``run``."""
+        tracker = Tracker(run.tracking_uri) if run is not None else None
+
+        def callbacks_for(_: Step) -> list:
+            return [tracker.metrics_callback(run)] if tracker is not None and run is not None else []
+
+        return execute(step, ws, device=self.device, callbacks_for=callbacks_for)
+
+
+def create_worker(placement: Placement) -> ray.actor.ActorHandle:
+    """Start a :class:`StepWorker` with ``placement``'s resources; restartable twice, calls retried once."""
+    remote = ray.remote(max_restarts=2, max_task_retries=1)(StepWorker)
+    return remote.options(**placement.actor_options()).remote(placement.torch_threads)

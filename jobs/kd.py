@@ -1,0 +1,105 @@
+"""Plain teacher -> student distillation (Hinton et al. 2015) on Ray, for any task (``python jobs/kd.py --help``).
+
+Thin entry point: options (generated from the config dataclasses; a ``--config`` file plus
+overrides), checked with the data before any cluster work; then the recipe
+:func:`kd_core.methods.hinton.hinton_recipe` runs on the job runtime (:mod:`cluster.job`):
+its steps on Ray workers, every step a child run in MLflow, resumable with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
+
+from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
+from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
+from kd_core.options import add_options, cli_values, config_from_cli, option, options_error  # noqa: E402
+from kd_core.errors import ConfigError  # noqa: E402
+
+
+@dataclass(frozen=True)
+class KDJobConfig(HintonSettings, DataOptions, JobOptions):
+    """Every option of ``jobs/kd.py``: the data, the recipe's hyperparameters and the job's own."""
+
+    run_dir: str = option("runs/kd", "run directory: models, knowledge, results, state (absolute under ray job "
+                          "submit)", "job")
+
+    def __post_init__(self) -> None:
+        DataOptions.__post_init__(self)
+        HintonSettings.__post_init__(self)
+        JobOptions.__post_init__(self)
+
+    @property
+    def data(self) -> DataOptions:
+        return DataOptions(**{k: getattr(self, k) for k in DataOptions.__dataclass_fields__})
+
+    @property
+    def settings(self) -> HintonSettings:
+        return HintonSettings(**{k: getattr(self, k) for k in HintonSettings.__dataclass_fields__})
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python jobs/kd.py",
+        description="Teacher -> student knowledge distillation (Hinton et al. 2015) for any task on Ray: teacher "
+        "members train at once on workers, their knowledge is collected once, the student and a no-KD baseline "
+        "train at once; everything in MLflow. With no options: the embedded sentiment task, tiny models.",
+    )
+    p.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
+    add_options(p, KDJobConfig)
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the job in RUN_DIR with its saved options")
+    p.add_argument("--check", action="store_true", help="validate options and data, then exit")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> KDJobConfig:
+    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
+    if not args.resume:
+        return config_from_cli(KDJobConfig, args)
+    given = cli_values(KDJobConfig, args)
+    saved = resume_options(args.resume, "kd", given)
+    try:
+        return KDJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
+    except ConfigError as err:
+        raise options_error(err, KDJobConfig) from err
+
+
+def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -> dict:
+    """Run (or continue) the job; returns its summary."""
+    started = time.perf_counter()
+    ws = build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
+    runtime = JobRuntime("kd", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
+    ws.run_dir = runtime.run_dir
+    with runtime.session(address, config.max_concurrency, f"kd {config.task}",
+                         tags={"kd.task": config.task}) as job:
+        results = job.drive(hinton_recipe(config.settings), ws)
+        summary = summarise(results, config.settings, ws.task.name, ws.task.primary_metric)
+        summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
+        return job.finish(summary, format_table(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = config_from(args)
+    if args.check:
+        build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
+        print("ok: options and data are valid")
+        return 0
+    summary = run(config, address=args.address, resume=bool(args.resume))
+    table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
+                       f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
+    print_summary(summary, table, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
