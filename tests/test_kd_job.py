@@ -65,6 +65,7 @@ def _wait_for(condition, proc, timeout, log):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address

@@ -6,8 +6,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+import torch
+from safetensors.torch import load_file
+
 from kd_core.cli import run_cli
-from kd_core.errors import ConfigError
+from kd_core.errors import ConfigError, DataError
 from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
 from tuning.sweep import SEARCHABLE, SweepConfig, main, prepare, run_sweep
 
@@ -102,3 +105,47 @@ def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_pat
     assert again["teacher_passes"] == 0 and again["trials"] == 1
     _, _, children = _tree(uri, again["mlflow_run_id"])
     assert [r.data.tags.get("kd.role") for r in children] == ["trial"]
+
+
+KD_JOB = {"synthetic_size": 160, "teacher_epochs": 2, "epochs": 2, "batch_size": 16}
+
+
+@pytest.mark.slow
+def test_a_recipe_sweep_runs_its_teacher_steps_once_and_reuses_a_jobs_knowledge(ray_session, tmp_path):
+    from jobs.kd import KDJobConfig, run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_sweep(SweepConfig(method="kd", num_samples=3, max_concurrent=2, job=KD_JOB,
+                                    run_dir=str(tmp_path / "sweep"), tracking_uri=uri))
+    assert summary["teacher_passes"] == 1 and summary["trials"] == 3 and summary["failed"] == 0
+    assert summary["metric"] == "dev_metric" and set(summary["best_config"]) == {"tau", "alpha"}
+    assert (Path(summary["best_model"]) / "model.safetensors").exists()
+    assert len(list((tmp_path / "sweep").rglob("steps/teacher-0/model"))) == 1  # the teacher trained once
+    assert len(list((tmp_path / "sweep").rglob("steps/knowledge-0/knowledge.parquet"))) == 1  # and read once
+    assert not list((tmp_path / "sweep").rglob("steps/student-no-kd"))  # no baseline in the trials
+    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    roles = sorted(r.data.tags.get("kd.role") for r in children)
+    assert roles == ["teacher", "trial", "trial", "trial"]
+    # Trials with different settings computed different students from the same teacher.
+    students = [load_file(str(p)) for p in (tmp_path / "sweep" / "trials").glob("*/output/model.safetensors")]
+    assert len(students) == 3
+    assert not all(torch.equal(a, b) for a, b in zip(students[0].values(), students[1].values()))
+
+    job = run(KDJobConfig(**KD_JOB, run_dir=str(tmp_path / "job"), tracking_uri=uri))
+    again = run_sweep(SweepConfig(method="kd", num_samples=1, job=KD_JOB, knowledge_from=job["run_dir"],
+                                  run_dir=str(tmp_path / "again"), tracking_uri=uri))
+    assert again["teacher_passes"] == 0 and again["failed"] == 0
+    with pytest.raises(DataError, match="made for data fingerprint"):
+        prepare(SweepConfig(method="kd", job={**KD_JOB, "synthetic_size": 200}, knowledge_from=job["run_dir"],
+                            run_dir=str(tmp_path / "other")))
+
+
+def test_a_recipe_setting_that_changes_the_teachers_cannot_be_searched(tmp_path):
+    with pytest.raises(ConfigError, match="space.teacher_epochs: changes the teacher steps"):
+        prepare(SweepConfig(method="kd", job=KD_JOB, space={"teacher_epochs": {"choice": [1, 2]}},
+                            run_dir=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="space.gamma: not a setting of kd"):
+        prepare(SweepConfig(method="kd", job=KD_JOB, space={"gamma": {"choice": [1.0]}}, run_dir=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="alpha"):
+        prepare(SweepConfig(method="kd", job=KD_JOB, space={"alpha": {"uniform": [0.5, 1.5]}},
+                            run_dir=str(tmp_path / "s")))

@@ -8,7 +8,8 @@ A space maps a hyperparameter to one of
 
 Defaults (:data:`DEFAULT_SPACES`) follow the papers: A2D's ``tau`` in {1, 2, 3, 5}, ``gamma``
 and ``delta`` log-uniform around 0.3 and 0.1 (one decade either side); IMM's ``lambda``
-schedule (the paper's linear 0 -> 1, a later start, a constant) and ``K`` in {1, 2, 3}.
+schedule (the paper's linear 0 -> 1, a later start, a constant) and ``K`` in {1, 2, 3}; plain
+KD's (Hinton et al.) ``tau`` in {1, 2, 4, 8} and soft-loss weight ``alpha`` uniform in [0.1, 0.9].
 A config file's ``space:`` mapping replaces the default of each parameter it names.
 """
 
@@ -35,6 +36,10 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, list[Any]]]] = {
     "imm": {
         "lambda_schedule": {"choice": ["linear:0:1", "linear:0.5:1", "0.5"]},
         "iterations": {"choice": [1, 2, 3]},
+    },
+    "kd": {
+        "tau": {"choice": [1.0, 2.0, 4.0, 8.0]},
+        "alpha": {"uniform": [0.1, 0.9]},
     },
 }
 

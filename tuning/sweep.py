@@ -57,9 +57,14 @@ from kd_core.objectives import a2d_objective  # noqa: E402
 from kd_core.predict import ensemble_outputs, scores_from_outputs  # noqa: E402
 from kd_core.run_files import remove_outputs  # noqa: E402
 from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
-from tuning.trials import TRIAL_OUTPUT, A2DTrialInputs, IMMTrialInputs, a2d_trial, imm_trial  # noqa: E402
+from kd_core.methods import METHODS  # noqa: E402
+from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
+from tuning.trials import (  # noqa: E402
+    RECIPE_METRIC, TRIAL_OUTPUT, A2DTrialInputs, IMMTrialInputs, RecipeTrialInputs, a2d_trial, imm_trial, recipe_trial,
+)
 
-METRICS = {"a2d": "f1", "imm": "average_f1"}
+#: The metric each method's trials report; every engine recipe reports its task's primary metric on dev.
+METRICS = {"a2d": "f1", "imm": "average_f1", **{name: RECIPE_METRIC for name in METHODS}}
 #: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
 PENDING = {"mtdnn": "the MT-DNN KD job", "students": "the different-students job"}
 #: What each method's trials may search (anything else in a space is a typo).
@@ -78,7 +83,7 @@ class SweepConfig:
 
     method: str = "a2d"
     search: str = "random"
-    num_samples: int | None = None  # default: 8 for A2D, 4 for IMM
+    num_samples: int | None = None  # default: 4 for IMM, 8 otherwise
     max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs (or GPUs) hold
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -109,7 +114,7 @@ class SweepConfig:
 
     @property
     def samples(self) -> int:
-        return self.num_samples or (8 if self.method == "a2d" else 4)
+        return self.num_samples or (4 if self.method == "imm" else 8)
 
     @property
     def metric(self) -> str:
@@ -138,11 +143,15 @@ class Prepared:
     domains: dict[str, DomainData] | None = None
     tokenizer: Any = None
     similarity: np.ndarray | None = None  # IMM: s_ij of the domains
+    recipe: RecipeSweep | None = None  # an engine recipe's sweep (kd_core.methods)
     reused_initial: dict[str, dict[str, Any]] | None = None  # IMM: iteration 0 of --knowledge-from
 
     @property
     def max_t(self) -> int:
-        """ASHA's horizon: epochs of an A2D student, the largest K an IMM trial can run."""
+        """ASHA's horizon: epochs of an A2D student or of a recipe's metric step, the largest K an IMM trial can run."""
+        if self.recipe is not None:
+            return max([self.recipe.horizon, *(self.recipe.spec.horizon(replace(self.recipe.settings, **{p.name: v}))
+                                               for p in self.space.values() for v in p.values)])
         if self.config.method == "a2d":
             return max(1, math.ceil(self.base.epochs))
         ks = self.space["iterations"].values if "iterations" in self.space else (self.base.iterations,)
@@ -150,6 +159,8 @@ class Prepared:
 
     def horizon(self, trial_config: dict[str, Any]) -> int:
         """Reports a trial makes unless ASHA stops it (an IMM trial's own K may be below ``max_t``)."""
+        if self.recipe is not None:
+            return self.recipe.spec.horizon(replace(self.recipe.settings, **trial_config))
         if self.config.method == "imm":
             return max(1, int(trial_config.get("iterations", self.base.iterations)))
         return self.max_t
@@ -157,8 +168,12 @@ class Prepared:
 
 def prepare(config: SweepConfig) -> Prepared:
     """Validate the job options, the space and its values, load the data, check reused knowledge."""
-    space = parse_space(config.method, config.space, SEARCHABLE[config.method])
+    space = parse_space(config.method, config.space, SEARCHABLE.get(config.method))
     param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
+    if config.method in METHODS:  # an engine recipe: nothing below is method-specific
+        recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root,
+                                      config.knowledge_from)
+        return Prepared(config, recipe.settings, space, recipe=recipe)
     if config.method == "a2d":
         base = build_config(DistillConfig, config.job, {"seed": config.seed}, "sweep.job")
         _check_values(base, space)
@@ -249,6 +264,11 @@ def _imm_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) 
 def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, resources: dict[str, float],
                threads: int) -> tuple[Any, int]:
     trials_root = str(run_dir / "trials")
+    if p.recipe is not None:
+        teachers, passes = run_teachers(p.recipe, tracker, parent)
+        trainable = tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(
+            p.config.method, p.recipe.settings, p.recipe.ws, teachers, trials_root, threads))
+        return tune.with_resources(trainable, resources), passes
     if p.config.method == "a2d":
         knowledge, passes = _a2d_teachers(p, run_dir, tracker, parent)
         init = save_model(initial_student(p.base, p.data), p.data.tokenizer, run_dir / "student-init")
@@ -271,7 +291,8 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     remove_outputs(run_dir, SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
-    p.tokenizer.save_pretrained(run_dir / "tokenizer")
+    if p.tokenizer is not None:
+        p.tokenizer.save_pretrained(run_dir / "tokenizer")
 
     connect(tracking_uri, address)
     tracker = Tracker(tracking_uri)
@@ -384,7 +405,7 @@ def parser() -> argparse.ArgumentParser:
         "student (or its IMM iterations), ASHA stops weak trials, MLflow nests one run per trial.",
     )
     p.add_argument("--config", help="YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping")
-    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default) or imm")
+    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default), imm or kd (any engine recipe)")
     p.add_argument("--search", choices=SEARCHES, help="random (default), grid or optuna")
     p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8 for a2d, 4 for imm")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: one per CPU, or per GPU when present)")

@@ -1,4 +1,4 @@
-"""What one Ray Tune trial runs: a student (A2D) or the IMM transfer iterations, from shared teachers.
+"""What one Ray Tune trial runs: a student (A2D), the IMM transfer iterations, or any engine recipe, from shared teachers.
 
 Trials never run a teacher. The sweep computes the teachers' knowledge once (or reuses it
 from a run directory) and hands every trial the same read-only inputs through
@@ -8,6 +8,10 @@ from a run directory) and hands every trial the same read-only inputs through
   knowledge table, with ``L = CE + tau^2 KD + gamma ANS + delta ATT`` at the trial's
   hyperparameters; after every epoch it reports dev EM/F1 (``tune.report``), so ASHA can stop
   it, and saves itself when its F1 improved.
+* **An engine recipe** (:data:`kd_core.methods.METHODS`): the recipe's teacher steps ran
+  once; their result files are put into the trial's run directory (they name the shared
+  models and tables), and the trial drives the recipe on from there in its own process,
+  reporting the dev score of the method's metric step after every epoch.
 * **IMM**: the shared ``theta^(0)`` models and their knowledge are iteration 0; the trial runs
   ``K`` transfer iterations (:mod:`kd_core.imm`) with its lambda schedule and reports the
   average dev F1 after each one; the kept domain models are its output.
@@ -15,6 +19,7 @@ from a run directory) and hands every trial the same read-only inputs through
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass, replace
@@ -24,16 +29,22 @@ from typing import Any
 import numpy as np
 import torch
 from ray import tune
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedModel
 
 from kd_core.distill import DistillConfig, PreparedData
+from kd_core.engine.execute import Result
+from kd_core.engine.local import run_locally
+from kd_core.engine.steps import TrainStep
+from kd_core.engine.workspace import Workspace
 from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, run_plan, transfer_plans, write_domain_knowledge
 from kd_core.imm_data import DomainData
 from kd_core.knowledge.span import knowledge_arrays
 from kd_core.knowledge.table import read_knowledge
+from kd_core.methods import METHODS
 from kd_core.models import load_qa_model, save_model
 from kd_core.objectives import A2DConfig, a2d_objective
 from kd_core.predict import evaluate_qa
+from kd_core.run_files import write_atomic
 from kd_core.train import TrainConfig, train
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
@@ -131,3 +142,44 @@ def imm_trial(params: dict[str, Any], inputs: IMMTrialInputs) -> None:
         f1 = {n: current[n].f1 for n in names}
         tune.report({"average_f1": float(np.mean(list(f1.values()))), **{f"f1/{n}": v for n, v in f1.items()},
                      "iteration": k + 1})
+
+
+#: The name under which recipe trials report the primary metric of the task on dev.
+RECIPE_METRIC = "dev_metric"
+
+
+@dataclass(frozen=True)
+class RecipeTrialInputs:
+    """What every trial of a recipe sweep shares: the method, base settings, workspace, the teachers' results."""
+
+    method: str
+    settings: Any
+    ws: Workspace
+    teachers: dict[str, Result]
+    trials_root: str
+    threads: int
+
+
+def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
+    """Drive the recipe at ``params`` from the shared teachers, reporting the metric step's dev score per epoch."""
+    torch.set_num_threads(inputs.threads)
+    spec = METHODS[inputs.method]
+    settings = replace(inputs.settings, **params)
+    root = trial_dir(inputs.trials_root)
+    ws = replace(inputs.ws, run_dir=root, _features={}, _hashes={})
+    for name, result in inputs.teachers.items():
+        write_atomic(ws.result_path(name), json.dumps(result, indent=1))
+
+    best = -math.inf
+
+    def report(step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
+        nonlocal best
+        if step.name != spec.metric_step:
+            return
+        metric = scores[ws.task.primary_metric]
+        if metric > best:  # saved before reporting: the scheduler may stop the trial at the report
+            best = metric
+            save_model(model, ws.tokenizer(step.tokenizer), root / TRIAL_OUTPUT)
+        tune.report({RECIPE_METRIC: metric, "epoch": epoch, **{f"dev/{name}": value for name, value in scores.items()}})
+
+    run_locally(spec.recipe(settings), ws, on_epoch=report)

@@ -14,9 +14,11 @@ is refused before training starts.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,9 @@ from kd_core.train import MetricsCallback, train
 
 Result = dict[str, Any]
 CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
+#: Called at the end of every epoch of a train step with the epoch, the scores on the step's eval
+#: split and the model being trained (to save it before a scheduler may stop the process).
+EpochHook = Callable[[TrainStep, int, dict[str, float], PreTrainedModel], None]
 
 
 def stored_result(step: Step, ws: Workspace) -> Result | None:
@@ -45,15 +50,19 @@ def stored_result(step: Step, ws: Workspace) -> Result | None:
 
 
 def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: CallbacksFor | None = None,
-            progress: bool = False) -> Result:
-    """Run ``step`` here (module doc) and return its result."""
+            on_epoch: EpochHook | None = None, progress: bool = False) -> Result:
+    """Run ``step`` here (module doc) and return its result.
+
+    ``on_epoch`` makes a train step score itself on its eval split after every epoch (a sweep
+    reports these so its scheduler can stop weak trials).
+    """
     done = stored_result(step, ws)
     if done is not None:
         return done
     started = time.perf_counter()
     if isinstance(step, TrainStep):
         callbacks = list(callbacks_for(step)) if callbacks_for is not None else []
-        result = _train(step, ws, device, callbacks, progress)
+        result = _train(step, ws, device, callbacks, progress, on_epoch)
     elif isinstance(step, CollectStep):
         result = _collect(step, ws, device)
     elif isinstance(step, MergeStep):
@@ -72,14 +81,18 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
 
 
 def model_source(model: str, ws: Workspace) -> str:
-    """A model name as a loadable source: ``"@step"`` -> that train step's saved model folder."""
+    """A model name as a loadable source: ``"@step"`` -> the folder that train step's result names.
+
+    Going through the result (not a fixed path) lets a sweep's trials share teacher steps
+    that ran once elsewhere: a trial's run directory holds their result files only.
+    """
     step = referenced_step(model)
     if step is None:
         return model
-    folder = ws.step_dir(step) / "model"
-    if not (folder / "config.json").exists():
+    done = ws.result_path(step)
+    if not done.exists():
         raise ConfigError("engine", model, f"step {step!r} has not trained a model yet")
-    return str(folder)
+    return json.loads(done.read_text())["model_dir"]
 
 
 def load_model(model: str, seed: int, tokenizer: str, ws: Workspace, device: str) -> PreTrainedModel:
@@ -114,13 +127,18 @@ def knowledge_for(step_name: str, tokenizer: str, split: str, ws: Workspace) -> 
 # ---------------------------------------------------------------------------- the four kinds
 
 
-def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsCallback], progress: bool) -> Result:
+def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsCallback], progress: bool,
+           on_epoch: EpochHook | None) -> Result:
     features, arrays = ws.features(step.tokenizer, step.split)
     if step.knowledge is not None:
         arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
     model = load_model(step.model, step.seed, step.tokenizer, ws, device)
     folder = ws.step_dir(step.name)
-    outcome = train(model, arrays, _objective(step.objective, ws), step.config, callbacks=callbacks,
+    config = step.config
+    if on_epoch is not None:  # callbacks must see every step to find the epoch ends (training is unchanged)
+        config = replace(config, log_every=1)
+        callbacks = [*callbacks, _epoch_scores(step, ws, model, len(arrays["input_ids"]), on_epoch)]
+    outcome = train(model, arrays, _objective(step.objective, ws), config, callbacks=callbacks,
                     checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward)
     eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
     scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
@@ -133,6 +151,24 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
             "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
             "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
             "last_metrics": outcome.last_metrics}
+
+
+def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel, rows: int,
+                  on_epoch: EpochHook) -> MetricsCallback:
+    """A training callback that scores ``model`` on the eval split at every epoch end and calls ``on_epoch``."""
+    steps_per_epoch = math.ceil(rows / step.config.batch_size)
+    total = max(1, round(step.config.epochs * steps_per_epoch))
+    features, arrays = ws.features(step.tokenizer, step.eval_split)
+
+    def callback(metrics: dict[str, float]) -> None:
+        at = int(metrics["step"])
+        if at % steps_per_epoch and at != total:
+            return
+        scores = ws.task.evaluate(model, ws.examples(step.eval_split), features, arrays)
+        model.train()  # evaluation switched it to eval mode; training goes on
+        on_epoch(step, math.ceil(at / steps_per_epoch), scores, model)
+
+    return callback
 
 
 def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:

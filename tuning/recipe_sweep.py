@@ -1,0 +1,111 @@
+"""Sweeping any engine recipe (:data:`kd_core.methods.METHODS`): teacher steps once, then the trials.
+
+Nothing here knows a method. The recipe marks its teacher steps; the sweep drives the recipe
+until its first non-teacher step on a pool of workers (once for all trials), or reads those
+steps' results from an earlier job's run directory (``--knowledge-from``: their knowledge
+tables are checked against this sweep's data through their manifests). Every trial then
+continues the same recipe from those results (:func:`tuning.trials.recipe_trial`). A
+searched setting that would change a teacher step is refused before any cluster work.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster.scheduler import WorkerPool
+from cluster.tracking import RunRef, Tracker
+from kd_core.config_files import build_config
+from kd_core.engine.execute import Result
+from kd_core.engine.local import drive, is_teacher
+from kd_core.engine.prepare import DataOptions, build_workspace
+from kd_core.engine.steps import CollectStep, MergeStep, Step
+from kd_core.engine.workspace import Workspace
+from kd_core.errors import ConfigError
+from kd_core.knowledge.manifest import check_manifest, read_manifest
+from kd_core.knowledge.table import read_knowledge
+from kd_core.methods import METHODS, MethodSpec
+from tuning.spaces import Param
+
+
+@dataclass
+class RecipeSweep:
+    """A validated recipe sweep: method, data, base settings, workspace, reused teacher results (if any)."""
+
+    spec: MethodSpec
+    data: DataOptions
+    settings: Any
+    ws: Workspace
+    reused: dict[str, Result] | None = None
+
+    @property
+    def horizon(self) -> int:
+        return self.spec.horizon(self.settings)
+
+
+def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dict[str, Param], run_dir: Path,
+                         knowledge_from: str | None) -> RecipeSweep:
+    """Validate options, space and data (module doc); no cluster work."""
+    spec = METHODS[method]
+    data_fields = {f.name for f in fields(DataOptions)}
+    setting_fields = {f.name for f in fields(spec.settings)}
+    unknown = sorted(set(job) - data_fields - setting_fields)
+    if unknown:
+        raise ConfigError("sweep.job", unknown[0], f"unknown option of {method}; known: "
+                          f"{', '.join(sorted(data_fields | setting_fields))}")
+    data = build_config(DataOptions, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
+    own = {k: v for k, v in job.items() if k in setting_fields}
+    settings = build_config(spec.settings, {**spec.sweep_defaults, **own}, {"seed": seed}, "sweep.job")
+    for param in space.values():
+        for value in param.values:
+            spec.check_searchable(settings, param.name, value)
+    ws = build_workspace(data, settings.teacher_model, settings.student_model, run_dir / "teachers")
+    reused = _reused_teachers(spec, settings, ws, Path(knowledge_from)) if knowledge_from else None
+    return RecipeSweep(spec, data, settings, ws, reused)
+
+
+def _reused_teachers(spec: MethodSpec, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
+    """The teacher steps' results of an earlier job of this method in ``run_dir``, knowledge checked."""
+
+    def stored(steps: list[Step]) -> list[Result]:
+        results = []
+        for step in steps:
+            path = run_dir / "steps" / step.name / "result.json"
+            if not path.exists():
+                raise ConfigError(str(run_dir), step.name, f"no finished {spec.name} teacher step here "
+                                  f"(run the {spec.name} job with the same data and teacher settings first)")
+            result = json.loads(path.read_text())
+            if isinstance(step, (CollectStep, MergeStep)):
+                table = read_knowledge(result["path"])
+                check_manifest(read_manifest(table, result["path"]), ws.feature_context(step.tokenizer, step.split),
+                               result["path"])
+            results.append(result)
+        return results
+
+    return drive(spec.recipe(settings), stored, until=is_teacher)
+
+
+def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[dict[str, Result], int]:
+    """The teacher steps' results, computed once on workers (or reused); and the passes that took."""
+    if sweep.reused is not None:
+        return sweep.reused, 0
+    first = sweep.spec.teacher_plan(sweep.settings)
+    workers = max(1, min(len(first), int(ray.cluster_resources().get("CPU", 1))))
+    run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher", "kd.method": sweep.spec.name},
+                              params={"steps": [s.name for s in sweep.spec.teacher_plan(sweep.settings)]})
+    pool = WorkerPool(workers)
+    ws_ref = ray.put(sweep.ws)
+    try:
+        results = drive(sweep.spec.recipe(sweep.settings),
+                        lambda steps: pool.run([lambda w, s=s: w.run.remote(s, ws_ref, None) for s in steps]),
+                        until=is_teacher)
+    finally:
+        pool.shutdown()
+    tracker.log_metrics(run, {"teacher_passes": 1, **{f"{name}/dev_primary": r["primary"]
+                                                      for name, r in results.items() if "primary" in r}})
+    tracker.end_run(run)
+    return results, 1
