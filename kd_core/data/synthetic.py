@@ -40,6 +40,10 @@ separates them. Some vocabulary is shared on purpose, so the similarity map is n
 finance and technology share company names and "How much ... did"; sports and travel share
 city names (teams are named after cities); medicine and travel share "for adults/children".
 
+The vocabulary (named word lists, each domain's frames, templates and fillers) is data,
+``vocab/span_qa.yaml``; the value formats a frame names (``person``, ``year``, ...) are the
+samplers in this module.
+
 Randomness comes only from ``random.Random`` seeded with ``(seed, domain)``: the same seed
 gives the same data, and a domain's examples do not depend on which other domains are asked for.
 """
@@ -47,9 +51,13 @@ gives the same data, and a domain's examples do not depend on which other domain
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from datasets import Dataset
 
@@ -121,351 +129,72 @@ class SyntheticExample:
         }
 
 
-# ----------------------------------------------------------------------------- vocabulary
+# ----------------------------------------------------------------------------- vocabulary (data)
 
-FIRST_NAMES = (
-    "Maria", "James", "Aiko", "Lucas", "Fatima", "Oliver", "Priya", "Mateo", "Elena", "Noah",
-    "Ingrid", "Kwame", "Sofia", "Daniel", "Leila", "Tomas", "Hana", "Victor", "Amara", "Felix",
-)
-LAST_NAMES = (
-    "Rivera", "Okafor", "Tanaka", "Lindqvist", "Haddad", "Novak", "Mensah", "Costa", "Brennan",
-    "Kowalski", "Sato", "Moreau", "Petrov", "Adeyemi", "Larsen", "Quinn", "Varga", "Duarte",
-)
-CITIES = (
-    "Lisbon", "Porto", "Valencia", "Bergen", "Lyon", "Krakow", "Seville", "Tallinn", "Graz",
-    "Utrecht", "Ghent", "Malmo",
-)
-COMPANIES = (
-    "Norvex Systems", "Altamira Corp", "Brightline Labs", "Quantis Group", "Helio Dynamics",
-    "Corvane Networks", "Stellar Micro", "Vantor Software",
-)
-MONTHS = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-)
-TEAMS = tuple(f"{city} {suffix}" for city in CITIES for suffix in ("Rovers", "United", "Athletic"))
-DRUGS = (
-    "oxaprolin", "cardimexol", "lumivastin", "neurafex", "pulmocort", "hepatrine", "dermazole",
-    "renaxil", "zentramab", "glycorin",
-)
-PRODUCTS = (
-    "Orbit phone", "Pixelate tablet", "Nimbus laptop", "Atlas router", "Pulse watch",
-    "Vega headset", "Comet speaker",
-)
-QUARTERS = ("in Q1", "in Q2", "in Q3", "in Q4")
+VOCAB_FILE = Path(__file__).with_name("vocab") / "span_qa.yaml"
+_TRIP_MINUTES = (10, 15, 20, 25, 35, 40, 45, 50)
 
 
-def _person(rng: random.Random) -> str:
-    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+def _named_samplers(lists: Mapping[str, tuple[str, ...]]) -> dict[str, ValueSampler]:
+    """The answer-value formats a frame names in the vocabulary file (each draws in a fixed order)."""
+    first, last, months = lists["first_names"], lists["last_names"], lists["months"]
+
+    def trip_time(rng: random.Random) -> str:
+        hours, minutes = rng.randint(1, 9), rng.choice(_TRIP_MINUTES)
+        unit = "hour" if hours == 1 else "hours"
+        return f"{hours} {unit}" if rng.random() < 0.4 else f"{hours} {unit} {minutes} minutes"
+
+    return {
+        "person": lambda rng: f"{rng.choice(first)} {rng.choice(last)}",
+        "doctor": lambda rng: f"Dr. {rng.choice(last)}",
+        "year": lambda rng: str(rng.randint(1990, 2023)),
+        "month_year": lambda rng: f"{rng.choice(months)} {rng.randint(2015, 2024)}",
+        "billions": lambda rng: f"${rng.randint(11, 990) / 10:.1f} billion",
+        "per_share": lambda rng: f"${rng.randint(5, 180) / 100:.2f}",
+        "stadium": lambda rng: f"{rng.choice(lists['stadium_names'])} {rng.choice(lists['stadium_kinds'])}",
+        "trip_time": trip_time,
+        "course_length": lambda rng: (f"{rng.randint(3, 21)} days" if rng.random() < 0.6
+                                      else f"{rng.randint(2, 12)} weeks"),
+        "price": lambda rng: f"${rng.randrange(149, 1999, 50)}",
+    }
 
 
-def _doctor(rng: random.Random) -> str:
-    return f"Dr. {rng.choice(LAST_NAMES)}"
+def _words(value: str | list[str], lists: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A word list: a list given inline, or the name of one of the file's named lists."""
+    return lists[value] if isinstance(value, str) else tuple(value)
 
 
-def _number(low: int, high: int, unit: str) -> ValueSampler:
-    return lambda rng: f"{rng.randint(low, high)} {unit}"
-
-
-def _choice(options: Sequence[str]) -> ValueSampler:
+def _sampler(spec: str | dict[str, Any], lists: Mapping[str, tuple[str, ...]],
+             named: Mapping[str, ValueSampler]) -> ValueSampler:
+    """A frame's value sampler: a named format, ``{number: [low, high, unit]}`` or ``{choice: words}``."""
+    if isinstance(spec, str):
+        return named[spec]
+    if "number" in spec:
+        low, high, unit = spec["number"]
+        return lambda rng: f"{rng.randint(low, high)} {unit}"
+    options = _words(spec["choice"], lists)
     return lambda rng: rng.choice(options)
 
 
-def _year(rng: random.Random) -> str:
-    return str(rng.randint(1990, 2023))
+@cache
+def domain_specs() -> dict[str, DomainSpec]:
+    """Every domain's frames and fillers, read once from ``vocab/span_qa.yaml``."""
+    data = yaml.safe_load(VOCAB_FILE.read_text(encoding="utf-8"))
+    lists = {name: tuple(words) for name, words in data["lists"].items()}
+    named = _named_samplers(lists)
+    return {
+        domain: DomainSpec(
+            frames=tuple(Frame(f["answer_type"], _words(f["subjects"], lists), _words(f["qualifiers"], lists),
+                               tuple(f["statements"]), tuple(f["questions"]), _sampler(f["values"], lists, named))
+                         for f in spec["frames"]),
+            fillers=tuple(spec["fillers"]),
+            filler_subjects=_words(spec["filler_subjects"], lists),
+        )
+        for domain, spec in data["domains"].items()
+    }
 
 
-def _month_year(rng: random.Random) -> str:
-    return f"{rng.choice(MONTHS)} {rng.randint(2015, 2024)}"
-
-
-def _billions(rng: random.Random) -> str:
-    return f"${rng.randint(11, 990) / 10:.1f} billion"
-
-
-def _per_share(rng: random.Random) -> str:
-    return f"${rng.randint(5, 180) / 100:.2f}"
-
-
-def _stadium(rng: random.Random) -> str:
-    name = rng.choice(("Riverside", "Northgate", "Kingsmead", "Harbour View", "Castle Hill", "Elm Road"))
-    return f"{name} {rng.choice(('Stadium', 'Arena', 'Park'))}"
-
-
-def _trip_time(rng: random.Random) -> str:
-    hours, minutes = rng.randint(1, 9), rng.choice((10, 15, 20, 25, 35, 40, 45, 50))
-    unit = "hour" if hours == 1 else "hours"
-    return f"{hours} {unit}" if rng.random() < 0.4 else f"{hours} {unit} {minutes} minutes"
-
-
-SPORTS = DomainSpec(
-    frames=(
-        Frame(
-            "person", TEAMS,
-            ("in the first half", "in the second half", "in extra time", "in the final minute"),
-            ("{a} scored for {s} {q}.", "{q}, {a} put {s} ahead.",
-             "{s} took the lead {q} through a goal by {a}."),
-            ("Who scored for {s} {q}?", "Which player found the net for {s} {q}?",
-             "Who got the goal for {s} {q}?"),
-            _person,
-        ),
-        Frame(
-            "points", TEAMS,
-            ("in the first quarter", "in the second quarter", "in the third quarter",
-             "in the fourth quarter"),
-            ("{s} scored {a} {q}.", "{q}, {s} piled up {a}.", "{s} put up {a} {q}."),
-            ("How many points did {s} score {q}?", "What was the points total of {s} {q}?",
-             "How many points did {s} rack up {q}?"),
-            _number(8, 45, "points"),
-        ),
-        Frame(
-            "year", TEAMS,
-            ("the league title", "the national cup", "the regional trophy", "the super cup"),
-            ("{s} won {q} in {a}.", "In {a}, {s} lifted {q}.", "{s} claimed {q} back in {a}."),
-            ("In which year did {s} win {q}?", "When did {s} lift {q}?",
-             "What year did {s} claim {q}?"),
-            _year,
-        ),
-        Frame(
-            "stadium", TEAMS,
-            ("the final", "the semi-final", "the derby", "the opening match"),
-            ("{s} played {q} at {a}.", "{q} of {s} was staged at {a}.",
-             "At {a}, {s} contested {q}."),
-            ("At which stadium did {s} play {q}?", "Where did {s} contest {q}?",
-             "Which ground staged {q} of {s}?"),
-            _stadium,
-        ),
-    ),
-    fillers=(
-        "The coach praised the defensive effort after the match.",
-        "Supporters packed the stands despite the rain.",
-        "{s} had struggled for form earlier in the season.",
-        "The referee showed several yellow cards.",
-        "Both sides rotated their squads ahead of the next fixture.",
-        "Injuries kept two regular starters on the bench.",
-        "{s} will travel for an away game next weekend.",
-    ),
-    filler_subjects=TEAMS,
-)
-
-MEDICINE = DomainSpec(
-    frames=(
-        Frame(
-            "dose", DRUGS,
-            ("for adults", "for children", "for elderly patients", "for patients with kidney disease"),
-            ("The recommended dose of {s} {q} is {a} daily.",
-             "{q}, clinicians prescribe {a} of {s} per day.",
-             "Guidelines advise {a} of {s} each day {q}."),
-            ("What dose of {s} is recommended {q}?", "What daily amount of {s} is advised {q}?",
-             "What is the prescribed daily dose of {s} {q}?"),
-            _choice(("5 mg", "10 mg", "20 mg", "25 mg", "50 mg", "100 mg", "200 mg", "250 mg",
-                     "400 mg", "500 mg", "750 mg")),
-        ),
-        Frame(
-            "duration", DRUGS,
-            ("for pneumonia", "for sinusitis", "for skin infections", "for bronchitis"),
-            ("A course of {s} {q} lasts {a}.", "Treatment with {s} {q} runs for {a}.",
-             "{q}, patients stay on {s} for {a}."),
-            ("What is the length of a course of {s} {q}?",
-             "What treatment duration of {s} is used {q}?",
-             "What period should patients remain on {s} {q}?"),
-            lambda rng: f"{rng.randint(3, 21)} days" if rng.random() < 0.6 else f"{rng.randint(2, 12)} weeks",
-        ),
-        Frame(
-            "percent", DRUGS,
-            ("blood pressure", "cholesterol", "blood sugar", "migraine frequency"),
-            ("In trials, {s} lowered {q} by {a}.", "{q} fell by {a} in patients on {s}.",
-             "Patients taking {s} saw {q} drop {a}."),
-            ("What percentage reduction in {q} did {s} achieve?",
-             "What drop in {q} was seen with {s} in trials?",
-             "What proportion of {q} did {s} reduce in studies?"),
-            _number(5, 60, "percent"),
-        ),
-        Frame(
-            "researcher", DRUGS,
-            ("phase one", "phase two", "phase three", "pediatric"),
-            ("{a} led the {q} trial of {s}.", "The {q} trial of {s} was directed by {a}.",
-             "Results of the {q} study of {s} were presented by {a}."),
-            ("What researcher led the {q} trial of {s}?",
-             "What clinician directed the {q} study of {s}?",
-             "Which physician ran the {q} trial of {s}?"),
-            _doctor,
-        ),
-    ),
-    fillers=(
-        "Common side effects include nausea and mild headache.",
-        "Patients should report any rash to their doctor.",
-        "{s} should be stored at room temperature.",
-        "The drug is not recommended alongside alcohol.",
-        "Regulators reviewed the safety data before approval.",
-        "Dosing may be adjusted after routine blood tests.",
-        "{s} is taken with food to limit stomach upset.",
-    ),
-    filler_subjects=DRUGS,
-)
-
-FINANCE = DomainSpec(
-    frames=(
-        Frame(
-            "money", COMPANIES, QUARTERS,
-            ("{s} reported revenue of {a} {q}.", "{q}, {s} booked sales of {a}.",
-             "Revenue at {s} reached {a} {q}."),
-            ("How much revenue did {s} report {q}?", "How much did {s} earn in sales {q}?",
-             "What were the total sales of {s} {q}?"),
-            _billions,
-        ),
-        Frame(
-            "percent", COMPANIES, ("in 2019", "in 2020", "in 2021", "in 2022", "in 2023"),
-            ("{s} said net profit grew by {a} {q}.", "{q}, net profit at {s} climbed {a}.",
-             "Net income of {s} rose {a} {q}."),
-            ("How much did net profit at {s} grow {q}?",
-             "By what percentage did the profit of {s} rise {q}?",
-             "How much did {s} report its net income increased {q}?"),
-            _number(2, 45, "percent"),
-        ),
-        Frame(
-            "person", COMPANIES,
-            ("chief executive", "chief financial officer", "chairman", "head of strategy"),
-            ("{s} named {a} as its new {q}.", "{a} was appointed {q} of {s}.",
-             "The board of {s} picked {a} to serve as {q}."),
-            ("Who did {s} appoint as {q}?", "Who was named {q} of {s}?",
-             "Who did the board of {s} choose as {q}?"),
-            _person,
-        ),
-        Frame(
-            "dividend", COMPANIES, QUARTERS,
-            ("{s} declared a dividend of {a} per share {q}.",
-             "{q}, {s} paid shareholders {a} per share.",
-             "Shareholders of {s} received {a} per share {q}."),
-            ("How much did {s} pay per share in dividends {q}?",
-             "What dividend per share did {s} report {q}?",
-             "How much was the dividend of {s} {q}?"),
-            _per_share,
-        ),
-    ),
-    fillers=(
-        "Shares of {s} rose in early trading.",
-        "Analysts had expected weaker results.",
-        "The board reaffirmed its full-year guidance.",
-        "Currency swings weighed on overseas sales.",
-        "Management highlighted cost cuts in the supply chain.",
-        "Investors welcomed the share buyback plan.",
-        "{s} will publish its annual report next month.",
-    ),
-    filler_subjects=COMPANIES,
-)
-
-TECHNOLOGY = DomainSpec(
-    frames=(
-        Frame(
-            "month", COMPANIES, tuple(f"the {p}" for p in PRODUCTS),
-            ("{s} launched {q} in {a}.", "In {a}, {s} released {q}.",
-             "{q} from {s} went on sale in {a}."),
-            ("When did {s} launch {q}?", "When did {s} release {q} to customers?",
-             "In which month did {s} ship {q}?"),
-            _month_year,
-        ),
-        Frame(
-            "memory", PRODUCTS, ("base model", "pro model", "max model", "entry model"),
-            ("The {q} of the {s} ships with {a} of memory.",
-             "{a} of memory comes with the {q} of the {s}.",
-             "The {s} {q} is equipped with {a} of RAM."),
-            ("How much memory does the {q} of the {s} have?",
-             "How much RAM is built into the {s} {q}?",
-             "What memory capacity does the {s} {q} offer?"),
-            _choice(("4 GB", "6 GB", "8 GB", "12 GB", "16 GB", "24 GB", "32 GB", "64 GB")),
-        ),
-        Frame(
-            "price", PRODUCTS, ("in Europe", "in the United States", "in Japan", "in India"),
-            ("The {s} sells for {a} {q}.", "{q}, the {s} is priced at {a}.",
-             "Buyers pay {a} for the {s} {q}."),
-            ("How much does the {s} cost {q}?", "What is the retail price of the {s} {q}?",
-             "How much do customers pay for the {s} {q}?"),
-            lambda rng: f"${rng.randrange(149, 1999, 50)}",
-        ),
-        Frame(
-            "person", COMPANIES, tuple(f"the {p}" for p in PRODUCTS),
-            ("{a} led the design of {q} at {s}.", "At {s}, {q} was designed by {a}.",
-             "{s} credited {a} with engineering {q}."),
-            ("Who designed {q} at {s}?", "Which engineer led the design of {q} for {s}?",
-             "Who did {s} credit with building {q}?"),
-            _person,
-        ),
-    ),
-    fillers=(
-        "Reviewers praised the battery life.",
-        "{s} said a software update would follow later.",
-        "The device supports fast charging and wireless sync.",
-        "Early units sold out within days.",
-        "Developers received a preview of the new platform.",
-        "{s} declined to comment on future models.",
-        "The launch event was streamed online.",
-    ),
-    filler_subjects=COMPANIES,
-)
-
-AIRLINES = ("SkyBridge Air", "Nordic Wings", "Azure Airways", "Coastline Air", "Meridian Jet")
-
-TRAVEL = DomainSpec(
-    frames=(
-        Frame(
-            "city", AIRLINES, ("in winter", "in summer", "in spring", "in autumn"),
-            ("{s} adds direct flights to {a} {q}.", "{q}, {s} flies nonstop to {a}.",
-             "Travellers can reach {a} on {s} {q}."),
-            ("Which city does {s} serve with direct flights {q}?",
-             "Which destination can travellers fly to nonstop on {s} {q}?",
-             "Which city is added to the {s} network {q}?"),
-            _choice(CITIES),
-        ),
-        Frame(
-            "trip", CITIES, tuple(f"to {city}" for city in CITIES),
-            ("The train from {s} {q} takes {a}.",
-             "Rail passengers from {s} {q} spend {a} on board.",
-             "The journey by rail from {s} {q} lasts {a}."),
-            ("How long is the train ride from {s} {q}?",
-             "How long does the rail journey from {s} {q} take?",
-             "How many hours does the train from {s} {q} need?"),
-            _trip_time,
-        ),
-        Frame(
-            "fare", ("the harbour ferry", "the castle tour", "the cable car", "the old town museum"),
-            ("for adults", "for children", "for students", "for seniors"),
-            ("A ticket for {s} costs {a} {q}.", "{q}, entry to {s} is {a}.",
-             "Visitors pay {a} for {s} {q}."),
-            ("Which fare applies to {s} {q}?", "How much is a ticket for {s} {q}?",
-             "Which price do visitors pay for {s} {q}?"),
-            _number(4, 80, "euros"),
-        ),
-        Frame(
-            "city", ("jazz festival", "film festival", "lantern parade", "food market"),
-            ("in June", "in July", "in August", "in September"),
-            ("The {s} takes place in {a} {q}.", "{q}, {a} hosts the {s}.",
-             "{a} welcomes visitors to the {s} {q}."),
-            ("Which city hosts the {s} {q}?", "Which town holds the {s} {q}?",
-             "Which city should travellers visit for the {s} {q}?"),
-            _choice(CITIES),
-        ),
-    ),
-    fillers=(
-        "Visitors are advised to book accommodation early.",
-        "The old harbour is a short walk from the station.",
-        "{s} is known for its narrow streets and cafes.",
-        "Local buses run every few minutes during the day.",
-        "Guided walks leave from the main square each morning.",
-        "{s} attracts crowds of tourists on weekends.",
-        "Most museums close on public holidays.",
-    ),
-    filler_subjects=CITIES,
-)
-
-_SPECS: dict[str, DomainSpec] = {
-    "sports": SPORTS,
-    "medicine": MEDICINE,
-    "finance": FINANCE,
-    "technology": TECHNOLOGY,
-    "travel": TRAVEL,
-}
-DOMAINS: tuple[str, ...] = tuple(_SPECS)
+DOMAINS: tuple[str, ...] = tuple(domain_specs())
 
 
 # ----------------------------------------------------------------------------- building
@@ -604,7 +333,7 @@ def _domain_examples(
     index = 0
     while len(examples) < n_questions:
         k = min(questions_per_context, n_questions - len(examples))
-        context = _build_context(_SPECS[domain], k, rng)
+        context = _build_context(domain_specs()[domain], k, rng)
         for q in range(k):
             examples.append(
                 SyntheticExample(
@@ -647,7 +376,7 @@ def _validate(
         return DOMAINS
     if isinstance(domains, str) or not domains:
         raise ConfigError("synthetic", "domains", f"must be a non-empty list of domain names, got {domains!r}")
-    unknown = [d for d in domains if d not in _SPECS]
+    unknown = [d for d in domains if d not in DOMAINS]
     if unknown:
         raise ConfigError("synthetic", "domains", f"unknown {unknown}; known: {list(DOMAINS)}")
     if len(set(domains)) != len(domains):

@@ -34,6 +34,7 @@ from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.models import count_parameters, is_preset, save_model
 from kd_core.objectives import Constant, Objective
 from kd_core.run_files import replace_dir, write_atomic
+from kd_core.tasks.base import Task
 from kd_core.train import MetricsCallback, train
 
 Result = dict[str, Any]
@@ -105,12 +106,13 @@ def load_model(model: str, seed: int, tokenizer: str, ws: Workspace, device: str
     return loaded.to(device)
 
 
-def _objective(specs: Sequence[TermSpec], ws: Workspace) -> Objective:
+def objective_for(specs: Sequence[TermSpec], task: Task) -> Objective:
+    """The objective of a train step: each spec's term of ``task`` at the spec's weight (zero weights left out)."""
     terms = []
     for spec in specs:
         if spec.weight == 0:
             continue
-        term = ws.task.hard_term() if spec.kind == "hard" else ws.task.soft_term(spec.tau)
+        term = task.hard_term() if spec.kind == "hard" else task.soft_term(spec.tau)
         terms.append(type(term)(**{**term.__dict__, "weight": Constant(spec.weight)}))
     return Objective(tuple(terms))
 
@@ -138,7 +140,7 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     if on_epoch is not None:  # callbacks must see every step to find the epoch ends (training is unchanged)
         config = replace(config, log_every=1)
         callbacks = [*callbacks, _epoch_scores(step, ws, model, len(arrays["input_ids"]), on_epoch)]
-    outcome = train(model, arrays, _objective(step.objective, ws), config, callbacks=callbacks,
+    outcome = train(model, arrays, objective_for(step.objective, ws.task), config, callbacks=callbacks,
                     checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward)
     eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
     scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)

@@ -1,4 +1,4 @@
-"""A small, typed MLflow layer shared by the jobs, the tuning code and the Ray actors.
+"""MLflow runs through one client: run handles, job trees, params, metrics, artifacts.
 
 * Everything goes through ``MlflowClient(tracking_uri)``: no ``mlflow.start_run`` and no
   process-global active run, so the same code is safe in the driver, in Ray actors, in Tune
@@ -9,19 +9,14 @@
   opens a run nested under another one (tag ``mlflow.parentRunId``). Every run of the tree carries
   the tag ``kd_job_id`` (the root run's id), so a whole job is one query:
   ``search_runs(filter_string="tags.kd_job_id = '<id>'")``. MLflow itself sets no root-run tag.
-* Tracking URIs are always absolute (:func:`resolve_tracking_uri`): Ray Tune changes each trial's
-  working directory, and a relative ``sqlite:///mlflow.db`` would silently give every trial its
-  own database. For the same reason experiments created in a SQLite store keep their artifacts
-  beside the database (``<db folder>/mlruns/<experiment>``), wherever the creating process runs.
-* Charts (:func:`bar_chart`, :func:`heatmap`, :func:`line_chart`) are built with the
-  object-oriented matplotlib API (``matplotlib.figure.Figure``, no ``pyplot``): no backend is
-  selected, nothing is registered globally, and a figure is freed once it is no longer referenced.
+* Tracking URIs are made absolute by :mod:`cluster.tracking.uris`; experiments created in a
+  SQLite store keep their artifacts beside the database (``<db folder>/mlruns/<experiment>``),
+  wherever the creating process runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -44,12 +37,9 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from kd_core.errors import ConfigError
+from cluster.tracking.uris import SQLITE_PREFIX, resolve_tracking_uri
 
 JOB_ID_TAG = "kd_job_id"
-DEFAULT_DB_NAME = "mlflow.db"
-_SQLITE_PREFIX = "sqlite:///"
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _BAD_NAME_CHARS = re.compile(r"[^\w.\- /]")  # MLflow allows these (plus ':' off Windows)
 
@@ -78,56 +68,6 @@ class RunRef:
         ``MLflowLoggerCallback(tags=parent.child_tags())``.
         """
         return {MLFLOW_PARENT_RUN_ID: self.run_id, JOB_ID_TAG: self.job_id}
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    """MLflow 3's default store, made absolute: ``sqlite:///<absolute cwd>/mlflow.db``."""
-    folder = (cwd or Path.cwd()).expanduser().resolve()
-    return f"{_SQLITE_PREFIX}{folder / DEFAULT_DB_NAME}"
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An absolute tracking URI that means the same store from any working directory.
-
-    * ``None``: ``$MLFLOW_TRACKING_URI`` if set (resolved in turn), else :func:`default_tracking_uri`.
-    * ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``: made absolute.
-    * A bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file, absolute.
-    * Any other URI with a scheme (``http(s)://``, ``postgresql://``, ``databricks``...): unchanged.
-
-    Raises:
-        ValueError: for ``file:`` URIs and other bare paths (MLflow 3.17 refuses file stores
-            unless ``MLFLOW_ALLOW_FILE_STORE=true``; use SQLite), and for in-memory SQLite,
-            which no other process can see.
-    """
-    if uri is None:
-        from_env = os.environ.get("MLFLOW_TRACKING_URI")
-        return resolve_tracking_uri(from_env) if from_env else default_tracking_uri()
-    if uri.startswith(_SQLITE_PREFIX):
-        path = uri[len(_SQLITE_PREFIX) :]
-        if path in ("", ":memory:"):
-            raise ValueError(f"in-memory SQLite ({uri!r}) cannot be shared with Ray workers; give a file")
-        return f"{_SQLITE_PREFIX}{Path(path).expanduser().resolve()}"
-    if uri.startswith("sqlite:"):
-        raise ValueError(f"expected sqlite:///<path to a file>, got {uri!r}")
-    if not uri.startswith("file:") and ("://" in uri or uri.startswith("databricks")):
-        return uri
-    if uri.startswith("file:") or not uri.endswith(_SQLITE_SUFFIXES):
-        raise ValueError(
-            f"file stores are refused by MLflow 3.17 (unless MLFLOW_ALLOW_FILE_STORE=true): {uri!r}; "
-            "use a SQLite file such as 'sqlite:///mlflow.db' or a path ending in '.db'"
-        )
-    return f"{_SQLITE_PREFIX}{Path(uri).expanduser().resolve()}"
-    return uri
-
-
-def check_tracking_uri(uri: str | None, source: str) -> None:
-    """Refuse a tracking URI :func:`resolve_tracking_uri` cannot use, as a one-line ``ConfigError`` (before any work)."""
-    if uri is None:
-        return
-    try:
-        resolve_tracking_uri(uri)
-    except ValueError as err:
-        raise ConfigError(source, "tracking_uri", str(err)) from err
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -386,98 +326,7 @@ class Tracker:
 
     def _artifact_location(self, experiment: str) -> str | None:
         """Beside the database for SQLite stores; the store's default (``None``) otherwise."""
-        if not self.tracking_uri.startswith(_SQLITE_PREFIX):
+        if not self.tracking_uri.startswith(SQLITE_PREFIX):
             return None
-        database = Path(self.tracking_uri[len(_SQLITE_PREFIX) :].split("?")[0])
+        database = Path(self.tracking_uri[len(SQLITE_PREFIX) :].split("?")[0])
         return (database.parent / "mlruns" / re.sub(r"[^\w-]+", "_", experiment)).as_uri()
-
-
-# ---------------------------------------------------------------------- charts
-
-
-def bar_chart(values: Mapping[str, float], title: str, ylabel: str) -> Figure:
-    """One bar per entry, value written above it, e.g. F1 of each member, the ensemble and the student."""
-    figure = Figure(figsize=(max(4.0, 0.9 * len(values) + 2), 4), layout="constrained")
-    ax = figure.add_subplot()
-    bars = ax.bar(list(values), list(values.values()), color="tab:blue")
-    ax.bar_label(bars, fmt="%.3g", padding=2)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.margins(y=0.12)
-    ax.tick_params(axis="x", labelrotation=30 if len(values) > 4 else 0)
-    return figure
-
-
-def heatmap(matrix: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[str], title: str) -> Figure:
-    """A square matrix (e.g. domain similarity) as annotated coloured cells, rows and columns labelled."""
-    data = np.asarray(matrix, dtype=float)
-    if data.shape != (len(labels), len(labels)):
-        raise ValueError(f"matrix of shape {data.shape} does not match {len(labels)} labels")
-    size = max(4.0, 0.8 * len(labels) + 2)
-    figure = Figure(figsize=(size + 1, size), layout="constrained")
-    ax = figure.add_subplot()
-    image = ax.imshow(data, cmap="viridis")
-    figure.colorbar(image, ax=ax)
-    ticks = range(len(labels))
-    ax.set_xticks(ticks, labels=list(labels), rotation=45, ha="right")
-    ax.set_yticks(ticks, labels=list(labels))
-    middle = (np.nanmin(data) + np.nanmax(data)) / 2 if data.size else 0.0
-    for (row, col), value in np.ndenumerate(data):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="black" if value > middle else "white")
-    ax.set_title(title)
-    return figure
-
-
-def line_chart(
-    series: Mapping[str, Sequence[float]],
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    x: Sequence[float] | None = None,
-) -> Figure:
-    """One marked line per series (e.g. F1 of each domain per IMM iteration), with a legend.
-
-    ``x`` gives the shared x values; by default a series of length ``n`` is drawn at ``0..n-1``.
-    """
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    ax = figure.add_subplot()
-    for name, values in series.items():
-        ax.plot(list(x) if x is not None else range(len(values)), list(values), marker="o", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend()
-    return figure
-
-
-def scatter_panels(
-    points: Mapping[str, tuple[Sequence[Any], Sequence[float]]],
-    ylabel: str,
-    title: str,
-    log_x: Sequence[str] = (),
-) -> Figure:
-    """One panel per x variable (e.g. a metric against each hyperparameter of a sweep), points only.
-
-    ``points[name] = (xs, ys)``; numeric xs are plotted as numbers (log scale for names in
-    ``log_x``), anything else as categories in order of first appearance.
-    """
-    figure = Figure(figsize=(4 * max(1, len(points)), 3.6), layout="constrained")
-    axes = figure.subplots(1, max(1, len(points)), squeeze=False)[0]
-    for ax, (name, (xs, ys)) in zip(axes, points.items()):
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        if numeric:
-            ax.scatter(list(xs), list(ys), color="tab:blue")
-            if name in log_x:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
-        else:
-            labels = list(dict.fromkeys(str(x) for x in xs))
-            ax.scatter([labels.index(str(x)) for x in xs], list(ys), color="tab:blue")
-            ax.set_xticks(range(len(labels)), labels=labels, rotation=20)
-        ax.set_xlabel(name)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    figure.suptitle(title)
-    return figure
