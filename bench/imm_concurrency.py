@@ -30,7 +30,7 @@ from cluster.runtime import connect, model_placement
 from cluster.tracking import default_tracking_uri
 from kd_core.data.synthetic import DOMAINS
 from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, initial_plans, similarity_weights, transfer_plans
-from kd_core.imm_data import DataSettings, prepare_domains
+from kd_core.data.domains import DataSettings, prepare_domains
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 from cluster.runtime import Placement, device_for_actor
 from cluster.tracking import RunRef, Tracker
 from kd_core.imm import DomainPlan, IMMSettings, run_plan, write_domain_knowledge
-from kd_core.imm_data import DomainData
+from kd_core.data.domains import DomainData
 
 
 class DomainActor:

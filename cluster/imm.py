@@ -47,7 +47,7 @@ from kd_core.imm import (
     METHODS, CurrentModel, DomainPlan, IMMSettings, PlanResult, RunLayout, baseline_plans, initial_plans,
     similarity_weights, transfer_plans,
 )
-from kd_core.imm_data import DataSettings, DomainData, as_names, prepare_domains
+from kd_core.data.domains import DataSettings, DomainData, as_names, prepare_domains
 from kd_core.run_files import remove_outputs, write_atomic
 
 STATE_FILE = "state.json"

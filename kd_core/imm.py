@@ -11,7 +11,7 @@ Domains ``D_1..D_N`` each have a model ``theta_i``. Iteration 0 trains every
        s_ij * [ lambda * NLL + (1 - lambda) * MSE(p_phi, p_theta_j^(k)) ],
 
    ``lambda`` annealed linearly 0 -> 1 over the stage (``s_ij`` the normalised TF-IDF
-   question similarity, :func:`kd_core.data.domains.domain_similarity`; the batch loss is
+   question similarity, :func:`kd_core.data.similarity.domain_similarity`; the batch loss is
    ``sum_b s_b L_b / sum_b s_b``, so only the *relative* weights of the domains matter and
    the learning rate means the same with and without them);
 3. ``theta_i^(k+1)`` starts from ``phi_i^(k)`` and is fine-tuned on ``D_i`` with the same
@@ -54,9 +54,9 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from kd_core.data.domains import domain_similarity
+from kd_core.data.domains import DomainData
+from kd_core.data.similarity import domain_similarity
 from kd_core.errors import ConfigError
-from kd_core.imm_data import DomainData
 from kd_core.knowledge.span import KnowledgeConfig, member_knowledge, member_logits
 from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.models import load_qa_model, save_model

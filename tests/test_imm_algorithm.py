@@ -15,7 +15,7 @@ from kd_core.imm import (
     CurrentModel, IMMSettings, RunLayout, SourcePart, baseline_plans, initial_plans, keep_new, mixture_arrays,
     run_plan, similarity_weights, transfer_plans, upsample_indices,
 )
-from kd_core.imm_data import DataSettings, DomainData, parse_domain, prepare_domains
+from kd_core.data.domains import DataSettings, DomainData, parse_domain, prepare_domains
 from kd_core.knowledge.span import member_table
 from kd_core.knowledge.table import write_knowledge
 from kd_core.models import QAOutput

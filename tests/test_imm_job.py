@@ -17,7 +17,7 @@ from cluster.runtime import Placement
 from jobs.imm import main
 from kd_core.cli import run_cli
 from kd_core.imm import IMMSettings, RunLayout, initial_plans
-from kd_core.imm_data import DataSettings, prepare_domains
+from kd_core.data.domains import DataSettings, prepare_domains
 from tuning.sweep import SweepConfig, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,12 +2,12 @@
 
 One sweep is one MLflow parent run and, in order:
 
-1. **Teachers, once.** A2D: the teacher ensemble trains on actors and reads the training data
-   once; the merged knowledge table goes to ``<run dir>/knowledge.parquet``. IMM: the
-   iteration-0 domain models train on actors and each reads its own data once. With
-   ``--knowledge-from RUN_DIR`` (an earlier A2D job or sweep, or an IMM job) nothing is run:
-   the stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children of
-   the sweep's parent run, beside the trials.
+1. **Teachers, once.** An engine recipe (:mod:`tuning.recipe_sweep`): the steps the recipe
+   marks as teacher steps run once on workers. A2D and IMM (:mod:`tuning.pipeline_teachers`):
+   the teacher ensemble, or IMM's iteration 0, trains on actors and reads the training data
+   once. With ``--knowledge-from RUN_DIR`` (an earlier job or sweep of the method) nothing is
+   run: the stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children
+   of the sweep's parent run, beside the trials.
 2. **Trials** (``tune.Tuner`` with a function trainable, :mod:`tuning.trials`): every trial
    trains only its student (A2D) or runs its IMM iterations from the shared teachers,
    reporting the validation metric after every epoch/iteration; ASHA stops the weak ones
@@ -15,7 +15,7 @@ One sweep is one MLflow parent run and, in order:
    Each trial gets one CPU (one GPU as well when the cluster has GPUs). ``MLflowLoggerCallback``
    writes one child run per trial, nested under the parent (tags ``mlflow.parentRunId`` and
    ``kd_job_id``); runs left RUNNING are closed after ``fit()``.
-3. **Results**: the best config and its metric (printed, logged as params/metrics), the
+3. **Results** (:mod:`tuning.results`): the best config and its metric (printed, logged as params/metrics), the
    results table ``trials.csv`` and ``plots/metric_vs_hyperparameters.png`` on the parent, and
    the best trial's model(s) copied to ``<run dir>/best`` in ``save_pretrained`` form.
 """
@@ -25,10 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +39,26 @@ from ray import tune  # noqa: E402
 from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
-from cluster.ensemble import Ensemble  # noqa: E402
-from cluster.imm import Coordinator, IMMJobConfig, JobState  # noqa: E402
-from cluster.runtime import connect, model_placement  # noqa: E402
-from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri, scatter_panels  # noqa: E402
+from cluster.imm import IMMJobConfig  # noqa: E402
+from cluster.runtime import connect  # noqa: E402
+from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
-from kd_core.distill import DistillConfig, PreparedData, initial_student, merge_member_tables, prepare_data  # noqa: E402
+from kd_core.distill import DistillConfig, PreparedData, initial_student, prepare_data  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
-from kd_core.imm import CurrentModel, PlanResult, RunLayout, initial_plans, similarity_weights  # noqa: E402
-from kd_core.imm_data import DomainData, prepare_domains  # noqa: E402
+from kd_core.data.domains import DomainData, prepare_domains  # noqa: E402
+from kd_core.imm import similarity_weights  # noqa: E402
 from kd_core.knowledge.span import knowledge_arrays  # noqa: E402
-from kd_core.knowledge.table import read_knowledge, write_knowledge  # noqa: E402
-from kd_core.models import save_model  # noqa: E402
-from kd_core.objectives import a2d_objective  # noqa: E402
-from kd_core.predict import ensemble_outputs, scores_from_outputs  # noqa: E402
-from kd_core.run_files import remove_outputs  # noqa: E402
-from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
+from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
+from kd_core.models import save_model  # noqa: E402
+from kd_core.run_files import remove_outputs  # noqa: E402
+from tuning.pipeline_teachers import a2d_teachers, imm_teachers, reused_imm_teachers  # noqa: E402
+from tuning.results import format_summary, log_results, summarise  # noqa: E402
+from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
 from tuning.trials import (  # noqa: E402
-    RECIPE_METRIC, TRIAL_OUTPUT, A2DTrialInputs, IMMTrialInputs, RecipeTrialInputs, a2d_trial, imm_trial, recipe_trial,
+    RECIPE_METRIC, A2DTrialInputs, IMMTrialInputs, RecipeTrialInputs, a2d_trial, imm_trial, recipe_trial,
 )
 
 #: The metric each method's trials report; every engine recipe reports its task's primary metric on dev.
@@ -185,77 +183,10 @@ def prepare(config: SweepConfig) -> Prepared:
     base = build_config(IMMJobConfig, config.job, {"seed": config.seed}, "sweep.job")
     _check_values(base, space)
     tokenizer, domains = prepare_domains(base.data)
-    reused = _reused_imm_teachers(Path(config.knowledge_from), list(domains)) if config.knowledge_from else None
+    reused = reused_imm_teachers(Path(config.knowledge_from), list(domains)) if config.knowledge_from else None
     similarity = similarity_weights({n: d.questions for n, d in domains.items()}, uniform=base.no_similarity)
     return Prepared(config, base, space, domains=domains, tokenizer=tokenizer, similarity=similarity,
                     reused_initial=reused)
-
-
-# ---------------------------------------------------------------------------- teachers
-
-
-def _a2d_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) -> tuple[Path, int]:
-    """The ensemble's knowledge table (computed once, or reused) and how many teacher passes that took."""
-    if p.config.knowledge_from:
-        return Path(p.config.knowledge_from) / "knowledge.parquet", 0
-    base, data = p.base, p.data
-    seeds = [base.seed + 1000 * i for i in range(p.config.members)]
-    run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher"},
-                              params={"members": p.config.members, "model": base.teacher_model,
-                                      "epochs": base.teacher_epochs})
-    ensemble = Ensemble.create(base.teacher_model, seeds, run_dir / "tokenizer", run_dir / "members",
-                               model_placement(len(seeds), len(seeds)), len(seeds))
-    train_ref = ray.put(data.train_arrays)
-    if base.teacher_epochs > 0:
-        ensemble.train(train_ref, a2d_objective(base.a2d, use_knowledge=False), [replace(base.teacher_training(), seed=s) for s in seeds],
-                       run_dir / "checkpoints", [None] * len(seeds))
-    # Attention maps are stored whenever delta may be searched above 0.
-    knowledge_config = replace(base.knowledge, with_attention=base.delta > 0 or "delta" in p.space)
-    tables, infer_s = ensemble.knowledge(train_ref, data.train_features["feature_id"], knowledge_config)
-    path = write_knowledge(merge_member_tables(tables, data), run_dir / "knowledge.parquet")
-    outputs = [o for o, _ in ensemble.outputs(ray.put(data.dev_arrays))]
-    f1 = scores_from_outputs(data.dev_examples, data.dev_features, data.dev_arrays,
-                             ensemble_outputs(outputs, data.dev_arrays["span_mask"]), base.max_answer_length)["f1"]
-    ensemble.shutdown()
-    tracker.log_metrics(run, {"teacher_passes": 1, "dev_f1": f1, "infer_s": infer_s,
-                              "knowledge_bytes": path.stat().st_size})
-    tracker.end_run(run)
-    return path, 1
-
-
-def _reused_imm_teachers(run_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Iteration-0 models, F1 and knowledge of an earlier IMM job in ``run_dir``."""
-    layout = RunLayout(run_dir.resolve())
-    initial = {}
-    for name in names:
-        result_path = layout.result_dir("imm", name, 0) / "result.json"
-        knowledge = layout.knowledge_path(name, 0)
-        if not result_path.exists() or not knowledge.exists():
-            raise ConfigError(str(run_dir), f"domain {name!r}",
-                              "no iteration-0 model and knowledge for this domain (run jobs/imm.py there first)")
-        result = PlanResult.read(result_path)
-        initial[name] = {"model_dir": str(result.model_dir), "f1": result.target_f1, "knowledge": str(knowledge)}
-    return initial
-
-
-def _imm_teachers(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef) -> tuple[dict[str, dict[str, Any]], int]:
-    """IMM's iteration 0 (every theta_i^(0) and its knowledge), computed once or reused."""
-    names = list(p.domains)
-    if p.reused_initial is not None:
-        return p.reused_initial, 0
-    teachers = run_dir / "teachers"
-    job = replace(p.base, run_dir=str(teachers), tracking_uri=tracker.tracking_uri)
-    teachers.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(run_dir / "tokenizer", teachers / "tokenizer")
-    coordinator = Coordinator(job, p.domains, p.similarity, teachers, JobState(config=asdict(job)), tracker, parent)
-    try:
-        results = coordinator.run_plans(initial_plans(coordinator.layout, job.settings, names, job.model), "initial")
-        current = {r.domain: CurrentModel(0, str(r.model_dir), r.target_f1) for r in results}
-        coordinator.write_knowledge(current, 0)
-    finally:
-        coordinator.shutdown()
-    return {n: {"model_dir": current[n].model_dir, "f1": current[n].f1,
-                "knowledge": str(coordinator.layout.knowledge_path(n, 0))} for n in names}, 1
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -270,13 +201,13 @@ def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, res
             p.config.method, p.recipe.settings, p.recipe.ws, teachers, trials_root, threads))
         return tune.with_resources(trainable, resources), passes
     if p.config.method == "a2d":
-        knowledge, passes = _a2d_teachers(p, run_dir, tracker, parent)
+        knowledge, passes = a2d_teachers(p, run_dir, tracker, parent)
         init = save_model(initial_student(p.base, p.data), p.data.tokenizer, run_dir / "student-init")
         inputs: Any = A2DTrialInputs(p.base, p.data, str(knowledge), str(init), str(run_dir / "tokenizer"),
                                      trials_root, threads)
         trainable = tune.with_parameters(a2d_trial, inputs=inputs)
     else:
-        initial, passes = _imm_teachers(p, run_dir, tracker, parent)
+        initial, passes = imm_teachers(p, run_dir, tracker, parent)
         inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, p.similarity.tolist(), initial,
                                 str(run_dir / "tokenizer"), trials_root, threads)
         trainable = tune.with_parameters(imm_trial, inputs=inputs)
@@ -332,67 +263,12 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         )
         grid = tuner.fit()
         tracker.finish_children(parent)  # trials whose runs Tune left open
-        summary = _summarise(config, p, grid, run_dir, passes)
+        summary = summarise(config, p, grid, run_dir, passes)
         summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=str(run_dir),
                        seconds=round(time.perf_counter() - started, 1))
-        _log_results(tracker, parent, p, summary, run_dir)
+        log_results(tracker, parent, p, summary, run_dir)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _summarise(config: SweepConfig, p: Prepared, grid: Any, run_dir: Path, passes: int) -> dict[str, Any]:
-    trials = []
-    for result in grid:
-        history = result.metrics_dataframe
-        values = [] if history is None or config.metric not in history else list(history[config.metric].dropna())
-        trials.append({
-            "trial_id": result.metrics.get("trial_id") if result.metrics else None,
-            "config": {k: result.config[k] for k in p.space},
-            "best": max(values) if values else None,
-            "last": values[-1] if values else None,
-            "reports": len(values),
-            "error": str(result.error).splitlines()[0] if result.error else None,
-            "path": result.path,
-        })
-    finished = [t for t in trials if t["best"] is not None]
-    if not finished:
-        errors = [t["error"] for t in trials if t["error"]]
-        raise RuntimeError(f"no trial reported {config.metric}; first error: {errors[0] if errors else 'none'}")
-    best = max(finished, key=lambda t: t["best"])
-    output = run_dir / "trials" / best["trial_id"] / TRIAL_OUTPUT
-    if output.exists():
-        shutil.copytree(output, run_dir / "best")
-    return {
-        "method": config.method, "metric": config.metric, "best_config": best["config"], "best_metric": best["best"],
-        "best_trial": best["trial_id"], "best_model": str(run_dir / "best"), "trials": len(trials),
-        "stopped_early": sum(1 for t in finished if t["reports"] < p.horizon(t["config"])), "failed": sum(1 for t in trials if t["error"]),
-        "max_t": p.max_t, "teacher_passes": passes, "trial_results": trials,
-    }
-
-
-def _log_results(tracker: Tracker, parent: RunRef, p: Prepared, summary: dict[str, Any], run_dir: Path) -> None:
-    rows = [{"trial_id": t["trial_id"], **t["config"], f"best_{summary['metric']}": t["best"],
-             f"last_{summary['metric']}": t["last"], "reports": t["reports"], "error": t["error"] or ""}
-            for t in summary["trial_results"]]
-    columns = list(rows[0])
-    lines = [",".join(columns)] + [",".join(_csv(row[c]) for c in columns) for row in rows]
-    (run_dir / "trials.csv").write_text("\n".join(lines) + "\n")
-    tracker.log_artifact(parent, run_dir / "trials.csv")
-    finished = [t for t in summary["trial_results"] if t["best"] is not None]
-    points = {name: ([t["config"][name] for t in finished], [t["best"] for t in finished]) for name in p.space}
-    log_x = [name for name, param in p.space.items() if param.kind == "loguniform"]
-    tracker.log_figure(parent, scatter_panels(points, f"best {summary['metric']}",
-                                              f"{summary['method']} sweep: {summary['trials']} trials", log_x),
-                       "plots/metric_vs_hyperparameters.png")
-    tracker.log_params(parent, {f"best/{k}": v for k, v in summary["best_config"].items()})
-    tracker.log_metrics(parent, {f"best_{summary['metric']}": summary["best_metric"], "trials": summary["trials"],
-                                 "teacher_passes": summary["teacher_passes"], "stopped_early": summary["stopped_early"]})
-    tracker.log_dict(parent, summary, "summary.json")
-
-
-def _csv(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return f'"{text}"' if "," in text or '"' in text else text
 
 
 # ---------------------------------------------------------------------------- command line
@@ -431,22 +307,6 @@ def config_from(args: argparse.Namespace) -> SweepConfig:
     job = {**values.pop("job", {}), **parse_overrides(args.set)}
     overrides = {f.name: getattr(args, f.name, None) for f in fields(SweepConfig)}
     return build_config(SweepConfig, {**values, "job": job}, overrides, args.config or "options")
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    metric = summary["metric"]
-    lines = [f"{'trial':<12} {'config':<52} {'best ' + metric:>14} {'reports':>8}"]
-    for t in sorted(summary["trial_results"], key=lambda t: -(t["best"] if t["best"] is not None else -1)):
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["config"].items())
-        best = "failed" if t["best"] is None else f"{t['best']:.2f}"
-        lines.append(f"{str(t['trial_id']):<12} {shown:<52} {best:>14} {t['reports']:>8}")
-    lines.append(f"best {metric} {summary['best_metric']:.2f} with {summary['best_config']} "
-                 f"(model in {summary['best_model']})")
-    lines.append(f"{summary['trials']} trials, {summary['stopped_early']} stopped early by ASHA, "
-                 f"teacher passes over the training data: {summary['teacher_passes']}")
-    lines.append(f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
-    lines.append(f"run dir: {summary['run_dir']} ({summary['seconds']} s)")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

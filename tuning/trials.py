@@ -37,7 +37,7 @@ from kd_core.engine.local import run_locally
 from kd_core.engine.steps import TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, run_plan, transfer_plans, write_domain_knowledge
-from kd_core.imm_data import DomainData
+from kd_core.data.domains import DomainData
 from kd_core.knowledge.span import knowledge_arrays
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods import METHODS

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kd_core.data.domains import cosine_similarity_matrix, domain_similarity
+from kd_core.data.similarity import cosine_similarity_matrix, domain_similarity
 from kd_core.errors import ConfigError
 
 
