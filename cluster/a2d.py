@@ -7,7 +7,7 @@ student):
 2. **Knowledge**: every member reads the training features at once; the Arrow tables come
    back through the object store and are merged once (member logits, top-K spans, the
    confusing answer, averaged attention) into ``knowledge.parquet`` in the run directory.
-3. **Student**: trained on Ray Train (``student_workers`` data-parallel workers) with
+3. **Student**: trained on one actor, or on Ray Train with ``student_workers > 1`` data-parallel workers, with
    ``L = CE + tau^2 KD + gamma ANS + delta ATT`` (plain CE with ``no_kd``).
 4. **Evaluation**: EM/F1 of each member, the ensemble (averaged probabilities) and the
    student on dev and on every extra evaluation file; the speed table (parameters and
@@ -188,7 +188,7 @@ def _run_stages(config: A2DJobConfig, data: PreparedData, eval_sets: list[EvalSe
     ensemble.shutdown()
 
     student_dir = run_dir / "student"
-    # Every Ray Train worker starts from the same saved initial student (cut to student_layers if set).
+    # Every worker starts from the same saved initial student (cut to student_layers if set).
     student_init = save_model(initial_student(config, data), data.tokenizer, run_dir / "student-init")
     student_run = tracker.start_child(parent, "student", tags={"kd.role": "student"},
                                       params={"model": config.student_model, "kd": not config.no_kd,

@@ -36,7 +36,7 @@ from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import Result, stored_result
 from kd_core.engine.local import Recipe, drive
-from kd_core.engine.steps import Step, TrainStep
+from kd_core.engine.steps import EvaluateStep, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.options import flag, option
@@ -190,11 +190,11 @@ class JobRuntime:
     def _finish(self, step: Step, run: RunRef, result: Result) -> None:
         assert self.tracker is not None
         metrics: dict[str, float] = {"seconds": float(result["seconds"])}
-        for split, scores in (result.get("scores") or {}).items():
-            if isinstance(scores, Mapping):
-                metrics |= {f"{split}/{name}": value for name, value in scores.items()}
-            else:  # an evaluate step's scores are flat
-                metrics[f"{result['split']}/{split}"] = scores
+        if isinstance(step, EvaluateStep):  # scores on one split
+            metrics |= {f"{result['split']}/{name}": value for name, value in result["scores"].items()}
+        elif isinstance(step, (TrainStep, SelectStep)):  # scores per evaluated split
+            metrics |= {f"{split}/{name}": value for split, scores in result["scores"].items()
+                        for name, value in scores.items()}
         for key in ("primary", "rows", "bytes", "parameters", "infer_s"):
             if key in result:
                 metrics[key] = float(result[key])

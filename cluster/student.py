@@ -1,10 +1,13 @@
-"""The student stage on Ray Train: data-parallel ``TorchTrainer`` over kd_core's training loop.
+"""The student stage: one model actor, or data-parallel Ray Train when there are several workers.
 
-Each of the ``workers`` processes builds the same student (same source and seed), wraps it
-with ``ray.train.torch.prepare_model`` (DistributedDataParallel when there are several
-workers: gradients are averaged) and runs :func:`kd_core.train.train` on its shard of every
-global batch. Rank 0 logs per-step metrics to MLflow, writes checkpoints and saves the
-final student in ``save_pretrained`` form.
+With one worker the student trains on one :class:`~cluster.model_actor.ModelActor` like any
+other model (all the node's cores, or one GPU): Ray Train's start-up cost (a worker group,
+a distributed backend, a run directory) buys nothing for one process. With ``workers > 1``
+each of the ``workers`` Ray Train processes builds the same student (same source and seed),
+wraps it with ``ray.train.torch.prepare_model`` (DistributedDataParallel: gradients are
+averaged) and runs :func:`kd_core.train.train` on its shard of every global batch. Either
+way, per-step metrics go to MLflow, checkpoints are written, and the final student is saved
+in ``save_pretrained`` form in ``output_dir``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
+from cluster.fanout import CALL_TIMEOUT_S
+from cluster.model_actor import create_model_actor
+from cluster.runtime import Placement
 from cluster.tracking import RunRef, Tracker
 from kd_core.models import load_qa_model, save_model
 from kd_core.objectives import Objective
@@ -60,7 +66,12 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train_student(job: StudentJob, workers: int, storage_dir: str | Path) -> dict[str, float]:
-    """Run the student stage on ``workers`` Ray Train workers (one GPU each when the cluster has them)."""
+    """Run the student stage on one actor, or on ``workers`` Ray Train workers (one GPU each when there are)."""
+    return train_on_one_actor(job) if workers == 1 else train_on_ray_train(job, workers, storage_dir)
+
+
+def train_on_ray_train(job: StudentJob, workers: int, storage_dir: str | Path) -> dict[str, float]:
+    """The student on ``workers`` data-parallel Ray Train workers (module doc)."""
     resources = ray.cluster_resources()
     use_gpu = resources.get("GPU", 0) >= workers
     cpus = resources.get("CPU", 1)
@@ -75,3 +86,17 @@ def train_student(job: StudentJob, workers: int, storage_dir: str | Path) -> dic
     )
     result = trainer.fit()
     return dict(result.metrics or {})
+
+
+def train_on_one_actor(job: StudentJob) -> dict[str, float]:
+    """The student on one :class:`~cluster.model_actor.ModelActor` with the node's cores (or one GPU)."""
+    resources = ray.cluster_resources()
+    cpus = resources.get("CPU", 1)
+    placement = Placement(num_cpus=min(1.0, cpus), num_gpus=1.0 if resources.get("GPU", 0) >= 1 else 0.0,
+                          torch_threads=max(1, math.floor(cpus)))
+    actor = create_model_actor(job.source, job.seed, job.tokenizer_dir, job.output_dir, placement)
+    try:
+        return ray.get(actor.train.remote(job.arrays, job.objective, job.config, job.checkpoint_dir, job.run),
+                       timeout=CALL_TIMEOUT_S)
+    finally:
+        ray.kill(actor, no_restart=True)

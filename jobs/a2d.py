@@ -22,13 +22,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python jobs/a2d.py",
         description="Attention-Guided Answer Distillation (Hu et al. 2018) on Ray: N ensemble members train and "
-        "read the data concurrently on actors, their merged knowledge trains one student (Ray Train), "
+        "read the data concurrently on actors, their merged knowledge trains one student (on Ray Train with --student-workers > 1), "
         "everything is tracked in MLflow.",
     )
     add_distillation_options(p)
     p.add_argument("--members", type=int, help="ensemble size N (paper: 12; default 2)")
     p.add_argument("--eval", action="append", help="extra SQuAD-format evaluation file (repeatable)")
-    p.add_argument("--student-workers", type=int, help="Ray Train data-parallel workers for the student (default 1)")
+    p.add_argument("--student-workers", type=int, help="data-parallel workers for the student (default 1: one actor; more: Ray Train)")
     p.add_argument("--max-concurrency", type=int, help="at most this many actors work at once (1 = one after another)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default a2d)")

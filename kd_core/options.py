@@ -92,9 +92,20 @@ def options_error(err: ConfigError, cls: type) -> ConfigError:
     return err
 
 
+def file_values_for(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Config-file values as the fields' types want them: a list or a comma-separated string for a tuple field."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for name, value in values.items():
+        kind = _base_type(hints[name])[0] if name in hints else None
+        if typing.get_origin(kind) is tuple and isinstance(value, (list, str)):
+            out[name] = _names(value) if isinstance(value, str) else tuple(str(v) for v in value)
+    return out
+
+
 def config_from_cli(cls: type[T], args: argparse.Namespace) -> T:
     """``cls`` from ``--config FILE`` (if given) overridden by the options set on the command line."""
-    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    file_values = file_values_for(cls, read_config_file(args.config)) if getattr(args, "config", None) else {}
     try:
         return build_config(cls, file_values, cli_values(cls, args), source=getattr(args, "config", None) or "options")
     except ConfigError as err:

@@ -42,7 +42,9 @@ from kd_core.models import enable_attention_outputs, qa_forward
 from kd_core.objectives import Objective
 
 MetricsCallback = Callable[[dict[str, float]], None]
-Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any]
+#: ``forward(model, batch, question_tokens)``: the output the objective reads (``question_tokens > 0``
+#: asks a span-QA model for its question-passage attention as well).
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], int], Any]
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
@@ -178,9 +180,9 @@ def train(
 
     With ``checkpoint_dir`` set, a checkpoint found there is resumed from, and new ones are
     written during training (by rank 0); the final weights are those of the model object.
-    ``forward(model, batch)`` reads the model's output for the objective (a task's
-    ``forward``); by default the span-QA :func:`~kd_core.models.qa_forward`, with attention
-    maps when the objective needs them.
+    ``forward(model, batch, question_tokens)`` reads the model's output for the objective (a
+    task's ``forward``; by default the span-QA :func:`~kd_core.models.qa_forward`);
+    ``question_tokens`` is above 0 when the objective needs attention maps.
     """
     rank, world = shard
     if not 0 <= rank < world:
@@ -217,7 +219,7 @@ def train(
         order = _epoch_order(size, config.seed, epoch)
         indices = _batch_rows(order, offset, global_batch, shard)
         batch = {k: v.to(device) for k, v in batch_at(arrays, indices).items()}
-        outputs = forward(model, batch) if forward is not None else qa_forward(model, batch, question_tokens)
+        outputs = (forward or qa_forward)(model, batch, question_tokens)
         loss, parts = objective(outputs, batch, progress=step / total_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

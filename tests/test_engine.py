@@ -108,9 +108,65 @@ def test_a_train_step_interrupted_mid_run_resumes_to_the_uninterrupted_weights(t
 
 
 def test_invalid_steps_and_settings_are_refused():
-    with pytest.raises(ConfigError, match="soft term needs knowledge"):
+    with pytest.raises(ConfigError, match="knowledge term needs knowledge"):
         TrainStep("s", "tiny-bert", 0, "student", (TermSpec("soft", 1.0),), TrainConfig())
     with pytest.raises(ConfigError, match="alpha"):
         HintonSettings(alpha=1.5)
     with pytest.raises(ConfigError, match="student must share"):
         DataOptions(task="span_qa", student_vocab_size=300)
+
+
+def test_span_qa_term_specs_build_the_a2d_objective_and_sentence_tasks_refuse_span_terms():
+    from kd_core.engine.execute import objective_for
+    from kd_core.models import QAOutput
+    from kd_core.objectives import A2DConfig, a2d_objective
+    from kd_core.tasks import SpanQATask, synthetic_task
+
+    generator = torch.Generator().manual_seed(0)
+    batch_size, seq, members, questions = 3, 6, 2, 2
+    span_mask = torch.ones(batch_size, seq, dtype=torch.bool)
+    batch = {"span_mask": span_mask, "passage_mask": span_mask, "start_position": torch.tensor([1, 2, 0]),
+             "end_position": torch.tensor([2, 3, 0]), "confusing_start": torch.tensor([3, -1, 4]),
+             "confusing_end": torch.tensor([4, -1, 5]),
+             "teacher_start_logits": torch.randn(batch_size, members, seq, generator=generator),
+             "teacher_end_logits": torch.randn(batch_size, members, seq, generator=generator),
+             "teacher_attention": torch.rand(batch_size, seq, questions, generator=generator)}
+    outputs = QAOutput(torch.randn(batch_size, seq, generator=generator), torch.randn(batch_size, seq, generator=generator),
+                       torch.rand(batch_size, seq, questions, generator=generator))
+    specs = (TermSpec("hard"), TermSpec("soft", 1.0, 2.0), TermSpec("answer_margin", 0.3), TermSpec("attention", 0.1))
+    engine_total, parts = objective_for(specs, SpanQATask())(outputs, batch, 0.5)
+    reference_total, _ = a2d_objective(A2DConfig(tau=2.0, gamma=0.3, delta=0.1))(outputs, batch, 0.5)
+    assert float(engine_total) == pytest.approx(float(reference_total), rel=1e-6)
+    assert set(parts) == {"loss/ce", "loss/kd", "loss/ans", "loss/att", "weight/ce", "weight/kd", "weight/ans",
+                          "weight/att"}
+    with pytest.raises(ConfigError, match="has no loss term 'answer_margin'"):
+        objective_for((TermSpec("answer_margin", 0.3),), synthetic_task("sentiment"))
+
+
+def test_keep_layers_trains_a_shallower_student(tmp_path):
+    ws = build_workspace(DataOptions(task="rating", synthetic_size=60), "tiny-bert", "tiny-bert", tmp_path)
+    step = TrainStep("shallow", "tiny-bert", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=1), keep_layers=1)
+    result = execute(step, ws)
+    assert json.loads((tmp_path / "steps/shallow/model/config.json").read_text())["num_hidden_layers"] == 1
+    assert result["parameters"] < load_model("tiny-bert", 0, "teacher", ws, "cpu").num_parameters()
+    with pytest.raises(ConfigError, match="keep_layers"):
+        TrainStep("s", "@teacher-0", 0, "student", (TermSpec("hard"),), TrainConfig(), keep_layers=1)
+
+
+def test_select_keeps_the_strictly_better_candidate_and_names_its_model(tmp_path):
+    from kd_core.engine.steps import SelectStep
+
+    ws = build_workspace(DataOptions(task="sentiment", synthetic_size=600, label_noise=0.0), "tiny-bert", "tiny-bert",
+                         tmp_path)
+    short = TrainStep("short", "tiny-bert-1l", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=0.05))
+    long = TrainStep("long", "tiny-bert", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=6, learning_rate=2e-3))
+    results = run_locally(lambda done: [s for s in (short, long) if s.name not in done], ws)
+    assert results["long"]["primary"] != results["short"]["primary"]
+    better = max(("short", "long"), key=lambda n: results[n]["primary"])
+    chosen = execute(SelectStep("keep", ("short", "long")), ws)
+    assert chosen["kept"] == better and chosen["model_dir"] == results[better]["model_dir"]
+    assert load_model("@keep", 0, "teacher", ws, "cpu").config.num_hidden_layers == (2 if better == "long" else 1)
+    twin = execute(replace(long, name="twin"), ws)  # the same training again: the same scores
+    assert twin["primary"] == results["long"]["primary"]
+    assert execute(SelectStep("tie", ("long", "twin")), ws)["kept"] == "long"  # a tie keeps the old model
+    assert execute(SelectStep("tie-2", ("twin", "long")), ws)["kept"] == "twin"

@@ -1,6 +1,6 @@
 """The engine every method runs on: steps as data, one resumable executor, recipes that plan steps.
 
-* :mod:`~kd_core.engine.steps`: the step kinds (train, collect, merge, evaluate) and the
+* :mod:`~kd_core.engine.steps`: the step kinds (train, collect, merge, evaluate, select) and the
   objective specs inside a train step, all frozen, picklable data;
 * :mod:`~kd_core.engine.workspace`: a job's task, splits, tokenizers and run directory, with
   features made once per (tokenizer, split);

@@ -24,14 +24,16 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel
 
-from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, referenced_step
+from kd_core.engine.steps import (
+    CollectStep, EvaluateStep, MergeStep, SelectStep, Step, TermSpec, TrainStep, referenced_step,
+)
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.knowledge.manifest import (
     Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash,
 )
 from kd_core.knowledge.table import read_knowledge, write_knowledge
-from kd_core.models import count_parameters, is_preset, save_model
+from kd_core.models import count_parameters, is_preset, keep_first_layers, save_model
 from kd_core.objectives import Constant, Objective
 from kd_core.run_files import replace_dir, write_atomic
 from kd_core.tasks.base import Task
@@ -70,6 +72,8 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
         result = _merge(step, ws)
     elif isinstance(step, EvaluateStep):
         result = _evaluate(step, ws, device)
+    elif isinstance(step, SelectStep):
+        result = _select(step, ws)
     else:
         raise TypeError(f"not a step: {step!r}")
     result.update(kind=type(step).__name__.removesuffix("Step").lower(), name=step.name,
@@ -112,8 +116,8 @@ def objective_for(specs: Sequence[TermSpec], task: Task) -> Objective:
     for spec in specs:
         if spec.weight == 0:
             continue
-        term = task.hard_term() if spec.kind == "hard" else task.soft_term(spec.tau)
-        terms.append(type(term)(**{**term.__dict__, "weight": Constant(spec.weight)}))
+        term = task.term(spec.kind, spec.tau)
+        terms.append(replace(term, weight=Constant(spec.weight)))
     return Objective(tuple(terms))
 
 
@@ -135,6 +139,8 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     if step.knowledge is not None:
         arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
     model = load_model(step.model, step.seed, step.tokenizer, ws, device)
+    if step.keep_layers is not None:
+        model = keep_first_layers(model, step.keep_layers)
     folder = ws.step_dir(step.name)
     config = step.config
     if on_epoch is not None:  # callbacks must see every step to find the epoch ends (training is unchanged)
@@ -214,6 +220,25 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
     scores = ws.task.scores(ws.examples(step.split), features, arrays, combined)
     return {"split": step.split, "models": list(step.models), "scores": scores,
             "primary": scores[ws.task.primary_metric], "infer_s": float(sum(seconds))}
+
+
+def _select(step: SelectStep, ws: Workspace) -> Result:
+    kept: tuple[str, Result] | None = None
+    for name in step.candidates:
+        done = ws.result_path(name)
+        if not done.exists():
+            raise ConfigError("engine", step.name, f"candidate {name!r} has not finished")
+        candidate = json.loads(done.read_text())
+        if step.split not in candidate.get("scores", {}):
+            raise ConfigError("engine", step.name, f"candidate {name!r} has no scores on {step.split!r}")
+        if kept is None or candidate["scores"][step.split][ws.task.primary_metric] > kept[1]["primary"]:
+            kept = (name, {**candidate, "primary": candidate["scores"][step.split][ws.task.primary_metric]})
+    assert kept is not None
+    name, result = kept
+    return {"kept": name, "model_dir": result["model_dir"], "primary": result["primary"],
+            "scores": {step.split: result["scores"][step.split]},
+            "candidates": {c: json.loads(ws.result_path(c).read_text())["scores"][step.split][ws.task.primary_metric]
+                           for c in step.candidates}}
 
 
 def knowledge_path(step_name: str, ws: Workspace) -> str:

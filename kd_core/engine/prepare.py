@@ -113,10 +113,9 @@ def tokenizers_for(options: DataOptions, task: Task, train: Dataset, teacher_mod
     return {"teacher": teacher, "student": student}
 
 
-def build_workspace(options: DataOptions, teacher_model: str, student_model: str, run_dir: str | Path,
-                    task: Task | None = None) -> Workspace:
+def build_workspace(options: DataOptions, teacher_model: str, student_model: str, run_dir: str | Path) -> Workspace:
     """The workspace of a teacher -> student job (module doc); bad data or options raise here."""
-    task = task or synthetic_task(options.task)
+    task = synthetic_task(options.task)
     splits = load_splits(options, task)
     for name, examples in splits.items():
         if len(examples) == 0:

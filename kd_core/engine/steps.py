@@ -12,6 +12,7 @@ step trained. ``teacher=True`` marks the steps a sweep runs once for all its tri
 | :class:`CollectStep` | a model reads a split and writes its knowledge | Parquet + manifest |
 | :class:`MergeStep` | members' tables become one (the task's merge) | Parquet + manifest |
 | :class:`EvaluateStep` | one model, or an ensemble of several, on a split | scores |
+| :class:`SelectStep` | keep the best of candidate models on their validation scores | the kept model |
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from dataclasses import dataclass, field
 from kd_core.errors import ConfigError
 from kd_core.train import TrainConfig
 
-TERM_KINDS = ("hard", "soft")
+#: ``hard`` (gold labels) and ``soft`` (the teacher at ``tau``) exist for every task; span QA adds
+#: A2D's ``answer_margin`` and ``attention`` (:meth:`kd_core.tasks.base.Task.term`).
+TERM_KINDS = ("hard", "soft", "answer_margin", "attention")
+#: Term kinds that read teacher knowledge.
+KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention")
 
 
 @dataclass(frozen=True)
 class TermSpec:
-    """One loss term of an objective, as data: ``hard`` (gold labels) or ``soft`` (teacher, at ``tau``)."""
+    """One loss term of an objective, as data: its kind (:data:`TERM_KINDS`), weight and temperature."""
 
     kind: str
     weight: float = 1.0
@@ -53,7 +58,11 @@ def referenced_step(model: str) -> str | None:
 
 @dataclass(frozen=True)
 class TrainStep:
-    """Train ``model`` (initialised from ``seed``) on ``split`` read with tokenizer ``tokenizer``."""
+    """Train ``model`` (initialised from ``seed``) on ``split`` read with tokenizer ``tokenizer``.
+
+    ``keep_layers`` cuts a freshly loaded model to its first layers before training (a
+    shallower student initialised from a pretrained model's lower layers).
+    """
 
     name: str
     model: str
@@ -61,7 +70,8 @@ class TrainStep:
     tokenizer: str
     objective: tuple[TermSpec, ...]
     config: TrainConfig
-    knowledge: str | None = None  # the collect/merge step whose table the soft terms read
+    knowledge: str | None = None  # the collect/merge step whose table the knowledge terms read
+    keep_layers: int | None = None
     split: str = "train"
     eval_split: str = "dev"
     teacher: bool = False
@@ -70,8 +80,11 @@ class TrainStep:
     def __post_init__(self) -> None:
         if not self.objective or all(t.weight == 0 for t in self.objective):
             raise ConfigError("step", self.name, "the objective needs a term with a weight above 0")
-        if any(t.kind == "soft" for t in self.objective) and self.knowledge is None:
-            raise ConfigError("step", self.name, "a soft term needs knowledge (the step that collected it)")
+        if any(t.kind in KNOWLEDGE_TERMS and t.weight > 0 for t in self.objective) and self.knowledge is None:
+            raise ConfigError("step", self.name, "a knowledge term needs knowledge (the step that collected it)")
+        if self.keep_layers is not None and (self.keep_layers < 1 or self.model.startswith("@")):
+            raise ConfigError("step", self.name, "keep_layers cuts a fresh model (a source, not '@step') to >= 1 "
+                              "layers")
 
 
 @dataclass(frozen=True)
@@ -110,4 +123,23 @@ class EvaluateStep:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-Step = TrainStep | CollectStep | MergeStep | EvaluateStep
+@dataclass(frozen=True)
+class SelectStep:
+    """Keep the best of ``candidates`` (train or select steps) by their primary score on ``split``.
+
+    Keep-the-best (IMM): a later candidate replaces an earlier one only if it is strictly
+    better, so a tie keeps the old model. ``"@<select step>"`` names the kept model.
+    """
+
+    name: str
+    candidates: tuple[str, ...]
+    split: str = "dev"
+    teacher: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ConfigError("step", self.name, "a select step needs at least one candidate")
+
+
+Step = TrainStep | CollectStep | MergeStep | EvaluateStep | SelectStep

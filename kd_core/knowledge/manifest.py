@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import torch
@@ -101,7 +101,6 @@ class Manifest:
     max_length: int | None = None
     doc_stride: int | None = None
     schema_version: int = SCHEMA_VERSION
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.key not in KEYS:

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.split import split_by_groups
+from kd_core.errors import ConfigError
 from kd_core.knowledge.manifest import fingerprint
 from kd_core.objectives import Term
 
@@ -70,8 +71,11 @@ class Task(ABC):
         """A model with this task's head: a preset (with ``tokenizer``'s vocabulary), a hub id or a path."""
 
     @abstractmethod
-    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any]) -> Any:
-        """The model's output on a batch, in the form this task's loss terms read."""
+    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> Any:
+        """The model's output on a batch, in the form this task's loss terms read.
+
+        ``question_tokens > 0`` asks for attention maps too (span QA's attention term).
+        """
 
     @abstractmethod
     def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
@@ -105,6 +109,14 @@ class Task(ABC):
     @abstractmethod
     def soft_term(self, tau: float) -> Term:
         """The loss against the (ensemble-averaged) teacher at temperature ``tau``."""
+
+    def term(self, kind: str, tau: float = 1.0) -> Term:
+        """The loss term ``kind`` of a train step's objective: ``hard``, ``soft`` or one of the task's own."""
+        if kind == "hard":
+            return self.hard_term()
+        if kind == "soft":
+            return self.soft_term(tau)
+        raise ConfigError(self.name, "objective", f"task kind {self.kind} has no loss term {kind!r}")
 
     # ------------------------------------------------------------------ evaluation
 

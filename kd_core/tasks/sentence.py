@@ -104,7 +104,7 @@ class SentenceTask(Task):
                     tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         return load_sequence_model(source, seed, self.num_outputs, tokenizer)
 
-    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any]) -> SentenceOutput:
+    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> SentenceOutput:
         return SentenceOutput(model(**model_inputs(batch), return_dict=True).logits)
 
     @torch.no_grad()

@@ -4,8 +4,8 @@ The behaviour is the one the A2D and IMM code has always had; this class puts it
 task interface: windows of ``[CLS] question [SEP] passage [SEP]``
 (:func:`~kd_core.data.features.featurize`), a start/end head, knowledge keyed by **feature
 id** (teacher and student share one tokenizer: logits are per token position), the ensemble
-merge with top-K spans and the confusing answer (:mod:`kd_core.knowledge.span`), span CE and
-soft span CE (:mod:`kd_core.objectives`), best-span decoding and the official SQuAD EM/F1
+merge with top-K spans and the confusing answer (:mod:`kd_core.knowledge.span`), span CE, soft
+span CE and A2D's answer-margin and attention terms (:mod:`kd_core.objectives`), best-span decoding and the official SQuAD EM/F1
 (primary metric: F1). Splits group questions by ``(domain, context)``.
 """
 
@@ -23,7 +23,7 @@ from kd_core.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.knowledge.span import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge
 from kd_core.models import QAOutput, load_qa_model, qa_forward
-from kd_core.objectives import Term, ce_term, kd_term
+from kd_core.objectives import Constant, Term, answer_margin_term, attention_term, ce_term, kd_term
 from kd_core.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
 
@@ -60,8 +60,8 @@ class SpanQATask(Task):
                     tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         return load_qa_model(source, seed, tokenizer)
 
-    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any]) -> QAOutput:
-        return qa_forward(model, batch)
+    def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> QAOutput:
+        return qa_forward(model, batch, question_tokens)
 
     def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
         outputs = run_model(model, arrays, batch_size)
@@ -91,6 +91,14 @@ class SpanQATask(Task):
 
     def soft_term(self, tau: float) -> Term:
         return kd_term(tau)
+
+    def term(self, kind: str, tau: float = 1.0) -> Term:
+        """Also A2D's ``answer_margin`` (hinge against the confusing answer) and ``attention`` (MSE of maps)."""
+        if kind == "answer_margin":
+            return answer_margin_term(Constant(1.0))
+        if kind == "attention":
+            return attention_term(Constant(1.0))
+        return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
                outputs: Outputs) -> dict[str, float]:
