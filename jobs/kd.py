@@ -83,7 +83,8 @@ def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -
                          tags={"kd.task": config.task}) as job:
         results = job.drive(hinton_recipe(config.settings), ws)
         summary = summarise(results, config.settings, ws.task.name, ws.task.primary_metric)
-        summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
+        summary.update(task_definition=ws.task.describe(), reused_steps=job.reused_steps,
+                       seconds=round(time.perf_counter() - started, 1))
         return job.finish(summary, format_table(summary))
 
 

@@ -39,6 +39,7 @@ def _tree(uri, parent_id):
 def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     summary, uri = uninterrupted
     assert summary["task"] == "sentiment" and summary["primary_metric"] == "accuracy"
+    assert summary["task_definition"]["labels"] == ["negative", "positive"]
     assert set(summary["models"]) == {"teacher", "student", "student_no_kd"}
     assert len(summary["models"]["teacher"]["dev"]) == 2  # two members, one ensemble on test
     assert summary["models"]["student"]["parameters"] < summary["models"]["teacher"]["parameters"]

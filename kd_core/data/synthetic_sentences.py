@@ -183,10 +183,3 @@ def generate_task(name: str, n: int = 400, seed: int = 0, label_noise: float = 0
             record["score"] = target
         records.append(record)
     return sentences_to_dataset(records)
-
-
-def generate_tasks(n_per_task: int = 400, tasks: Sequence[str] | None = None, seed: int = 0,
-                   label_noise: float = 0.1) -> dict[str, Dataset]:
-    """``{task: examples}`` for every synthetic task (or the ``tasks`` named)."""
-    names = tuple(tasks) if tasks is not None else tuple(SENTENCE_TASKS)
-    return {name: generate_task(name, n_per_task, seed, label_noise) for name in names}
