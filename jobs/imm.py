@@ -18,6 +18,7 @@ from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import config_from_args  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.imm import METHODS  # noqa: E402
+from kd_core.options import add_run_flags  # noqa: E402
 
 #: Options that may accompany --resume (they change how the run is watched, not what it computes).
 RESUME_OPTIONS = {"resume", "json", "address", "check"}
@@ -30,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
         "one actor per domain model, every domain's transfer of an iteration at once, tracked in MLflow. "
         "With no options: 3 synthetic domains, tiny models, K=2.",
     )
-    p.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
+    add_run_flags(p, "continue the run in RUN_DIR with its saved options")
     data = p.add_argument_group("data")
     data.add_argument("--domain", action="append", dest="domains", metavar="NAME=TRAIN[,DEV]",
                       help="a domain and its data (SQuAD JSON, MRQA jsonl(.gz) or hf:NAME); repeat for each domain. "
@@ -70,10 +71,6 @@ def parser() -> argparse.ArgumentParser:
     job.add_argument("--experiment", help="MLflow experiment name (default imm)")
     job.add_argument("--max-concurrency", type=int, help="at most this many domain actors work at once "
                      "(default: all; 1 = one after another)")
-    job.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
-    job.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved options")
-    job.add_argument("--check", action="store_true", help="validate options and data, then exit")
-    job.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     return p
 
 

@@ -20,7 +20,7 @@ from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
-from kd_core.options import add_options, cli_values, config_from_cli, option, options_error  # noqa: E402
+from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
 
 
@@ -52,12 +52,8 @@ def parser() -> argparse.ArgumentParser:
         "members train at once on workers, their knowledge is collected once, the student and a no-KD baseline "
         "train at once; everything in MLflow. With no options: the embedded sentiment task, tiny models.",
     )
-    p.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
+    add_run_flags(p, "continue the job in RUN_DIR with its saved options (others given must equal them)")
     add_options(p, KDJobConfig)
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the job in RUN_DIR with its saved options")
-    p.add_argument("--check", action="store_true", help="validate options and data, then exit")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     return p
 
 

@@ -131,6 +131,12 @@ def build_preset_model(name: str, tokenizer: PreTrainedTokenizerFast, seed: int,
         return BertForQuestionAnswering(config)
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error message (loaders' errors run to many lines), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _resolve_pretrained(name: str) -> str:
     """Check that ``name`` is a local model directory or a reachable hub id; return it."""
     if Path(name).is_dir():
@@ -148,8 +154,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(name, "from_pretrained", f"cannot load tokenizer: {first_line}") from err
+        raise ModelError(name, "from_pretrained", f"cannot load tokenizer: {_first_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(name, "tokenizer", "has no fast tokenizer")
     return tokenizer
@@ -167,8 +172,7 @@ def load_pretrained(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrain
             torch.manual_seed(seed)
             model = AutoModelForQuestionAnswering.from_pretrained(source)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(name, "from_pretrained", f"cannot load model: {first_line}") from err
+        raise ModelError(name, "from_pretrained", f"cannot load model: {_first_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(name, "tokenizer", "has no fast tokenizer (offset mappings are needed for span QA)")
     return model, tokenizer
@@ -213,8 +217,7 @@ def load_sequence_model(
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(name, "from_pretrained", f"cannot load model: {first_line}") from err
+        raise ModelError(name, "from_pretrained", f"cannot load model: {_first_line(err)}") from err
     return model, loaded_tokenizer
 
 
