@@ -38,6 +38,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from cluster.imm import IMMJobConfig  # noqa: E402
 from cluster.runtime import connect  # noqa: E402
@@ -240,7 +241,8 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         concurrent = config.max_concurrent or max(1, capacity)
         threads = max(1, int(resources_total.get("CPU", 1)) // concurrent)
         trainable, passes = _trainable(p, run_dir, tracker, parent, resources, threads)
-        search_alg = None
+        # Seeded: the same sweep samples the same configurations (random and grid as well as Optuna).
+        search_alg: Any = BasicVariantGenerator(random_state=config.seed)
         if config.search == "optuna":
             from ray.tune.search.optuna import OptunaSearch
 
