@@ -34,7 +34,7 @@ class Workspace:
     windows: FeatureConfig
     run_dir: Path
     _features: dict[tuple[str, str], tuple[Dataset, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
-    _hashes: dict[str, str] = field(default_factory=dict, repr=False)
+    _hashes: dict[str, str] = field(default_factory=dict, repr=False)  # tokenizer and split fingerprints
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -64,8 +64,10 @@ class Workspace:
         """What a knowledge table paired with these features must have been made for."""
         if tokenizer not in self._hashes:
             self._hashes[tokenizer] = tokenizer_hash(self.tokenizer(tokenizer))
-        return FeatureContext(task=self.task.name, key=self.task.key,
-                              data=self.task.data_fingerprint(self.examples(split)),
+        data_key = f"data:{split}"  # hashing every example once per split, not once per table read
+        if data_key not in self._hashes:
+            self._hashes[data_key] = self.task.data_fingerprint(self.examples(split))
+        return FeatureContext(task=self.task.name, key=self.task.key, data=self._hashes[data_key],
                               tokenizer=self._hashes[tokenizer], max_length=self.windows.max_length,
                               doc_stride=self.windows.doc_stride)
 
