@@ -35,7 +35,7 @@ from kd_core.errors import ConfigError, DataError
 from kd_core.losses import masked_log_softmax
 from kd_core.models import enable_attention_outputs
 from kd_core.metrics import normalize_answer, token_f1_zero
-from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, unfixed, with_metadata
+from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
 from kd_core.predict import run_model
 
 
@@ -212,12 +212,7 @@ def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, n
     meta = knowledge_metadata(table)
     if meta["kind"] != "ensemble":
         raise DataError("knowledge", "kind", "training reads merged tables; call merge_knowledge first")
-    row_of = {fid: row for row, fid in enumerate(table.column("feature_id").to_pylist())}
-    missing = [fid for fid in feature_ids if fid not in row_of]
-    if missing:
-        raise DataError("knowledge", f"feature {missing[0]!r}", f"no knowledge for {len(missing)} feature(s)")
-    rows = pa.array([row_of[fid] for fid in feature_ids], pa.int64())
-    taken = table.take(rows)
+    taken = rows_for(table, "feature_id", list(feature_ids))
     n, seq_len, q = int(meta["members"]), int(meta["seq_len"]), int(meta["num_question_tokens"])
     arrays = {
         "teacher_start_logits": unfixed(taken.column("start_logits"), (n, seq_len), np.float32),
@@ -235,11 +230,7 @@ def member_logits(table: pa.Table, feature_ids: Sequence[str]) -> tuple[np.ndarr
     meta = knowledge_metadata(table)
     if meta["kind"] != "member":
         raise DataError("knowledge", "kind", f"expected a member table, got {meta['kind']!r}")
-    row_of = {fid: row for row, fid in enumerate(table.column("feature_id").to_pylist())}
-    missing = [fid for fid in feature_ids if fid not in row_of]
-    if missing:
-        raise DataError("knowledge", f"feature {missing[0]!r}", f"no knowledge for {len(missing)} feature(s)")
-    taken = table.take(pa.array([row_of[fid] for fid in feature_ids], pa.int64()))
+    taken = rows_for(table, "feature_id", list(feature_ids))
     seq_len = int(meta["seq_len"])
     return (unfixed(taken.column("start_logits"), (seq_len,), np.float32),
             unfixed(taken.column("end_logits"), (seq_len,), np.float32))
