@@ -10,8 +10,10 @@ does everything around that, once for every job:
   and child runs; options given again must equal the saved ones (a difference is refused,
   naming the option).
 * **Steps on workers.** The steps a recipe returns together run at once on a pool of
-  :class:`~cluster.worker.StepWorker` s (one model per device); steps whose result file
-  exists are not sent to a worker at all, so a resumed job recomputes nothing completed.
+  :class:`~cluster.worker.StepWorker` s (one model per device), sharing the node's cores
+  (a step running alone gets all of them); a train step with ``workers > 1`` runs on Ray
+  Train (:mod:`cluster.data_parallel`) while the pool is paused. Steps whose result file
+  exists are not sent anywhere, so a resumed job recomputes nothing completed.
 * **MLflow.** One parent run per job (options as params, tags ``kd.method``, ``kd_job_id``,
   the summary and its table as artifacts) and one child run per step, tagged ``kd.method``,
   ``kd.step``, ``kd.task`` and the step's own tags (``kd.role``, ``kd.domain``,
@@ -31,6 +33,7 @@ from typing import Any
 
 import ray
 
+from cluster.data_parallel import train_on_ray_train
 from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
@@ -168,10 +171,20 @@ class JobRuntime:
         self.reused_steps += [step.name for step, result in zip(steps, results) if result is not None]
         todo = [i for i, result in enumerate(results) if result is None]
         runs = {i: self._child(steps[i], ws) for i in todo}
-        fresh = self.pool.run([lambda worker, i=i: worker.run.remote(steps[i], ws_ref, runs[i]) for i in todo])
-        for i, result in zip(todo, fresh):
+        on_pool = [i for i in todo if not _data_parallel(steps[i])]
+        threads = self.pool.threads(len(on_pool))
+        fresh = self.pool.run([lambda worker, i=i: worker.run.remote(steps[i], ws_ref, runs[i], threads)
+                               for i in on_pool])
+        for i, result in zip(on_pool, fresh):
             results[i] = result
             self._finish(steps[i], runs[i], result)
+        for i in todo:
+            if _data_parallel(steps[i]):
+                step = steps[i]
+                assert isinstance(step, TrainStep)
+                with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)
+                    results[i] = train_on_ray_train(step, ws, ws_ref, runs[i], self.run_dir / "ray_train")
+                self._finish(step, runs[i], results[i])
         return [r for r in results if r is not None]
 
     def _child(self, step: Step, ws: Workspace) -> RunRef:
@@ -217,6 +230,10 @@ class JobRuntime:
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
+
+
+def _data_parallel(step: Step) -> bool:
+    return isinstance(step, TrainStep) and step.workers > 1
 
 
 def _step_params(step: Step) -> dict[str, Any]:

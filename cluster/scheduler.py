@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -22,8 +23,26 @@ class WorkerPool:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size}")
-        placement = model_placement(size, size)
-        self.workers = [create_worker(placement) for _ in range(size)]
+        self.size = size
+        self.workers = self._start()
+
+    def _start(self) -> list[ray.actor.ActorHandle]:
+        placement = model_placement(self.size, self.size)
+        return [create_worker(placement) for _ in range(self.size)]
+
+    def threads(self, running: int) -> int:
+        """Torch threads for each of ``running`` steps at once: the node's cores shared among them."""
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return max(1, cpus // max(1, min(running, self.size)))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the workers (freeing their CPUs and GPUs, e.g. for a Ray Train group) and start them again after."""
+        self.shutdown()
+        try:
+            yield
+        finally:
+            self.workers = self._start()
 
     def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S) -> list[Any]:
         """Give each call a free worker (at most one call per worker at once); results in the order of ``calls``.

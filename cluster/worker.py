@@ -36,8 +36,10 @@ class StepWorker:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads()}
 
-    def run(self, step: Step, ws: Workspace, run: RunRef | None = None) -> Result:
-        """Execute ``step``; its per-step training metrics go to the MLflow run ``run``."""
+    def run(self, step: Step, ws: Workspace, run: RunRef | None = None, threads: int | None = None) -> Result:
+        """Execute ``step`` (with ``threads`` torch threads if given); training metrics go to the MLflow run ``run``."""
+        if threads is not None:
+            torch.set_num_threads(threads)
         tracker = Tracker(run.tracking_uri) if run is not None else None
 
         def callbacks_for(_: Step) -> list:

@@ -1,67 +1,116 @@
 """A2D on Ray: an ensemble of readers distilled into one student (``python jobs/a2d.py --help``).
 
-Thin entry point: parse the config file and options, validate them and the data before any
-cluster work, run :func:`cluster.a2d.run_a2d`, print the summary.
+Thin entry point: options (generated from the config dataclasses; a ``--config`` file plus
+overrides), checked with the data before any cluster work; then the recipe
+:func:`kd_core.methods.a2d.a2d_recipe` runs on the job runtime (:mod:`cluster.job`): members
+at once on Ray workers, every step a child run in MLflow, resumable with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.a2d import A2DJobConfig, check_inputs, run_a2d  # noqa: E402
+from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from cluster.tracking import bar_chart  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
-from kd_core.config_files import config_from_args  # noqa: E402
-from kd_core.distill import add_distillation_options  # noqa: E402
+from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
+from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.errors import ConfigError  # noqa: E402
+from kd_core.methods.a2d import A2DSettings, a2d_recipe, format_table, summarise, summary_metrics  # noqa: E402
+from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
+
+
+@dataclass(frozen=True)
+class A2DJobConfig(A2DSettings, SpanQAData, JobOptions):
+    """Every option of ``jobs/a2d.py``: the data, the recipe's hyperparameters and the job's own."""
+
+    run_dir: str = option("runs/a2d", "run directory: models, knowledge, results, state (absolute under ray job "
+                          "submit)", "job")
+    experiment: str = option("a2d", "MLflow experiment name", "job")
+
+    def __post_init__(self) -> None:
+        SpanQAData.__post_init__(self)
+        A2DSettings.__post_init__(self)
+        JobOptions.__post_init__(self)
+
+    @property
+    def data(self) -> SpanQAData:
+        return SpanQAData(**{k: getattr(self, k) for k in SpanQAData.__dataclass_fields__})
+
+    @property
+    def settings(self) -> A2DSettings:
+        return A2DSettings(**{k: getattr(self, k) for k in A2DSettings.__dataclass_fields__})
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return [Path(path).name for path in self.eval]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python jobs/a2d.py",
-        description="Attention-Guided Answer Distillation (Hu et al. 2018) on Ray: N ensemble members train and "
-        "read the data concurrently on actors, their merged knowledge trains one student (on Ray Train with --student-workers > 1), "
-        "everything is tracked in MLflow.",
+        description="Attention-Guided Answer Distillation (Hu et al. 2018) on Ray: N ensemble members train and read "
+        "the data at once on workers, their merged knowledge trains one student (on Ray Train with "
+        "--student-workers > 1); every step is a child run in MLflow.",
     )
-    add_distillation_options(p)
-    p.add_argument("--members", type=int, help="ensemble size N (paper: 12; default 2)")
-    p.add_argument("--eval", action="append", help="extra SQuAD-format evaluation file (repeatable)")
-    p.add_argument("--student-workers", type=int, help="data-parallel workers for the student (default 1: one actor; more: Ray Train)")
-    p.add_argument("--max-concurrency", type=int, help="at most this many actors work at once (1 = one after another)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--experiment", help="MLflow experiment name (default a2d)")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
+    add_run_flags(p, "continue the job in RUN_DIR with its saved options (others given must equal them)")
+    add_options(p, A2DJobConfig)
     return p
 
 
-def format_summary(summary: dict) -> str:
-    lines = [f"{'model':<16} {'dev F1':>7}"]
-    lines += [f"{f'member {i}':<16} {f1:>7.2f}" for i, f1 in enumerate(summary["members_f1"])]
-    lines += [f"{'ensemble':<16} {summary['ensemble_f1']:>7.2f}", f"{'student':<16} {summary['student_f1']:>7.2f}"]
-    for name, scores in summary["eval"].items():
-        lines.append(f"{name}: ensemble {scores['ensemble']:.2f}, student {scores['student']:.2f}")
-    table = summary["speed_table"]
-    lines.append(f"inference over dev: ensemble {table['ensemble']['infer_s']:.2f} s "
-                 f"({table['ensemble']['parameters']:,} params), student {table['student']['infer_s']:.2f} s "
-                 f"({table['student']['parameters']:,} params), speedup {table['speedup']:.1f}x")
-    if summary["knowledge_bytes_per_feature"] is not None:
-        lines.append(f"knowledge: {summary['knowledge_bytes_per_feature']:.0f} bytes per feature")
-    lines.append(f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
-    lines.append(f"run dir: {summary['run_dir']} ({summary['seconds']} s)")
-    return "\n".join(lines)
+def config_from(args: argparse.Namespace) -> A2DJobConfig:
+    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
+    if not args.resume:
+        return config_from_cli(A2DJobConfig, args)
+    given = cli_values(A2DJobConfig, args)
+    saved = resume_options(args.resume, "a2d", given)
+    try:
+        return A2DJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
+    except ConfigError as err:
+        raise options_error(err, A2DJobConfig) from err
+
+
+def workspace(config: A2DJobConfig) -> Workspace:
+    """Every input read and featurised settings checked (bad data stops here, before any cluster work)."""
+    return build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
+
+
+def run(config: A2DJobConfig, address: str | None = None, resume: bool = False) -> dict:
+    """Run (or continue) the job; returns its summary."""
+    started = time.perf_counter()
+    ws = workspace(config)
+    runtime = JobRuntime("a2d", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
+    ws.run_dir = runtime.run_dir
+    with runtime.session(address, config.max_concurrency, "a2d", tags={"kd.task": ws.task.name}) as job:
+        results = job.drive(a2d_recipe(config.settings, config.eval_splits), ws)
+        summary = summarise(results, config.settings, config.eval_splits)
+        summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
+        assert job.tracker is not None and job.parent is not None
+        bars = {f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])}
+        bars |= {"ensemble": summary["ensemble_f1"], "student": summary["student_f1"]}
+        job.tracker.log_figure(job.parent, bar_chart(bars, "Dev F1: members, ensemble, student", "F1"), "plots/f1.png")
+        job.tracker.log_dict(job.parent, summary["speed_table"], "speed_table.json")
+        job.tracker.log_metrics(job.parent, summary_metrics(summary))
+        return job.finish(summary, format_table(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = config_from_args(A2DJobConfig, args)
+    config = config_from(args)
     if args.check:
-        check_inputs(config)
+        workspace(config)
         print("ok: options and data are valid")
         return 0
-    summary = run_a2d(config, address=args.address)
-    print_summary(summary, format_summary(summary), args.json)
+    summary = run(config, address=args.address, resume=bool(args.resume))
+    table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
+                       f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
+    print_summary(summary, table, args.json)
     return 0
 
 

@@ -1,23 +1,29 @@
-"""The A2D job end to end on a real local Ray and a real MLflow store, and its command line."""
+"""jobs/a2d.py on a real local Ray and a real MLflow store: the run tree, resume after a real SIGKILL, the CLI."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForQuestionAnswering
 
-from cluster.a2d import A2DJobConfig, run_a2d
-from jobs.a2d import main
+from jobs.a2d import A2DJobConfig, main, run
 from kd_core.cli import run_cli
 from kd_core.data.synthetic import generate
+from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_per_domain=16, teacher_epochs=1, epochs=1, vocab_size=500, members=2, max_concurrency=2)
+TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2)
+CLI_TINY = ["--synthetic-per-domain", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500"]
+STEPS = {"member-0", "member-1", "knowledge-0", "knowledge-1", "knowledge", "student", "eval-ensemble-dev",
+         "eval-student-dev"}
 
 
 def write_squad(path: Path, seed: int) -> Path:
@@ -30,36 +36,114 @@ def write_squad(path: Path, seed: int) -> Path:
     return path
 
 
-def test_a2d_job_end_to_end_with_mlflow_tree(ray_session, tmp_path):
-    extra = write_squad(tmp_path / "addsent.json", seed=9)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = A2DJobConfig(**TINY, eval=(str(extra),), run_dir=str(tmp_path / "run"), tracking_uri=uri)
-    summary = run_a2d(config)
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("a2d")
+    uri = f"sqlite:///{root}/mlflow.db"
+    extra = write_squad(root / "addsent.json", seed=9)
+    config = A2DJobConfig(**TINY, eval=(str(extra),), run_dir=str(root / "run"), tracking_uri=uri)
+    return run(config), uri
 
+
+def _tree(uri, parent_id):
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
+    return client, parent, [r for r in runs if r.info.run_id != parent_id]
+
+
+def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
+    summary, uri = uninterrupted
     assert len(summary["members_f1"]) == 2
     for key in ("ensemble_f1", "student_f1", "ensemble_infer_s", "student_infer_s", "speedup",
                 "knowledge_bytes_per_feature", "mlflow_run_id", "tracking_uri", "run_dir"):
         assert summary[key] is not None
     assert set(summary["eval"]["addsent.json"]) == {"ensemble", "student"}
+    table = summary["speed_table"]
+    assert table["student"]["parameters"] < table["ensemble"]["parameters"]
     run_dir = Path(summary["run_dir"])
-    assert knowledge_metadata(read_knowledge(run_dir / "knowledge.parquet"))["members"] == 2
-    assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "student").config.num_hidden_layers == 1
+    knowledge = read_knowledge(run_dir / "steps/knowledge/knowledge.parquet")
+    assert knowledge_metadata(knowledge)["members"] == 2
+    assert len(read_manifest(knowledge, "knowledge").teachers) == 2
+    assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1
 
-    client = MlflowClient(uri)
-    parent = client.get_run(summary["mlflow_run_id"])
-    assert parent.info.status == "FINISHED"
+    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "a2d"
     assert parent.data.params["tau"] == "2.0" and parent.data.params["members"] == "2"
     assert parent.data.metrics["student_f1"] == pytest.approx(summary["student_f1"])
-    tree = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent.info.run_id}'")
-    names = sorted(r.info.run_name for r in tree)
-    assert names == ["a2d", "member-0", "member-1", "student"]
-    assert all(r.info.status == "FINISHED" for r in tree)
-    children = [r for r in tree if r.info.run_id != parent.info.run_id]
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert parent.data.metrics["eval/addsent.json/student"] == pytest.approx(summary["eval"]["addsent.json"]["student"])
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"plots", "speed_table.json", "summary.json"}
+    steps = STEPS | {"eval-ensemble-addsent.json", "eval-student-addsent.json"}
+    assert sorted(r.info.run_name for r in children) == sorted(steps)
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               for r in children)
+    member = next(r for r in children if r.info.run_name == "member-1")
+    assert member.data.tags["kd.role"] == "member" and member.data.tags["kd.member"] == "1"
+    assert member.data.metrics["dev/f1"] == pytest.approx(summary["members_f1"][1])
     student = next(r for r in children if r.info.run_name == "student")
-    assert len(client.get_metric_history(student.info.run_id, "loss/kd")) >= 1  # per-step metrics from Ray Train
-    assert "student" in [a.path for a in client.list_artifacts(student.info.run_id)]
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"plots", "speed_table.json"}
+    assert len(client.get_metric_history(student.info.run_id, "loss/att")) >= 1  # per step, from the worker
+    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
+
+
+def _wait_for(condition, proc, timeout, log):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"job ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
+    expected, _ = uninterrupted
+    address = ray_session.get_runtime_context().gcs_address
+    run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    extra = write_squad(tmp_path / "addsent.json", seed=9)
+    log = tmp_path / "killed.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "jobs/a2d.py", *CLI_TINY, "--eval", str(extra), "--run-dir",
+                                 str(run_dir), "--tracking-uri", uri, "--address", address],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Kill the driver while the student trains (its first epoch's checkpoint is on disk).
+        _wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (run_dir / "summary.json").exists()
+    done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
+    assert {p.parent.name for p in done_before} >= {"member-0", "member-1", "knowledge"}
+    parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
+
+    refused = subprocess.run([sys.executable, "jobs/a2d.py", "--resume", str(run_dir), "--gamma", "1"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--gamma" in refused.stderr and "0.3" in refused.stderr
+    resumed = subprocess.run([sys.executable, "jobs/a2d.py", "--resume", str(run_dir), "--members", "2",
+                              "--address", address, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    for key in ("members_f1", "ensemble_f1", "student_f1", "eval"):
+        assert summary[key] == expected[key]  # the same numbers as the uninterrupted job
+    assert summary["mlflow_run_id"] == parent_id
+    assert set(summary["reused_steps"]) == {p.parent.name for p in done_before}
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
+    assert json.loads((run_dir / "steps/student/result.json").read_text())["resumed_from_step"] > 0
+    _, parent, children = _tree(uri, parent_id)
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.slow
+def test_a_student_with_two_workers_trains_data_parallel_on_ray_train(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = A2DJobConfig(**{**TINY, "epochs": 1}, student_workers=2, run_dir=str(tmp_path / "run"),
+                          tracking_uri=uri)
+    summary = run(config)
+    steps = Path(summary["run_dir"]) / "steps"
+    result = json.loads((steps / "student/result.json").read_text())
+    features = json.loads((steps / "knowledge/result.json").read_text())["rows"]
+    assert result["steps"] == -(-features // 32)  # one epoch of global batches of 2 workers x 16 rows
+    assert (tmp_path / "run" / "ray_train" / "student").is_dir()
+    client, _, children = _tree(uri, summary["mlflow_run_id"])
+    student = next(r for r in children if r.info.run_name == "student")
+    assert len(client.get_metric_history(student.info.run_id, "loss/kd")) >= 1  # logged by rank 0
 
 
 def test_check_validates_without_cluster_work(tmp_path, monkeypatch, capsys):
@@ -70,10 +154,11 @@ def test_check_validates_without_cluster_work(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--members", "0"], "a2d: members: must be >= 1"),
-    (["--tau", "-2"], "a2d: tau: must be > 0"),
-    (["--max-concurrency", "0"], "a2d: max_concurrency"),
+    (["--members", "0"], "a2d: --members: must be >= 1"),
+    (["--tau", "-2"], "a2d: --tau: must be > 0"),
+    (["--max-concurrency", "0"], "job: --max-concurrency"),
     (["--eval", "missing.json"], "missing.json"),
+    (["--resume", "nowhere"], "state.json is missing"),
 ])
 def test_bad_options_exit_2_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -89,5 +174,5 @@ def test_help_lists_the_contract_options():
     result = subprocess.run([sys.executable, str(ROOT / "jobs" / "a2d.py"), "--help"], capture_output=True, text=True)
     for option in ("--train", "--dev", "--eval", "--teacher-model", "--student-model", "--members", "--tau", "--gamma",
                    "--delta", "--top-k", "--epochs", "--seed", "--student-workers", "--run-dir", "--tracking-uri",
-                   "--max-concurrency", "--no-kd", "--check", "--json", "--config"):
+                   "--max-concurrency", "--no-kd", "--check", "--json", "--config", "--resume"):
         assert option in result.stdout

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import PreTrainedModel
 
 from kd_core.engine.steps import (
@@ -37,13 +38,15 @@ from kd_core.models import count_parameters, is_preset, keep_first_layers, save_
 from kd_core.objectives import Constant, Objective
 from kd_core.run_files import replace_dir, write_atomic
 from kd_core.tasks.base import Task
-from kd_core.train import MetricsCallback, train
+from kd_core.train import MetricsCallback, train, unwrap
 
 Result = dict[str, Any]
 CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
 #: Called at the end of every epoch of a train step with the epoch, the scores on the step's eval
 #: split and the model being trained (to save it before a scheduler may stop the process).
 EpochHook = Callable[[TrainStep, int, dict[str, float], PreTrainedModel], None]
+#: Wraps a freshly built model for data-parallel training (e.g. ``ray.train.torch.prepare_model``).
+Wrap = Callable[[PreTrainedModel], torch.nn.Module]
 
 
 def stored_result(step: Step, ws: Workspace) -> Result | None:
@@ -53,11 +56,15 @@ def stored_result(step: Step, ws: Workspace) -> Result | None:
 
 
 def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: CallbacksFor | None = None,
-            on_epoch: EpochHook | None = None, progress: bool = False) -> Result:
+            on_epoch: EpochHook | None = None, progress: bool = False, shard: tuple[int, int] = (0, 1),
+            wrap: Wrap | None = None) -> Result:
     """Run ``step`` here (module doc) and return its result.
 
     ``on_epoch`` makes a train step score itself on its eval split after every epoch (a sweep
-    reports these so its scheduler can stop weak trials).
+    reports these so its scheduler can stop weak trials). ``shard=(rank, world)`` runs this
+    process's share of a data-parallel train step, with the model wrapped by ``wrap`` (e.g.
+    in ``DistributedDataParallel``); only rank 0 evaluates, saves the model and writes the
+    result (other ranks return ``{}``).
     """
     done = stored_result(step, ws)
     if done is not None:
@@ -65,7 +72,10 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
     started = time.perf_counter()
     if isinstance(step, TrainStep):
         callbacks = list(callbacks_for(step)) if callbacks_for is not None else []
-        result = _train(step, ws, device, callbacks, progress, on_epoch)
+        trained = _train(step, ws, device, callbacks, progress, on_epoch, shard, wrap)
+        if trained is None:
+            return {}
+        result = trained
     elif isinstance(step, CollectStep):
         result = _collect(step, ws, device)
     elif isinstance(step, MergeStep):
@@ -134,7 +144,9 @@ def knowledge_for(step_name: str, tokenizer: str, split: str, ws: Workspace) -> 
 
 
 def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsCallback], progress: bool,
-           on_epoch: EpochHook | None) -> Result:
+           on_epoch: EpochHook | None, shard: tuple[int, int], wrap: Wrap | None) -> Result | None:
+    if shard[1] != step.workers:
+        raise ConfigError("engine", step.name, f"planned for {step.workers} data-parallel workers, run on {shard[1]}")
     features, arrays = ws.features(step.tokenizer, step.split)
     if step.knowledge is not None:
         arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
@@ -146,8 +158,13 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     if on_epoch is not None:  # callbacks must see every step to find the epoch ends (training is unchanged)
         config = replace(config, log_every=1)
         callbacks = [*callbacks, _epoch_scores(step, ws, model, len(arrays["input_ids"]), on_epoch)]
-    outcome = train(model, arrays, objective_for(step.objective, ws.task), config, callbacks=callbacks,
-                    checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward)
+    wrapped = wrap(model) if wrap is not None else model
+    outcome = train(wrapped, arrays, objective_for(step.objective, ws.task), config, callbacks=callbacks,
+                    checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward,
+                    shard=shard)
+    model = unwrap(wrapped)
+    if shard[0] != 0:
+        return None
     eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
     scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
     partial = folder / "model.partial"
@@ -181,12 +198,15 @@ def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel, rows: 
 
 def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
     features, arrays = ws.features(step.tokenizer, step.split)
+    unknown = sorted(set(dict(step.options)) - set(ws.task.collect_options))
+    if unknown:
+        raise ConfigError("engine", step.name, f"task kind {ws.task.kind} has no collect option {unknown[0]!r}")
     model = load_model(step.model, 0, step.tokenizer, ws, device)
     context = ws.feature_context(step.tokenizer, step.split)
     manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
                         teachers=(Teacher(model_source(step.model, ws), weights_hash(model)),),
                         tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
-    table = attach_manifest(ws.task.collect(model, features, arrays), manifest)
+    table = attach_manifest(ws.task.collect(model, features, arrays, **dict(step.options)), manifest)
     path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
     return {"path": str(path), "rows": table.num_rows, "bytes": path.stat().st_size}
 
@@ -210,16 +230,17 @@ def _merge(step: MergeStep, ws: Workspace) -> Result:
 
 def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
     features, arrays = ws.features(step.tokenizer, step.split)
-    outputs, seconds = [], []
+    outputs, seconds, parameters = [], [], 0
     for name in step.models:
         model = load_model(name, 0, step.tokenizer, ws, device)
+        parameters += count_parameters(model)
         started = time.perf_counter()
         outputs.append(ws.task.infer(model, arrays))
         seconds.append(time.perf_counter() - started)
     combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
     scores = ws.task.scores(ws.examples(step.split), features, arrays, combined)
     return {"split": step.split, "models": list(step.models), "scores": scores,
-            "primary": scores[ws.task.primary_metric], "infer_s": float(sum(seconds))}
+            "primary": scores[ws.task.primary_metric], "infer_s": float(sum(seconds)), "parameters": parameters}
 
 
 def _select(step: SelectStep, ws: Workspace) -> Result:

@@ -1,5 +1,9 @@
 """Building a job's workspace: examples of a task, train/dev/test splits, teacher and student tokenizers.
 
+Two kinds of data options: :class:`DataOptions` (any task; train/dev/test) and
+:class:`SpanQAData` (the A2D job's span-QA data: train/dev plus extra evaluation files, each
+file a split of its own named after the file).
+
 Data is the embedded synthetic set of the task (``span_qa`` or a sentence task of
 :mod:`kd_core.data.synthetic_sentences`) or, for span QA, files in any supported format.
 Splits are by the task's group (a context, a sentence pair), seeded: the test split first,
@@ -28,7 +32,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
 from kd_core.options import option
-from kd_core.tasks import Task, synthetic_task
+from kd_core.tasks import SpanQATask, Task, synthetic_task
 
 SPAN_DOMAINS = ("sports", "medicine", "finance")
 
@@ -73,12 +77,66 @@ class DataOptions:
         FeatureConfig(self.max_length, self.doc_stride)
 
 
+@dataclass(frozen=True)
+class SpanQAData:
+    """Span-QA data: files or the embedded corpus, a dev split by context, extra evaluation files (validated)."""
+
+    train: str | None = option(None, "training data: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME (default: the embedded "
+                               "synthetic corpus)", "data")
+    dev: str | None = option(None, "dev data (default: split off the training data by context)", "data")
+    eval: tuple[str, ...] = option((), "extra SQuAD-format evaluation file", "data")
+    synthetic_per_domain: int = option(200, "synthetic questions per domain", "data")
+    dev_fraction: float = option(0.2, "share of contexts split off as dev when --dev is absent", "data")
+    vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
+    max_length: int = option(96, "tokens per window", "data")
+    doc_stride: int = option(32, "overlap between windows, in tokens", "data")
+    max_answer_length: int = option(30, "longest answer span, in tokens", "data")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eval", tuple(self.eval))
+        checks = {"synthetic_per_domain": self.synthetic_per_domain >= 2, "vocab_size": self.vocab_size >= 100,
+                  "max_answer_length": self.max_answer_length >= 1, "dev_fraction": 0 < self.dev_fraction < 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError("data", name, f"invalid value {getattr(self, name)!r}")
+        names = [Path(path).name for path in self.eval]
+        if len(set(names)) != len(names) or {"train", "dev"} & set(names):
+            raise ConfigError("data", "eval", f"evaluation files need distinct names other than train/dev: {names}")
+        FeatureConfig(self.max_length, self.doc_stride)
+
+
+def build_span_workspace(options: SpanQAData, teacher_model: str, student_model: str,
+                         run_dir: str | Path) -> Workspace:
+    """The workspace of a span-QA job (:class:`SpanQAData`); bad data or options raise here.
+
+    Extra evaluation files are read first (they are the likeliest to be mistyped).
+    """
+    extra = {Path(path).name: load_examples(path) for path in options.eval}
+    task = SpanQATask(max_answer_length=options.max_answer_length)
+    if options.train is None:
+        examples = generate(n_per_domain=options.synthetic_per_domain, seed=options.seed)
+    else:
+        examples = load_examples(options.train)
+    if options.dev is None:
+        train, dev = task.split(examples, options.dev_fraction, options.seed)
+    else:
+        train, dev = examples, load_examples(options.dev, split="validation")
+    splits = {"train": train, "dev": dev, **extra}
+    for name, rows in splits.items():
+        if len(rows) == 0:
+            raise ConfigError("data", name, "split is empty")
+    options_like = DataOptions(task="span_qa", vocab_size=options.vocab_size, seed=options.seed)
+    tokenizers = tokenizers_for(options_like, task, train, teacher_model, student_model)
+    return Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+
+
 def load_splits(options: DataOptions, task: Task) -> dict[str, Dataset]:
     """``{"train", "dev", "test"}`` examples (module doc)."""
     if options.train is not None:
         train = load_examples(options.train)
         test = load_examples(options.test, split="test") if options.test else None
-        dev = load_examples(options.dev, split="dev") if options.dev else None
+        dev = load_examples(options.dev, split="validation") if options.dev else None
     elif options.task == "span_qa":
         train = generate(n_per_domain=max(2, options.synthetic_size // len(SPAN_DOMAINS)), domains=SPAN_DOMAINS,
                          seed=options.seed)

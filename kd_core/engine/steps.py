@@ -18,6 +18,7 @@ step trained. ``teacher=True`` marks the steps a sweep runs once for all its tri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kd_core.errors import ConfigError
 from kd_core.train import TrainConfig
@@ -61,7 +62,9 @@ class TrainStep:
     """Train ``model`` (initialised from ``seed``) on ``split`` read with tokenizer ``tokenizer``.
 
     ``keep_layers`` cuts a freshly loaded model to its first layers before training (a
-    shallower student initialised from a pretrained model's lower layers).
+    shallower student initialised from a pretrained model's lower layers). ``workers > 1``
+    trains data-parallel (each of ``workers`` processes takes its share of every global
+    batch of ``workers * batch_size`` rows; gradients are averaged).
     """
 
     name: str
@@ -74,10 +77,13 @@ class TrainStep:
     keep_layers: int | None = None
     split: str = "train"
     eval_split: str = "dev"
+    workers: int = 1
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("step", self.name, f"workers must be >= 1, got {self.workers}")
         if not self.objective or all(t.weight == 0 for t in self.objective):
             raise ConfigError("step", self.name, "the objective needs a term with a weight above 0")
         if any(t.kind in KNOWLEDGE_TERMS and t.weight > 0 for t in self.objective) and self.knowledge is None:
@@ -89,12 +95,17 @@ class TrainStep:
 
 @dataclass(frozen=True)
 class CollectStep:
-    """Run the model of ``model`` over ``split`` and store its knowledge table."""
+    """Run the model of ``model`` over ``split`` and store its knowledge table.
+
+    ``options`` are the task's collection settings as ``(name, value)`` pairs (span QA:
+    ``top_k``, ``with_attention``; see the task's ``collect``).
+    """
 
     name: str
     model: str
     tokenizer: str
     split: str = "train"
+    options: tuple[tuple[str, Any], ...] = ()
     teacher: bool = True
     tags: dict[str, str] = field(default_factory=dict)
 

@@ -87,9 +87,13 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ knowledge
 
+    #: Keyword settings :meth:`collect` takes (a collect step's ``options``).
+    collect_options: tuple[str, ...] = ()
+
     @abstractmethod
-    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
-        """One teacher's knowledge table over ``features``, keyed by :attr:`key`."""
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray],
+                **options: Any) -> pa.Table:
+        """One teacher's knowledge table over ``features``, keyed by :attr:`key` (``options``: :attr:`collect_options`)."""
 
     @abstractmethod
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,

@@ -155,7 +155,8 @@ class ClassificationTask(SentenceTask):
         probabilities = np.mean([_softmax(m["logits"]) for m in members], axis=0)
         return {"logits": np.log(np.clip(probabilities, 1e-30, None))}
 
-    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray],
+                **options: Any) -> pa.Table:
         logits = self.infer(model, arrays)["logits"]
         table = pa.table({"example_id": pa.array(list(features["example_id"]), pa.string()),
                           "logits": fixed(logits.astype(np.float16), pa.float16())})
@@ -221,7 +222,8 @@ class RegressionTask(SentenceTask):
         """The mean of the members' values."""
         return {"value": np.mean([m["value"] for m in members], axis=0)}
 
-    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray],
+                **options: Any) -> pa.Table:
         values = self.infer(model, arrays)["value"]
         table = pa.table({"example_id": pa.array(list(features["example_id"]), pa.string()),
                           "values": fixed(values.astype(np.float32)[:, None], pa.float32())})

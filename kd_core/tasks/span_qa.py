@@ -35,11 +35,11 @@ class SpanQATask(Task):
     key = "feature_id"
     primary_metric = "f1"
 
-    def __init__(self, name: str = "span_qa", max_answer_length: int = 30, top_k: int = 4,
-                 with_attention: bool = False) -> None:
+    collect_options = ("top_k", "with_attention")
+
+    def __init__(self, name: str = "span_qa", max_answer_length: int = 30) -> None:
         self.name = name
         self.max_answer_length = max_answer_length
-        self.knowledge_config = KnowledgeConfig(top_k, max_answer_length, with_attention)
 
     def group_keys(self, examples: Dataset) -> list[tuple[str, str]]:
         return list(zip(examples["domain"], examples["context"]))
@@ -72,8 +72,11 @@ class SpanQATask(Task):
                                   arrays["span_mask"])
         return {"start_logits": merged.start_logits, "end_logits": merged.end_logits}
 
-    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray]) -> pa.Table:
-        return member_knowledge(model, arrays, features["feature_id"], self.knowledge_config)
+    def collect(self, model: PreTrainedModel, features: Dataset, arrays: Mapping[str, np.ndarray],
+                top_k: int = 4, with_attention: bool = False) -> pa.Table:
+        """Start/end logits, the ``top_k`` best spans and (``with_attention``) question-passage attention."""
+        config = KnowledgeConfig(top_k, self.max_answer_length, with_attention)
+        return member_knowledge(model, arrays, features["feature_id"], config)
 
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
               arrays: Mapping[str, np.ndarray]) -> pa.Table:

@@ -1,0 +1,207 @@
+"""Attention-Guided Answer Distillation (Hu et al. 2018) as a recipe: an ensemble of readers teaches one student.
+
+Steps (names are the run directory's ``steps/<name>``):
+
+1. ``member-<i>`` (``i < members``, teacher steps): the members train on span CE, seeds
+   ``seed + 1000 i`` (with ``teacher_epochs = 0`` the teacher model is used as it is and
+   ``eval-member-<i>`` scores it on dev);
+2. ``knowledge-<i>`` (teacher steps): each member reads the training features once (start/end
+   logits, its ``top_k`` best spans, question-passage attention when ``delta > 0``);
+   ``knowledge`` merges them: member logits, the confusing answer, averaged attention
+   (:mod:`kd_core.knowledge.span`);
+3. ``student`` (seed ``seed + 1``, optionally cut to its first ``student_layers`` layers):
+   ``L = L_CE + tau^2 L_KD + gamma L_ANS + delta L_ATT`` (:mod:`kd_core.objectives`; span CE
+   only with ``no_kd``, which skips steps 2); ``student-no-kd`` the same on CE only (``baseline``);
+4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
+   probabilities) and the student on dev and on every extra evaluation split, in one stage,
+   so their inference seconds (the speed table) are measured side by side with the same
+   resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kd_core.engine.execute import Result
+from kd_core.engine.local import Recipe
+from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
+from kd_core.errors import ConfigError
+from kd_core.objectives import A2DConfig
+from kd_core.options import option
+from kd_core.train import TrainConfig
+
+#: Split names of the evaluations the summary reads.
+DEV = "dev"
+
+
+@dataclass(frozen=True)
+class A2DSettings:
+    """The recipe's hyperparameters (module doc), validated at construction."""
+
+    teacher_model: str = option("tiny-bert", "members: preset (tiny-bert, small-bert, tiny-bert-1l), HF id or local "
+                                "path", "model")
+    student_model: str = option("tiny-bert-1l", "student: preset, HF id or local path", "model")
+    student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student)",
+                                        "model")
+    members: int = option(2, "ensemble size N (paper: 12)", "model")
+    teacher_epochs: float = option(8.0, "epochs of each member (0: the teacher model as it is)", "model")
+    epochs: float = option(4.0, "epochs of the student", "model")
+    tau: float = option(2.0, "temperature of the soft targets", "model")
+    gamma: float = option(0.3, "weight of the answer-margin loss", "model")
+    delta: float = option(0.1, "weight of the attention MSE (0: no attention is collected)", "model")
+    top_k: int = option(4, "teacher spans kept per feature (confusing-answer candidates)", "model")
+    batch_size: int = option(16, "training batch size", "model")
+    learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
+    no_kd: bool = option(False, "train the student without knowledge (no knowledge is collected)", "model")
+    baseline: bool = option(False, "also train the same student without knowledge (student-no-kd)", "model")
+    student_workers: int = option(1, "data-parallel workers of the student (1: one worker; more: Ray Train)", "job")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
+
+    def __post_init__(self) -> None:
+        for name in ("members", "student_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError("a2d", name, f"must be >= 1, got {getattr(self, name)}")
+        if self.teacher_epochs < 0:
+            raise ConfigError("a2d", "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")
+        if self.student_layers is not None and self.student_layers < 1:
+            raise ConfigError("a2d", "student_layers", f"must be >= 1, got {self.student_layers}")
+        A2DConfig(self.tau, self.gamma, self.delta, self.top_k)  # raises naming the hyperparameter
+        self.training(self.epochs, 0)
+
+    def training(self, epochs: float, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=seed)
+
+    def member_seed(self, i: int) -> int:
+        return self.seed + 1000 * i
+
+
+def _pending(steps: Sequence[Step], done: Mapping[str, Result]) -> list[Step]:
+    return [step for step in steps if step.name not in done]
+
+
+def member_models(s: A2DSettings) -> list[str]:
+    """The members as models: the trained ``member-<i>``, or the teacher model itself with ``teacher_epochs = 0``."""
+    if s.teacher_epochs == 0:
+        return [s.teacher_model] * s.members
+    return [model_ref(f"member-{i}") for i in range(s.members)]
+
+
+def a2d_recipe(settings: A2DSettings, eval_splits: Sequence[str] = ()) -> Recipe:
+    """The recipe of the module doc; ``eval_splits`` are extra splits the ensemble and the student are scored on."""
+    s = settings
+    role = {"kd.role": "member"}
+    members: list[Step] = [] if s.teacher_epochs == 0 else [
+        TrainStep(f"member-{i}", s.teacher_model, s.member_seed(i), "teacher", (TermSpec("hard"),),
+                  s.training(s.teacher_epochs, s.member_seed(i)), teacher=True, tags={**role, "kd.member": str(i)})
+        for i in range(s.members)
+    ]
+    models = member_models(s)
+    options = (("top_k", s.top_k), ("with_attention", s.delta > 0))
+    collects: list[Step] = [] if s.no_kd else [
+        CollectStep(f"knowledge-{i}", model, "teacher", options=options, tags={**role, "kd.member": str(i)})
+        for i, model in enumerate(models)
+    ]
+    merge: list[Step] = [] if s.no_kd else [
+        MergeStep("knowledge", tuple(step.name for step in collects), "teacher", tags=role)]
+    kd_terms = () if s.no_kd else (TermSpec("soft", 1.0, s.tau), TermSpec("answer_margin", s.gamma),
+                                   TermSpec("attention", s.delta))
+    students: list[Step] = [
+        TrainStep("student", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"), *kd_terms),
+                  s.training(s.epochs, s.seed + 1), knowledge=None if s.no_kd else "knowledge",
+                  keep_layers=s.student_layers, workers=s.student_workers, tags={"kd.role": "student"}),
+    ]
+    if s.baseline:
+        students.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"),),
+                                  s.training(s.epochs, s.seed + 1), keep_layers=s.student_layers,
+                                  workers=s.student_workers, tags={"kd.role": "baseline"}))
+    evaluations: list[Step] = []
+    if s.teacher_epochs == 0:
+        evaluations += [EvaluateStep(f"eval-member-{i}", (model,), "teacher", split=DEV, tags=role)
+                        for i, model in enumerate(models)]
+    for split in (DEV, *eval_splits):
+        evaluations += [EvaluateStep(f"eval-ensemble-{split}", tuple(models), "teacher", split=split,
+                                     tags={"kd.role": "ensemble"}),
+                        EvaluateStep(f"eval-student-{split}", (model_ref("student"),), "teacher", split=split,
+                                     tags={"kd.role": "student"})]
+
+    def next_steps(done: Mapping[str, Result]) -> list[Step]:
+        for stage in (members, collects, merge, students, evaluations):
+            pending = _pending(stage, done)
+            if pending:
+                return pending
+        return []
+
+    return next_steps
+
+
+def summarise(results: Mapping[str, Result], settings: A2DSettings, eval_splits: Sequence[str] = ()) -> dict[str, Any]:
+    """The job's summary (the JSON contract of ``jobs/a2d.py``) from the step results."""
+    s = settings
+    if s.teacher_epochs == 0:
+        members_f1 = [results[f"eval-member-{i}"]["primary"] for i in range(s.members)]
+    else:
+        members_f1 = [results[f"member-{i}"]["scores"][DEV]["f1"] for i in range(s.members)]
+    ensemble, student = results[f"eval-ensemble-{DEV}"], results[f"eval-student-{DEV}"]
+    speed_table = {
+        "ensemble": {"parameters": ensemble["parameters"], "infer_s": ensemble["infer_s"]},
+        "student": {"parameters": student["parameters"], "infer_s": student["infer_s"]},
+        "speedup": ensemble["infer_s"] / max(student["infer_s"], 1e-9),
+    }
+    timings = {"student_train_s": results["student"]["seconds"]}
+    if s.teacher_epochs > 0:
+        timings["members_train_s"] = max(results[f"member-{i}"]["seconds"] for i in range(s.members))
+    knowledge_bytes = None
+    if not s.no_kd:
+        timings["teacher_infer_s"] = max(results[f"knowledge-{i}"]["seconds"] for i in range(s.members))
+        knowledge_bytes = results["knowledge"]["bytes"] / results["knowledge"]["rows"]
+    summary = {
+        "members_f1": members_f1,
+        "ensemble_f1": ensemble["scores"]["f1"],
+        "student_f1": student["scores"]["f1"],
+        "eval": {split: {"ensemble": results[f"eval-ensemble-{split}"]["scores"]["f1"],
+                         "student": results[f"eval-student-{split}"]["scores"]["f1"]} for split in eval_splits},
+        "ensemble_infer_s": ensemble["infer_s"],
+        "student_infer_s": student["infer_s"],
+        "speedup": speed_table["speedup"],
+        "speed_table": speed_table,
+        "knowledge_bytes_per_feature": knowledge_bytes,
+        "timings": timings,
+    }
+    if s.baseline:
+        summary["no_kd_student_f1"] = results["student-no-kd"]["primary"]
+    return summary
+
+
+def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The parent run's metrics: ensemble/student F1, the members' mean, speed, knowledge size, extra evaluations."""
+    metrics = {"ensemble_f1": summary["ensemble_f1"], "student_f1": summary["student_f1"],
+               "members_mean_f1": float(np.mean(summary["members_f1"])), "speedup": summary["speedup"],
+               "ensemble_infer_s": summary["ensemble_infer_s"], "student_infer_s": summary["student_infer_s"]}
+    if summary["knowledge_bytes_per_feature"] is not None:
+        metrics["knowledge_bytes_per_feature"] = summary["knowledge_bytes_per_feature"]
+    if "no_kd_student_f1" in summary:
+        metrics["no_kd_student_f1"] = summary["no_kd_student_f1"]
+    metrics |= {f"eval/{name}/{who}": f1 for name, scores in summary["eval"].items() for who, f1 in scores.items()}
+    return metrics
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """Dev F1 of members, ensemble and student; extra evaluations; the speed table."""
+    lines = [f"{'model':<20} {'dev F1':>7}"]
+    lines += [f"{f'member {i}':<20} {f1:>7.2f}" for i, f1 in enumerate(summary["members_f1"])]
+    lines += [f"{'ensemble':<20} {summary['ensemble_f1']:>7.2f}", f"{'student':<20} {summary['student_f1']:>7.2f}"]
+    if "no_kd_student_f1" in summary:
+        lines.append(f"{'student without kd':<20} {summary['no_kd_student_f1']:>7.2f}")
+    for name, scores in summary["eval"].items():
+        lines.append(f"{name}: ensemble {scores['ensemble']:.2f}, student {scores['student']:.2f}")
+    table = summary["speed_table"]
+    lines.append(f"inference over dev: ensemble {table['ensemble']['infer_s']:.2f} s "
+                 f"({table['ensemble']['parameters']:,} params), student {table['student']['infer_s']:.2f} s "
+                 f"({table['student']['parameters']:,} params), speedup {table['speedup']:.1f}x")
+    if summary["knowledge_bytes_per_feature"] is not None:
+        lines.append(f"knowledge: {summary['knowledge_bytes_per_feature']:.0f} bytes per feature")
+    return "\n".join(lines)
