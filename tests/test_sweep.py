@@ -12,18 +12,20 @@ from safetensors.torch import load_file
 from kd_core.cli import run_cli
 from kd_core.errors import ConfigError, DataError
 from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
-from tuning.sweep import SEARCHABLE, SweepConfig, main, prepare, run_sweep
+from kd_core.methods.a2d import A2DSettings
+from tuning.sweep import SweepConfig, main, prepare, run_sweep
 
 JOB = {"synthetic_per_domain": 16, "teacher_epochs": 2, "epochs": 3, "vocab_size": 400}
+A2D_SETTINGS = set(A2DSettings.__dataclass_fields__)
 
 
 def test_default_spaces_follow_the_papers_and_overrides_replace_entries():
-    space = parse_space("a2d", allowed=SEARCHABLE["a2d"])
+    space = parse_space("a2d", allowed=A2D_SETTINGS)
     assert space["tau"] == Param("tau", "choice", (1.0, 2.0, 3.0, 5.0))
     assert space["gamma"].kind == "loguniform" and space["gamma"].values[0] < 0.3 < space["gamma"].values[1]
     assert space["delta"].kind == "loguniform" and space["delta"].values[0] < 0.1 < space["delta"].values[1]
     custom = parse_space("a2d", {"tau": {"grid": [1, 2]}, "learning_rate": {"loguniform": [1e-4, 1e-2]}},
-                         SEARCHABLE["a2d"])
+                         A2D_SETTINGS)
     assert custom["tau"] == Param("tau", "grid", (1, 2)) and custom["gamma"] == space["gamma"]
     assert set(parse_space("imm")) == set(DEFAULT_SPACES["imm"]) == {"lambda_schedule", "iterations"}
 
@@ -47,17 +49,19 @@ def test_default_spaces_follow_the_papers_and_overrides_replace_entries():
 ])
 def test_bad_spaces_are_refused(override, search, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        param_space(parse_space("a2d", override, SEARCHABLE["a2d"]), search)
+        param_space(parse_space("a2d", override, A2D_SETTINGS), search)
 
 
 def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="tau"):
         prepare(SweepConfig(space={"tau": {"choice": [0.0, 2.0]}}, job=JOB))  # tau = 0 is not a temperature
+    with pytest.raises(ConfigError, match="changes the teacher steps"):
+        prepare(SweepConfig(space={"top_k": {"choice": [2, 4]}}, job=JOB))  # top-K is collected once, by the teachers
     with pytest.raises(ConfigError, match="iterations"):
         prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
     for args, message in [(["--method", "mtdnn"], "does not exist yet"), (["--num-samples", "0"], "num_samples"),
-                          (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "knowledge"),
+                          (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "no finished a2d teacher step"),
                           (["--set", "no_such_option=1"], "no_such_option")]:
         assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -95,7 +99,8 @@ def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_pat
     assert all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     teacher = next(r for r in children if r.data.tags.get("kd.role") == "teacher")
-    knowledge_written = (run_dir / "knowledge.parquet").stat().st_mtime
+    knowledge_written = (run_dir / "teachers/steps/knowledge/knowledge.parquet").stat().st_mtime
+    assert len(list(run_dir.rglob("steps/member-0/model"))) == 1  # the teacher trained once
     assert all(r.info.start_time / 1000 >= knowledge_written - 1 for r in children if r.data.tags["kd.role"] == "trial")
     assert teacher.info.end_time / 1000 <= min(r.info.start_time for r in children if r.data.tags["kd.role"] == "trial") / 1000
 

@@ -22,7 +22,6 @@ from cluster.tracking import RunRef, Tracker
 from kd_core.config_files import build_config
 from kd_core.engine.execute import Result
 from kd_core.engine.local import drive, is_teacher
-from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import CollectStep, MergeStep, Step
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
@@ -37,7 +36,7 @@ class RecipeSweep:
     """A validated recipe sweep: method, data, base settings, workspace, reused teacher results (if any)."""
 
     spec: MethodSpec
-    data: DataOptions
+    data: Any
     settings: Any
     ws: Workspace
     reused: dict[str, Result] | None = None
@@ -51,25 +50,27 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
                          knowledge_from: str | None) -> RecipeSweep:
     """Validate options, space and data (module doc); no cluster work."""
     spec = METHODS[method]
-    data_fields = {f.name for f in fields(DataOptions)}
+    data_fields = {f.name for f in fields(spec.data)}
     setting_fields = {f.name for f in fields(spec.settings)}
     unknown = sorted(set(job) - data_fields - setting_fields)
     if unknown:
         raise ConfigError("sweep.job", unknown[0], f"unknown option of {method}; known: "
                           f"{', '.join(sorted(data_fields | setting_fields))}")
-    data = build_config(DataOptions, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
+    data = build_config(spec.data, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
     own = {k: v for k, v in job.items() if k in setting_fields}
     settings = build_config(spec.settings, {**spec.sweep_defaults, **own}, {"seed": seed}, "sweep.job")
     for param in space.values():
         for value in param.values:
             spec.check_searchable(settings, param.name, value)
-    ws = build_workspace(data, settings.teacher_model, settings.student_model, run_dir / "teachers")
+    ws = spec.workspace(data, settings, run_dir / "teachers")
     reused = _reused_teachers(spec, settings, ws, Path(knowledge_from)) if knowledge_from else None
     return RecipeSweep(spec, data, settings, ws, reused)
 
 
 def _reused_teachers(spec: MethodSpec, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
-    """The teacher steps' results of an earlier job of this method in ``run_dir``, knowledge checked."""
+    """The teacher steps' results of an earlier job (or sweep) of this method in ``run_dir``, knowledge checked."""
+    if not (run_dir / "steps").is_dir() and (run_dir / "teachers" / "steps").is_dir():
+        run_dir = run_dir / "teachers"  # a sweep's run directory: its teacher steps
 
     def stored(steps: list[Step]) -> list[Result]:
         results = []
@@ -93,16 +94,19 @@ def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[
     """The teacher steps' results, computed once on workers (or reused); and the passes that took."""
     if sweep.reused is not None:
         return sweep.reused, 0
-    first = sweep.spec.teacher_plan(sweep.settings)
-    workers = max(1, min(len(first), int(ray.cluster_resources().get("CPU", 1))))
+    plan = sweep.spec.teacher_plan(sweep.settings)
+    workers = max(1, min(len(plan), int(ray.cluster_resources().get("CPU", 1))))
     run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher", "kd.method": sweep.spec.name},
-                              params={"steps": [s.name for s in sweep.spec.teacher_plan(sweep.settings)]})
+                              params={"steps": [s.name for s in plan]})
     pool = WorkerPool(workers)
     ws_ref = ray.put(sweep.ws)
+
+    def run_on_pool(steps: list[Step]) -> list[Result]:
+        threads = pool.threads(len(steps))
+        return pool.run([lambda worker, s=s: worker.run.remote(s, ws_ref, None, threads) for s in steps])
+
     try:
-        results = drive(sweep.spec.recipe(sweep.settings),
-                        lambda steps: pool.run([lambda w, s=s: w.run.remote(s, ws_ref, None) for s in steps]),
-                        until=is_teacher)
+        results = drive(sweep.spec.recipe(sweep.settings), run_on_pool, until=is_teacher)
     finally:
         pool.shutdown()
     tracker.log_metrics(run, {"teacher_passes": 1, **{f"{name}/dev_primary": r["primary"]

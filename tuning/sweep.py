@@ -2,14 +2,14 @@
 
 One sweep is one MLflow parent run and, in order:
 
-1. **Teachers, once.** An engine recipe (:mod:`tuning.recipe_sweep`): the steps the recipe
-   marks as teacher steps run once on workers. A2D and IMM (:mod:`tuning.pipeline_teachers`):
-   the teacher ensemble, or IMM's iteration 0, trains on actors and reads the training data
-   once. With ``--knowledge-from RUN_DIR`` (an earlier job or sweep of the method) nothing is
-   run: the stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children
-   of the sweep's parent run, beside the trials.
+1. **Teachers, once.** An engine recipe (A2D, plain KD; :mod:`tuning.recipe_sweep`): the
+   steps the recipe marks as teacher steps run once on workers. IMM
+   (:mod:`tuning.pipeline_teachers`): iteration 0 trains on actors and reads each domain's data
+   once. With ``--knowledge-from RUN_DIR`` (an earlier job of the method) nothing is run: the
+   stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children of the
+   sweep's parent run, beside the trials.
 2. **Trials** (``tune.Tuner`` with a function trainable, :mod:`tuning.trials`): every trial
-   trains only its student (A2D) or runs its IMM iterations from the shared teachers,
+   continues the recipe from the shared teachers (its student), or runs its IMM iterations,
    reporting the validation metric after every epoch/iteration; ASHA stops the weak ones
    early. The search is random, grid or Optuna over the space in :mod:`tuning.spaces`.
    Each trial gets one CPU (one GPU as well when the cluster has GPUs). ``MLflowLoggerCallback``
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -45,35 +44,27 @@ from cluster.runtime import connect  # noqa: E402
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
-from kd_core.distill import DistillConfig, PreparedData, initial_student, prepare_data  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.data.domains import DomainData, prepare_domains  # noqa: E402
 from kd_core.imm import similarity_weights  # noqa: E402
-from kd_core.knowledge.span import knowledge_arrays  # noqa: E402
-from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
-from kd_core.models import save_model  # noqa: E402
 from kd_core.run_files import remove_outputs  # noqa: E402
-from tuning.pipeline_teachers import a2d_teachers, imm_teachers, reused_imm_teachers  # noqa: E402
+from tuning.pipeline_teachers import imm_teachers, reused_imm_teachers  # noqa: E402
 from tuning.results import format_summary, log_results, summarise  # noqa: E402
 from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
-from tuning.trials import (  # noqa: E402
-    RECIPE_METRIC, A2DTrialInputs, IMMTrialInputs, RecipeTrialInputs, a2d_trial, imm_trial, recipe_trial,
-)
+from tuning.trials import RECIPE_METRIC, IMMTrialInputs, RecipeTrialInputs, imm_trial, recipe_trial  # noqa: E402
 
 #: The metric each method's trials report; every engine recipe reports its task's primary metric on dev.
-METRICS = {"a2d": "f1", "imm": "average_f1", **{name: RECIPE_METRIC for name in METHODS}}
+METRICS = {"imm": "average_f1", **{name: RECIPE_METRIC for name in METHODS}}
 #: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
 PENDING = {"mtdnn": "the MT-DNN KD job", "students": "the different-students job"}
 #: What each method's trials may search (anything else in a space is a typo).
 SEARCHABLE = {
-    "a2d": {"tau", "gamma", "delta", "top_k", "learning_rate", "batch_size"},
     "imm": {"lambda_schedule", "iterations", "phi_init", "no_similarity", "no_kd1", "no_kd2", "transfer_epochs",
             "finetune_epochs", "learning_rate", "batch_size"},
 }
-SWEEP_OUTPUTS = ("knowledge.parquet", "members", "checkpoints", "student-init", "tokenizer", "teachers", "trials", "ray_results",
-                 "best", "trials.csv", "summary.json")
+SWEEP_OUTPUTS = ("checkpoints", "tokenizer", "teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,6 @@ class SweepConfig:
     max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs (or GPUs) hold
     grace_period: int = 1
     reduction_factor: float = 2.0
-    members: int = 1
     knowledge_from: str | None = None
     space: dict[str, Any] = field(default_factory=dict)
     job: dict[str, Any] = field(default_factory=dict)
@@ -104,8 +94,7 @@ class SweepConfig:
             raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         checks = {"num_samples": self.num_samples is None or self.num_samples >= 1,
                   "max_concurrent": self.max_concurrent is None or self.max_concurrent >= 1,
-                  "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1,
-                  "members": self.members >= 1}
+                  "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
@@ -138,7 +127,6 @@ class Prepared:
     config: SweepConfig
     base: Any
     space: dict[str, Param]
-    data: PreparedData | None = None
     domains: dict[str, DomainData] | None = None
     tokenizer: Any = None
     similarity: np.ndarray | None = None  # IMM: s_ij of the domains
@@ -147,12 +135,10 @@ class Prepared:
 
     @property
     def max_t(self) -> int:
-        """ASHA's horizon: epochs of an A2D student or of a recipe's metric step, the largest K an IMM trial can run."""
+        """ASHA's horizon: epochs of a recipe's metric step, or the largest K an IMM trial can run."""
         if self.recipe is not None:
             return max([self.recipe.horizon, *(self.recipe.spec.horizon(replace(self.recipe.settings, **{p.name: v}))
                                                for p in self.space.values() for v in p.values)])
-        if self.config.method == "a2d":
-            return max(1, math.ceil(self.base.epochs))
         ks = self.space["iterations"].values if "iterations" in self.space else (self.base.iterations,)
         return max(1, int(max(ks)))
 
@@ -160,9 +146,7 @@ class Prepared:
         """Reports a trial makes unless ASHA stops it (an IMM trial's own K may be below ``max_t``)."""
         if self.recipe is not None:
             return self.recipe.spec.horizon(replace(self.recipe.settings, **trial_config))
-        if self.config.method == "imm":
-            return max(1, int(trial_config.get("iterations", self.base.iterations)))
-        return self.max_t
+        return max(1, int(trial_config.get("iterations", self.base.iterations)))
 
 
 def prepare(config: SweepConfig) -> Prepared:
@@ -173,14 +157,6 @@ def prepare(config: SweepConfig) -> Prepared:
         recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root,
                                       config.knowledge_from)
         return Prepared(config, recipe.settings, space, recipe=recipe)
-    if config.method == "a2d":
-        base = build_config(DistillConfig, config.job, {"seed": config.seed}, "sweep.job")
-        _check_values(base, space)
-        data = prepare_data(base)
-        if config.knowledge_from:
-            path = Path(config.knowledge_from) / "knowledge.parquet"
-            knowledge_arrays(read_knowledge(path), data.train_features["feature_id"])  # every feature is covered
-        return Prepared(config, base, space, data=data, tokenizer=data.tokenizer)
     base = build_config(IMMJobConfig, config.job, {"seed": config.seed}, "sweep.job")
     _check_values(base, space)
     tokenizer, domains = prepare_domains(base.data)
@@ -201,17 +177,10 @@ def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, res
         trainable = tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(
             p.config.method, p.recipe.settings, p.recipe.ws, teachers, trials_root, threads))
         return tune.with_resources(trainable, resources), passes
-    if p.config.method == "a2d":
-        knowledge, passes = a2d_teachers(p, run_dir, tracker, parent)
-        init = save_model(initial_student(p.base, p.data), p.data.tokenizer, run_dir / "student-init")
-        inputs: Any = A2DTrialInputs(p.base, p.data, str(knowledge), str(init), str(run_dir / "tokenizer"),
-                                     trials_root, threads)
-        trainable = tune.with_parameters(a2d_trial, inputs=inputs)
-    else:
-        initial, passes = imm_teachers(p, run_dir, tracker, parent)
-        inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, p.similarity.tolist(), initial,
-                                str(run_dir / "tokenizer"), trials_root, threads)
-        trainable = tune.with_parameters(imm_trial, inputs=inputs)
+    initial, passes = imm_teachers(p, run_dir, tracker, parent)
+    inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, p.similarity.tolist(), initial,
+                            str(run_dir / "tokenizer"), trials_root, threads)
+    trainable = tune.with_parameters(imm_trial, inputs=inputs)
     return tune.with_resources(trainable, resources), passes
 
 
@@ -283,17 +252,17 @@ def parser() -> argparse.ArgumentParser:
         "student (or its IMM iterations), ASHA stops weak trials, MLflow nests one run per trial.",
     )
     p.add_argument("--config", help="YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping")
-    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default), imm or kd (any engine recipe)")
+    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default), kd (engine recipes) or imm")
     p.add_argument("--search", choices=SEARCHES, help="random (default), grid or optuna")
-    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8 for a2d, 4 for imm")
+    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8, 4 for imm")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: one per CPU, or per GPU when present)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs/iterations every trial runs (default 1)")
     p.add_argument("--reduction-factor", type=float, help="ASHA: keep 1/factor of the trials per rung (default 2)")
-    p.add_argument("--members", type=int, help="A2D teacher ensemble size (default 1)")
     p.add_argument("--knowledge-from", metavar="RUN_DIR",
-                   help="reuse the teachers' knowledge of an earlier run (A2D job or sweep; IMM job) instead of running them")
+                   help="reuse the teacher steps of an earlier job of the method instead of running them")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a base option of the method's job, e.g. --set epochs=4 --set synthetic_per_domain=100")
+                   help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps default "
+                   "to members=1)")
     p.add_argument("--run-dir", help="where knowledge, trials and the best model go (default runs/sweep-<method>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default sweep)")

@@ -1,13 +1,9 @@
-"""What one Ray Tune trial runs: a student (A2D), the IMM transfer iterations, or any engine recipe, from shared teachers.
+"""What one Ray Tune trial runs: any engine recipe (A2D, plain KD) or the IMM transfer iterations, from shared teachers.
 
 Trials never run a teacher. The sweep computes the teachers' knowledge once (or reuses it
 from a run directory) and hands every trial the same read-only inputs through
 ``tune.with_parameters`` (one object-store copy):
 
-* **A2D**: a student trained from the shared initial student on the features plus the
-  knowledge table, with ``L = CE + tau^2 KD + gamma ANS + delta ATT`` at the trial's
-  hyperparameters; after every epoch it reports dev EM/F1 (``tune.report``), so ASHA can stop
-  it, and saves itself when its F1 improved.
 * **An engine recipe** (:data:`kd_core.methods.METHODS`): the recipe's teacher steps ran
   once; their result files are put into the trial's run directory (they name the shared
   models and tables), and the trial drives the recipe on from there in its own process,
@@ -31,21 +27,15 @@ import torch
 from ray import tune
 from transformers import AutoTokenizer, PreTrainedModel
 
-from kd_core.distill import DistillConfig, PreparedData
 from kd_core.engine.execute import Result
 from kd_core.engine.local import run_locally
 from kd_core.engine.steps import TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, run_plan, transfer_plans, write_domain_knowledge
 from kd_core.data.domains import DomainData
-from kd_core.knowledge.span import knowledge_arrays
-from kd_core.knowledge.table import read_knowledge
 from kd_core.methods import METHODS
-from kd_core.models import load_qa_model, save_model
-from kd_core.objectives import A2DConfig, a2d_objective
-from kd_core.predict import evaluate_qa
+from kd_core.models import save_model
 from kd_core.run_files import write_atomic
-from kd_core.train import TrainConfig, train
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
 TRIAL_OUTPUT = "output"
@@ -54,52 +44,6 @@ TRIAL_OUTPUT = "output"
 def trial_dir(trials_root: str) -> Path:
     """This trial's folder (named by its Tune trial id)."""
     return Path(trials_root) / tune.get_context().get_trial_id()
-
-
-@dataclass(frozen=True)
-class A2DTrialInputs:
-    """What every A2D trial shares: base options, data, the knowledge file, the initial student."""
-
-    base: DistillConfig
-    data: PreparedData
-    knowledge_path: str
-    student_init: str
-    tokenizer_dir: str
-    trials_root: str
-    threads: int
-
-
-def a2d_trial(params: dict[str, Any], inputs: A2DTrialInputs) -> None:
-    """Train one student at ``params`` (``tau``, ``gamma``, ``delta``...), reporting dev F1 every epoch."""
-    torch.set_num_threads(inputs.threads)
-    config = replace(inputs.base, **params)
-    a2d = A2DConfig(config.tau, config.gamma, config.delta, config.top_k)
-    tokenizer = AutoTokenizer.from_pretrained(inputs.tokenizer_dir)
-    student, _ = load_qa_model(inputs.student_init, config.seed + 1, tokenizer)
-    data = inputs.data
-    knowledge = knowledge_arrays(read_knowledge(inputs.knowledge_path), data.train_features["feature_id"])
-    arrays = {**data.train_arrays, **knowledge}
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                               seed=config.seed + 1, log_every=1)
-    steps_per_epoch = math.ceil(len(arrays["input_ids"]) / config.batch_size)
-    total_steps = max(1, round(config.epochs * steps_per_epoch))
-    output = trial_dir(inputs.trials_root) / TRIAL_OUTPUT
-    best = -math.inf
-
-    def report_at_epoch_end(metrics: dict[str, float]) -> None:
-        nonlocal best
-        step = int(metrics["step"])
-        if step % steps_per_epoch and step != total_steps:
-            return
-        scores, _ = evaluate_qa(student, data.dev_examples, data.dev_features, data.dev_arrays, config.max_answer_length)
-        student.train()  # evaluation switched it to eval mode; training goes on
-        if scores["f1"] > best:
-            best = scores["f1"]
-            save_model(student, tokenizer, output)
-        tune.report({"f1": scores["f1"], "em": scores["exact_match"], "epoch": metrics["epoch"],
-                     **{k: v for k, v in metrics.items() if k.startswith("loss")}})
-
-    train(student, arrays, a2d_objective(a2d), train_config, callbacks=[report_at_epoch_end], progress=False)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,31 @@
 """The distillation methods as recipes over the engine's steps (:mod:`kd_core.engine`), and their registry.
 
 A :class:`MethodSpec` is all a generic driver (a job, a sweep) needs to know of a method:
-its settings dataclass, the function that turns settings into a recipe, and the train step
-whose dev score is "the" result a sweep optimises. Adding a method is a recipe module and
+its settings dataclass, the function that turns settings into a recipe, the train step
+whose dev score is "the" result a sweep optimises, and its data options with the function
+that builds a workspace from them. Adding a method is a recipe module and
 one entry in :data:`METHODS`; no engine, cluster or tuning code changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kd_core.engine.local import Recipe
+from pathlib import Path
+
+from kd_core.engine.execute import Result
+from kd_core.engine.local import Recipe, drive, is_teacher
+from kd_core.engine.prepare import DataOptions, SpanQAData, build_span_workspace, build_workspace
+from kd_core.engine.steps import Step
+from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
+from kd_core.methods.a2d import A2DSettings, a2d_recipe
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
+
+WorkspaceBuilder = Callable[[Any, Any, Path], Workspace]
 
 
 @dataclass(frozen=True)
@@ -28,12 +38,22 @@ class MethodSpec:
     metric_step: str
     #: Reports a sweep trial makes (the metric step's epochs) for ``settings``.
     horizon: Callable[[Any], int]
+    #: The data options dataclass and ``workspace(data, settings, run_dir)`` building the workspace.
+    data: type
+    workspace: WorkspaceBuilder
     #: Settings a sweep's trials use unless told otherwise (e.g. no baseline run in every trial).
     sweep_defaults: dict[str, Any] = field(default_factory=dict)
 
-    def teacher_plan(self, settings: Any) -> list:
-        """The first steps the recipe plans (its teachers), which a sweep runs once for every trial."""
-        return self.recipe(settings)({})
+    def teacher_plan(self, settings: Any) -> list[Step]:
+        """Every teacher step the recipe plans, stage by stage (what a sweep runs once for all trials)."""
+        planned: list[Step] = []
+
+        def plan(steps: Sequence[Step]) -> list[Result]:
+            planned.extend(steps)
+            return [{} for _ in steps]  # recipes plan from which steps finished, not from their numbers
+
+        drive(self.recipe(settings), plan, until=is_teacher)
+        return planned
 
     def check_searchable(self, settings: Any, name: str, value: Any, source: str = "sweep") -> Any:
         """``settings`` with ``name = value``; refused if that is no setting or it would change the teachers."""
@@ -47,7 +67,17 @@ class MethodSpec:
         return changed
 
 
+def _epochs(settings: Any) -> int:
+    return max(1, math.ceil(settings.epochs))
+
+
 METHODS: dict[str, MethodSpec] = {
-    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, metric_step="student",
-                     horizon=lambda s: max(1, math.ceil(s.epochs)), sweep_defaults={"baseline": False}),
+    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, metric_step="student", horizon=_epochs,
+                     data=DataOptions, workspace=lambda d, s, run_dir: build_workspace(d, s.teacher_model,
+                                                                                       s.student_model, run_dir),
+                     sweep_defaults={"baseline": False}),
+    "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, metric_step="student", horizon=_epochs,
+                      data=SpanQAData, workspace=lambda d, s, run_dir: build_span_workspace(d, s.teacher_model,
+                                                                                            s.student_model, run_dir),
+                      sweep_defaults={"members": 1}),
 }
