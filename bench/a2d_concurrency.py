@@ -1,10 +1,11 @@
 """Is member work really concurrent? A2D's member training and teacher inference, side by side:
-all members at once (``max_concurrency = members``) versus one after another (``max_concurrency = 1``).
+all members at once (a pool of ``members`` step workers) versus one after another (one worker).
 
 Both modes run in the same process on the same Ray cluster, alternating, so machine noise hits
-both alike; actor start-up is excluded (actors are created once per job). Each mode gives its
-actors the torch threads the job would: cores / concurrently running models. Prints one JSON
-object with the medians and the ratio sequential / concurrent (above 1: concurrency pays).
+both alike; worker start-up is excluded (workers start once per job). Each mode gives its
+steps the torch threads a job would: the node's cores shared among the steps running at once.
+Prints one JSON object with the medians and the ratio sequential / concurrent (above 1:
+concurrency pays).
 
     python bench/a2d_concurrency.py --members 2 --repeats 2
 """
@@ -16,16 +17,18 @@ import json
 import statistics
 import sys
 import tempfile
-from dataclasses import replace
+import time
 from pathlib import Path
 
-import ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.ensemble import Ensemble
-from cluster.runtime import connect, model_placement
-from cluster.tracking import default_tracking_uri
-from kd_core.distill import DistillConfig, prepare_data
-from kd_core.objectives import a2d_objective
+import ray  # noqa: E402
+
+from cluster.runtime import connect  # noqa: E402
+from cluster.scheduler import WorkerPool  # noqa: E402
+from cluster.tracking import default_tracking_uri  # noqa: E402
+from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
+from kd_core.methods.a2d import A2DSettings, a2d_recipe  # noqa: E402
 
 
 def main() -> int:
@@ -35,35 +38,36 @@ def main() -> int:
     p.add_argument("--synthetic-per-domain", type=int, default=100)
     p.add_argument("--epochs", type=float, default=1.0)
     args = p.parse_args()
-    config = DistillConfig(synthetic_per_domain=args.synthetic_per_domain, teacher_epochs=args.epochs)
-    data = prepare_data(config)
+    settings = A2DSettings(members=args.members, teacher_epochs=args.epochs)
+    ws = build_span_workspace(SpanQAData(synthetic_per_domain=args.synthetic_per_domain), settings.teacher_model,
+                              settings.student_model, tempfile.mkdtemp(prefix="a2d-concurrency-"))
+    recipe = a2d_recipe(settings)
+    members = recipe({})
+    collects = recipe({step.name: {} for step in members})
     connect(default_tracking_uri())
-    work = Path(tempfile.mkdtemp(prefix="a2d-concurrency-"))
-    data.tokenizer.save_pretrained(work / "tokenizer")
-    arrays = ray.put(data.train_arrays)
-    seeds = [config.seed + i for i in range(args.members)]
     times: dict[str, dict[str, list[float]]] = {"concurrent": {"train_s": [], "infer_s": []},
                                                 "sequential": {"train_s": [], "infer_s": []}}
+    root = ws.run_dir
     for repeat in range(args.repeats):
-        for mode, concurrency in (("concurrent", args.members), ("sequential", 1)):
-            placement = model_placement(args.members, concurrency)
-            ensemble = Ensemble.create(config.teacher_model, seeds, work / "tokenizer", work / f"{mode}-{repeat}",
-                                       placement, concurrency)
-            ensemble.info()  # wait until every actor is up
-            _, train_s = ensemble.train(arrays, a2d_objective(config.a2d, use_knowledge=False),
-                                        [replace(config.teacher_training(), seed=s) for s in seeds],
-                                        work / f"ckpt-{mode}-{repeat}", [None] * args.members)
-            _, infer_s = ensemble.knowledge(arrays, data.train_features["feature_id"], config.knowledge)
-            ensemble.shutdown()
-            times[mode]["train_s"].append(train_s)
-            times[mode]["infer_s"].append(infer_s)
-            print(json.dumps({"mode": mode, "repeat": repeat, "train_s": train_s, "infer_s": infer_s,
-                              "threads_per_actor": placement.torch_threads}), file=sys.stderr)
+        for mode, size in (("concurrent", args.members), ("sequential", 1)):
+            ws.run_dir = root / f"{mode}-{repeat}"
+            pool = WorkerPool(size)
+            pool.run([lambda worker: worker.info.remote() for _ in range(size)])  # wait until every worker is up
+            ws_ref = ray.put(ws)
+            for stage, steps in (("train_s", members), ("infer_s", collects)):
+                threads = pool.threads(len(steps))
+                started = time.perf_counter()
+                pool.run([lambda worker, s=s: worker.run.remote(s, ws_ref, None, threads) for s in steps])
+                times[mode][stage].append(time.perf_counter() - started)
+            pool.shutdown()
+            print(json.dumps({"mode": mode, "repeat": repeat, **{k: v[-1] for k, v in times[mode].items()}}),
+                  file=sys.stderr)
     median = {mode: {k: statistics.median(v) for k, v in stages.items()} for mode, stages in times.items()}
     print(json.dumps({
-        "members": args.members, "train_features": len(data.train_features), "cpus": ray.cluster_resources().get("CPU"),
-        "median": median,
-        "ratio_sequential_over_concurrent": {k: median["sequential"][k] / median["concurrent"][k] for k in ("train_s", "infer_s")},
+        "members": args.members, "train_features": len(ws.features("teacher", "train")[0]),
+        "cpus": ray.cluster_resources().get("CPU"), "median": median,
+        "ratio_sequential_over_concurrent": {k: median["sequential"][k] / median["concurrent"][k]
+                                             for k in ("train_s", "infer_s")},
     }))
     return 0
 

@@ -1,6 +1,6 @@
 """Does knowledge help? Student F1 with and without A2D knowledge, over several seeds, side by side.
 
-Runs the single-process distillation (``kd_core.distill``) once per seed with ``compare``
+Runs the single-process distillation (``kd_core.distill``) once per seed with ``baseline`` (``--compare``)
 on, so the KD student and the no-KD baseline see the same data, tokenizer, teacher and
 student initialisation; prints one JSON object with per-seed and mean F1.
 
@@ -29,7 +29,7 @@ def main() -> int:
     base = build_config(DistillConfig, values, {}, source="overrides")
     runs = []
     for seed in args.seeds:
-        summary = run_distillation(replace(base, seed=seed, compare=True, no_kd=False, run_dir=f"{base.run_dir}/seed{seed}"))
+        summary = run_distillation(replace(base, seed=seed, baseline=True, no_kd=False, run_dir=f"{base.run_dir}/seed{seed}"))
         runs.append({k: summary[k] for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")} | {"seed": seed})
         print(json.dumps(runs[-1]), file=sys.stderr)
     mean = {k: statistics.mean(r[k] for r in runs) for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")}

@@ -6,10 +6,9 @@ The same student (same arrays, knowledge, objective, seed and torch threads) is 
 * **engine**: a :class:`~kd_core.engine.steps.TrainStep` executed by a Ray
   :class:`~cluster.worker.StepWorker`: the workspace through the object store, knowledge read
   from its Parquet table (manifest checked), per-step MLflow logging, evaluation, saving;
-* **actor**: the A2D job's one-worker student stage (:func:`cluster.student.train_on_one_actor`):
-  the same loop on one model actor, arrays through the object store, MLflow logging;
-* **ray_train**: the same stage on one Ray Train worker (:func:`cluster.student.train_on_ray_train`),
-  what the A2D job used for a one-worker student before.
+* **ray_train**: the same train step on one Ray Train worker
+  (:func:`cluster.data_parallel.train_on_ray_train`), what the A2D job used for a one-worker
+  student before the engine (jobs now use Ray Train only for ``workers > 1``).
 
 Each variant runs with ``--epochs`` E1 and E2 (interleaved, ``--repeats`` times, medians), so
 its time splits into a per-training-step cost ``(t2 - t1) / (steps2 - steps1)`` and a fixed
@@ -21,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +34,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from cluster.runtime import Placement, connect  # noqa: E402
-from cluster.student import StudentJob, train_on_one_actor, train_on_ray_train  # noqa: E402
+from cluster.data_parallel import train_on_ray_train  # noqa: E402
 from cluster.tracking import Tracker  # noqa: E402
 from cluster.worker import create_worker  # noqa: E402
 from kd_core.engine.execute import execute, knowledge_for, objective_for  # noqa: E402
@@ -101,28 +98,18 @@ def main() -> None:
         shutil.rmtree(ws.step_dir(step.name), ignore_errors=True)
         return seconds, result["steps"]
 
-    arrays_ref = ray.put(arrays)
+    def ray_train(epochs: float) -> tuple[float, int]:
+        step = TrainStep(f"ray-train-{next(counter)}", str(init), 1, "student", specs, config(epochs),
+                         knowledge="knowledge")
+        run = tracker.start_child(parent, step.name)
+        started = time.perf_counter()
+        result = train_on_ray_train(step, ws, ws_ref, run, root / "ray_train")
+        seconds = time.perf_counter() - started
+        tracker.end_run(run)
+        shutil.rmtree(ws.step_dir(step.name), ignore_errors=True)
+        return seconds, result["steps"]
 
-    rows = len(arrays["input_ids"])
-
-    def stage(kind: str) -> Callable[[float], tuple[float, int]]:
-        def run_stage(epochs: float) -> tuple[float, int]:
-            name = f"{kind}-{next(counter)}"
-            run = tracker.start_child(parent, name)
-            job = StudentJob(str(init), 1, str(init), arrays_ref, objective, config(epochs),
-                             str(root / name / "out"), str(root / name / "ckpt"), run)
-            started = time.perf_counter()
-            if kind == "actor":
-                train_on_one_actor(job)
-            else:
-                train_on_ray_train(job, 1, root / name / "ray_train")
-            seconds = time.perf_counter() - started
-            tracker.end_run(run)
-            return seconds, max(1, round(epochs * math.ceil(rows / settings.batch_size)))
-
-        return run_stage
-
-    variants = {"bare": bare, "engine": engine, "actor": stage("actor"), "ray_train": stage("ray_train")}
+    variants = {"bare": bare, "engine": engine, "ray_train": ray_train}
     times: dict[str, dict[float, list[float]]] = {v: {e: [] for e in args.epochs} for v in variants}
     steps: dict[str, dict[float, int]] = {v: {} for v in variants}
     for _ in range(args.repeats):
@@ -139,7 +126,7 @@ def main() -> None:
         per_step = (t2 - t1) / (s2 - s1)
         report[name] = {"median_s": {str(e1): t1, str(e2): t2}, "steps": {str(e1): s1, str(e2): s2},
                         "per_step_s": per_step, "fixed_s": t1 - s1 * per_step}
-    for name in ("engine", "actor", "ray_train"):
+    for name in ("engine", "ray_train"):
         report[name]["per_step_ratio_to_bare"] = report[name]["per_step_s"] / report["bare"]["per_step_s"]
         report[name]["fixed_minus_bare_s"] = report[name]["fixed_s"] - report["bare"]["fixed_s"]
     tracker.end_run(parent)

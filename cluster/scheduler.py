@@ -70,3 +70,4 @@ class WorkerPool:
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
+        self.workers = []

@@ -47,10 +47,6 @@ class A2DJobConfig(A2DSettings, SpanQAData, JobOptions):
     def settings(self) -> A2DSettings:
         return A2DSettings(**{k: getattr(self, k) for k in A2DSettings.__dataclass_fields__})
 
-    @property
-    def eval_splits(self) -> list[str]:
-        return [Path(path).name for path in self.eval]
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -27,10 +27,10 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     assert 0 <= summary["student_f1"] <= 100
     assert summary["student_parameters"] < summary["teacher_parameters"]
     run_dir = Path(summary["run_dir"])
-    table = read_knowledge(run_dir / "knowledge.parquet")
+    table = read_knowledge(run_dir / "steps/knowledge/knowledge.parquet")
     assert {"start_logits", "confusing_start", "attention"} <= set(table.column_names)
     assert knowledge_metadata(table)["members"] == 1
-    assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "student").config.num_hidden_layers == 1
+    assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1
     assert "teacher" in result.stdout and "student without kd" in result.stdout
 
 
@@ -53,9 +53,9 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--tau", "0"], "a2d: tau: must be > 0"),
-        (["--gamma", "-1"], "a2d: gamma: must be >= 0"),
-        (["--top-k", "0"], "a2d: top_k: must be >= 1"),
+        (["--tau", "0"], "a2d: --tau: must be > 0"),
+        (["--gamma", "-1"], "a2d: --gamma: must be >= 0"),
+        (["--top-k", "0"], "a2d: --top-k: must be >= 1"),
         (["--max-length", "12", "--doc-stride", "2"], "smaller than the question"),
         (["--teacher-model", "no-such-org/no-such-model"], "no-such-org/no-such-model: from_pretrained"),
     ],

@@ -105,14 +105,19 @@ class SpanQAData:
             raise ConfigError("data", "eval", f"evaluation files need distinct names other than train/dev: {names}")
         FeatureConfig(self.max_length, self.doc_stride)
 
+    @property
+    def eval_splits(self) -> list[str]:
+        """The splits the extra evaluation files become (each named after its file)."""
+        return [Path(path).name for path in self.eval]
+
 
 def build_span_workspace(options: SpanQAData, teacher_model: str, student_model: str,
                          run_dir: str | Path) -> Workspace:
-    """The workspace of a span-QA job (:class:`SpanQAData`); bad data or options raise here.
+    """The workspace of a span-QA job (:class:`SpanQAData`), featurised; bad data or options raise here.
 
     Extra evaluation files are read first (they are the likeliest to be mistyped).
     """
-    extra = {Path(path).name: load_examples(path) for path in options.eval}
+    extra = {name: load_examples(path) for name, path in zip(options.eval_splits, options.eval)}
     task = SpanQATask(max_answer_length=options.max_answer_length)
     if options.train is None:
         examples = generate(n_per_domain=options.synthetic_per_domain, seed=options.seed)
@@ -128,7 +133,9 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
             raise ConfigError("data", name, "split is empty")
     options_like = DataOptions(task="span_qa", vocab_size=options.vocab_size, seed=options.seed)
     tokenizers = tokenizers_for(options_like, task, train, teacher_model, student_model)
-    return Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws.check_features()
+    return ws
 
 
 def load_splits(options: DataOptions, task: Task) -> dict[str, Dataset]:
@@ -172,11 +179,13 @@ def tokenizers_for(options: DataOptions, task: Task, train: Dataset, teacher_mod
 
 
 def build_workspace(options: DataOptions, teacher_model: str, student_model: str, run_dir: str | Path) -> Workspace:
-    """The workspace of a teacher -> student job (module doc); bad data or options raise here."""
+    """The workspace of a teacher -> student job (module doc), featurised; bad data or options raise here."""
     task = synthetic_task(options.task)
     splits = load_splits(options, task)
     for name, examples in splits.items():
         if len(examples) == 0:
             raise ConfigError("data", name, "split is empty")
     tokenizers = tokenizers_for(options, task, splits["train"], teacher_model, student_model)
-    return Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws.check_features()
+    return ws

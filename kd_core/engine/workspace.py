@@ -60,6 +60,16 @@ class Workspace:
             self._features[key] = (features, self.task.arrays(features))
         return self._features[key]
 
+    def check_features(self) -> None:
+        """Featurise every split with every distinct tokenizer now, so bad data or window settings raise here."""
+        seen: list[PreTrainedTokenizerFast] = []
+        for name, tokenizer in self.tokenizers.items():
+            if any(tokenizer is other for other in seen):
+                continue
+            seen.append(tokenizer)
+            for split in self.splits:
+                self.features(name, split)
+
     def feature_context(self, tokenizer: str, split: str) -> FeatureContext:
         """What a knowledge table paired with these features must have been made for."""
         if tokenizer not in self._hashes:

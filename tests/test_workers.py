@@ -1,0 +1,130 @@
+"""Step workers on a real local Ray: the same results as one process, restarts after SIGKILL, the pool, placement."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cluster.fanout import run_bounded
+from cluster.runtime import Placement, placement_for
+from cluster.scheduler import WorkerPool
+from cluster.worker import create_worker
+from kd_core.engine.execute import execute
+from kd_core.engine.prepare import SpanQAData, build_span_workspace
+from kd_core.engine.steps import CollectStep, TermSpec, TrainStep, model_ref
+from kd_core.knowledge.table import read_knowledge, unfixed
+from kd_core.train import TrainConfig
+
+ONE_THREAD = Placement(num_cpus=0.5, num_gpus=0.0, torch_threads=1)
+DATA = SpanQAData(synthetic_per_domain=20, vocab_size=500, seed=1)
+TRAIN = TrainStep("member", "tiny-bert", 7, "teacher", (TermSpec("hard"),),
+                  TrainConfig(epochs=3, batch_size=8, seed=3, checkpoint_every=2))
+COLLECT = CollectStep("knowledge", model_ref("member"), "teacher", options=(("top_k", 3), ("with_attention", True)))
+
+
+def _weights(result):
+    return load_file(os.path.join(result["model_dir"], "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def in_one_process(tmp_path_factory):
+    """The reference: both steps executed in this process with one torch thread."""
+    torch.set_num_threads(1)
+    ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path_factory.mktemp("local"))
+    return execute(TRAIN, ws), execute(COLLECT, ws)
+
+
+def test_steps_on_a_worker_equal_the_same_steps_in_one_process(ray_session, in_one_process, tmp_path):
+    trained, collected = in_one_process
+    ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path)
+    worker = create_worker(ONE_THREAD)
+    ws_ref = ray_session.put(ws)
+    on_worker = ray_session.get(worker.run.remote(TRAIN, ws_ref, None, 1), timeout=300)
+    assert on_worker["scores"] == trained["scores"]
+    a, b = _weights(trained), _weights(on_worker)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    knowledge = ray_session.get(worker.run.remote(COLLECT, ws_ref, None, 1), timeout=300)
+    got, want = read_knowledge(knowledge["path"]), read_knowledge(collected["path"])
+    assert got.column("feature_id").equals(want.column("feature_id"))
+    assert got.column("topk_start").equals(want.column("topk_start"))
+    width = len(got.column("start_logits")[0])
+    assert np.array_equal(unfixed(got.column("start_logits"), (width,), np.float32),
+                          unfixed(want.column("start_logits"), (width,), np.float32))
+    ray_session.kill(worker, no_restart=True)
+
+
+def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_checkpoint(ray_session, in_one_process,
+                                                                                        tmp_path):
+    trained, _ = in_one_process
+    ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path)
+    worker = create_worker(ONE_THREAD)
+    pid = ray_session.get(worker.info.remote(), timeout=120)["pid"]
+    call = worker.run.remote(TRAIN, ray_session.put(ws), None, 1)
+    checkpoint = ws.step_dir("member") / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)  # a real process death in the middle of the step
+    result = ray_session.get(call, timeout=600)  # Ray restarts the worker and retries the call
+    assert ray_session.get(worker.info.remote(), timeout=120)["pid"] != pid
+    assert result["resumed_from_step"] > 0
+    a, b = _weights(trained), _weights(result)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same weights as the uninterrupted step
+    ray_session.kill(worker, no_restart=True)
+
+
+def test_the_pool_keeps_order_and_gives_each_worker_one_call_at_a_time(ray_session):
+    pool = WorkerPool(2)
+    try:
+        calls = [lambda worker: worker.info.remote() for _ in range(5)]
+        infos = pool.run(calls)
+        assert len(infos) == 5 and len({info["pid"] for info in infos}) == 2
+        assert pool.threads(1) == 2 and pool.threads(2) == 1 and pool.threads(5) == 1  # 2 CPUs shared
+        with pool.paused():
+            assert pool.workers == []
+        assert len(pool.run([lambda worker: worker.info.remote()])) == 1
+    finally:
+        pool.shutdown()
+    with pytest.raises(ValueError):
+        WorkerPool(0)
+
+
+def test_run_bounded_keeps_order_and_limits_calls_in_flight(ray_session):
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    def stamp(i):
+        start = time.time()
+        time.sleep(0.3)
+        return i, start, time.time()
+
+    results = run_bounded([lambda i=i: stamp.remote(i) for i in range(4)], max_concurrency=2)
+    assert [r[0] for r in results] == [0, 1, 2, 3]
+    events = sorted([(r[1], 1) for r in results] + [(r[2], -1) for r in results])
+    running = np.cumsum([e[1] for e in events])
+    assert running.max() <= 2
+    with pytest.raises(ValueError):
+        run_bounded([], max_concurrency=0)
+
+
+def test_placement_uses_gpus_when_present_else_cpu_shares():
+    gpu = placement_for({"CPU": 16, "GPU": 4}, num_models=4, max_concurrency=4)
+    assert gpu.num_gpus == 1.0 and gpu.torch_threads == 4
+    shared = placement_for({"CPU": 8, "GPU": 2}, num_models=4, max_concurrency=4)
+    assert shared.num_gpus == 0.5
+    cpu = placement_for({"CPU": 2}, num_models=2, max_concurrency=2)
+    assert (cpu.num_gpus, cpu.num_cpus, cpu.torch_threads) == (0.0, 1.0, 1)
+    serial = placement_for({"CPU": 2}, num_models=2, max_concurrency=1)
+    assert serial.torch_threads == 2
+
+
+def test_placement_shares_never_add_up_to_more_than_the_cluster():
+    # 3 models on 2 CPUs (or 2 GPUs): 3 x 0.667 = 2.001 would leave one actor pending forever.
+    three = placement_for({"CPU": 2, "GPU": 2}, num_models=3, max_concurrency=3)
+    assert 3 * three.num_cpus <= 2 and 3 * three.num_gpus <= 2
+    assert three.num_cpus == pytest.approx(0.666)
