@@ -41,7 +41,7 @@ def main() -> int:
     settings = A2DSettings(members=args.members, teacher_epochs=args.epochs)
     ws = build_span_workspace(SpanQAData(synthetic_per_domain=args.synthetic_per_domain), settings.teacher_model,
                               settings.student_model, tempfile.mkdtemp(prefix="a2d-concurrency-"))
-    recipe = a2d_recipe(settings)
+    recipe = a2d_recipe(settings, ws)
     members = recipe({})
     collects = recipe({step.name: {} for step in members})
     connect(default_tracking_uri())

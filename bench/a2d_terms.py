@@ -50,8 +50,8 @@ def main() -> int:
     config = build_config(DistillConfig, {"run_dir": tempfile.mkdtemp(prefix="a2d-terms-"), **values}, {},
                           source="overrides")
     ws = workspace(config)
-    teachers = drive(a2d_recipe(config.settings), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
-    student = next(step for step in a2d_recipe(config.settings)(teachers) if step.name == "student")
+    teachers = drive(a2d_recipe(config.settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
+    student = next(step for step in a2d_recipe(config.settings, ws)(teachers) if step.name == "student")
     assert isinstance(student, TrainStep)
     result = {"config": values, "teacher_f1": [r["primary"] for n, r in teachers.items() if n.startswith("member-")],
               "teacher_s": sum(r["seconds"] for r in teachers.values()), "students": {}}

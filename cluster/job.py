@@ -62,10 +62,10 @@ class JobOptions:
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                       "sqlite:///<cwd>/mlflow.db)", "job")
     experiment: str = option("kd", "MLflow experiment name", "job")
-    max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
+    max_concurrency: int | None = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")
 
@@ -239,7 +239,6 @@ def _data_parallel(step: Step) -> bool:
 def _step_params(step: Step) -> dict[str, Any]:
     """A step's definition as MLflow params (its kind and fields; train configs flattened)."""
     params = {k: v for k, v in asdict(step).items() if k not in ("name", "tags")}
-    if "objective" in params:
-        params["objective"] = " + ".join(f"{t['weight']:g}*{t['kind']}" + (f"(tau={t['tau']:g})" if t["kind"] == "soft"
-                                                                           else "") for t in params["objective"])
+    if isinstance(step, TrainStep):
+        params["objective"] = " + ".join(term.describe() for term in step.objective)
     return {"kind": type(step).__name__, **params}

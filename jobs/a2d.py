@@ -84,8 +84,8 @@ def run(config: A2DJobConfig, address: str | None = None, resume: bool = False) 
     runtime = JobRuntime("a2d", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
     ws.run_dir = runtime.run_dir
     with runtime.session(address, config.max_concurrency, "a2d", tags={"kd.task": ws.task.name}) as job:
-        results = job.drive(a2d_recipe(config.settings, config.eval_splits), ws)
-        summary = summarise(results, config.settings, config.eval_splits)
+        results = job.drive(a2d_recipe(config.settings, ws), ws)
+        summary = summarise(results, config.settings, ws)
         summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
         assert job.tracker is not None and job.parent is not None
         bars = {f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])}

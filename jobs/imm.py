@@ -1,77 +1,123 @@
 """IMM on Ray: domain models improve each other over K iterations (``python jobs/imm.py --help``).
 
-Thin entry point: parse the config file and options, validate them and the data before any
-cluster work, run :func:`cluster.imm.run_imm` (or continue a killed run with ``--resume``),
-print the summary table.
+Thin entry point: options (generated from the config dataclasses; a ``--config`` file plus
+overrides), checked with the data before any cluster work; then the recipe
+:func:`kd_core.methods.imm.imm_recipe` runs on the job runtime (:mod:`cluster.job`): every
+domain's step of a stage at once on Ray workers (one model per device), every step a child
+run in MLflow, resumable with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.imm import IMMJobConfig, check_inputs, format_table, resume_config, run_imm  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
-from kd_core.config_files import config_from_args  # noqa: E402
-from kd_core.errors import ConfigError  # noqa: E402
-from kd_core.imm import METHODS  # noqa: E402
-from kd_core.options import add_run_flags  # noqa: E402
+import numpy as np  # noqa: E402
 
-#: Options that may accompany --resume (they change how the run is watched, not what it computes).
-RESUME_OPTIONS = {"resume", "json", "address", "check"}
+from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
+from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.data.domains import DataSettings  # noqa: E402
+from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
+from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.errors import ConfigError  # noqa: E402
+from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, format_table, imm_recipe, summarise  # noqa: E402
+from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
+
+
+@dataclass(frozen=True)
+class IMMJobConfig(IMMSettings, DataSettings, JobOptions):
+    """Every option of ``jobs/imm.py``: the domains, the algorithm's hyperparameters and the job's own."""
+
+    run_dir: str = option("runs/imm", "run directory: models, knowledge, results, state (absolute under ray job "
+                          "submit)", "job")
+    experiment: str = option("imm", "MLflow experiment name", "job")
+    max_concurrency: int | None = option(None, "workers, i.e. steps running at once (default: one per domain; 1 = "
+                                         "one after another)", "job")
+
+    def __post_init__(self) -> None:
+        DataSettings.__post_init__(self)
+        IMMSettings.__post_init__(self)
+        JobOptions.__post_init__(self)
+
+    @property
+    def data(self) -> DataSettings:
+        return DataSettings(**{k: getattr(self, k) for k in DataSettings.__dataclass_fields__})
+
+    @property
+    def settings(self) -> IMMSettings:
+        return IMMSettings(**{k: getattr(self, k) for k in IMMSettings.__dataclass_fields__})
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python jobs/imm.py",
         description="Iterative multi-source mutual knowledge transfer for MRC (Liu et al., IJCAI 2020) on Ray: "
-        "one actor per domain model, every domain's transfer of an iteration at once, tracked in MLflow. "
+        "one worker per domain model, every domain's step of a stage at once, every step a child run in MLflow. "
         "With no options: 3 synthetic domains, tiny models, K=2.",
     )
-    add_run_flags(p, "continue the run in RUN_DIR with its saved options")
-    data = p.add_argument_group("data")
-    data.add_argument("--domain", action="append", dest="domains", metavar="NAME=TRAIN[,DEV]",
-                      help="a domain and its data (SQuAD JSON, MRQA jsonl(.gz) or hf:NAME); repeat for each domain. "
-                      "Without DEV, dev is split off TRAIN by context. Default: the embedded synthetic domains")
-    data.add_argument("--data-root", help="folder that relative --domain paths are read from")
-    data.add_argument("--synthetic-domains", help="comma-separated synthetic domains (default sports,medicine,finance)")
-    data.add_argument("--synthetic-per-domain", type=int, help="synthetic questions per domain (default 150)")
-    data.add_argument("--max-train-examples", type=int, help="keep at most this many training questions per domain "
-                      "(whole contexts)")
-    data.add_argument("--max-dev-examples", type=int, help="keep at most this many dev questions per domain")
-    data.add_argument("--dev-fraction", type=float, help="share of contexts split off as dev when DEV is absent")
-    data.add_argument("--max-length", type=int, help="tokens per window")
-    data.add_argument("--doc-stride", type=int, help="overlap between windows, in tokens")
-    model = p.add_argument_group("model and algorithm")
-    model.add_argument("--model", help="preset (tiny-bert, small-bert), HF id or local path of every domain model")
-    model.add_argument("--vocab-size", type=int, help="WordPiece vocabulary trained for preset models")
-    model.add_argument("--method", choices=METHODS, help="imm (default) or a baseline: single, mix, ft, mft")
-    model.add_argument("--baselines", help="comma-separated baselines to run in the same job, e.g. single,ft")
-    model.add_argument("--iterations", "-K", type=int, help="IMM iterations K (default 2; the paper finds 3 enough)")
-    model.add_argument("--lambda-schedule", help="weight of the NLL: 'linear:0:1' (default, the paper) or a constant")
-    model.add_argument("--phi-init", choices=("model", "theta"),
-                       help="phi_i starts from the base model (default) or from theta_i^(k)")
-    model.add_argument("--no-similarity", action="store_true", default=None, help="ablation: all s_ij equal")
-    model.add_argument("--no-kd1", action="store_true", default=None, help="ablation: phi without the MSE term")
-    model.add_argument("--no-kd2", action="store_true", default=None, help="ablation: theta without the MSE term")
-    model.add_argument("--epochs", type=float, help="epochs of each single-domain model (default 6)")
-    model.add_argument("--transfer-epochs", type=float, help="epochs of phi on the other domains (default: --epochs)")
-    model.add_argument("--finetune-epochs", type=float, help="epochs of theta on its own domain (default: --epochs)")
-    model.add_argument("--batch-size", type=int)
-    model.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
-    model.add_argument("--max-answer-length", type=int, help="longest answer span, in tokens")
-    model.add_argument("--seed", type=int)
-    job = p.add_argument_group("job")
-    job.add_argument("--run-dir", help="where models, knowledge, checkpoints and results go (default runs/imm); "
-                     "use an absolute path under ray job submit")
-    job.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    job.add_argument("--experiment", help="MLflow experiment name (default imm)")
-    job.add_argument("--max-concurrency", type=int, help="at most this many domain actors work at once "
-                     "(default: all; 1 = one after another)")
+    add_run_flags(p, "continue the run in RUN_DIR with its saved options (others given must equal them)")
+    add_options(p, IMMJobConfig)
     return p
+
+
+def config_from(args: argparse.Namespace) -> IMMJobConfig:
+    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
+    if not args.resume:
+        return config_from_cli(IMMJobConfig, args)
+    given = cli_values(IMMJobConfig, args)
+    saved = resume_options(args.resume, "imm", given)
+    try:
+        return IMMJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
+    except ConfigError as err:
+        raise options_error(err, IMMJobConfig) from err
+
+
+def workspace(config: IMMJobConfig) -> Workspace:
+    """Every domain read, split, tokenised and featurised (bad data stops here, before any cluster work)."""
+    return build_domain_workspace(config.data, config.max_answer_length, TOKENIZER, config.run_dir)
+
+
+def run(config: IMMJobConfig, address: str | None = None, resume: bool = False) -> dict:
+    """Run (or continue) the job; returns its summary."""
+    started = time.perf_counter()
+    ws = workspace(config)
+    runtime = JobRuntime("imm", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
+    ws.run_dir = runtime.run_dir
+    workers = config.max_concurrency or len(domain_names(ws))
+    with runtime.session(address, workers, f"imm {config.method}", tags={"kd.task": ws.task.name}) as job:
+        results = job.drive(imm_recipe(config.settings, ws), ws)
+        summary = summarise(results, config.settings, ws)
+        summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
+        assert job.tracker is not None and job.parent is not None
+        log_summary(job.tracker, job.parent, summary)
+        return job.finish(summary, format_table(summary))
+
+
+def log_summary(tracker: Tracker, parent: RunRef, summary: dict) -> None:
+    """Similarity (JSON and heat map), F1 per domain per iteration (metrics by step, plot), finals, timings."""
+    names = list(summary["similarity"])
+    matrix = np.array([[summary["similarity"][i][j] for j in names] for i in names])
+    tracker.log_dict(parent, {"domains": names, "similarity": matrix.tolist()}, "similarity.json")
+    tracker.log_figure(parent, heatmap(matrix, names, "Domain similarity s_ij (row i learns from column j)"),
+                       "plots/similarity.png")
+    history = summary["iterations_f1"]
+    width = max(len(v) for v in history.values())
+    average = [float(np.mean([v[min(i, len(v) - 1)] for v in history.values()])) for i in range(width)]
+    for i in range(width):
+        tracker.log_metrics(parent, {**{f"f1/{n}": v[min(i, len(v) - 1)] for n, v in history.items()},
+                                     "average_f1": average[i]}, step=i)
+    if summary["method"] == "imm":
+        tracker.log_figure(parent, line_chart({**history, "average": average}, "iteration", "dev F1",
+                                              "IMM: F1 per domain per iteration"), "plots/f1_per_iteration.png")
+    metrics = {"final_average_f1": summary["average_f1"], **{f"final_f1/{n}": f for n, f in summary["final_f1"].items()}}
+    metrics |= {f"baseline/{m}/average_f1": b["average_f1"] for m, b in summary["baselines"].items()}
+    tracker.log_metrics(parent, metrics | {f"time/{k}": v for k, v in summary["timings"].items()})
 
 
 def format_summary(summary: dict) -> str:
@@ -85,19 +131,12 @@ def format_summary(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.resume:
-        extra = sorted(k for k, v in vars(args).items() if v not in (None, False) and k not in RESUME_OPTIONS)
-        if extra:
-            raise ConfigError("options", f"--{extra[0].replace('_', '-')}",
-                              "--resume continues with the run's saved options; give no others")
-        config = resume_config(args.resume)
-    else:
-        config = config_from_args(IMMJobConfig, args)
+    config = config_from(args)
     if args.check:
-        check_inputs(config)
+        workspace(config)
         print("ok: options and data are valid")
         return 0
-    summary = run_imm(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume))
     print_summary(summary, format_summary(summary), args.json)
     return 0
 

@@ -71,7 +71,7 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
     ws = workspace(config)
     ws.run_dir = Path(config.run_dir).resolve()
     shutil.rmtree(ws.run_dir / "steps", ignore_errors=True)  # a fresh run: no earlier step is reused
-    results = run_locally(a2d_recipe(config.settings, config.eval_splits), ws, progress=True)
+    results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True)
     summary = describe(results, config, ws)
     summary.update(run_dir=str(ws.run_dir), seconds=round(time.perf_counter() - started, 1))
     write_atomic(ws.run_dir / "summary.json", json.dumps(summary, indent=1))
@@ -80,7 +80,7 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
 
 def describe(results: dict[str, Result], config: DistillConfig, ws: Workspace) -> dict[str, Any]:
     """The A2D summary plus the teacher's and students' EM, parameters, data sizes and the confusing-answer share."""
-    summary = summarise(results, config.settings, config.eval_splits)
+    summary = summarise(results, config.settings, ws)
     ensemble, student = results["eval-ensemble-dev"], results["eval-student-dev"]
     summary.update(teacher_f1=ensemble["scores"]["f1"], teacher_em=ensemble["scores"]["exact_match"],
                    teacher_parameters=ensemble["parameters"], student_em=student["scores"]["exact_match"],

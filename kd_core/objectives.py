@@ -52,6 +52,16 @@ class Linear:
         return self.start + (self.end - self.start) * min(max(progress, 0.0), 1.0)
 
 
+@dataclass(frozen=True)
+class Complement:
+    """``w(p) = 1 - inner(p)``: the weight that, with ``inner``'s, sums to 1 (IMM's ``1 - lambda``)."""
+
+    inner: Constant | Linear
+
+    def __call__(self, progress: float) -> float:
+        return 1.0 - self.inner(progress)
+
+
 def parse_schedule(spec: str | float, where: str = "schedule") -> Schedule:
     """``0.3`` or ``"0.3"`` -> :class:`Constant`; ``"linear:0:1"`` -> :class:`Linear` (0 -> 1)."""
     if isinstance(spec, (int, float)):
@@ -222,13 +232,8 @@ def a2d_objective(config: A2DConfig, use_knowledge: bool = True) -> Objective:
     return Objective(tuple(terms))
 
 
-def imm_objective(lambda_schedule: Schedule = Linear(0.0, 1.0), use_knowledge: bool = True) -> Objective:
+def imm_objective(lambda_schedule: Constant | Linear = Linear(0.0, 1.0), use_knowledge: bool = True) -> Objective:
     """IMM's ``L = lambda * NLL + (1 - lambda) * MSE`` with ``lambda`` on a schedule (NLL only without knowledge)."""
     if not use_knowledge:
         return Objective((ce_term(),))
-    return Objective(
-        (
-            ce_term(lambda_schedule),
-            prediction_mse_term(lambda p: 1.0 - lambda_schedule(p)),
-        )
-    )
+    return Objective((ce_term(lambda_schedule), prediction_mse_term(Complement(lambda_schedule))))

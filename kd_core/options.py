@@ -4,7 +4,7 @@ Each field of a (frozen) config dataclass becomes ``--field-name`` with the fiel
 default and help (``field(metadata={"help": ...})``); ``metadata={"flag": "--lr"}`` adds an
 alias and ``metadata={"group": "data"}`` a help section. Types: ``int``, ``float``, ``str``,
 ``bool`` (``--x`` sets true; a default-true field gets ``--no-x``), ``X | None``, and
-``tuple[str, ...]`` (comma-separated or repeated). The same names, with ``_``, are the keys
+``tuple[str, ...]`` (comma-separated or repeated; with ``split=False`` repeated only). The same names, with ``_``, are the keys
 of a YAML/JSON ``--config`` file; the command line overrides the file.
 
 :func:`config_from_cli` builds the config, and a :class:`~kd_core.errors.ConfigError` about
@@ -64,7 +64,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
                 target.add_argument(*names, dest=field.name, action="store_true", default=None, help=help_text)
             continue
         shown = f" (default {default})" if default not in (None, "", ()) else ""
-        if typing.get_origin(kind) is tuple:
+        if typing.get_origin(kind) is tuple and not field.metadata.get("split", True):
+            target.add_argument(*names, dest=field.name, action="append", metavar="VALUE",
+                                help=f"{help_text}{shown}; repeatable")
+        elif typing.get_origin(kind) is tuple:
             target.add_argument(*names, dest=field.name, action="append", metavar="NAME[,NAME]",
                                 help=f"{help_text}{shown}; comma-separated or repeated")
         else:
@@ -79,7 +82,8 @@ def cli_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, list):  # appended tuple options
-            value = tuple(name for item in value for name in _names(item))
+            split = field.metadata.get("split", True)
+            value = tuple(name for item in value for name in (_names(item) if split else (item,)))
         values[field.name] = value
     return values
 
@@ -95,11 +99,15 @@ def options_error(err: ConfigError, cls: type) -> ConfigError:
 def file_values_for(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """Config-file values as the fields' types want them: a list or a comma-separated string for a tuple field."""
     hints = typing.get_type_hints(cls)
+    splits = {f.name: f.metadata.get("split", True) for f in dataclasses.fields(cls)}
     out = dict(values)
     for name, value in values.items():
         kind = _base_type(hints[name])[0] if name in hints else None
         if typing.get_origin(kind) is tuple and isinstance(value, (list, str)):
-            out[name] = _names(value) if isinstance(value, str) else tuple(str(v) for v in value)
+            if isinstance(value, str):
+                out[name] = _names(value) if splits.get(name, True) else (value,)
+            else:
+                out[name] = tuple(str(v) for v in value)
     return out
 
 
@@ -112,13 +120,18 @@ def config_from_cli(cls: type[T], args: argparse.Namespace) -> T:
         raise options_error(err, cls) from err
 
 
-def option(default: Any, help: str, group: str | None = None, alias: str | None = None) -> Any:
-    """A dataclass field with its command-line help (and optional help group and alias)."""
-    metadata: dict[str, str] = {"help": help}
+def option(default: Any, help: str, group: str | None = None, alias: str | None = None, split: bool = True) -> Any:
+    """A dataclass field with its command-line help (and optional help group and alias).
+
+    ``split=False``: a tuple field's values are taken whole (they may hold commas themselves).
+    """
+    metadata: dict[str, Any] = {"help": help}
     if group is not None:
         metadata["group"] = group
     if alias is not None:
         metadata["flag"] = alias
+    if not split:
+        metadata["split"] = False
     return dataclasses.field(default=default, metadata=metadata)
 
 

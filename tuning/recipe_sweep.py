@@ -59,10 +59,10 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
     data = build_config(spec.data, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
     own = {k: v for k, v in job.items() if k in setting_fields}
     settings = build_config(spec.settings, {**spec.sweep_defaults, **own}, {"seed": seed}, "sweep.job")
+    ws = spec.workspace(data, settings, run_dir / "teachers")
     for param in space.values():
         for value in param.values:
-            spec.check_searchable(settings, param.name, value)
-    ws = spec.workspace(data, settings, run_dir / "teachers")
+            spec.check_searchable(settings, ws, param.name, value)
     reused = _reused_teachers(spec, settings, ws, Path(knowledge_from)) if knowledge_from else None
     return RecipeSweep(spec, data, settings, ws, reused)
 
@@ -87,14 +87,14 @@ def _reused_teachers(spec: MethodSpec, settings: Any, ws: Workspace, run_dir: Pa
             results.append(result)
         return results
 
-    return drive(spec.recipe(settings), stored, until=is_teacher)
+    return drive(spec.recipe(settings, ws), stored, until=is_teacher)
 
 
 def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[dict[str, Result], int]:
     """The teacher steps' results, computed once on workers (or reused); and the passes that took."""
     if sweep.reused is not None:
         return sweep.reused, 0
-    plan = sweep.spec.teacher_plan(sweep.settings)
+    plan = sweep.spec.teacher_plan(sweep.settings, sweep.ws)
     workers = max(1, min(len(plan), int(ray.cluster_resources().get("CPU", 1))))
     run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher", "kd.method": sweep.spec.name},
                               params={"steps": [s.name for s in plan]})
@@ -106,7 +106,7 @@ def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[
         return pool.run([lambda worker, s=s: worker.run.remote(s, ws_ref, None, threads) for s in steps])
 
     try:
-        results = drive(sweep.spec.recipe(sweep.settings), run_on_pool, until=is_teacher)
+        results = drive(sweep.spec.recipe(sweep.settings, sweep.ws), run_on_pool, until=is_teacher)
     finally:
         pool.shutdown()
     tracker.log_metrics(run, {"teacher_passes": 1, **{f"{name}/dev_primary": r["primary"]

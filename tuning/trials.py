@@ -126,4 +126,4 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
             save_model(model, ws.tokenizer(step.tokenizer), root / TRIAL_OUTPUT)
         tune.report({RECIPE_METRIC: metric, "epoch": epoch, **{f"dev/{name}": value for name, value in scores.items()}})
 
-    run_locally(spec.recipe(settings), ws, on_epoch=report)
+    run_locally(spec.recipe(settings, ws), ws, on_epoch=report)

@@ -23,6 +23,7 @@ from kd_core.data.split import limit_by_context, split_by_context
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
 from kd_core.models import is_preset, load_qa_model, train_wordpiece_tokenizer
+from kd_core.options import option
 
 
 @dataclass(frozen=True)
@@ -83,18 +84,23 @@ def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 class DataSettings:
     """How domains are read: synthetic corpus or files, limits, split, tokenizer, windows (validated)."""
 
-    domains: tuple[str, ...] = ()
-    data_root: str | None = None
-    synthetic_domains: tuple[str, ...] = ("sports", "medicine", "finance")
-    synthetic_per_domain: int = 150
-    max_train_examples: int | None = None
-    max_dev_examples: int | None = None
-    dev_fraction: float = 0.2
-    model: str = "tiny-bert"
-    vocab_size: int = 2000
-    max_length: int = 96
-    doc_stride: int = 32
-    seed: int = 0
+    domains: tuple[str, ...] = option((), "a domain and its data, NAME=TRAIN[,DEV] (SQuAD JSON, MRQA jsonl(.gz) "
+                                      "or hf:NAME); repeat for each domain. Without DEV, dev is split off TRAIN by "
+                                      "context. Default: the embedded synthetic domains", "data", alias="--domain",
+                                      split=False)
+    data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
+    synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data")
+    synthetic_per_domain: int = option(150, "synthetic questions per domain", "data")
+    max_train_examples: int | None = option(None, "keep at most this many training questions per domain (whole "
+                                            "contexts)", "data")
+    max_dev_examples: int | None = option(None, "keep at most this many dev questions per domain", "data")
+    dev_fraction: float = option(0.2, "share of contexts split off as dev when DEV is absent", "data")
+    model: str = option("tiny-bert", "every domain model: preset (tiny-bert, small-bert), HF id or local path",
+                        "model")
+    vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
+    max_length: int = option(96, "tokens per window", "data")
+    doc_stride: int = option(32, "overlap between windows, in tokens", "data")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
     def __post_init__(self) -> None:
         # One spec holds a comma itself (NAME=TRAIN,DEV), so a lone string is one domain.

@@ -28,6 +28,7 @@ from transformers import PreTrainedModel
 from kd_core.engine.steps import (
     CollectStep, EvaluateStep, MergeStep, SelectStep, Step, TermSpec, TrainStep, referenced_step,
 )
+from kd_core.engine.mixture import mixture_arrays
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.knowledge.manifest import (
@@ -124,11 +125,22 @@ def objective_for(specs: Sequence[TermSpec], task: Task) -> Objective:
     """The objective of a train step: each spec's term of ``task`` at the spec's weight (zero weights left out)."""
     terms = []
     for spec in specs:
-        if spec.weight == 0:
+        if not spec.active:
             continue
-        term = task.term(spec.kind, spec.tau)
-        terms.append(replace(term, weight=Constant(spec.weight)))
+        weight = Constant(float(spec.weight)) if isinstance(spec.weight, (int, float)) else spec.weight
+        terms.append(replace(task.term(spec.kind, spec.tau), weight=weight))
     return Objective(tuple(terms))
+
+
+def training_arrays(step: TrainStep, ws: Workspace) -> dict[str, np.ndarray]:
+    """What ``step`` trains on: its split's arrays (plus knowledge), or its mixture of sources."""
+    if step.sources:
+        return mixture_arrays(step.sources, step.tokenizer, ws, step.config.seed,
+                              lambda name, tokenizer, split: knowledge_for(name, tokenizer, split, ws))
+    _, arrays = ws.features(step.tokenizer, step.split)
+    if step.knowledge is not None:
+        arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
+    return arrays
 
 
 def knowledge_for(step_name: str, tokenizer: str, split: str, ws: Workspace) -> dict[str, np.ndarray]:
@@ -147,9 +159,7 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
            on_epoch: EpochHook | None, shard: tuple[int, int], wrap: Wrap | None) -> Result | None:
     if shard[1] != step.workers:
         raise ConfigError("engine", step.name, f"planned for {step.workers} data-parallel workers, run on {shard[1]}")
-    features, arrays = ws.features(step.tokenizer, step.split)
-    if step.knowledge is not None:
-        arrays = {**arrays, **knowledge_for(step.knowledge, step.tokenizer, step.split, ws)}
+    arrays = training_arrays(step, ws)
     model = load_model(step.model, step.seed, step.tokenizer, ws, device)
     if step.keep_layers is not None:
         model = keep_first_layers(model, step.keep_layers)

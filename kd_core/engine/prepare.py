@@ -1,8 +1,10 @@
 """Building a job's workspace: examples of a task, train/dev/test splits, teacher and student tokenizers.
 
-Two kinds of data options: :class:`DataOptions` (any task; train/dev/test) and
-:class:`SpanQAData` (the A2D job's span-QA data: train/dev plus extra evaluation files, each
-file a split of its own named after the file).
+Three kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
+(the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
+own named after the file) and the domains of a multi-domain job
+(:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train`` and
+``<domain>.dev``, one tokenizer for all).
 
 Data is the embedded synthetic set of the task (``span_qa`` or a sentence task of
 :mod:`kd_core.data.synthetic_sentences`) or, for span QA, files in any supported format.
@@ -24,6 +26,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import PreTrainedTokenizerFast
 
+from kd_core.data.domains import DataSettings, load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
@@ -134,6 +137,18 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
     options_like = DataOptions(task="span_qa", vocab_size=options.vocab_size, seed=options.seed)
     tokenizers = tokenizers_for(options_like, task, train, teacher_model, student_model)
     ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws.check_features()
+    return ws
+
+
+def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer_name: str,
+                           run_dir: str | Path) -> Workspace:
+    """The workspace of a multi-domain job (module doc), featurised; bad data or options raise here."""
+    by_domain = load_domain_examples(data)
+    tokenizer = shared_tokenizer(data, by_domain)
+    splits = {f"{name}.{part}": examples for name, pair in by_domain.items() for part, examples in zip(("train", "dev"), pair)}
+    ws = Workspace(SpanQATask(max_answer_length=max_answer_length), splits, {tokenizer_name: tokenizer},
+                   FeatureConfig(data.max_length, data.doc_stride), Path(run_dir))
     ws.check_features()
     return ws
 

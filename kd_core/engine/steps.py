@@ -21,30 +21,59 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kd_core.errors import ConfigError
+from kd_core.objectives import Schedule
 from kd_core.train import TrainConfig
 
 #: ``hard`` (gold labels) and ``soft`` (the teacher at ``tau``) exist for every task; span QA adds
-#: A2D's ``answer_margin`` and ``attention`` (:meth:`kd_core.tasks.base.Task.term`).
-TERM_KINDS = ("hard", "soft", "answer_margin", "attention")
+#: A2D's ``answer_margin`` and ``attention`` and IMM's ``prediction_mse``
+#: (:meth:`kd_core.tasks.base.Task.term`).
+TERM_KINDS = ("hard", "soft", "answer_margin", "attention", "prediction_mse")
 #: Term kinds that read teacher knowledge.
-KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention")
+KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse")
 
 
 @dataclass(frozen=True)
 class TermSpec:
-    """One loss term of an objective, as data: its kind (:data:`TERM_KINDS`), weight and temperature."""
+    """One loss term of an objective, as data: its kind (:data:`TERM_KINDS`), weight and temperature.
+
+    The weight is a number or a schedule over training progress (:class:`~kd_core.objectives.Linear`,
+    :class:`~kd_core.objectives.Complement`: IMM's annealed ``lambda`` and ``1 - lambda``).
+    """
 
     kind: str
-    weight: float = 1.0
+    weight: float | Schedule = 1.0
     tau: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in TERM_KINDS:
             raise ConfigError("objective", "kind", f"must be one of {TERM_KINDS}, got {self.kind!r}")
-        if self.weight < 0:
+        if isinstance(self.weight, (int, float)) and self.weight < 0:
             raise ConfigError("objective", f"{self.kind} weight", f"must be >= 0, got {self.weight}")
         if not self.tau > 0:
             raise ConfigError("objective", "tau", f"must be > 0, got {self.tau}")
+
+    def describe(self) -> str:
+        """``0.5*soft(tau=2)``, ``Linear(start=0.0, end=1.0)*hard``: the term as one readable string."""
+        weight = f"{self.weight:g}" if isinstance(self.weight, (int, float)) else str(self.weight)
+        return f"{weight}*{self.kind}" + (f"(tau={self.tau:g})" if self.kind == "soft" else "")
+
+    @property
+    def active(self) -> bool:
+        """Whether the term counts (a scheduled weight always does; a constant one when above 0)."""
+        return not isinstance(self.weight, (int, float)) or self.weight > 0
+
+
+@dataclass(frozen=True)
+class Source:
+    """One part of a train step's data mixture: a split, its example weight, the knowledge read on it."""
+
+    split: str
+    weight: float = 1.0
+    knowledge: str | None = None  # the collect/merge step whose table holds a teacher's outputs on ``split``
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ConfigError("step", self.split, f"a source's weight must be > 0, got {self.weight}")
 
 
 def model_ref(step_name: str) -> str:
@@ -61,8 +90,11 @@ def referenced_step(model: str) -> str | None:
 class TrainStep:
     """Train ``model`` (initialised from ``seed``) on ``split`` read with tokenizer ``tokenizer``.
 
-    ``keep_layers`` cuts a freshly loaded model to its first layers before training (a
-    shallower student initialised from a pretrained model's lower layers). ``workers > 1``
+    ``sources`` (instead of ``split`` and ``knowledge``) trains on a mixture of splits
+    (:mod:`kd_core.engine.mixture`): every part up-sampled to the largest, each example
+    carrying its part's weight. ``keep_layers`` cuts a freshly loaded model to its first
+    layers before training (a shallower student initialised from a pretrained model's lower
+    layers). ``workers > 1``
     trains data-parallel (each of ``workers`` processes takes its share of every global
     batch of ``workers * batch_size`` rows; gradients are averaged).
     """
@@ -77,6 +109,7 @@ class TrainStep:
     keep_layers: int | None = None
     split: str = "train"
     eval_split: str = "dev"
+    sources: tuple[Source, ...] = ()
     workers: int = 1
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)
@@ -84,10 +117,14 @@ class TrainStep:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError("step", self.name, f"workers must be >= 1, got {self.workers}")
-        if not self.objective or all(t.weight == 0 for t in self.objective):
+        if not any(t.active for t in self.objective):
             raise ConfigError("step", self.name, "the objective needs a term with a weight above 0")
-        if any(t.kind in KNOWLEDGE_TERMS and t.weight > 0 for t in self.objective) and self.knowledge is None:
-            raise ConfigError("step", self.name, "a knowledge term needs knowledge (the step that collected it)")
+        if self.sources and self.knowledge is not None:
+            raise ConfigError("step", self.name, "a mixture names its knowledge per source")
+        knowledge = [s.knowledge for s in self.sources] if self.sources else [self.knowledge]
+        if any(t.kind in KNOWLEDGE_TERMS and t.active for t in self.objective) and None in knowledge:
+            raise ConfigError("step", self.name, "a knowledge term needs knowledge (the step that collected it) "
+                              "for every source")
         if self.keep_layers is not None and (self.keep_layers < 1 or self.model.startswith("@")):
             raise ConfigError("step", self.name, "keep_layers cuts a fresh model (a source, not '@step') to >= 1 "
                               "layers")

@@ -34,7 +34,7 @@ class MethodSpec:
 
     name: str
     settings: type
-    recipe: Callable[[Any], Recipe]
+    recipe: Callable[[Any, Workspace], Recipe]
     metric_step: str
     #: Reports a sweep trial makes (the metric step's epochs) for ``settings``.
     horizon: Callable[[Any], int]
@@ -44,7 +44,7 @@ class MethodSpec:
     #: Settings a sweep's trials use unless told otherwise (e.g. no baseline run in every trial).
     sweep_defaults: dict[str, Any] = field(default_factory=dict)
 
-    def teacher_plan(self, settings: Any) -> list[Step]:
+    def teacher_plan(self, settings: Any, ws: Workspace) -> list[Step]:
         """Every teacher step the recipe plans, stage by stage (what a sweep runs once for all trials)."""
         planned: list[Step] = []
 
@@ -52,16 +52,16 @@ class MethodSpec:
             planned.extend(steps)
             return [{} for _ in steps]  # recipes plan from which steps finished, not from their numbers
 
-        drive(self.recipe(settings), plan, until=is_teacher)
+        drive(self.recipe(settings, ws), plan, until=is_teacher)
         return planned
 
-    def check_searchable(self, settings: Any, name: str, value: Any, source: str = "sweep") -> Any:
+    def check_searchable(self, settings: Any, ws: Workspace, name: str, value: Any, source: str = "sweep") -> Any:
         """``settings`` with ``name = value``; refused if that is no setting or it would change the teachers."""
         if name not in self.settings.__dataclass_fields__:
             raise ConfigError(source, f"space.{name}", f"not a setting of {self.name}; known: "
                               f"{', '.join(sorted(self.settings.__dataclass_fields__))}")
         changed = replace(settings, **{name: value})
-        if self.teacher_plan(changed) != self.teacher_plan(settings):
+        if self.teacher_plan(changed, ws) != self.teacher_plan(settings, ws):
             raise ConfigError(source, f"space.{name}", "changes the teacher steps, which a sweep runs once for all "
                               "trials; it cannot be searched")
         return changed

@@ -29,6 +29,7 @@ import numpy as np
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
+from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.objectives import A2DConfig
 from kd_core.options import option
@@ -90,8 +91,13 @@ def member_models(s: A2DSettings) -> list[str]:
     return [model_ref(f"member-{i}") for i in range(s.members)]
 
 
-def a2d_recipe(settings: A2DSettings, eval_splits: Sequence[str] = ()) -> Recipe:
-    """The recipe of the module doc; ``eval_splits`` are extra splits the ensemble and the student are scored on."""
+def eval_splits(ws: Workspace) -> list[str]:
+    """The extra evaluation splits of a span-QA workspace (all but train and dev)."""
+    return [split for split in ws.splits if split not in ("train", DEV)]
+
+
+def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
+    """The recipe of the module doc; the ensemble and the student are also scored on ``ws``'s extra splits."""
     s = settings
     role = {"kd.role": "member"}
     members: list[Step] = [] if s.teacher_epochs == 0 else [
@@ -122,7 +128,7 @@ def a2d_recipe(settings: A2DSettings, eval_splits: Sequence[str] = ()) -> Recipe
     if s.teacher_epochs == 0:
         evaluations += [EvaluateStep(f"eval-member-{i}", (model,), "teacher", split=DEV, tags=role)
                         for i, model in enumerate(models)]
-    for split in (DEV, *eval_splits):
+    for split in (DEV, *eval_splits(ws)):
         evaluations += [EvaluateStep(f"eval-ensemble-{split}", tuple(models), "teacher", split=split,
                                      tags={"kd.role": "ensemble"}),
                         EvaluateStep(f"eval-student-{split}", (model_ref("student"),), "teacher", split=split,
@@ -138,7 +144,7 @@ def a2d_recipe(settings: A2DSettings, eval_splits: Sequence[str] = ()) -> Recipe
     return next_steps
 
 
-def summarise(results: Mapping[str, Result], settings: A2DSettings, eval_splits: Sequence[str] = ()) -> dict[str, Any]:
+def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspace) -> dict[str, Any]:
     """The job's summary (the JSON contract of ``jobs/a2d.py``) from the step results."""
     s = settings
     if s.teacher_epochs == 0:
@@ -163,7 +169,7 @@ def summarise(results: Mapping[str, Result], settings: A2DSettings, eval_splits:
         "ensemble_f1": ensemble["scores"]["f1"],
         "student_f1": student["scores"]["f1"],
         "eval": {split: {"ensemble": results[f"eval-ensemble-{split}"]["scores"]["f1"],
-                         "student": results[f"eval-student-{split}"]["scores"]["f1"]} for split in eval_splits},
+                         "student": results[f"eval-student-{split}"]["scores"]["f1"]} for split in eval_splits(ws)},
         "ensemble_infer_s": ensemble["infer_s"],
         "student_infer_s": student["infer_s"],
         "speedup": speed_table["speedup"],

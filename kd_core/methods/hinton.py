@@ -27,6 +27,7 @@ from typing import Any
 
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe
+from kd_core.engine.workspace import Workspace
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.errors import ConfigError
 from kd_core.options import option
@@ -68,8 +69,8 @@ def _pending(steps: list[Step], done: Mapping[str, Result]) -> list[Step]:
     return [step for step in steps if step.name not in done]
 
 
-def hinton_recipe(settings: HintonSettings) -> Recipe:
-    """The recipe of the module doc for ``settings``."""
+def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Recipe:
+    """The recipe of the module doc for ``settings`` (the same for every workspace)."""
     s = settings
     members = [f"teacher-{i}" for i in range(s.teachers)]
     collects = [f"knowledge-{i}" for i in range(s.teachers)]

@@ -21,9 +21,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
-from kd_core.knowledge.span import KnowledgeConfig, knowledge_arrays, member_knowledge, merge_knowledge
+from kd_core.knowledge.span import (
+    KnowledgeConfig, knowledge_arrays, knowledge_metadata, member_knowledge, member_logits, merge_knowledge,
+)
 from kd_core.models import QAOutput, load_qa_model, qa_forward
-from kd_core.objectives import Constant, Term, answer_margin_term, attention_term, ce_term, kd_term
+from kd_core.objectives import (
+    Constant, Term, answer_margin_term, attention_term, ce_term, kd_term, prediction_mse_term,
+)
 from kd_core.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
 
@@ -87,6 +91,11 @@ class SpanQATask(Task):
                                [references[e] for e in example_ids])
 
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
+        """A merged table's columns (``[F, N, S]`` logits, confusing answer, attention), or one member's logits
+        ``[F, S]`` (IMM learns from one teacher per source)."""
+        if knowledge_metadata(table)["kind"] == "member":
+            start, end = member_logits(table, features["feature_id"])
+            return {"teacher_start_logits": start, "teacher_end_logits": end}
         return knowledge_arrays(table, features["feature_id"])
 
     def hard_term(self) -> Term:
@@ -96,11 +105,14 @@ class SpanQATask(Task):
         return kd_term(tau)
 
     def term(self, kind: str, tau: float = 1.0) -> Term:
-        """Also A2D's ``answer_margin`` (hinge against the confusing answer) and ``attention`` (MSE of maps)."""
+        """Also A2D's ``answer_margin`` (hinge against the confusing answer) and ``attention`` (MSE of maps), and
+        IMM's ``prediction_mse`` (MSE of the span distributions)."""
         if kind == "answer_margin":
             return answer_margin_term(Constant(1.0))
         if kind == "attention":
             return attention_term(Constant(1.0))
+        if kind == "prediction_mse":
+            return prediction_mse_term(Constant(1.0))
         return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
