@@ -1,12 +1,13 @@
-"""Is an IMM iteration really concurrent? One transfer stage (every domain's phi_i -> theta_i^(k+1))
-with all domain actors at once (``max_concurrency = domains``) versus one after another (``1``).
+"""Is an IMM iteration really concurrent? One transfer (every domain's phi_i, then theta_i) with
+one step worker per domain (all domains at once) versus one worker (one after another).
 
 Both modes run in the same process on the same Ray cluster, alternating, so machine noise hits
-both alike. Iteration 0 and the knowledge stage run once, untimed; each timed repeat runs the
-same transfer plans into a fresh folder. Actor start-up is excluded (actors are created once
-per job), and each mode gives its actors the torch threads the job would (cores / running
-models). Prints one JSON line per timed stage and, last, the medians and the ratio
-sequential / concurrent (above 1: concurrency pays).
+both alike. Iteration 0 and its knowledge run once, untimed (their results are shared by every
+timed repeat); each repeat runs the same transfer steps into a fresh folder. Worker start-up
+is excluded (workers start once per job), and each mode gives its steps the torch threads the
+job would: the node's cores shared among the steps running at once. Prints one JSON line per
+timed transfer and, last, the medians and the ratio sequential / concurrent (above 1:
+concurrency pays).
 
     python bench/imm_concurrency.py --domains 2 --repeats 3
 """
@@ -22,15 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.domain_actor import create_domain_actor
-from cluster.fanout import run_bounded
-from cluster.runtime import connect, model_placement
-from cluster.tracking import default_tracking_uri
-from kd_core.data.synthetic import DOMAINS
-from kd_core.imm import CurrentModel, IMMSettings, PlanResult, RunLayout, initial_plans, similarity_weights, transfer_plans
-from kd_core.data.domains import DataSettings, prepare_domains
+import ray  # noqa: E402
+
+from cluster.runtime import connect  # noqa: E402
+from cluster.scheduler import WorkerPool  # noqa: E402
+from cluster.tracking import default_tracking_uri  # noqa: E402
+from kd_core.data.domains import DataSettings  # noqa: E402
+from kd_core.data.synthetic import DOMAINS  # noqa: E402
+from kd_core.engine.execute import execute  # noqa: E402
+from kd_core.engine.local import drive, is_teacher  # noqa: E402
+from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
+from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
 
 
 def main() -> int:
@@ -40,49 +45,40 @@ def main() -> int:
     p.add_argument("--synthetic-per-domain", type=int, default=150)
     p.add_argument("--epochs", type=float, default=2.0)
     args = p.parse_args()
-    data_settings = DataSettings(synthetic_domains=DOMAINS[: args.domains], synthetic_per_domain=args.synthetic_per_domain)
-    settings = IMMSettings(epochs=args.epochs)
-    tokenizer, domains = prepare_domains(data_settings)
-    names = list(domains)
-    similarity = similarity_weights({n: d.questions for n, d in domains.items()})
-    connect(default_tracking_uri())
+    settings = IMMSettings(epochs=args.epochs, iterations=1)
     work = Path(tempfile.mkdtemp(prefix="imm-concurrency-"))
-    tokenizer.save_pretrained(work / "tokenizer")
-    data_ref = ray.put(domains)
-
-    def actors_for(concurrency: int) -> dict[str, ray.actor.ActorHandle]:
-        placement = model_placement(len(names), concurrency)
-        actors = {n: create_domain_actor(data_ref, str(work / "tokenizer"), settings, placement) for n in names}
-        ray.get([a.info.remote() for a in actors.values()], timeout=600)  # wait until every actor is up
-        return actors
-
-    base = RunLayout(work / "base")
-    actors = actors_for(len(names))
-    results = [PlanResult(**r) for r in run_bounded(
-        [lambda p=p: actors[p.domain].run_plan.remote(p) for p in initial_plans(base, settings, names, "tiny-bert")],
-        len(names))]
-    current = {r.domain: CurrentModel(0, str(r.model_dir), r.target_f1) for r in results}
-    ray.get([actors[n].write_knowledge.remote(n, current[n].model_dir, str(base.knowledge_path(n, 0))) for n in names])
-    for actor in actors.values():
-        ray.kill(actor, no_restart=True)
+    ws = build_domain_workspace(DataSettings(synthetic_domains=DOMAINS[: args.domains],
+                                             synthetic_per_domain=args.synthetic_per_domain),
+                                settings.max_answer_length, TOKENIZER, work / "base")
+    names = domain_names(ws)
+    recipe = imm_recipe(settings, ws)
+    teachers = drive(recipe, lambda steps: [execute(s, ws) for s in steps], until=is_teacher)  # untimed, once
+    phi = recipe(teachers)
+    theta = recipe({**teachers, **{step.name: {} for step in phi}})
+    connect(default_tracking_uri())
 
     times: dict[str, list[float]] = {"concurrent": [], "sequential": []}
     for repeat in range(args.repeats):
-        for mode, concurrency in (("concurrent", len(names)), ("sequential", 1)):
-            actors = actors_for(concurrency)
-            layout = RunLayout(work / f"{mode}-{repeat}")
-            shutil.copytree(base.root / "knowledge", layout.root / "knowledge")
-            plans = transfer_plans(layout, settings, names, "tiny-bert", similarity, current, 0)
+        for mode, size in (("concurrent", len(names)), ("sequential", 1)):
+            pool = WorkerPool(size)
+            pool.run([lambda worker: worker.info.remote() for _ in range(size)])  # wait until every worker is up
+            ws.run_dir = work / f"{mode}-{repeat}"
+            for name in teachers:  # the shared iteration 0: its result files name its models and tables
+                target = ws.result_path(name)
+                target.parent.mkdir(parents=True)
+                shutil.copyfile(work / "base" / "steps" / name / "result.json", target)
+            ws_ref = ray.put(ws)
             started = time.perf_counter()
-            run_bounded([lambda p=p: actors[p.domain].run_plan.remote(p) for p in plans], concurrency)
+            for steps in (phi, theta):
+                threads = pool.threads(len(steps))
+                pool.run([lambda worker, s=s: worker.run.remote(s, ws_ref, None, threads) for s in steps])
             seconds = time.perf_counter() - started
-            for actor in actors.values():
-                ray.kill(actor, no_restart=True)
+            pool.shutdown()
             times[mode].append(seconds)
             print(json.dumps({"mode": mode, "repeat": repeat, "transfer_s": round(seconds, 2)}), flush=True)
     concurrent, sequential = statistics.median(times["concurrent"]), statistics.median(times["sequential"])
     print(json.dumps({
-        "domains": len(names), "train_features": {n: len(d.train_features) for n, d in domains.items()},
+        "domains": len(names), "train_features": {n: len(ws.features(TOKENIZER, f"{n}.train")[0]) for n in names},
         "epochs": args.epochs, "repeats": args.repeats, "cluster_cpus": ray.cluster_resources().get("CPU"),
         "concurrent_transfer_s": round(concurrent, 2), "sequential_transfer_s": round(sequential, 2),
         "ratio_sequential_over_concurrent": round(sequential / concurrent, 2),

@@ -116,31 +116,16 @@ def test_invalid_steps_and_settings_are_refused():
         DataOptions(task="span_qa", student_vocab_size=300)
 
 
-def test_span_qa_term_specs_build_the_a2d_objective_and_sentence_tasks_refuse_span_terms():
+def test_sentence_tasks_refuse_span_terms_and_span_collect_options(tmp_path):
     from kd_core.engine.execute import objective_for
-    from kd_core.models import QAOutput
-    from kd_core.objectives import A2DConfig, a2d_objective
-    from kd_core.tasks import SpanQATask, synthetic_task
+    from kd_core.engine.steps import CollectStep
+    from kd_core.tasks import synthetic_task
 
-    generator = torch.Generator().manual_seed(0)
-    batch_size, seq, members, questions = 3, 6, 2, 2
-    span_mask = torch.ones(batch_size, seq, dtype=torch.bool)
-    batch = {"span_mask": span_mask, "passage_mask": span_mask, "start_position": torch.tensor([1, 2, 0]),
-             "end_position": torch.tensor([2, 3, 0]), "confusing_start": torch.tensor([3, -1, 4]),
-             "confusing_end": torch.tensor([4, -1, 5]),
-             "teacher_start_logits": torch.randn(batch_size, members, seq, generator=generator),
-             "teacher_end_logits": torch.randn(batch_size, members, seq, generator=generator),
-             "teacher_attention": torch.rand(batch_size, seq, questions, generator=generator)}
-    outputs = QAOutput(torch.randn(batch_size, seq, generator=generator), torch.randn(batch_size, seq, generator=generator),
-                       torch.rand(batch_size, seq, questions, generator=generator))
-    specs = (TermSpec("hard"), TermSpec("soft", 1.0, 2.0), TermSpec("answer_margin", 0.3), TermSpec("attention", 0.1))
-    engine_total, parts = objective_for(specs, SpanQATask())(outputs, batch, 0.5)
-    reference_total, _ = a2d_objective(A2DConfig(tau=2.0, gamma=0.3, delta=0.1))(outputs, batch, 0.5)
-    assert float(engine_total) == pytest.approx(float(reference_total), rel=1e-6)
-    assert set(parts) == {"loss/ce", "loss/kd", "loss/ans", "loss/att", "weight/ce", "weight/kd", "weight/ans",
-                          "weight/att"}
     with pytest.raises(ConfigError, match="has no loss term 'answer_margin'"):
         objective_for((TermSpec("answer_margin", 0.3),), synthetic_task("sentiment"))
+    ws = build_workspace(DataOptions(task="sentiment", synthetic_size=60), "tiny-bert", "tiny-bert-1l", tmp_path)
+    with pytest.raises(ConfigError, match="no collect option 'top_k'"):
+        execute(CollectStep("k", "tiny-bert", "teacher", options=(("top_k", 2),)), ws)
 
 
 def test_keep_layers_trains_a_shallower_student(tmp_path):

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cluster.domain_actor import create_domain_actor
-from cluster.imm import IMMJobConfig, run_imm
-from cluster.runtime import Placement
-from jobs.imm import main
+from jobs.imm import IMMJobConfig, main, run
 from kd_core.cli import run_cli
-from kd_core.imm import IMMSettings, RunLayout, initial_plans
-from kd_core.data.domains import DataSettings, prepare_domains
 from tuning.sweep import SweepConfig, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +26,7 @@ def uninterrupted(ray_session, tmp_path_factory):
     """One uninterrupted job with two baselines: its summary and its MLflow store."""
     root = tmp_path_factory.mktemp("imm")
     uri = f"sqlite:///{root}/mlflow.db"
-    summary = run_imm(IMMJobConfig(**TINY, baselines=("single", "ft"), run_dir=str(root / "run"), tracking_uri=uri))
+    summary = run(IMMJobConfig(**TINY, baselines=("single", "ft"), run_dir=str(root / "run"), tracking_uri=uri))
     return summary, uri
 
 
@@ -59,7 +54,8 @@ def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
     assert (run_dir / "summary_table.txt").read_text().startswith("dev F1")
     for name, model_dir in summary["final_models"].items():
         assert (Path(model_dir) / "model.safetensors").exists()
-    assert sorted(p.parent.name for p in (run_dir / "knowledge").glob("*/theta-0.parquet")) == sorted(domains)
+    assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.parquet")) == sorted(
+        f"knowledge-{d}-0" for d in domains)
 
     client, parent, children = _tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["method"] == "imm"
@@ -70,23 +66,23 @@ def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
     assert len(averages) == len(summary["iterations_f1"]["sports"])
 
     assert all(r.info.status == "FINISHED" for r in children)
-    keys = [(r.data.tags["kd.method"], r.data.tags["kd.iteration"], r.data.tags["kd.domain"]) for r in children]
-    assert len(keys) == len(set(keys))  # one run per (method, iteration, domain)
-    imm_runs = [r for r in children if r.data.tags["kd.method"] == "imm"]
+    steps = [r.data.tags["kd.step"] for r in children]
+    assert len(steps) == len(set(steps))  # one run per step
     iterations = len(summary["iterations_f1"]["sports"])
-    assert len(imm_runs) == 3 * iterations
-    assert len([r for r in children if r.data.tags["kd.method"] == "ft"]) == 3
-    for run in imm_runs:
-        iteration, domain = int(run.data.tags["kd.iteration"]), run.data.tags["kd.domain"]
-        assert run.data.tags["kd.stage"] == ("initial" if iteration == 0 else "transfer")
-        assert "dev_f1" in run.data.metrics and run.data.metrics["kept"] in (0.0, 1.0)
-        stage = "initial" if iteration == 0 else "phi"
-        assert client.get_metric_history(run.info.run_id, f"{stage}/loss")  # per-step losses from the actor
-        if iteration > 0:
-            assert client.get_metric_history(run.info.run_id, "theta/loss/mse")
-            assert run.data.metrics["kept"] == float(summary["kept"][domain][iteration])
-        if run.data.metrics["kept"]:
-            assert "model/config.json" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    imm_runs = [r for r in children if r.data.tags["kd.method"] == "imm"]
+    assert {(r.data.tags["kd.stage"], r.data.tags["kd.domain"]) for r in imm_runs} >= {
+        (stage, d) for stage in ("initial", "knowledge", "phi", "theta", "select") for d in domains}
+    assert len([r for r in children if r.data.tags["kd.method"] == "ft"]) == 6  # pre-training and fine-tuning
+    for child in imm_runs:
+        iteration, domain, stage = int(child.data.tags["kd.iteration"]), child.data.tags["kd.domain"], child.data.tags["kd.stage"]
+        assert iteration < iterations
+        if stage in ("initial", "phi", "theta"):
+            assert client.get_metric_history(child.info.run_id, "loss/ce")  # per-step losses from the worker
+            assert "model/config.json" in {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+        if stage == "theta":
+            assert client.get_metric_history(child.info.run_id, "loss/mse")
+        if stage == "select":
+            assert child.data.metrics["primary"] == summary["iterations_f1"][domain][iteration]
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -99,6 +95,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float, log: Path) -> N
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address
@@ -111,14 +108,17 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_ses
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         # Kill the driver in the middle of iteration 1's transfers (a phi checkpoint is on disk).
-        _wait_for(lambda: any((run_dir / "checkpoints" / "imm").glob("*/iter-1/phi/state.json")), proc, 300, log)
+        _wait_for(lambda: any((run_dir / "steps").glob("phi-*-1/checkpoint/state.json")), proc, 300, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
-    done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "results").rglob("result.json")}
-    assert len([p for p in done_before if p.parent.parent.name == "iter-0"]) == 3
+    done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
+    assert {p.parent.name for p in done_before} >= {"theta-sports-0", "theta-medicine-0", "theta-finance-0"}
     parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
 
+    refused = subprocess.run([sys.executable, "jobs/imm.py", "--resume", str(run_dir), "--epochs", "3"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--epochs" in refused.stderr and "2.0" in refused.stderr
     resumed = subprocess.run([sys.executable, "jobs/imm.py", "--resume", str(run_dir), "--address", address, "--json"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -127,16 +127,17 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_ses
     assert summary["kept"] == expected["kept"]
     assert summary["mlflow_run_id"] == parent_id  # the same parent run, reopened
     # Nothing completed was recomputed, and a transfer cut by the kill resumed from its checkpoint.
+    assert set(summary["reused_steps"]) == {p.parent.name for p in done_before}
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
-    transfers = [json.loads(p.read_text()) for p in (run_dir / "results" / "imm" / "iter-1").glob("*/result.json")]
-    assert any(t["stage_metrics"]["phi"]["resumed_from_step"] > 0 for t in transfers if t["key"] not in
-               {json.loads(p.read_text())["key"] for p in done_before})
+    resumed_phi = [json.loads(p.read_text()) for p in (run_dir / "steps").glob("phi-*-1/result.json")
+                   if p not in done_before]
+    assert any(result["resumed_from_step"] > 0 for result in resumed_phi)
 
     _, parent, children = _tree(uri, parent_id)
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)
-    keys = [(r.data.tags["kd.iteration"], r.data.tags["kd.domain"]) for r in children]
-    assert len(keys) == len(set(keys)) == 3 * len(expected["iterations_f1"]["sports"])
+    steps = [r.data.tags["kd.step"] for r in children]
+    assert len(steps) == len(set(steps))
 
 
 def test_help_lists_the_contract_options():
@@ -159,14 +160,13 @@ def test_check_validates_config_file_and_data_without_cluster_work(tmp_path, mon
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--iterations", "-1"], "iterations"),
-    (["--lambda-schedule", "cosine"], "lambda_schedule"),
-    (["--baselines", "single,bogus"], "baselines"),
+    (["--iterations", "-1"], "--iterations"),
+    (["--lambda-schedule", "cosine"], "--lambda-schedule"),
+    (["--baselines", "single,bogus"], "--baselines"),
     (["--domain", "wiki"], "NAME=TRAIN"),
     (["--domain", "a=/nonexistent/a.json", "--domain", "b=/nonexistent/b.json"], "/nonexistent/a.json"),
-    (["--tracking-uri", "file:///tmp/x"], "tracking_uri"),
+    (["--tracking-uri", "file:///tmp/x"], "--tracking-uri"),
     (["--resume", "/nonexistent/run"], "state.json"),
-    (["--resume", "/nonexistent/run", "--epochs", "3"], "--epochs"),
 ])
 def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -174,37 +174,6 @@ def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
-
-
-def test_a_domain_actor_killed_mid_stage_is_restarted_and_resumes_from_its_checkpoint(ray_session, tmp_path):
-    ray = ray_session
-    tokenizer, domains = prepare_domains(DataSettings(synthetic_domains=("sports", "travel"), synthetic_per_domain=16,
-                                                      vocab_size=400))
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
-    settings = IMMSettings(epochs=8, batch_size=2)
-    data = ray.put(domains)
-    placement = Placement(num_cpus=1, num_gpus=0, torch_threads=1)
-    whole, killed = (initial_plans(RunLayout(tmp_path / name), settings, list(domains), "tiny-bert")[0]
-                     for name in ("whole", "killed"))
-
-    reference = create_domain_actor(data, str(tmp_path / "tokenizer"), settings, placement)
-    expected = ray.get(reference.run_plan.remote(whole), timeout=300)
-    ray.kill(reference, no_restart=True)
-
-    actor = create_domain_actor(data, str(tmp_path / "tokenizer"), settings, placement)
-    pid = ray.get(actor.info.remote(), timeout=120)["pid"]
-    pending = actor.run_plan.remote(killed)
-    checkpoint = Path(killed.checkpoint_dir) / "initial" / "state.json"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)  # a real process death in the middle of the stage
-    result = ray.get(pending, timeout=300)  # Ray restarts the actor and retries the call
-    assert ray.get(actor.info.remote(), timeout=60)["pid"] != pid
-    assert result["stage_metrics"]["initial"]["resumed_from_step"] > 0
-    assert result["f1"] == expected["f1"]
-    ray.kill(actor, no_restart=True)
 
 
 def test_imm_sweep_reuses_the_jobs_iteration_0_as_its_teachers(uninterrupted, tmp_path):

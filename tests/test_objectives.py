@@ -1,4 +1,4 @@
-"""Objectives assemble the loss terms with their weights and schedules."""
+"""Objectives assemble the loss terms with their weights and schedules (built from a step's term specs)."""
 
 import pytest
 import torch
@@ -6,7 +6,14 @@ import torch
 from kd_core import losses
 from kd_core.errors import ConfigError
 from kd_core.models import QAOutput
-from kd_core.objectives import A2DConfig, Constant, Linear, a2d_objective, imm_objective, parse_schedule
+from kd_core.engine.execute import objective_for
+from kd_core.engine.steps import TermSpec
+from kd_core.methods.a2d import A2DSettings
+from kd_core.objectives import Complement, Constant, Linear, parse_schedule
+from kd_core.tasks import SpanQATask
+
+A2D = (TermSpec("hard"), TermSpec("soft", 1.0, 3.0), TermSpec("answer_margin", 0.3), TermSpec("attention", 0.1))
+IMM = (TermSpec("hard", Linear(0.0, 1.0)), TermSpec("prediction_mse", Complement(Linear(0.0, 1.0))))
 
 
 def _batch_and_outputs():
@@ -33,8 +40,7 @@ def _batch_and_outputs():
 
 def test_a2d_objective_is_ce_plus_kd_plus_gamma_ans_plus_delta_att():
     out, b = _batch_and_outputs()
-    cfg = A2DConfig(tau=3.0, gamma=0.3, delta=0.1)
-    total, parts = a2d_objective(cfg)(out, b, progress=0.0)
+    total, parts = objective_for(A2D, SpanQATask())(out, b, progress=0.0)
     ce = losses.span_ce_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["span_mask"])
     kd = losses.span_kd_loss(out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], b["span_mask"], 3.0)
     ans = losses.answer_margin_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["confusing_start"], b["confusing_end"])
@@ -45,9 +51,8 @@ def test_a2d_objective_is_ce_plus_kd_plus_gamma_ans_plus_delta_att():
     assert parts["weight/ans"] == 0.3
 
 
-def test_a2d_without_knowledge_is_plain_ce_and_zero_weights_are_dropped():
-    assert [t.name for t in a2d_objective(A2DConfig(), use_knowledge=False).terms] == ["ce"]
-    objective = a2d_objective(A2DConfig(gamma=0.0, delta=0.0))
+def test_zero_weights_are_dropped():
+    objective = objective_for((*A2D[:2], TermSpec("answer_margin", 0.0), TermSpec("attention", 0.0)), SpanQATask())
     assert [t.name for t in objective.terms] == ["ce", "kd"]
     assert not objective.needs_attention
 
@@ -55,7 +60,7 @@ def test_a2d_without_knowledge_is_plain_ce_and_zero_weights_are_dropped():
 def test_imm_objective_anneals_lambda_and_uses_example_weights():
     out, b = _batch_and_outputs()
     b["weight"] = torch.tensor([0.5, 0.25, 0.25, 0.0])
-    objective = imm_objective(Linear(0.0, 1.0))
+    objective = objective_for(IMM, SpanQATask())
     ce = losses.span_ce_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["span_mask"])
     mse = losses.prediction_mse_loss(out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], b["span_mask"])
     for progress, lam in ((0.0, 0.0), (0.25, 0.25), (1.0, 1.0)):
@@ -69,6 +74,7 @@ def test_imm_objective_anneals_lambda_and_uses_example_weights():
 def test_schedules_and_their_parsing():
     assert Linear(0.0, 1.0)(0.3) == pytest.approx(0.3)
     assert Linear(1.0, 0.0)(2.0) == 0.0  # clamped to the end of training
+    assert Complement(Linear(0.0, 1.0))(0.3) == pytest.approx(0.7)
     assert parse_schedule("linear:0:1") == Linear(0.0, 1.0)
     assert parse_schedule("0.5") == Constant(0.5)
     assert parse_schedule(2) == Constant(2.0)
@@ -82,6 +88,6 @@ def test_schedules_and_their_parsing():
 )
 def test_invalid_a2d_hyperparameters_are_refused(kwargs, field):
     with pytest.raises(ConfigError) as err:
-        A2DConfig(**kwargs)
+        A2DSettings(**kwargs)
     assert err.value.where == field
     assert str(err.value).startswith("a2d: ")

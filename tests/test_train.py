@@ -12,7 +12,7 @@ from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
 from kd_core.models import build_preset_model, train_wordpiece_tokenizer
-from kd_core.objectives import A2DConfig, a2d_objective
+from kd_core.objectives import Objective, ce_term, kd_term
 from kd_core.train import TrainConfig, train
 
 
@@ -31,7 +31,7 @@ def test_loss_goes_down_and_callbacks_see_each_term(data):
     tok, arrays = data
     model = build_preset_model("tiny-bert", tok, seed=0)
     seen = []
-    train(model, arrays, a2d_objective(A2DConfig(), use_knowledge=False),
+    train(model, arrays, Objective((ce_term(),)),
           TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, log_every=5), callbacks=[seen.append], progress=False)
     assert seen[0]["step"] == 5 and "loss/ce" in seen[0] and "lr" in seen[0]
     assert seen[-1]["loss"] < 0.7 * seen[0]["loss"]
@@ -43,7 +43,7 @@ def test_same_seed_gives_identical_weights(data):
     runs = []
     for _ in range(2):
         model = build_preset_model("tiny-bert", tok, seed=1)
-        train(model, arrays, a2d_objective(A2DConfig(), use_knowledge=False), cfg, progress=False)
+        train(model, arrays, Objective((ce_term(),)), cfg, progress=False)
         runs.append(_weights(model))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -55,7 +55,7 @@ class Interrupt(Exception):
 def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path):
     tok, arrays = data
     cfg = TrainConfig(epochs=2, batch_size=16, seed=4, log_every=1, checkpoint_every=3)
-    objective = a2d_objective(A2DConfig(), use_knowledge=False)
+    objective = Objective((ce_term(),))
     reference = build_preset_model("tiny-bert", tok, seed=2)
     train(reference, arrays, objective, cfg, progress=False)
 
@@ -81,7 +81,7 @@ def test_knowledge_objective_without_knowledge_and_bad_settings_are_refused(data
     tok, arrays = data
     model = build_preset_model("tiny-bert", tok, seed=0)
     with pytest.raises(ConfigError, match="knowledge"):
-        train(model, arrays, a2d_objective(A2DConfig()), TrainConfig(epochs=1), progress=False)
+        train(model, arrays, Objective((ce_term(), kd_term(2.0))), TrainConfig(epochs=1), progress=False)
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"learning_rate": -1.0}, {"warmup_ratio": 1.0}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)

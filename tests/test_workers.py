@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cluster.fanout import run_bounded
 from cluster.runtime import Placement, placement_for
 from cluster.scheduler import WorkerPool
 from cluster.worker import create_worker
@@ -92,24 +91,6 @@ def test_the_pool_keeps_order_and_gives_each_worker_one_call_at_a_time(ray_sessi
         pool.shutdown()
     with pytest.raises(ValueError):
         WorkerPool(0)
-
-
-def test_run_bounded_keeps_order_and_limits_calls_in_flight(ray_session):
-    ray = ray_session
-
-    @ray.remote(num_cpus=0)
-    def stamp(i):
-        start = time.time()
-        time.sleep(0.3)
-        return i, start, time.time()
-
-    results = run_bounded([lambda i=i: stamp.remote(i) for i in range(4)], max_concurrency=2)
-    assert [r[0] for r in results] == [0, 1, 2, 3]
-    events = sorted([(r[1], 1) for r in results] + [(r[2], -1) for r in results])
-    running = np.cumsum([e[1] for e in events])
-    assert running.max() <= 2
-    with pytest.raises(ValueError):
-        run_bounded([], max_concurrency=0)
 
 
 def test_placement_uses_gpus_when_present_else_cpu_shares():

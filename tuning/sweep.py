@@ -2,15 +2,15 @@
 
 One sweep is one MLflow parent run and, in order:
 
-1. **Teachers, once.** An engine recipe (A2D, plain KD; :mod:`tuning.recipe_sweep`): the
-   steps the recipe marks as teacher steps run once on workers. IMM
-   (:mod:`tuning.pipeline_teachers`): iteration 0 trains on actors and reads each domain's data
-   once. With ``--knowledge-from RUN_DIR`` (an earlier job of the method) nothing is run: the
-   stored knowledge is reused (``teacher_passes = 0``). The teacher runs are children of the
-   sweep's parent run, beside the trials.
+1. **Teachers, once.** Every method is a recipe on the engine (:data:`kd_core.methods.METHODS`;
+   :mod:`tuning.recipe_sweep`): the steps the recipe marks as teacher steps (A2D's members
+   and their knowledge, IMM's iteration 0, plain KD's teacher) run once on workers. With
+   ``--knowledge-from RUN_DIR`` (an earlier job or sweep of the method) nothing is run: the
+   stored results are reused, their knowledge checked (``teacher_passes = 0``). The teacher
+   run is a child of the sweep's parent run, beside the trials.
 2. **Trials** (``tune.Tuner`` with a function trainable, :mod:`tuning.trials`): every trial
-   continues the recipe from the shared teachers (its student), or runs its IMM iterations,
-   reporting the validation metric after every epoch/iteration; ASHA stops the weak ones
+   continues the recipe from the shared teachers, reporting the validation metric after
+   every epoch of the student (A2D, KD) or every iteration (IMM); ASHA stops the weak ones
    early. The search is random, grid or Optuna over the space in :mod:`tuning.spaces`.
    Each trial gets one CPU (one GPU as well when the cluster has GPUs). ``MLflowLoggerCallback``
    writes one child run per trial, nested under the parent (tags ``mlflow.parentRunId`` and
@@ -32,39 +32,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script and under `ray job submit`
 
-import numpy as np  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
-from cluster.imm import IMMJobConfig  # noqa: E402
 from cluster.runtime import connect  # noqa: E402
-from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
+from cluster.tracking import Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
-from kd_core.data.domains import DomainData, prepare_domains  # noqa: E402
-from kd_core.imm import similarity_weights  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
 from kd_core.run_files import remove_outputs  # noqa: E402
-from tuning.pipeline_teachers import imm_teachers, reused_imm_teachers  # noqa: E402
+from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
 from tuning.results import format_summary, log_results, summarise  # noqa: E402
 from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
-from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
-from tuning.trials import RECIPE_METRIC, IMMTrialInputs, RecipeTrialInputs, imm_trial, recipe_trial  # noqa: E402
+from tuning.trials import RECIPE_METRIC, RecipeTrialInputs, recipe_trial  # noqa: E402
 
-#: The metric each method's trials report; every engine recipe reports its task's primary metric on dev.
-METRICS = {"imm": "average_f1", **{name: RECIPE_METRIC for name in METHODS}}
 #: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
 PENDING = {"mtdnn": "the MT-DNN KD job", "students": "the different-students job"}
-#: What each method's trials may search (anything else in a space is a typo).
-SEARCHABLE = {
-    "imm": {"lambda_schedule", "iterations", "phi_init", "no_similarity", "no_kd1", "no_kd2", "transfer_epochs",
-            "finetune_epochs", "learning_rate", "batch_size"},
-}
-SWEEP_OUTPUTS = ("checkpoints", "tokenizer", "teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
+SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ class SweepConfig:
 
     method: str = "a2d"
     search: str = "random"
-    num_samples: int | None = None  # default: 4 for IMM, 8 otherwise
+    num_samples: int | None = None  # default: the method's (8; 4 for IMM)
     max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs (or GPUs) hold
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -88,8 +76,8 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.method in PENDING:
             raise ConfigError("sweep", "method", f"{self.method!r} needs {PENDING[self.method]}, which does not exist yet")
-        if self.method not in METRICS:
-            raise ConfigError("sweep", "method", f"must be one of {', '.join(METRICS)}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError("sweep", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.search not in SEARCHES:
             raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         checks = {"num_samples": self.num_samples is None or self.num_samples >= 1,
@@ -102,86 +90,46 @@ class SweepConfig:
 
     @property
     def samples(self) -> int:
-        return self.num_samples or (4 if self.method == "imm" else 8)
+        return self.num_samples or METHODS[self.method].samples
 
     @property
     def metric(self) -> str:
-        return METRICS[self.method]
+        return RECIPE_METRIC
 
     @property
     def root(self) -> Path:
         return Path(self.run_dir or f"runs/sweep-{self.method}").resolve()
 
 
-def _check_values(base: Any, space: dict[str, Param]) -> None:
-    """Build the base config with every listed value (and both range ends): invalid ones are refused now."""
-    for param in space.values():
-        for value in param.values:
-            replace(base, **{param.name: value})
-
-
 @dataclass
 class Prepared:
-    """A validated sweep: the base job config, the data, the space; everything before cluster work."""
+    """A validated sweep: the config, the space and the recipe's sweep; everything before cluster work."""
 
     config: SweepConfig
-    base: Any
     space: dict[str, Param]
-    domains: dict[str, DomainData] | None = None
-    tokenizer: Any = None
-    similarity: np.ndarray | None = None  # IMM: s_ij of the domains
-    recipe: RecipeSweep | None = None  # an engine recipe's sweep (kd_core.methods)
-    reused_initial: dict[str, dict[str, Any]] | None = None  # IMM: iteration 0 of --knowledge-from
+    recipe: RecipeSweep
 
     @property
     def max_t(self) -> int:
-        """ASHA's horizon: epochs of a recipe's metric step, or the largest K an IMM trial can run."""
-        if self.recipe is not None:
-            return max([self.recipe.horizon, *(self.recipe.spec.horizon(replace(self.recipe.settings, **{p.name: v}))
-                                               for p in self.space.values() for v in p.values)])
-        ks = self.space["iterations"].values if "iterations" in self.space else (self.base.iterations,)
-        return max(1, int(max(ks)))
+        """ASHA's horizon: the most reports any configuration of the space makes."""
+        spec, settings = self.recipe.spec, self.recipe.settings
+        return max([self.recipe.horizon, *(spec.horizon(replace(settings, **{p.name: v}))
+                                           for p in self.space.values() for v in p.values)])
 
     def horizon(self, trial_config: dict[str, Any]) -> int:
-        """Reports a trial makes unless ASHA stops it (an IMM trial's own K may be below ``max_t``)."""
-        if self.recipe is not None:
-            return self.recipe.spec.horizon(replace(self.recipe.settings, **trial_config))
-        return max(1, int(trial_config.get("iterations", self.base.iterations)))
+        """Reports a trial makes unless ASHA stops it."""
+        return self.recipe.spec.horizon(replace(self.recipe.settings, **trial_config))
 
 
 def prepare(config: SweepConfig) -> Prepared:
     """Validate the job options, the space and its values, load the data, check reused knowledge."""
-    space = parse_space(config.method, config.space, SEARCHABLE.get(config.method))
+    space = parse_space(config.method, config.space, set(METHODS[config.method].settings.__dataclass_fields__))
     param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
-    if config.method in METHODS:  # an engine recipe: nothing below is method-specific
-        recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root,
-                                      config.knowledge_from)
-        return Prepared(config, recipe.settings, space, recipe=recipe)
-    base = build_config(IMMJobConfig, config.job, {"seed": config.seed}, "sweep.job")
-    _check_values(base, space)
-    tokenizer, domains = prepare_domains(base.data)
-    reused = reused_imm_teachers(Path(config.knowledge_from), list(domains)) if config.knowledge_from else None
-    similarity = similarity_weights({n: d.questions for n, d in domains.items()}, uniform=base.no_similarity)
-    return Prepared(config, base, space, domains=domains, tokenizer=tokenizer, similarity=similarity,
-                    reused_initial=reused)
+    recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root, config.knowledge_from)
+    return Prepared(config, space, recipe)
 
 
 # ---------------------------------------------------------------------------- the sweep
-
-
-def _trainable(p: Prepared, run_dir: Path, tracker: Tracker, parent: RunRef, resources: dict[str, float],
-               threads: int) -> tuple[Any, int]:
-    trials_root = str(run_dir / "trials")
-    if p.recipe is not None:
-        teachers, passes = run_teachers(p.recipe, tracker, parent)
-        trainable = tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(
-            p.config.method, p.recipe.settings, p.recipe.ws, teachers, trials_root, threads))
-        return tune.with_resources(trainable, resources), passes
-    initial, passes = imm_teachers(p, run_dir, tracker, parent)
-    inputs = IMMTrialInputs(p.base.settings, p.base.model, p.domains, p.similarity.tolist(), initial,
-                            str(run_dir / "tokenizer"), trials_root, threads)
-    trainable = tune.with_parameters(imm_trial, inputs=inputs)
-    return tune.with_resources(trainable, resources), passes
 
 
 def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
@@ -192,8 +140,6 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     remove_outputs(run_dir, SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if p.tokenizer is not None:
-        p.tokenizer.save_pretrained(run_dir / "tokenizer")
 
     connect(tracking_uri, address)
     tracker = Tracker(tracking_uri)
@@ -209,7 +155,9 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         capacity = int(gpus) if gpus >= 1 else int(resources_total.get("CPU", 1))
         concurrent = config.max_concurrent or max(1, capacity)
         threads = max(1, int(resources_total.get("CPU", 1)) // concurrent)
-        trainable, passes = _trainable(p, run_dir, tracker, parent, resources, threads)
+        teachers, passes = run_teachers(p.recipe, tracker, parent)
+        trainable = tune.with_resources(tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(
+            config.method, p.recipe.settings, p.recipe.ws, teachers, str(run_dir / "trials"), threads)), resources)
         # Seeded: the same sweep samples the same configurations (random and grid as well as Optuna).
         search_alg: Any = BasicVariantGenerator(random_state=config.seed)
         if config.search == "optuna":
@@ -252,9 +200,9 @@ def parser() -> argparse.ArgumentParser:
         "student (or its IMM iterations), ASHA stops weak trials, MLflow nests one run per trial.",
     )
     p.add_argument("--config", help="YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping")
-    p.add_argument("--method", choices=[*METRICS, *PENDING], help="a2d (default), kd (engine recipes) or imm")
+    p.add_argument("--method", choices=[*METHODS, *PENDING], help="a2d (default), imm or kd: any method's recipe")
     p.add_argument("--search", choices=SEARCHES, help="random (default), grid or optuna")
-    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8, 4 for imm")
+    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8 (4 for imm)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: one per CPU, or per GPU when present)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs/iterations every trial runs (default 1)")
     p.add_argument("--reduction-factor", type=float, help="ASHA: keep 1/factor of the trials per rung (default 2)")

@@ -12,12 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerFast
 
-from kd_core.batches import feature_arrays
-from kd_core.data.features import FeatureConfig, featurize
+from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.split import limit_by_context, split_by_context
 from kd_core.data.synthetic import generate
@@ -52,23 +50,6 @@ def parse_domain(spec: str, data_root: str | None = None) -> DomainSource:
         return str(Path(data_root) / path)
 
     return DomainSource(name, resolve(parts[0]), resolve(parts[1]) if len(parts) == 2 else None)
-
-
-@dataclass
-class DomainData:
-    """One domain's examples, features and model-facing arrays, for train and dev."""
-
-    name: str
-    train_examples: Dataset
-    dev_examples: Dataset
-    train_features: Dataset
-    dev_features: Dataset
-    train_arrays: dict[str, np.ndarray]
-    dev_arrays: dict[str, np.ndarray]
-
-    @property
-    def questions(self) -> list[str]:
-        return list(self.train_examples["question"])
 
 
 def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -169,17 +150,3 @@ def shared_tokenizer(settings: DataSettings, splits: Mapping[str, tuple[Dataset,
             texts += list(train["context"]) + list(train["question"])
         return train_wordpiece_tokenizer(texts, vocab_size=settings.vocab_size)
     return load_qa_model(settings.model, seed=settings.seed)[1]
-
-
-def prepare_domains(settings: DataSettings) -> tuple[PreTrainedTokenizerFast, dict[str, DomainData]]:
-    """Load, split, tokenise and featurise every domain; bad data raises before any training."""
-    splits = load_domain_examples(settings)
-    tokenizer = shared_tokenizer(settings, splits)
-    config = FeatureConfig(settings.max_length, settings.doc_stride)
-    domains: dict[str, DomainData] = {}
-    for name, (train, dev) in splits.items():
-        train_features, dev_features = featurize(train, tokenizer, config), featurize(dev, tokenizer, config)
-        domains[name] = DomainData(name, train, dev, train_features, dev_features,
-                                   feature_arrays(train_features), feature_arrays(dev_features))
-    return tokenizer, domains
-

@@ -1,16 +1,17 @@
 """The distillation methods as recipes over the engine's steps (:mod:`kd_core.engine`), and their registry.
 
 A :class:`MethodSpec` is all a generic driver (a job, a sweep) needs to know of a method:
-its settings dataclass, the function that turns settings into a recipe, the train step
-whose dev score is "the" result a sweep optimises, and its data options with the function
-that builds a workspace from them. Adding a method is a recipe module and
+its settings dataclass, the function that turns settings and a workspace into a recipe,
+what a sweep optimises (the dev score of a train step after every epoch, or a progress
+measure after every stage, e.g. IMM's average over domains after every iteration), and its
+data options with the function that builds a workspace from them. Adding a method is a recipe module and
 one entry in :data:`METHODS`; no engine, cluster or tuning code changes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,12 +19,17 @@ from pathlib import Path
 
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, drive, is_teacher
-from kd_core.engine.prepare import DataOptions, SpanQAData, build_span_workspace, build_workspace
+from kd_core.data.domains import DataSettings
+from kd_core.engine.prepare import (
+    DataOptions, SpanQAData, build_domain_workspace, build_span_workspace, build_workspace,
+)
 from kd_core.engine.steps import Step
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
+from kd_core.methods.imm import TOKENIZER, IMMSettings, imm_progress, imm_recipe
+from kd_core.methods.progress import Progress
 
 WorkspaceBuilder = Callable[[Any, Any, Path], Workspace]
 
@@ -35,14 +41,23 @@ class MethodSpec:
     name: str
     settings: type
     recipe: Callable[[Any, Workspace], Recipe]
-    metric_step: str
-    #: Reports a sweep trial makes (the metric step's epochs) for ``settings``.
+    #: Reports a sweep trial makes (the metric step's epochs, or the progress reports) for ``settings``.
     horizon: Callable[[Any], int]
     #: The data options dataclass and ``workspace(data, settings, run_dir)`` building the workspace.
     data: type
     workspace: WorkspaceBuilder
+    #: What a sweep reports: the train step whose dev score counts after every epoch ...
+    metric_step: str | None = None
+    #: ... or, after every stage, a :class:`Progress` (``None`` while there is nothing new to report).
+    progress: Callable[[Mapping[str, Result], Workspace], Progress | None] | None = None
     #: Settings a sweep's trials use unless told otherwise (e.g. no baseline run in every trial).
     sweep_defaults: dict[str, Any] = field(default_factory=dict)
+    #: Trials a sweep runs unless told otherwise.
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        if (self.metric_step is None) == (self.progress is None):
+            raise ValueError(f"method {self.name}: give a metric step or a progress measure, not both or neither")
 
     def teacher_plan(self, settings: Any, ws: Workspace) -> list[Step]:
         """Every teacher step the recipe plans, stage by stage (what a sweep runs once for all trials)."""
@@ -72,12 +87,13 @@ def _epochs(settings: Any) -> int:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, metric_step="student", horizon=_epochs,
-                     data=DataOptions, workspace=lambda d, s, run_dir: build_workspace(d, s.teacher_model,
+    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, horizon=_epochs, metric_step="student", data=DataOptions, workspace=lambda d, s, run_dir: build_workspace(d, s.teacher_model,
                                                                                        s.student_model, run_dir),
                      sweep_defaults={"baseline": False}),
-    "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, metric_step="student", horizon=_epochs,
-                      data=SpanQAData, workspace=lambda d, s, run_dir: build_span_workspace(d, s.teacher_model,
+    "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, horizon=_epochs, metric_step="student", data=SpanQAData, workspace=lambda d, s, run_dir: build_span_workspace(d, s.teacher_model,
                                                                                             s.student_model, run_dir),
                       sweep_defaults={"members": 1}),
+    "imm": MethodSpec("imm", IMMSettings, imm_recipe, horizon=lambda s: max(1, s.iterations), progress=imm_progress,
+                      data=DataSettings, workspace=lambda d, s, run_dir: build_domain_workspace(
+                          d, s.max_answer_length, TOKENIZER, run_dir), samples=4),
 }

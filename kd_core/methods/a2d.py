@@ -31,7 +31,6 @@ from kd_core.engine.local import Recipe
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
-from kd_core.objectives import A2DConfig
 from kd_core.options import option
 from kd_core.train import TrainConfig
 
@@ -70,7 +69,13 @@ class A2DSettings:
             raise ConfigError("a2d", "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")
         if self.student_layers is not None and self.student_layers < 1:
             raise ConfigError("a2d", "student_layers", f"must be >= 1, got {self.student_layers}")
-        A2DConfig(self.tau, self.gamma, self.delta, self.top_k)  # raises naming the hyperparameter
+        if not self.tau > 0:
+            raise ConfigError("a2d", "tau", f"must be > 0, got {self.tau}")
+        for name in ("gamma", "delta"):
+            if getattr(self, name) < 0:
+                raise ConfigError("a2d", name, f"must be >= 0, got {getattr(self, name)}")
+        if self.top_k < 1:
+            raise ConfigError("a2d", "top_k", f"must be >= 1, got {self.top_k}")
         self.training(self.epochs, 0)
 
     def training(self, epochs: float, seed: int) -> TrainConfig:

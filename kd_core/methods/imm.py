@@ -45,6 +45,7 @@ from kd_core.engine.steps import (
 )
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
+from kd_core.methods.progress import Progress
 from kd_core.objectives import Complement, parse_schedule
 from kd_core.options import option
 from kd_core.train import TrainConfig
@@ -267,6 +268,19 @@ def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Seq
     final = {d: results[current_model(d, ran)]["model_dir"] for d in names}
     return {"iterations_f1": history, "kept": kept, "stopped_early": ran < settings.iterations,
             "final_models": final}
+
+
+def imm_progress(results: Mapping[str, Result], ws: Workspace) -> Progress | None:
+    """After iteration ``k >= 1``'s select steps: the average dev F1 of the kept models and the models themselves."""
+    names = domain_names(ws)
+    ran = 0
+    while all(f"select-{d}-{ran + 1}" in results for d in names):
+        ran += 1
+    if ran == 0:
+        return None
+    kept = {d: results[f"select-{d}-{ran}"] for d in names}
+    return Progress(ran, float(np.mean([r["primary"] for r in kept.values()])),
+                    {d: r["model_dir"] for d, r in kept.items()})
 
 
 def baseline_outcome(results: Mapping[str, Result], method: str, names: Sequence[str]) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""IMM as a recipe, without Ray: up-sampled weighted mixtures, the steps it plans, its ablations and baselines."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from kd_core.data.domains import DataSettings, domain_sources, load_domain_examples, parse_domain
+from kd_core.data.schema import examples_to_dataset
+from kd_core.data.split import limit_by_context
+from kd_core.engine.execute import execute, knowledge_for
+from kd_core.engine.mixture import mixture_arrays, upsample_indices
+from kd_core.engine.prepare import build_domain_workspace
+from kd_core.engine.steps import CollectStep, Source
+from kd_core.errors import ConfigError
+from kd_core.knowledge.table import read_knowledge, unfixed, write_knowledge
+from kd_core.methods.imm import IMMSettings, imm_outcome, imm_recipe, similarity_weights
+
+from tests.helpers import example
+
+DOMAINS = ("sports", "medicine", "finance")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    settings = DataSettings(synthetic_domains=DOMAINS, synthetic_per_domain=12, vocab_size=400)
+    return build_domain_workspace(settings, 30, "shared", tmp_path_factory.mktemp("imm"))
+
+
+def test_upsampling_repeats_every_row_equally_then_samples_the_rest():
+    rows = upsample_indices(3, 8, seed=0)
+    counts = np.bincount(rows, minlength=3)
+    assert len(rows) == 8 and sorted(counts) == [2, 3, 3]
+    assert np.array_equal(rows, upsample_indices(3, 8, seed=0))
+    assert np.array_equal(upsample_indices(5, 5, seed=1), np.arange(5))
+    with pytest.raises(ValueError):
+        upsample_indices(5, 4, seed=0)
+
+
+def test_a_mixture_upsamples_to_the_largest_part_and_reads_knowledge_by_feature_id(ws):
+    collected = execute(CollectStep("finance-teacher", "tiny-bert", "shared", split="finance.train",
+                                    options=(("top_k", 1), ("with_attention", False))), ws)
+    table = read_knowledge(collected["path"])
+    # The same knowledge stored in reversed row order: a mixture must align it by feature id, not by row.
+    reversed_path = ws.step_dir("reversed") / "knowledge.parquet"
+    write_knowledge(table.take(pa.array(range(table.num_rows - 1, -1, -1))), reversed_path)
+    ws.result_path("reversed").write_text(json.dumps({"path": str(reversed_path)}))
+
+    def reader(name, tokenizer, split):
+        return knowledge_for(name, tokenizer, split, ws)
+
+    sizes = {d: len(ws.features("shared", f"{d}.train")[0]) for d in ("sports", "finance")}
+    mixed = mixture_arrays([Source("sports.train", 0.7), Source("finance.train", 0.3)], "shared", ws, 0, reader)
+    target = max(sizes.values())
+    assert len(mixed["input_ids"]) == 2 * target  # both parts at the size of the larger
+    assert np.allclose(mixed["weight"], [0.7] * target + [0.3] * target)
+
+    single = mixture_arrays([Source("finance.train", 1.0, "reversed")], "shared", ws, 0, reader)
+    assert len(single["input_ids"]) == sizes["finance"]  # one part: no up-sampling
+    seq = single["input_ids"].shape[1]
+    assert np.array_equal(single["teacher_start_logits"], unfixed(table.column("start_logits"), (seq,), np.float32))
+
+
+def _train(name):
+    return {"kind": "train", "primary": 10.0, "model_dir": f"/models/{name}", "scores": {}}
+
+
+def _run(recipe, done, kept_new=()):
+    """Plan the next stage, then finish it with made-up results (select steps keep the new model for ``kept_new``)."""
+    steps = recipe(done)
+    for step in steps:
+        if step.name.startswith("select-"):
+            kept = step.candidates[1] if step.name.split("-")[1] in kept_new else step.candidates[0]
+            done[step.name] = {"kind": "select", "kept": kept, "primary": 1.0, "model_dir": done[kept]["model_dir"]}
+        else:
+            done[step.name] = _train(step.name)
+    return steps
+
+
+def test_the_recipe_plans_the_algorithm_and_stops_when_no_domain_improves(ws):
+    settings = IMMSettings(iterations=3, epochs=3, transfer_epochs=2)
+    recipe, done = imm_recipe(settings, ws), {}
+    s = similarity_weights(settings, ws)
+    initial = _run(recipe, done)
+    assert [step.name for step in initial] == [f"theta-{d}-0" for d in DOMAINS] and all(x.teacher for x in initial)
+    assert len({step.seed for step in initial}) == 3  # every domain model has its own seed
+    knowledge = _run(recipe, done)
+    assert [step.name for step in knowledge] == [f"knowledge-{d}-0" for d in DOMAINS] and all(x.teacher for x in knowledge)
+    phi = _run(recipe, done)[0]
+    assert phi.name == "phi-sports-1" and phi.model == "tiny-bert" and phi.config.epochs == 2 and not phi.teacher
+    assert [(x.split, x.weight, x.knowledge) for x in phi.sources] == [
+        ("medicine.train", s[0, 1], "knowledge-medicine-0"), ("finance.train", s[0, 2], "knowledge-finance-0")]
+    assert [t.kind for t in phi.objective] == ["hard", "prediction_mse"]
+    theta = _run(recipe, done)[0]
+    assert theta.model == "@phi-sports-1" and theta.config.epochs == 3
+    assert [(x.split, x.knowledge) for x in theta.sources] == [("sports.train", "knowledge-sports-0")]
+    select = _run(recipe, done, kept_new=("sports", "finance"))[0]
+    assert select.candidates == ("theta-sports-0", "theta-sports-1") and select.split == "sports.dev"
+    # Iteration 2 reads the kept models: new ones for sports and finance, medicine's iteration-0 model again.
+    assert [step.name for step in _run(recipe, done)] == ["knowledge-sports-1", "knowledge-finance-1"]
+    phi = _run(recipe, done)[0]
+    assert [x.knowledge for x in phi.sources] == ["knowledge-medicine-0", "knowledge-finance-1"]
+    _run(recipe, done)
+    assert [step.candidates for step in _run(recipe, done)][0] == ("select-sports-1", "theta-sports-2")
+    assert recipe(done) == []  # nobody improved in iteration 2: no third iteration
+    outcome = imm_outcome(done, settings, list(DOMAINS))
+    assert outcome["stopped_early"] and outcome["kept"]["medicine"] == [True, False, False]
+    assert outcome["final_models"]["sports"] == "/models/theta-sports-1"
+
+
+def test_ablations_and_baselines_change_the_steps_only(ws):
+    settings = IMMSettings(iterations=1, no_kd1=True, no_kd2=True, phi_init="theta", baselines=("mix", "ft", "mft"))
+    recipe, done = imm_recipe(settings, ws), {}
+    _run(recipe, done)
+    phi = _run(recipe, done)  # no knowledge stage: neither phi nor theta reads any
+    assert [step.name for step in phi] == [f"phi-{d}-1" for d in DOMAINS]
+    assert phi[1].model == "@theta-medicine-0" and [t.kind for t in phi[1].objective] == ["hard"]
+    assert all(x.knowledge is None for step in phi for x in step.sources)
+    assert all(x.knowledge is None for step in _run(recipe, done) for x in step.sources)
+    _run(recipe, done, kept_new=DOMAINS)
+    (mix,) = _run(recipe, done)
+    assert [x.split for x in mix.sources] == [f"{d}.train" for d in DOMAINS] and mix.tags["kd.method"] == "mix"
+    assert [step.split for step in _run(recipe, done)] == [f"{d}.dev" for d in DOMAINS]  # mix scored on every domain
+    pretrain = _run(recipe, done)[1]
+    assert pretrain.name == "ft-pretrain-medicine" and [x.split for x in pretrain.sources] == ["sports.train",
+                                                                                             "finance.train"]
+    assert [x.split for x in _run(recipe, done)[1].sources] == ["medicine.train"]
+    _run(recipe, done)
+    assert [x.split for x in _run(recipe, done)[1].sources] == [f"{d}.train" for d in DOMAINS]  # mft: all domains
+    assert recipe(done) == []
+    uniform = similarity_weights(IMMSettings(no_similarity=True), ws)
+    assert np.allclose(uniform, [[0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+
+
+def test_domain_specs_and_limits():
+    assert parse_domain("wiki=a.json,b.json", "/data") == parse_domain("wiki=/data/a.json,/data/b.json")
+    assert parse_domain("x=hf:squad", "/data").train == "hf:squad"
+    for bad in ("wiki", "=a.json", "wiki=", "wiki=a,b,c", "wiki=a,"):
+        with pytest.raises(ConfigError):
+            parse_domain(bad)
+    with pytest.raises(ConfigError, match="at least 2"):
+        domain_sources(DataSettings(domains=("only=x.json",)))
+    with pytest.raises(ConfigError, match="duplicate"):
+        load_domain_examples(DataSettings(domains=("a=x.json", "a=y.json")))
+
+    ds = examples_to_dataset([example(f"q{i}", f"Context {i // 2} says 1{i // 2}.", "What?", f"1{i // 2}")
+                              for i in range(10)])
+    limited = limit_by_context(ds, 5, seed=0)
+    assert len(limited) == 4  # whole contexts of 2 questions: 2 contexts fit in 5
+    assert len(set(limited["context"])) == 2
+    assert limit_by_context(ds, 50, seed=0) is ds
+
+
+def test_invalid_imm_hyperparameters_are_refused():
+    for kwargs, field in [({"iterations": -1}, "iterations"), ({"phi_init": "x"}, "phi_init"),
+                          ({"lambda_schedule": "cosine"}, "lambda_schedule"), ({"transfer_epochs": 0}, "transfer_epochs"),
+                          ({"epochs": 0}, "epochs"), ({"baselines": ("imm",)}, "baselines"),
+                          ({"method": "mix", "baselines": ("mix",)}, "baselines")]:
+        with pytest.raises(ConfigError, match=field):
+            IMMSettings(**kwargs)
