@@ -23,13 +23,14 @@ does everything around that, once for every job:
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -42,13 +43,14 @@ from kd_core.engine.local import Recipe, drive
 from kd_core.engine.steps import EvaluateStep, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
-from kd_core.options import flag, option
+from kd_core.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.run_files import write_atomic
 
 STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary_table.txt"
 STATE_VERSION = 1
+T = TypeVar("T")
 #: What a fresh job removes from its run directory first (a resumed job keeps them).
 JOB_OUTPUTS = ("steps", STATE_FILE, SUMMARY_FILE, TABLE_FILE)
 
@@ -102,6 +104,17 @@ class JobState:
 
 def _comparable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
+    """A job's options from its command line; with ``--resume``, the saved ones (others given must equal them)."""
+    if not args.resume:
+        return config_from_cli(cls, args)
+    saved = resume_options(args.resume, method, cli_values(cls, args))
+    try:
+        return cls(**{**saved, "run_dir": str(Path(args.resume).resolve())})
+    except ConfigError as err:
+        raise options_error(err, cls) from err
 
 
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:

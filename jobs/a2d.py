@@ -16,14 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import bar_chart  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, format_table, summarise, summary_metrics  # noqa: E402
-from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
+from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,11 @@ class A2DJobConfig(A2DSettings, SpanQAData, JobOptions):
 
     @property
     def data(self) -> SpanQAData:
-        return SpanQAData(**{k: getattr(self, k) for k in SpanQAData.__dataclass_fields__})
+        return part(SpanQAData, self)
 
     @property
     def settings(self) -> A2DSettings:
-        return A2DSettings(**{k: getattr(self, k) for k in A2DSettings.__dataclass_fields__})
+        return part(A2DSettings, self)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,18 +57,6 @@ def parser() -> argparse.ArgumentParser:
     add_run_flags(p, "continue the job in RUN_DIR with its saved options (others given must equal them)")
     add_options(p, A2DJobConfig)
     return p
-
-
-def config_from(args: argparse.Namespace) -> A2DJobConfig:
-    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
-    if not args.resume:
-        return config_from_cli(A2DJobConfig, args)
-    given = cli_values(A2DJobConfig, args)
-    saved = resume_options(args.resume, "a2d", given)
-    try:
-        return A2DJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
-    except ConfigError as err:
-        raise options_error(err, A2DJobConfig) from err
 
 
 def workspace(config: A2DJobConfig) -> Workspace:
@@ -98,7 +85,7 @@ def run(config: A2DJobConfig, address: str | None = None, resume: bool = False) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = config_from(args)
+    config = job_config(A2DJobConfig, "a2d", args)
     if args.check:
         workspace(config)
         print("ok: options and data are valid")

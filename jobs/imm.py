@@ -19,15 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 import numpy as np  # noqa: E402
 
-from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, format_table, imm_recipe, summarise  # noqa: E402
-from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
+from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,11 @@ class IMMJobConfig(IMMSettings, DataSettings, JobOptions):
 
     @property
     def data(self) -> DataSettings:
-        return DataSettings(**{k: getattr(self, k) for k in DataSettings.__dataclass_fields__})
+        return part(DataSettings, self)
 
     @property
     def settings(self) -> IMMSettings:
-        return IMMSettings(**{k: getattr(self, k) for k in IMMSettings.__dataclass_fields__})
+        return part(IMMSettings, self)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,18 +63,6 @@ def parser() -> argparse.ArgumentParser:
     add_run_flags(p, "continue the run in RUN_DIR with its saved options (others given must equal them)")
     add_options(p, IMMJobConfig)
     return p
-
-
-def config_from(args: argparse.Namespace) -> IMMJobConfig:
-    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
-    if not args.resume:
-        return config_from_cli(IMMJobConfig, args)
-    given = cli_values(IMMJobConfig, args)
-    saved = resume_options(args.resume, "imm", given)
-    try:
-        return IMMJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
-    except ConfigError as err:
-        raise options_error(err, IMMJobConfig) from err
 
 
 def workspace(config: IMMJobConfig) -> Workspace:
@@ -131,7 +118,7 @@ def format_summary(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = config_from(args)
+    config = job_config(IMMJobConfig, "imm", args)
     if args.check:
         workspace(config)
         print("ok: options and data are valid")

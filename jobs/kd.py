@@ -16,12 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions, JobRuntime, resume_options  # noqa: E402
+from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
-from kd_core.options import add_options, add_run_flags, cli_values, config_from_cli, option, options_error  # noqa: E402
-from kd_core.errors import ConfigError  # noqa: E402
+from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,11 @@ class KDJobConfig(HintonSettings, DataOptions, JobOptions):
 
     @property
     def data(self) -> DataOptions:
-        return DataOptions(**{k: getattr(self, k) for k in DataOptions.__dataclass_fields__})
+        return part(DataOptions, self)
 
     @property
     def settings(self) -> HintonSettings:
-        return HintonSettings(**{k: getattr(self, k) for k in HintonSettings.__dataclass_fields__})
+        return part(HintonSettings, self)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,18 +54,6 @@ def parser() -> argparse.ArgumentParser:
     add_run_flags(p, "continue the job in RUN_DIR with its saved options (others given must equal them)")
     add_options(p, KDJobConfig)
     return p
-
-
-def config_from(args: argparse.Namespace) -> KDJobConfig:
-    """The options asked for; with ``--resume``, the saved ones (others given must equal them)."""
-    if not args.resume:
-        return config_from_cli(KDJobConfig, args)
-    given = cli_values(KDJobConfig, args)
-    saved = resume_options(args.resume, "kd", given)
-    try:
-        return KDJobConfig(**{**saved, "run_dir": str(Path(args.resume).resolve())})
-    except ConfigError as err:
-        raise options_error(err, KDJobConfig) from err
 
 
 def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -> dict:
@@ -86,7 +73,7 @@ def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = config_from(args)
+    config = job_config(KDJobConfig, "kd", args)
     if args.check:
         build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
         print("ok: options and data are valid")

@@ -30,7 +30,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise
-from kd_core.options import add_options, config_from_cli, option
+from kd_core.options import add_options, config_from_cli, option, part
 from kd_core.run_files import write_atomic
 
 #: Settings a single process has no use for (no data-parallel workers here).
@@ -53,11 +53,11 @@ class DistillConfig(A2DSettings, SpanQAData):
 
     @property
     def data(self) -> SpanQAData:
-        return SpanQAData(**{k: getattr(self, k) for k in SpanQAData.__dataclass_fields__})
+        return part(SpanQAData, self)
 
     @property
     def settings(self) -> A2DSettings:
-        return A2DSettings(**{k: getattr(self, k) for k in A2DSettings.__dataclass_fields__})
+        return part(A2DSettings, self)
 
 
 def workspace(config: DistillConfig) -> Workspace:

@@ -120,6 +120,11 @@ def config_from_cli(cls: type[T], args: argparse.Namespace) -> T:
         raise options_error(err, cls) from err
 
 
+def part(cls: type[T], config: Any) -> T:
+    """The ``cls`` part of a config that inherits ``cls``'s fields (e.g. a job's data options)."""
+    return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
+
+
 def option(default: Any, help: str, group: str | None = None, alias: str | None = None, split: bool = True) -> Any:
     """A dataclass field with its command-line help (and optional help group and alias).
 

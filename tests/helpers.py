@@ -1,6 +1,10 @@
-"""Small shared builders for tests: a tokenizer trained on a few sentences and hand-made examples."""
+"""Small shared pieces for tests: hand-made examples, a job's MLflow run tree, waiting on a job to kill it."""
 
 from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
 
 from kd_core.data.schema import examples_to_dataset
 from kd_core.models import train_wordpiece_tokenizer
@@ -24,3 +28,22 @@ def toy_examples():
 def toy_tokenizer(vocab_size: int = 200):
     ds = toy_examples()
     return train_wordpiece_tokenizer(list(ds["context"]) + list(ds["question"]), vocab_size=vocab_size)
+
+
+def job_tree(uri: str, parent_id: str):
+    """``(client, parent run, its children)``: every run tagged with the job's ``kd_job_id`` but the parent."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
+    return client, parent, [r for r in runs if r.info.run_id != parent_id]
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    """Poll ``condition`` while the job ``proc`` runs; fail if the job ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"job ended before it could be killed:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)

@@ -5,11 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from transformers import AutoModelForQuestionAnswering
 
 from jobs.a2d import A2DJobConfig, main, run
@@ -18,6 +16,7 @@ from kd_core.data.synthetic import generate
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
+from tests.helpers import job_tree, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2)
@@ -45,13 +44,6 @@ def uninterrupted(ray_session, tmp_path_factory):
     return run(config), uri
 
 
-def _tree(uri, parent_id):
-    client = MlflowClient(uri)
-    parent = client.get_run(parent_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
-    return client, parent, [r for r in runs if r.info.run_id != parent_id]
-
-
 def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     summary, uri = uninterrupted
     assert len(summary["members_f1"]) == 2
@@ -67,7 +59,7 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert len(read_manifest(knowledge, "knowledge").teachers) == 2
     assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1
 
-    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    client, parent, children = job_tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.info.run_name == "a2d"
     assert parent.data.params["tau"] == "2.0" and parent.data.params["members"] == "2"
     assert parent.data.metrics["student_f1"] == pytest.approx(summary["student_f1"])
@@ -85,14 +77,6 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
 
 
-def _wait_for(condition, proc, timeout, log):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"job ended early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
     expected, _ = uninterrupted
@@ -105,7 +89,7 @@ def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(u
                                  str(run_dir), "--tracking-uri", uri, "--address", address],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         # Kill the driver while the student trains (its first epoch's checkpoint is on disk).
-        _wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
+        wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
@@ -126,7 +110,7 @@ def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(u
     assert set(summary["reused_steps"]) == {p.parent.name for p in done_before}
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
     assert json.loads((run_dir / "steps/student/result.json").read_text())["resumed_from_step"] > 0
-    _, parent, children = _tree(uri, parent_id)
+    _, parent, children = job_tree(uri, parent_id)
     assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
 
 
@@ -141,7 +125,7 @@ def test_a_student_with_two_workers_trains_data_parallel_on_ray_train(ray_sessio
     features = json.loads((steps / "knowledge/result.json").read_text())["rows"]
     assert result["steps"] == -(-features // 32)  # one epoch of global batches of 2 workers x 16 rows
     assert (tmp_path / "run" / "ray_train" / "student").is_dir()
-    client, _, children = _tree(uri, summary["mlflow_run_id"])
+    client, _, children = job_tree(uri, summary["mlflow_run_id"])
     student = next(r for r in children if r.info.run_name == "student")
     assert len(client.get_metric_history(student.info.run_id, "loss/kd")) >= 1  # logged by rank 0
 

@@ -5,15 +5,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from jobs.imm import IMMJobConfig, main, run
 from kd_core.cli import run_cli
 from tuning.sweep import SweepConfig, run_sweep
+from tests.helpers import job_tree, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
@@ -30,14 +29,7 @@ def uninterrupted(ray_session, tmp_path_factory):
     return summary, uri
 
 
-def _tree(uri: str, parent_id: str):
-    client = MlflowClient(uri)
-    parent = client.get_run(parent_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
-    return client, parent, [r for r in runs if r.info.run_id != parent_id]
-
-
-def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
+def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     summary, uri = uninterrupted
     domains = ["sports", "medicine", "finance"]
     assert summary["method"] == "imm" and list(summary["iterations_f1"]) == domains
@@ -57,7 +49,7 @@ def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
     assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.parquet")) == sorted(
         f"knowledge-{d}-0" for d in domains)
 
-    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    client, parent, children = job_tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["method"] == "imm"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -85,16 +77,6 @@ def test_imm_job_end_to_end_with_mlflow_tree(uninterrupted):
             assert child.data.metrics["primary"] == summary["iterations_f1"][domain][iteration]
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            pytest.fail(f"job ended before it could be killed:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("job did not reach the point to kill it")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
     expected, _ = uninterrupted
@@ -108,7 +90,7 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_ses
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         # Kill the driver in the middle of iteration 1's transfers (a phi checkpoint is on disk).
-        _wait_for(lambda: any((run_dir / "steps").glob("phi-*-1/checkpoint/state.json")), proc, 300, log)
+        wait_for(lambda: any((run_dir / "steps").glob("phi-*-1/checkpoint/state.json")), proc, 300, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
@@ -133,7 +115,7 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_ses
                    if p not in done_before]
     assert any(result["resumed_from_step"] > 0 for result in resumed_phi)
 
-    _, parent, children = _tree(uri, parent_id)
+    _, parent, children = job_tree(uri, parent_id)
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)
     steps = [r.data.tags["kd.step"] for r in children]
@@ -186,7 +168,7 @@ def test_imm_sweep_reuses_the_jobs_iteration_0_as_its_teachers(uninterrupted, tm
     # Iteration 1 of a trial can only improve on the job's iteration 0 (keep-the-best).
     assert sweep["best_metric"] >= sum(f1s[0] for f1s in job["iterations_f1"].values()) / 3 - 1e-9
     assert sorted(p.name for p in Path(sweep["best_model"]).iterdir()) == sorted(job["iterations_f1"])
-    _, parent, children = _tree(uri, sweep["mlflow_run_id"])
+    _, parent, children = job_tree(uri, sweep["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     assert [r.data.tags["kd.role"] for r in children] == ["trial", "trial"]
     assert all(r.info.status == "FINISHED" for r in children)

@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from jobs.kd import KDJobConfig, main, run
 from kd_core.cli import run_cli
+from tests.helpers import job_tree, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
@@ -29,13 +28,6 @@ def uninterrupted(ray_session, tmp_path_factory):
     return run(KDJobConfig(**TINY, run_dir=str(root / "run"), tracking_uri=uri)), uri
 
 
-def _tree(uri, parent_id):
-    client = MlflowClient(uri)
-    parent = client.get_run(parent_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.kd_job_id = '{parent_id}'")
-    return client, parent, [r for r in runs if r.info.run_id != parent_id]
-
-
 def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     summary, uri = uninterrupted
     assert summary["task"] == "sentiment" and summary["primary_metric"] == "accuracy"
@@ -44,7 +36,7 @@ def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert len(summary["models"]["teacher"]["dev"]) == 2  # two members, one ensemble on test
     assert summary["models"]["student"]["parameters"] < summary["models"]["teacher"]["parameters"]
     assert (Path(summary["run_dir"]) / "summary_table.txt").read_text().startswith("model")
-    client, parent, children = _tree(uri, summary["mlflow_run_id"])
+    client, parent, children = job_tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["kd.method"] == "kd"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.json", "summary_table.txt"}
     assert sorted(r.data.tags["kd.step"] for r in children) == sorted(STEPS)
@@ -58,14 +50,6 @@ def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert evaluation.data.metrics["test/accuracy"] == summary["models"]["student"]["test"]
 
 
-def _wait_for(condition, proc, timeout, log):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"job ended early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
     expected, _ = uninterrupted
@@ -77,7 +61,7 @@ def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninte
                                  "--tracking-uri", uri, "--address", address],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         # Kill the driver while the student trains (its first epoch's checkpoint is on disk).
-        _wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
+        wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
@@ -98,7 +82,7 @@ def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninte
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
     assert json.loads((run_dir / "steps/student/result.json").read_text())["resumed_from_step"] > 0
 
-    _, parent, children = _tree(uri, parent_id)
+    _, parent, children = job_tree(uri, parent_id)
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)
     assert sorted(r.data.tags["kd.step"] for r in children) == sorted(STEPS)

@@ -71,7 +71,7 @@ def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
                       f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json",
                       head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and len(summary["members_f1"]) == 2
-    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()
     assert (tmp_path / "mlflow.db").exists()
 
 

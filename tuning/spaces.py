@@ -80,19 +80,17 @@ class Param:
         return tune.uniform(low, high) if self.kind == "uniform" else tune.loguniform(low, high)
 
 
-def parse_space(method: str, overrides: Mapping[str, Any] | None = None,
-                allowed: set[str] | None = None) -> dict[str, Param]:
+def parse_space(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Param]:
     """The method's default space with ``overrides`` (``{name: {kind: values}}``) replacing entries.
 
-    ``allowed`` (the method's hyperparameter names) rejects typos in parameter names.
+    Whether each name is a setting of the method (and may be searched) is the method's check
+    (:meth:`kd_core.methods.MethodSpec.check_searchable`).
     """
     if method not in DEFAULT_SPACES:
         raise ConfigError("sweep", "method", f"no search space for {method!r}; known: {', '.join(DEFAULT_SPACES)}")
     merged: dict[str, Any] = {**DEFAULT_SPACES[method], **dict(overrides or {})}
     space: dict[str, Param] = {}
     for name, spec in merged.items():
-        if allowed is not None and name not in allowed:
-            raise ConfigError("sweep", f"space.{name}", f"not a hyperparameter of {method}; known: {', '.join(sorted(allowed))}")
         if not isinstance(spec, Mapping) or len(spec) != 1:
             raise ConfigError("sweep", f"space.{name}", f"expected one of {{kind: values}} with kind in {KINDS}, got {spec!r}")
         ((kind, values),) = spec.items()

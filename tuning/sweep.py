@@ -123,7 +123,7 @@ class Prepared:
 
 def prepare(config: SweepConfig) -> Prepared:
     """Validate the job options, the space and its values, load the data, check reused knowledge."""
-    space = parse_space(config.method, config.space, set(METHODS[config.method].settings.__dataclass_fields__))
+    space = parse_space(config.method, config.space)
     param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
     recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root, config.knowledge_from)
     return Prepared(config, space, recipe)

@@ -12,7 +12,7 @@ steps once (``until=is_teacher``) and then every trial continues from those resu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kd_core.engine.execute import Result, execute
@@ -21,6 +21,23 @@ from kd_core.engine.workspace import Workspace
 
 Recipe = Callable[[Mapping[str, Result]], list[Step]]
 Runner = Callable[[Sequence[Step]], list[Result]]
+
+
+def staged(stages: Callable[[Mapping[str, Result]], Iterable[Sequence[Step]]]) -> Recipe:
+    """A recipe from its stages: the unfinished steps of the first stage that has any.
+
+    ``stages(done)`` yields the stages in order; a stage may be planned from the results of
+    the stages before it (it is only asked for once those have finished).
+    """
+
+    def next_steps(done: Mapping[str, Result]) -> list[Step]:
+        for stage in stages(done):
+            pending = [step for step in stage if step.name not in done]
+            if pending:
+                return pending
+        return []
+
+    return next_steps
 
 
 def is_teacher(step: Step) -> bool:

@@ -20,14 +20,14 @@ Steps (names are the run directory's ``steps/<name>``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kd_core.engine.execute import Result
-from kd_core.engine.local import Recipe
+from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
@@ -85,10 +85,6 @@ class A2DSettings:
         return self.seed + 1000 * i
 
 
-def _pending(steps: Sequence[Step], done: Mapping[str, Result]) -> list[Step]:
-    return [step for step in steps if step.name not in done]
-
-
 def member_models(s: A2DSettings) -> list[str]:
     """The members as models: the trained ``member-<i>``, or the teacher model itself with ``teacher_epochs = 0``."""
     if s.teacher_epochs == 0:
@@ -139,14 +135,7 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
                         EvaluateStep(f"eval-student-{split}", (model_ref("student"),), "teacher", split=split,
                                      tags={"kd.role": "student"})]
 
-    def next_steps(done: Mapping[str, Result]) -> list[Step]:
-        for stage in (members, collects, merge, students, evaluations):
-            pending = _pending(stage, done)
-            if pending:
-                return pending
-        return []
-
-    return next_steps
+    return staged(lambda done: (members, collects, merge, students, evaluations))
 
 
 def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspace) -> dict[str, Any]:

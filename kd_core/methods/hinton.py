@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kd_core.engine.execute import Result
-from kd_core.engine.local import Recipe
+from kd_core.engine.local import Recipe, staged
 from kd_core.engine.workspace import Workspace
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.errors import ConfigError
@@ -65,10 +65,6 @@ class HintonSettings:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=seed)
 
 
-def _pending(steps: list[Step], done: Mapping[str, Result]) -> list[Step]:
-    return [step for step in steps if step.name not in done]
-
-
 def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Recipe:
     """The recipe of the module doc for ``settings`` (the same for every workspace)."""
     s = settings
@@ -93,14 +89,7 @@ def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Reci
     evaluations: list[Step] = [EvaluateStep("eval-teacher", tuple(model_ref(m) for m in members), "teacher")]
     evaluations += [EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student") for step in students]
 
-    def next_steps(done: Mapping[str, Result]) -> list[Step]:
-        for stage in (teachers, knowledge, merge, students, evaluations):
-            pending = _pending(stage, done)
-            if pending:
-                return pending
-        return []
-
-    return next_steps
+    return staged(lambda done: (teachers, knowledge, merge, students, evaluations))
 
 
 def summarise(results: Mapping[str, Result], settings: HintonSettings, task: str, primary: str) -> dict[str, Any]:

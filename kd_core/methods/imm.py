@@ -39,7 +39,7 @@ import numpy as np
 
 from kd_core.data.similarity import domain_similarity
 from kd_core.engine.execute import Result
-from kd_core.engine.local import Recipe
+from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
     CollectStep, EvaluateStep, SelectStep, Source, Step, TermSpec, TrainStep, model_ref,
 )
@@ -240,14 +240,7 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
             else:
                 yield from baseline(method)
 
-    def next_steps(done: Mapping[str, Result]) -> list[Step]:
-        for stage in stages(done):
-            pending = [step for step in stage if step.name not in done]
-            if pending:
-                return pending
-        return []
-
-    return next_steps
+    return staged(stages)
 
 
 # ---------------------------------------------------------------------------- the summary
