@@ -56,7 +56,7 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
         prepare(SweepConfig(space={"top_k": {"choice": [2, 4]}}, job=JOB))  # top-K is collected once, by the teachers
     with pytest.raises(ConfigError, match="iterations"):
         prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
-    for args, message in [(["--method", "mtdnn"], "does not exist yet"), (["--num-samples", "0"], "num_samples"),
+    for args, message in [(["--method", "mtdnn"], "does not exist yet"), (["--num-samples", "0"], "--num-samples"),
                           (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "no finished a2d teacher step"),
                           (["--set", "no_such_option=1"], "no_such_option")]:
         assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2

@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
+from kd_core.options import add_options, cli_values, option, options_error  # noqa: E402
 from kd_core.run_files import remove_outputs  # noqa: E402
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
 from tuning.results import format_summary, log_results, summarise  # noqa: E402
@@ -59,19 +60,21 @@ SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "sum
 class SweepConfig:
     """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
 
-    method: str = "a2d"
-    search: str = "random"
-    num_samples: int | None = None  # default: the method's (8; 4 for IMM)
-    max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs (or GPUs) hold
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    knowledge_from: str | None = None
-    space: dict[str, Any] = field(default_factory=dict)
-    job: dict[str, Any] = field(default_factory=dict)
-    run_dir: str | None = None  # default runs/sweep-<method>
-    tracking_uri: str | None = None
-    experiment: str = "sweep"
-    seed: int = 0
+    method: str = option("a2d", "the method whose recipe is swept: a2d, imm or kd")
+    search: str = option("random", "random, grid (choices become grid axes) or optuna")
+    num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
+    max_concurrent: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
+    grace_period: int = option(1, "ASHA: reports (epochs or iterations) every trial makes")
+    reduction_factor: float = option(2.0, "ASHA: keep 1/factor of the trials per rung")
+    knowledge_from: str | None = option(None, "reuse the teacher steps of an earlier job or sweep of the method "
+                                        "(RUN_DIR) instead of running them")
+    space: dict[str, Any] = field(default_factory=dict)  # from the config file's space: mapping
+    job: dict[str, Any] = field(default_factory=dict)  # the config file's job: mapping and --set
+    run_dir: str | None = option(None, "where teachers, trials and the best model go (default runs/sweep-<method>)")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                      "sqlite:///<cwd>/mlflow.db)")
+    experiment: str = option("sweep", "MLflow experiment name")
+    seed: int = option(0, "seed of the search and of the base job")
 
     def __post_init__(self) -> None:
         if self.method in PENDING:
@@ -196,36 +199,29 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python tuning/sweep.py",
-        description="Ray Tune sweep of distillation hyperparameters: teachers run once, every trial trains only its "
-        "student (or its IMM iterations), ASHA stops weak trials, MLflow nests one run per trial.",
+        description="Ray Tune sweep of any method's distillation hyperparameters: the recipe's teacher steps run once, "
+        "every trial continues the recipe from them, ASHA stops weak trials, MLflow nests one run per trial.",
     )
     p.add_argument("--config", help="YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping")
-    p.add_argument("--method", choices=[*METHODS, *PENDING], help="a2d (default), imm or kd: any method's recipe")
-    p.add_argument("--search", choices=SEARCHES, help="random (default), grid or optuna")
-    p.add_argument("--num-samples", type=int, help="trials (grid: repeats of the grid); default 8 (4 for imm)")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: one per CPU, or per GPU when present)")
-    p.add_argument("--grace-period", type=int, help="ASHA: epochs/iterations every trial runs (default 1)")
-    p.add_argument("--reduction-factor", type=float, help="ASHA: keep 1/factor of the trials per rung (default 2)")
-    p.add_argument("--knowledge-from", metavar="RUN_DIR",
-                   help="reuse the teacher steps of an earlier job of the method instead of running them")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps default "
-                   "to members=1)")
-    p.add_argument("--run-dir", help="where knowledge, trials and the best model go (default runs/sweep-<method>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--experiment", help="MLflow experiment name (default sweep)")
-    p.add_argument("--seed", type=int)
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
     p.add_argument("--check", action="store_true", help="validate options, space and data, then exit")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps default "
+                   "to members=1)")
+    add_options(p, SweepConfig, skip=("space", "job"))
     return p
 
 
 def config_from(args: argparse.Namespace) -> SweepConfig:
+    """The sweep's options: the config file (with its ``space:`` and ``job:``), the command line over it."""
     values = read_config_file(args.config) if args.config else {}
     job = {**values.pop("job", {}), **parse_overrides(args.set)}
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(SweepConfig)}
-    return build_config(SweepConfig, {**values, "job": job}, overrides, args.config or "options")
+    try:
+        return build_config(SweepConfig, {**values, "job": job}, cli_values(SweepConfig, args),
+                            args.config or "options")
+    except ConfigError as err:
+        raise options_error(err, SweepConfig) from err
 
 
 def main(argv: list[str] | None = None) -> int:
