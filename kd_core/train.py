@@ -1,7 +1,8 @@
 """The one training loop: any QA model, features plus optional knowledge, any :class:`Objective`.
 
-* AdamW with a linear warm-up to ``learning_rate`` over ``warmup_ratio`` of the steps, then a
-  linear decay to 0; gradients clipped to ``max_grad_norm``.
+* AdamW with ``transformers``' linear schedule (``get_linear_schedule_with_warmup``): a
+  warm-up from 0 to ``learning_rate`` over ``warmup_ratio`` of the steps, then a linear decay
+  to 0; gradients clipped to ``max_grad_norm``.
 * Seeded and deterministic on CPU: epoch ``e``'s order is a permutation drawn from a
   generator seeded with ``(seed, e)``, and dropout uses the global torch generator, seeded
   once and saved in checkpoints. Two runs with the same seed give the same weights.
@@ -9,7 +10,8 @@
   ``optimizer.safetensors`` (AdamW moments, the torch RNG state) and ``state.json`` (step,
   config). They are written to a temporary folder and renamed, so a folder that
   exists is complete. :func:`train` resumes from one and ends with the same weights as an
-  uninterrupted run (the learning rate is a pure function of the step, so it needs no state).
+  uninterrupted run (the learning rate is a pure function of the step: the schedule is
+  moved to the checkpoint's step).
 * Data parallel: with ``shard=(rank, world_size)`` every process takes its share of each
   global batch of ``batch_size * world_size`` rows (the last global batch of an epoch is
   completed from the start of the epoch order, so every rank gets rows); the model may be
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from kd_core.batches import batch_at, num_question_tokens
 from kd_core.errors import ConfigError
@@ -86,13 +88,6 @@ class TrainResult:
     steps: int
     last_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int = 0
-
-
-def _schedule(step: int, total: int, warmup: int) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 def _epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
@@ -205,9 +200,11 @@ def train(
 
     torch.manual_seed(config.seed)
     optimizer = _optimizer(model, config)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
     start_step = load_checkpoint(ckpt, unwrap(model), optimizer) if resuming else 0
+    scheduler.last_epoch = start_step  # the restored learning rate is the schedule's at this step
 
     device = next(model.parameters()).device
     model.train()
@@ -224,10 +221,9 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        lr = config.learning_rate * _schedule(step, total_steps, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        scheduler.step()
         step += 1
         bar.update(1)
         loss_value = float(loss.detach())

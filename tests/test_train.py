@@ -48,6 +48,32 @@ def test_same_seed_gives_identical_weights(data):
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
+def test_the_learning_rate_warms_up_from_zero_then_decays_linearly_and_resumes_on_schedule(data, tmp_path):
+    tok, arrays = data
+    cfg = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, warmup_ratio=0.25, log_every=1,
+                      checkpoint_every=3)
+    seen = []
+    train(build_preset_model("tiny-bert-1l", tok, seed=0), arrays, Objective((ce_term(),)), cfg,
+          callbacks=[seen.append], progress=False)
+    total = len(seen)
+    warmup = round(0.25 * total)
+    # By hand: lr_t = base * t / W during the warm-up, then base * (T - t) / (T - W) (step t counts from 0).
+    expected = [1e-3 * (t / warmup if t < warmup else (total - t) / (total - warmup)) for t in range(total)]
+    assert [m["lr"] for m in seen] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+    def stop_at_5(metrics):
+        if metrics["step"] == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(build_preset_model("tiny-bert-1l", tok, seed=0), arrays, Objective((ce_term(),)), cfg,
+              callbacks=[stop_at_5], checkpoint_dir=tmp_path / "ckpt", progress=False)
+    resumed = []
+    train(build_preset_model("tiny-bert-1l", tok, seed=0), arrays, Objective((ce_term(),)), cfg,
+          callbacks=[resumed.append], checkpoint_dir=tmp_path / "ckpt", progress=False)
+    assert [m["lr"] for m in resumed] == [m["lr"] for m in seen[3:]]  # resumed at the step-3 checkpoint
+
+
 class Interrupt(Exception):
     pass
 
