@@ -64,10 +64,10 @@ class JobOptions:
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                       "sqlite:///<cwd>/mlflow.db)", "job")
     experiment: str = option("kd", "MLflow experiment name", "job")
-    max_concurrency: int | None = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
+    max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
 
     def __post_init__(self) -> None:
-        if self.max_concurrency is not None and self.max_concurrency < 1:
+        if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")
 
