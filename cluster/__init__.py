@@ -1,1 +1,1 @@
-"""Placement on Ray: model actors, ensemble fan-out/fan-in, the IMM coordinator, run storage and tracking."""
+"""Placement on Ray: the job runtime, step workers and their pool, data-parallel steps, tracking."""

@@ -4,10 +4,10 @@
 ``RAY_ADDRESS``) or starts a local one, and hands every worker the environment it needs
 (the absolute MLflow tracking URI, offline hub settings).
 
-:func:`model_placement` gives each model actor one GPU when the cluster has at least one
+:func:`model_placement` gives each step worker one GPU when the cluster has at least one
 per concurrently running model (a fraction otherwise: fractional GPUs are scheduling labels,
 not isolation), else a CPU share; ``torch_threads`` is set to the CPUs one of the at most
-``max_concurrency`` models running at once may use, so concurrent actors do not fight for
+``max_concurrency`` models running at once may use, so concurrent workers do not fight for
 cores.
 """
 
@@ -35,7 +35,7 @@ def connect(tracking_uri: str, address: str | None = None) -> None:
 
 @dataclass(frozen=True)
 class Placement:
-    """Ray resources of one model actor and the torch threads it uses."""
+    """Ray resources of one step worker and the torch threads it uses."""
 
     num_cpus: float
     num_gpus: float
