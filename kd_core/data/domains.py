@@ -20,7 +20,7 @@ from kd_core.data.loaders import load_examples
 from kd_core.data.split import limit_by_context, split_by_context
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
-from kd_core.models import is_preset, load_qa_model, train_wordpiece_tokenizer
+from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
 from kd_core.options import option
 
 
@@ -149,4 +149,4 @@ def shared_tokenizer(settings: DataSettings, splits: Mapping[str, tuple[Dataset,
         for train, _ in splits.values():
             texts += list(train["context"]) + list(train["question"])
         return train_wordpiece_tokenizer(texts, vocab_size=settings.vocab_size)
-    return load_qa_model(settings.model, seed=settings.seed)[1]
+    return load_tokenizer(settings.model)

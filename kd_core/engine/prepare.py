@@ -134,8 +134,7 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
     for name, rows in splits.items():
         if len(rows) == 0:
             raise ConfigError("data", name, "split is empty")
-    options_like = DataOptions(task="span_qa", vocab_size=options.vocab_size, seed=options.seed)
-    tokenizers = tokenizers_for(options_like, task, train, teacher_model, student_model)
+    tokenizers = tokenizers_for(task, train, teacher_model, student_model, options.vocab_size)
     ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
     ws.check_features()
     return ws
@@ -173,17 +172,17 @@ def load_splits(options: DataOptions, task: Task) -> dict[str, Dataset]:
     return {"train": train, "dev": dev, "test": test}
 
 
-def tokenizers_for(options: DataOptions, task: Task, train: Dataset, teacher_model: str,
-                   student_model: str) -> dict[str, PreTrainedTokenizerFast]:
+def tokenizers_for(task: Task, train: Dataset, teacher_model: str, student_model: str, vocab_size: int,
+                   student_vocab_size: int | None = None) -> dict[str, PreTrainedTokenizerFast]:
     """``{"teacher": ..., "student": ...}`` (module doc)."""
     if is_preset(teacher_model):
-        teacher = train_wordpiece_tokenizer(task.texts(train), vocab_size=options.vocab_size)
+        teacher = train_wordpiece_tokenizer(task.texts(train), vocab_size=vocab_size)
     else:
         teacher = load_tokenizer(teacher_model)
-    if options.student_vocab_size is not None:
+    if student_vocab_size is not None:
         if not is_preset(student_model):
             raise ConfigError("data", "student_vocab_size", "only a preset student gets a vocabulary built here")
-        student = train_wordpiece_tokenizer(task.texts(train), vocab_size=options.student_vocab_size)
+        student = train_wordpiece_tokenizer(task.texts(train), vocab_size=student_vocab_size)
     elif is_preset(student_model):
         student = teacher
     else:
@@ -200,7 +199,8 @@ def build_workspace(options: DataOptions, teacher_model: str, student_model: str
     for name, examples in splits.items():
         if len(examples) == 0:
             raise ConfigError("data", name, "split is empty")
-    tokenizers = tokenizers_for(options, task, splits["train"], teacher_model, student_model)
+    tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, options.vocab_size,
+                                options.student_vocab_size)
     ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
     ws.check_features()
     return ws

@@ -246,11 +246,17 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
 # ---------------------------------------------------------------------------- the summary
 
 
+def iterations_done(results: Mapping[str, Result], names: Sequence[str]) -> int:
+    """How many transfer iterations have finished (every domain's select step stored)."""
+    ran = 0
+    while all(f"select-{d}-{ran + 1}" in results for d in names):
+        ran += 1
+    return ran
+
+
 def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Sequence[str]) -> dict[str, Any]:
     """Per domain: dev F1 of the kept model after each iteration run, whether each new model was kept."""
-    ran = 0
-    while f"select-{names[0]}-{ran + 1}" in results:
-        ran += 1
+    ran = iterations_done(results, names)
     history = {d: [results[f"theta-{d}-0"]["primary"]] for d in names}
     kept = {d: [True] for d in names}
     for k in range(1, ran + 1):
@@ -266,9 +272,7 @@ def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Seq
 def imm_progress(results: Mapping[str, Result], ws: Workspace) -> Progress | None:
     """After iteration ``k >= 1``'s select steps: the average dev F1 of the kept models and the models themselves."""
     names = domain_names(ws)
-    ran = 0
-    while all(f"select-{d}-{ran + 1}" in results for d in names):
-        ran += 1
+    ran = iterations_done(results, names)
     if ran == 0:
         return None
     kept = {d: results[f"select-{d}-{ran}"] for d in names}
