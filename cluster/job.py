@@ -207,7 +207,8 @@ class JobRuntime:
             return self.tracker.reopen(known["run_id"])
         run = self.tracker.start_child(
             self.parent, step.name,
-            tags={"kd.method": self.method, "kd.step": step.name, "kd.task": ws.task.name, **step.tags},
+            tags={"kd.method": self.method, "kd.step": step.name, "kd.task": getattr(step, "task", None) or ws.task.name,
+                  **step.tags},
             params=_step_params(step))
         self.state.steps[step.name] = {"run_id": run.run_id, "finished": False}
         self.state.save(self.run_dir)

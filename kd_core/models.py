@@ -297,3 +297,14 @@ def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameters (the speed table's size column)."""
     return sum(p.numel() for p in model.parameters())
 
+
+
+def set_dropout(model: torch.nn.Module, rate: float) -> None:
+    """Set every dropout layer of ``model`` to ``rate`` (and the configuration's dropout rates, for the record)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
+    config = getattr(model, "config", None)
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if config is not None and hasattr(config, name):
+            setattr(config, name, rate)

@@ -3,8 +3,9 @@
 * AdamW with ``transformers``' linear schedule (``get_linear_schedule_with_warmup``): a
   warm-up from 0 to ``learning_rate`` over ``warmup_ratio`` of the steps, then a linear decay
   to 0; gradients clipped to ``max_grad_norm``.
-* Seeded and deterministic on CPU: epoch ``e``'s order is a permutation drawn from a
-  generator seeded with ``(seed, e)``, and dropout uses the global torch generator, seeded
+* Seeded and deterministic on CPU: the batches of epoch ``e`` come from a plan seeded with
+  ``(seed, e)`` (:mod:`kd_core.sampling`: shuffled rows, or MT-DNN's single-task batches
+  shuffled across tasks), and dropout uses the global torch generator, seeded
   once and saved in checkpoints. Two runs with the same seed give the same weights.
 * Checkpoints (``checkpoint_dir/``): the model in ``save_pretrained`` form (safetensors),
   ``optimizer.safetensors`` (AdamW moments, the torch RNG state) and ``state.json`` (step,
@@ -42,6 +43,7 @@ from kd_core.batches import batch_at, num_question_tokens
 from kd_core.errors import ConfigError
 from kd_core.models import enable_attention_outputs, qa_forward
 from kd_core.objectives import Objective
+from kd_core.sampling import SAMPLERS, batch_plan
 
 MetricsCallback = Callable[[dict[str, float]], None]
 #: ``forward(model, batch, question_tokens)``: the output the objective reads (``question_tokens > 0``
@@ -64,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of each epoch
+    sampler: str = "rows"  # batches of shuffled rows, or single-task batches ("tasks"; kd_core.sampling)
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,6 +78,7 @@ class TrainConfig:
             "max_grad_norm": self.max_grad_norm > 0,
             "log_every": self.log_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "sampler": self.sampler in SAMPLERS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -88,22 +92,6 @@ class TrainResult:
     steps: int
     last_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int = 0
-
-
-def _epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(size, generator=generator).numpy()
-
-
-def _batch_rows(order: np.ndarray, offset: int, global_batch: int, shard: tuple[int, int]) -> np.ndarray:
-    """This rank's rows of global batch ``offset`` of an epoch (see the module doc)."""
-    rows = order[offset * global_batch : (offset + 1) * global_batch]
-    rank, world = shard
-    if world == 1:
-        return rows
-    if len(rows) < global_batch:
-        rows = np.concatenate([rows, np.resize(order, global_batch - len(rows))])
-    return rows[rank::world]
 
 
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:
@@ -170,6 +158,7 @@ def train(
     desc: str = "train",
     shard: tuple[int, int] = (0, 1),
     forward: Forward | None = None,
+    epoch_end: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
@@ -178,6 +167,8 @@ def train(
     ``forward(model, batch, question_tokens)`` reads the model's output for the objective (a
     task's ``forward``; by default the span-QA :func:`~kd_core.models.qa_forward`);
     ``question_tokens`` is above 0 when the objective needs attention maps.
+    ``epoch_end(epoch, step)`` is called after every epoch (1-based; a fractional last epoch
+    counts), before its checkpoint is written.
     """
     rank, world = shard
     if not 0 <= rank < world:
@@ -190,8 +181,8 @@ def train(
     size = len(arrays["input_ids"])
     if size == 0:
         raise ConfigError("train", "features", "no training features")
-    global_batch = config.batch_size * world
-    steps_per_epoch = math.ceil(size / global_batch)
+    plan = batch_plan(config.sampler, dict(arrays), config.batch_size, config.seed, shard)
+    steps_per_epoch = plan.steps_per_epoch
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
     question_tokens = num_question_tokens(arrays) if objective.needs_attention else 0
@@ -213,9 +204,7 @@ def train(
     step = start_step
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = _epoch_order(size, config.seed, epoch)
-        indices = _batch_rows(order, offset, global_batch, shard)
-        batch = {k: v.to(device) for k, v in batch_at(arrays, indices).items()}
+        batch = {k: v.to(device) for k, v in batch_at(arrays, plan.rows(epoch, offset)).items()}
         outputs = (forward or qa_forward)(model, batch, question_tokens)
         loss, parts = objective(outputs, batch, progress=step / total_steps)
         optimizer.zero_grad(set_to_none=True)
@@ -235,6 +224,9 @@ def train(
             for callback in callbacks:
                 callback(metrics)
         at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
+        if at_epoch_end and epoch_end is not None:
+            epoch_end(math.ceil(step / steps_per_epoch), step)
+            model.train()  # the hook may have evaluated the model
         due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if ckpt is not None and rank == 0 and due:
             save_checkpoint(ckpt, unwrap(model), optimizer, step, config)

@@ -56,7 +56,7 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
         prepare(SweepConfig(space={"top_k": {"choice": [2, 4]}}, job=JOB))  # top-K is collected once, by the teachers
     with pytest.raises(ConfigError, match="iterations"):
         prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
-    for args, message in [(["--method", "mtdnn"], "does not exist yet"), (["--num-samples", "0"], "--num-samples"),
+    for args, message in [(["--method", "students"], "does not exist yet"), (["--num-samples", "0"], "--num-samples"),
                           (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "no finished a2d teacher step"),
                           (["--set", "no_such_option=1"], "no_such_option")]:
         assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2
@@ -143,3 +143,23 @@ def test_a_recipe_setting_that_changes_the_teachers_cannot_be_searched(tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         prepare(SweepConfig(method="kd", job=KD_JOB, space={"alpha": {"uniform": [0.5, 1.5]}},
                             run_dir=str(tmp_path / "s")))
+
+
+MT_TASKS = """tasks:
+  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 60}
+  - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}
+"""
+
+
+@pytest.mark.slow
+def test_an_mtdnn_sweep_runs_the_teacher_ensembles_once(ray_session, tmp_path):
+    (tmp_path / "tasks.yaml").write_text(MT_TASKS)
+    job = {"tasks": str(tmp_path / "tasks.yaml"), "members": 2, "teacher_epochs": 1, "teacher_fine_tune_epochs": 1,
+           "epochs": 2, "batch_size": 16, "max_length": 32, "vocab_size": 300}
+    summary = run_sweep(SweepConfig(method="mtdnn", num_samples=2, max_concurrent=2, job=job,
+                                    run_dir=str(tmp_path / "sweep"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    assert summary["teacher_passes"] == 1 and summary["trials"] == 2 and summary["failed"] == 0
+    assert set(summary["best_config"]) == {"alpha", "tau", "learning_rate"}
+    assert len(list((tmp_path / "sweep").rglob("steps/teacher-mt-0/model"))) == 1  # pre-trained once
+    assert len(list((tmp_path / "sweep").rglob("steps/sentiment-knowledge/knowledge.parquet"))) == 1  # merged once
+    assert not list((tmp_path / "sweep").rglob("steps/student-vanilla"))  # no baseline in the trials

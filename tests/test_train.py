@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 
 import pytest
 import torch
@@ -111,13 +110,3 @@ def test_knowledge_objective_without_knowledge_and_bad_settings_are_refused(data
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"learning_rate": -1.0}, {"warmup_ratio": 1.0}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
-
-
-def test_data_parallel_shards_split_each_global_batch():
-    from kd_core.train import _batch_rows
-
-    order = np.arange(10)
-    # global batch of 8 = 2 ranks x 4; batch 1 holds rows 8, 9 and is completed from the epoch start
-    assert _batch_rows(order, 1, 8, (0, 2)).tolist() == [8, 0, 2, 4]
-    assert _batch_rows(order, 1, 8, (1, 2)).tolist() == [9, 1, 3, 5]
-    assert _batch_rows(order, 0, 4, (0, 1)).tolist() == [0, 1, 2, 3]

@@ -41,6 +41,11 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, list[Any]]]] = {
         "tau": {"choice": [1.0, 2.0, 4.0, 8.0]},
         "alpha": {"uniform": [0.1, 0.9]},
     },
+    "mtdnn": {
+        "alpha": {"uniform": [0.2, 0.8]},
+        "tau": {"choice": [1.0, 2.0, 4.0]},
+        "learning_rate": {"loguniform": [3e-4, 3e-3]},
+    },
 }
 
 

@@ -52,7 +52,7 @@ from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E40
 from tuning.trials import RECIPE_METRIC, RecipeTrialInputs, recipe_trial  # noqa: E402
 
 #: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
-PENDING = {"mtdnn": "the MT-DNN KD job", "students": "the different-students job"}
+PENDING = {"students": "the different-students job"}
 SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
 
 
@@ -60,7 +60,7 @@ SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "sum
 class SweepConfig:
     """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
 
-    method: str = option("a2d", "the method whose recipe is swept: a2d, imm or kd")
+    method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd or mtdnn")
     search: str = option("random", "random, grid (choices become grid axes) or optuna")
     num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
     max_concurrent: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")

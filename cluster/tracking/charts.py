@@ -27,6 +27,24 @@ def bar_chart(values: Mapping[str, float], title: str, ylabel: str) -> Figure:
     return figure
 
 
+def grouped_bar_chart(groups: Mapping[str, Mapping[str, float]], title: str, ylabel: str) -> Figure:
+    """Bars grouped on the x axis (e.g. per task), one colour per series (e.g. per model), with a legend."""
+    series = list(dict.fromkeys(name for values in groups.values() for name in values))
+    figure = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(series)) / 3 + 3), 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    width = 0.8 / max(1, len(series))
+    positions = np.arange(len(groups))
+    for index, name in enumerate(series):
+        heights = [values.get(name, np.nan) for values in groups.values()]
+        ax.bar(positions + (index - (len(series) - 1) / 2) * width, heights, width, label=name)
+    ax.set_xticks(positions, list(groups))
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", ncols=min(len(series), 3))
+    ax.margins(y=0.15)
+    return figure
+
+
 def heatmap(matrix: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[str], title: str) -> Figure:
     """A square matrix (e.g. domain similarity) as annotated coloured cells, rows and columns labelled."""
     data = np.asarray(matrix, dtype=float)

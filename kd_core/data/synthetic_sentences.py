@@ -20,6 +20,11 @@ Tasks (:data:`SENTENCE_TASKS`):
   adjective's rating, mirrored (``5 - r``) by a ``not``, plus Gaussian noise.
 * ``similarity`` (pair; regression in [0, 5]): two statements of the same frame of which
   ``k`` of five slots differ; the score is ``5 - k`` plus Gaussian noise, clipped to [0, 5].
+  (Hard for the tiny presets: they do not learn to match slots across the pair.)
+* ``preference`` (pair; regression in [0, 5]): two reviews as in ``rating`` with scores
+  ``r_a``, ``r_b``; the score ``(r_a - r_b + 5) / 2`` says how much the first is preferred.
+  It shares its words and its negation rule with ``rating`` and ``sentiment`` (MT-DNN's
+  demo: knowledge to share across tasks).
 
 Label noise: with probability ``label_noise`` a classification label is replaced by a
 uniformly drawn *other* label, from a random stream of its own, so the texts are the same
@@ -58,6 +63,7 @@ SENTENCE_TASKS: dict[str, SentenceTaskInfo] = {
     "entailment": SentenceTaskInfo("classification", pair=True, labels=("entailment", "not_entailment")),
     "rating": SentenceTaskInfo("regression", pair=False),
     "similarity": SentenceTaskInfo("regression", pair=True),
+    "preference": SentenceTaskInfo("regression", pair=True),
 }
 
 
@@ -153,8 +159,15 @@ def _similarity(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, float]
     return _state(first, rng), _state(second, rng), round(score, 2)
 
 
+def _preference(rng: random.Random, v: dict[str, Any]) -> tuple[str, str, float]:
+    first, _, score_a = _rating(rng, v)
+    second, _, score_b = _rating(rng, v)
+    return first, second, round((score_a - score_b + 5.0) / 2.0, 2)
+
+
 _BUILDERS: dict[str, Callable[[random.Random, dict[str, Any]], tuple[str, str, Any]]] = {
     "sentiment": _sentiment, "entailment": _entailment, "rating": _rating, "similarity": _similarity,
+    "preference": _preference,
 }
 
 

@@ -14,7 +14,6 @@ is refused before training starts.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from kd_core.knowledge.manifest import (
     Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash,
 )
 from kd_core.knowledge.table import read_knowledge, write_knowledge
-from kd_core.models import count_parameters, is_preset, keep_first_layers, save_model
+from kd_core.models import count_parameters, is_preset, keep_first_layers, save_model, set_dropout
 from kd_core.objectives import Constant, Objective
 from kd_core.run_files import replace_dir, write_atomic
 from kd_core.tasks.base import Task
@@ -67,6 +66,9 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
     in ``DistributedDataParallel``); only rank 0 evaluates, saves the model and writes the
     result (other ranks return ``{}``).
     """
+    task = getattr(step, "task", None)
+    if task is not None:
+        ws = ws.view(task)
     done = stored_result(step, ws)
     if done is not None:
         return done
@@ -143,13 +145,27 @@ def training_arrays(step: TrainStep, ws: Workspace) -> dict[str, np.ndarray]:
     return arrays
 
 
-def knowledge_for(step_name: str, tokenizer: str, split: str, ws: Workspace) -> dict[str, np.ndarray]:
-    """The knowledge arrays of step ``step_name``'s table, checked against and aligned with these features."""
-    path = knowledge_path(step_name, ws)
-    table = read_knowledge(path)
-    check_manifest(read_manifest(table, path), ws.feature_context(tokenizer, split), path)
+def knowledge_for(step_names: str | Sequence[str], tokenizer: str, split: str, ws: Workspace) -> dict[str, np.ndarray]:
+    """The knowledge arrays of the steps' tables, checked against and aligned with these features.
+
+    One table of the workspace's task is read as it is; tables of the parts of a multi-task
+    workspace (one per task with a teacher) are each checked against their task's view and
+    gathered into the multi-task rows (:meth:`~kd_core.tasks.base.Task.gather_knowledge`).
+    """
+    names = (step_names,) if isinstance(step_names, str) else tuple(step_names)
     features, _ = ws.features(tokenizer, split)
-    return ws.task.knowledge_arrays(table, features)
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        path = knowledge_path(name, ws)
+        table = read_knowledge(path)
+        manifest = read_manifest(table, path)
+        if len(names) == 1 and manifest.task == ws.task.name:
+            check_manifest(manifest, ws.feature_context(tokenizer, split), path)
+            return ws.task.knowledge_arrays(table, features)
+        view = ws.view(manifest.task)
+        check_manifest(manifest, view.feature_context(tokenizer, split), path)
+        parts[manifest.task] = view.task.knowledge_arrays(table, view.features(tokenizer, split)[0])
+    return ws.task.gather_knowledge(parts, features)
 
 
 # ---------------------------------------------------------------------------- the four kinds
@@ -163,15 +179,16 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     model = load_model(step.model, step.seed, step.tokenizer, ws, device)
     if step.keep_layers is not None:
         model = keep_first_layers(model, step.keep_layers)
+    if step.dropout is not None:
+        set_dropout(model, step.dropout)
     folder = ws.step_dir(step.name)
-    config = step.config
-    if on_epoch is not None:  # callbacks must see every step to find the epoch ends (training is unchanged)
-        config = replace(config, log_every=1)
-        callbacks = [*callbacks, _epoch_scores(step, ws, model, len(arrays["input_ids"]), on_epoch)]
+    hooks: list[EpochHook] = [on_epoch] if on_epoch is not None else []
+    if step.score_epochs:
+        hooks.append(_report_scores(callbacks))
     wrapped = wrap(model) if wrap is not None else model
-    outcome = train(wrapped, arrays, objective_for(step.objective, ws.task), config, callbacks=callbacks,
+    outcome = train(wrapped, arrays, objective_for(step.objective, ws.task), step.config, callbacks=callbacks,
                     checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward,
-                    shard=shard)
+                    shard=shard, epoch_end=_epoch_scores(step, ws, model, hooks) if hooks and shard[0] == 0 else None)
     model = unwrap(wrapped)
     if shard[0] != 0:
         return None
@@ -188,22 +205,28 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
             "last_metrics": outcome.last_metrics}
 
 
-def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel, rows: int,
-                  on_epoch: EpochHook) -> MetricsCallback:
-    """A training callback that scores ``model`` on the eval split at every epoch end and calls ``on_epoch``."""
-    steps_per_epoch = math.ceil(rows / step.config.batch_size)
-    total = max(1, round(step.config.epochs * steps_per_epoch))
+def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel,
+                  hooks: Sequence[EpochHook]) -> Callable[[int, int], None]:
+    """A training epoch-end hook that scores ``model`` on the eval split and hands the scores to ``hooks``."""
     features, arrays = ws.features(step.tokenizer, step.eval_split)
 
-    def callback(metrics: dict[str, float]) -> None:
-        at = int(metrics["step"])
-        if at % steps_per_epoch and at != total:
-            return
+    def at_epoch_end(epoch: int, at: int) -> None:
         scores = ws.task.evaluate(model, ws.examples(step.eval_split), features, arrays)
-        model.train()  # evaluation switched it to eval mode; training goes on
-        on_epoch(step, math.ceil(at / steps_per_epoch), scores, model)
+        for hook in hooks:
+            hook(step, epoch, scores, model)
 
-    return callback
+    return at_epoch_end
+
+
+def _report_scores(callbacks: Sequence[MetricsCallback]) -> EpochHook:
+    """An epoch hook that sends the epoch's scores to the training metrics callbacks (``<split>/<metric>``)."""
+
+    def report(step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
+        metrics = {"step": epoch, **{f"{step.eval_split}/{name}": value for name, value in scores.items()}}
+        for callback in callbacks:
+            callback(metrics)
+
+    return report
 
 
 def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:

@@ -1,10 +1,12 @@
 """Building a job's workspace: examples of a task, train/dev/test splits, teacher and student tokenizers.
 
-Three kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
+Four kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
 (the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
-own named after the file) and the domains of a multi-domain job
+own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train`` and
-``<domain>.dev``, one tokenizer for all).
+``<domain>.dev``, one tokenizer for all) and the tasks of a multi-task job
+(:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.data.task_defs`; splits
+``<task>.train/dev/test`` and ``train/dev/test`` holding every task).
 
 Data is the embedded synthetic set of the task (``span_qa`` or a sentence task of
 :mod:`kd_core.data.synthetic_sentences`) or, for span QA, files in any supported format.
@@ -23,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset
+import numpy as np
+from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.domains import DataSettings, load_domain_examples, shared_tokenizer
@@ -31,11 +34,13 @@ from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
 from kd_core.data.synthetic_sentences import generate_task
+from kd_core.data.task_defs import TASKS_DIR, TaskDef, load_task_defs, read_task_file, synthetic_examples
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
 from kd_core.options import option
 from kd_core.tasks import SpanQATask, Task, synthetic_task
+from kd_core.tasks.multitask import MultiTask
 
 SPAN_DOMAINS = ("sports", "medicine", "finance")
 
@@ -44,7 +49,7 @@ SPAN_DOMAINS = ("sports", "medicine", "finance")
 class DataOptions:
     """Where a job's examples come from and how they are split and tokenised (validated)."""
 
-    task: str = option("sentiment", "embedded task: span_qa, sentiment, entailment, rating or similarity", "data")
+    task: str = option("sentiment", "embedded task: span_qa, sentiment, entailment, rating, similarity or preference", "data")
     train: str | None = option(None, "span_qa training file: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME", "data")
     dev: str | None = option(None, "dev file (default: split off the training data by group)", "data")
     test: str | None = option(None, "test file (default: split off the training data by group)", "data")
@@ -202,5 +207,92 @@ def build_workspace(options: DataOptions, teacher_model: str, student_model: str
     tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, options.vocab_size,
                                 options.student_vocab_size)
     ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws.check_features()
+    return ws
+
+
+@dataclass(frozen=True)
+class MultiTaskData:
+    """The tasks of a multi-task job: a definitions file, where its data lives, sizes and splits (validated)."""
+
+    tasks: str = option("synthetic", "task definitions: a YAML file, or a shipped set: synthetic (embedded, the "
+                        "default) or glue (needs --data-root)", "data")
+    data_root: str | None = option(None, "folder the definitions' relative file paths are read from (default: the "
+                                   "definitions file's folder)", "data")
+    only: tuple[str, ...] = option((), "use only these tasks of the definitions file", "data")
+    max_train_examples: int | None = option(None, "keep at most this many training examples per task (a seeded "
+                                            "sample)", "data")
+    max_dev_examples: int | None = option(None, "keep at most this many dev examples per task", "data")
+    max_test_examples: int | None = option(None, "keep at most this many test examples per task", "data")
+    dev_fraction: float = option(0.15, "share of each task's training data split off as dev (choices)", "data")
+    test_fraction: float = option(0.15, "synthetic tasks: share split off as test (reported numbers)", "data")
+    max_length: int = option(40, "tokens per example (the embedded tasks need <= 40; GLUE: 128)", "data")
+    vocab_size: int = option(2000, "WordPiece vocabulary built for preset models", "data")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "only", tuple(self.only))
+        for name in ("max_train_examples", "max_dev_examples", "max_test_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 10:
+                raise ConfigError("data", name, f"must be >= 10, got {value}")
+        for name in ("dev_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ConfigError("data", name, f"must be in (0, 0.5), got {getattr(self, name)}")
+        if self.vocab_size < 100:
+            raise ConfigError("data", "vocab_size", f"must be >= 100, got {self.vocab_size}")
+        FeatureConfig(self.max_length, 0)
+
+    @property
+    def definitions_file(self) -> Path:
+        shipped = TASKS_DIR / f"{self.tasks}.yaml"
+        return shipped if "/" not in self.tasks and shipped.is_file() else Path(self.tasks)
+
+    def definitions(self) -> list[TaskDef]:
+        return load_task_defs(self.definitions_file, self.only)
+
+
+def _sample(rows: Dataset, limit: int | None, seed: int) -> Dataset:
+    """At most ``limit`` rows, a seeded sample kept in file order."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    return rows.select(sorted(np.random.default_rng(seed).choice(len(rows), limit, replace=False).tolist()))
+
+
+def task_splits(definition: TaskDef, data: MultiTaskData, task: Task) -> dict[str, Dataset]:
+    """``{"train", "dev", "test"}`` of one task (:mod:`kd_core.data.task_defs`: test held out, dev from train)."""
+    root = Path(data.data_root) if data.data_root else data.definitions_file.parent
+    if definition.synthetic is not None:
+        train, test = task.split(synthetic_examples(definition, data.seed), data.test_fraction, data.seed)
+    else:
+        assert definition.train is not None
+        train = read_task_file(definition, definition.train, root, "train")
+        held_out = definition.test or definition.dev
+        assert held_out is not None
+        test = read_task_file(definition, held_out, root, "test")
+    train, dev = task.split(train, data.dev_fraction / (1 - data.test_fraction if definition.synthetic else 1),
+                            data.seed + 1)
+    splits = {"train": _sample(train, data.max_train_examples, data.seed),
+              "dev": _sample(dev, data.max_dev_examples, data.seed),
+              "test": _sample(test, data.max_test_examples, data.seed)}
+    for name, rows in splits.items():
+        if len(rows) < 2:
+            raise ConfigError("data", f"{definition.name}.{name}", f"split has {len(rows)} examples; needs >= 2")
+    return splits
+
+
+def build_multitask_workspace(data: MultiTaskData, teacher_model: str, student_model: str,
+                              run_dir: str | Path) -> Workspace:
+    """The workspace of a multi-task job (module doc), featurised; bad definitions or data raise here."""
+    definitions = data.definitions()
+    parts = [definition.task() for definition in definitions]
+    task = MultiTask(parts, with_teacher=[d.name for d in definitions if d.teacher])
+    splits: dict[str, Dataset] = {}
+    for definition, part in zip(definitions, parts):
+        splits |= {f"{definition.name}.{name}": rows for name, rows in task_splits(definition, data, part).items()}
+    for name in ("train", "dev", "test"):
+        splits[name] = concatenate_datasets([splits[f"{d.name}.{name}"] for d in definitions])
+    tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, data.vocab_size)
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), Path(run_dir))
     ws.check_features()
     return ws

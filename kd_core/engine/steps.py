@@ -105,16 +105,22 @@ class TrainStep:
     tokenizer: str
     objective: tuple[TermSpec, ...]
     config: TrainConfig
-    knowledge: str | None = None  # the collect/merge step whose table the knowledge terms read
+    #: The collect/merge step whose table the knowledge terms read (a multi-task step: one per task with a teacher).
+    knowledge: str | tuple[str, ...] | None = None
     keep_layers: int | None = None
     split: str = "train"
     eval_split: str = "dev"
     sources: tuple[Source, ...] = ()
     workers: int = 1
+    task: str | None = None
+    dropout: float | None = None
+    score_epochs: bool = False
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError("step", self.name, f"dropout must be in [0, 1), got {self.dropout}")
         if self.workers < 1:
             raise ConfigError("step", self.name, f"workers must be >= 1, got {self.workers}")
         if not any(t.active for t in self.objective):
@@ -143,6 +149,7 @@ class CollectStep:
     tokenizer: str
     split: str = "train"
     options: tuple[tuple[str, Any], ...] = ()
+    task: str | None = None  # one task of a multi-task workspace
     teacher: bool = True
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -155,6 +162,7 @@ class MergeStep:
     members: tuple[str, ...]
     tokenizer: str
     split: str = "train"
+    task: str | None = None  # one task of a multi-task workspace
     teacher: bool = True
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -167,6 +175,7 @@ class EvaluateStep:
     models: tuple[str, ...]
     tokenizer: str
     split: str = "test"
+    task: str | None = None  # one task of a multi-task workspace
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 

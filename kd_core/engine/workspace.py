@@ -35,12 +35,26 @@ class Workspace:
     run_dir: Path
     _features: dict[tuple[str, str], tuple[Dataset, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
     _hashes: dict[str, str] = field(default_factory=dict, repr=False)  # tokenizer and split fingerprints
+    _views: dict[str, Workspace] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_features": {}}  # a worker rebuilds features rather than receive copies
+        return {**self.__dict__, "_features": {}, "_views": {}}  # a worker rebuilds features rather than receive copies
+
+    def view(self, task: str) -> Workspace:
+        """Task ``task`` of a multi-task workspace on its own: its splits ``<task>.<split>`` named ``<split>``.
+
+        Steps that name a task (a teacher member, its knowledge, a single-task model) run
+        on the view; the view shares the run directory and tokenizers.
+        """
+        if task not in self._views:
+            part = self.task.part(task)
+            prefix = f"{task}."
+            splits = {name.removeprefix(prefix): rows for name, rows in self.splits.items() if name.startswith(prefix)}
+            self._views[task] = Workspace(part, splits, self.tokenizers, self.windows, self.run_dir)
+        return self._views[task]
 
     def examples(self, split: str) -> Dataset:
         if split not in self.splits:

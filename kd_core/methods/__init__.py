@@ -21,7 +21,8 @@ from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, drive, is_teacher
 from kd_core.data.domains import DataSettings
 from kd_core.engine.prepare import (
-    DataOptions, SpanQAData, build_domain_workspace, build_span_workspace, build_workspace,
+    DataOptions, MultiTaskData, SpanQAData, build_domain_workspace, build_multitask_workspace, build_span_workspace,
+    build_workspace,
 )
 from kd_core.engine.steps import Step
 from kd_core.engine.workspace import Workspace
@@ -29,6 +30,7 @@ from kd_core.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.methods.imm import TOKENIZER, IMMSettings, imm_progress, imm_recipe
+from kd_core.methods.mtdnn import MTDNNSettings, mtdnn_recipe
 from kd_core.methods.progress import Progress
 
 WorkspaceBuilder = Callable[[Any, Any, Path], Workspace]
@@ -96,4 +98,8 @@ METHODS: dict[str, MethodSpec] = {
     "imm": MethodSpec("imm", IMMSettings, imm_recipe, horizon=lambda s: max(1, s.iterations), progress=imm_progress,
                       data=DataSettings, workspace=lambda d, s, run_dir: build_domain_workspace(
                           d, s.max_answer_length, TOKENIZER, run_dir), samples=4),
+    "mtdnn": MethodSpec("mtdnn", MTDNNSettings, mtdnn_recipe, horizon=_epochs, metric_step="student",
+                        data=MultiTaskData, workspace=lambda d, s, run_dir: build_multitask_workspace(
+                            d, s.teacher_model, s.student_model, run_dir),
+                        sweep_defaults={"vanilla": False, "single_task": False, "fine_tune_epochs": 0.0}),
 }

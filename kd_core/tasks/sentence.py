@@ -39,7 +39,8 @@ from kd_core.batches import iterate_batches
 from kd_core.data.features import FeatureConfig
 from kd_core.errors import ConfigError, DataError
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
-from kd_core.models import load_sequence_model, model_inputs
+from kd_core.models import is_preset, load_sequence_model, load_tokenizer, model_inputs
+from kd_core.multihead import is_multitask_checkpoint, single_task_from_multitask
 from kd_core.objectives import Term
 from kd_core.sentence_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, classification_scores, regression_scores
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
@@ -102,6 +103,9 @@ class SentenceTask(Task):
 
     def build_model(self, source: str, seed: int,
                     tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+        """A model with this task's head; from a saved multi-task model, its encoder and this task's head."""
+        if not is_preset(source) and is_multitask_checkpoint(source):
+            return single_task_from_multitask(source, self.name, self.num_outputs), tokenizer or load_tokenizer(source)
         return load_sequence_model(source, seed, self.num_outputs, tokenizer)
 
     def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> SentenceOutput:
