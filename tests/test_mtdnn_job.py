@@ -16,18 +16,17 @@ from tests.helpers import job_tree, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = """tasks:
   - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 80}
-  - {name: entailment, synthetic: entailment, kind: classification, pair: true,
-     labels: [entailment, not_entailment], size: 80}
-  - {name: similarity, synthetic: similarity, kind: regression, pair: true, size: 80}
+  - {name: preference, synthetic: preference, kind: regression, pair: true, size: 80}
   - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}
 """
 TINY = dict(members=2, teacher_epochs=1, teacher_fine_tune_epochs=1, epochs=2, fine_tune_epochs=1, batch_size=16,
-            vocab_size=300, max_length=32)
+            vocab_size=300, max_length=40)
 CLI_TINY = ["--members", "2", "--teacher-epochs", "1", "--teacher-fine-tune-epochs", "1", "--epochs", "2",
-            "--fine-tune-epochs", "1", "--batch-size", "16", "--vocab-size", "300", "--max-length", "32"]
-TAUGHT = ("sentiment", "entailment", "similarity")
+            "--fine-tune-epochs", "1", "--batch-size", "16", "--vocab-size", "300", "--max-length", "40"]
+TAUGHT = ("sentiment", "preference")
 ALL = (*TAUGHT, "rating")
-STEPS = ({f"teacher-mt-{m}" for m in range(2)} | {f"{t}-member-{m}" for t in TAUGHT for m in range(2)} | {f"{t}-knowledge-{m}" for t in TAUGHT for m in range(2)}
+STEPS = ({f"teacher-mt-{m}" for m in range(2)} | {f"{t}-member-{m}" for t in TAUGHT for m in range(2)}
+         | {f"{t}-knowledge-{m}" for t in TAUGHT for m in range(2)}
          | {f"{t}-knowledge" for t in TAUGHT} | {"student", "student-vanilla"}
          | {f"{t}-{s}-ft" for t in ALL for s in ("student", "vanilla")})
 STEPS |= {f"eval-{s}" for s in STEPS if "member-" in s or s.startswith("student") or s.endswith("-ft")}
@@ -58,11 +57,11 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
         row = summary["tasks"][name]
         assert set(row["test"]) == {"vanilla_mt", "mt_kd", "vanilla_mt_ft", "mt_kd_ft", "ensemble"}
         assert len(row["members_test"]) == 2 and len(row["members_dev"]) == 2
-    assert summary["tasks"]["similarity"]["primary_metric"] == "pearson"
-    assert set(summary["tasks"]["similarity"]["test_scores"]["mt_kd"]) == {"pearson", "spearman"}
+    assert summary["tasks"]["preference"]["primary_metric"] == "pearson"
+    assert set(summary["tasks"]["preference"]["test_scores"]["mt_kd"]) == {"pearson", "spearman"}
     for label in ("vanilla_mt", "mt_kd"):
         assert summary["average_test"][label] == pytest.approx(
-            sum(row["test"][label] for row in summary["tasks"].values()) / 4)
+            sum(row["test"][label] for row in summary["tasks"].values()) / 3)
     table = (Path(summary["run_dir"]) / "summary_table.txt").read_text()
     assert table.startswith("task") and "rating" in table and "average" in table
 
@@ -75,10 +74,10 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
     assert sorted(r.data.tags["kd.step"] for r in children) == sorted(STEPS)
     assert all(r.info.status == "FINISHED" for r in children)
     by_step = {r.data.tags["kd.step"]: r for r in children}
-    assert by_step["entailment-member-1"].data.tags["kd.task"] == "entailment"
-    assert by_step["entailment-member-1"].data.tags["kd.role"] == "teacher"
+    assert by_step["preference-member-1"].data.tags["kd.task"] == "preference"
+    assert by_step["preference-member-1"].data.tags["kd.role"] == "teacher"
     assert by_step["teacher-mt-1"].data.params["model"] == "tiny-bert"  # members: MT-DNN pre-training, then
-    assert by_step["entailment-member-1"].data.params["model"] == "@teacher-mt-1"  # per-task fine-tuning
+    assert by_step["preference-member-1"].data.params["model"] == "@teacher-mt-1"  # per-task fine-tuning
     student = by_step["student"]
     assert student.data.tags["kd.task"] == "multitask"
     # per-task dev metrics after every epoch (logged at steps 1, 2; the final score again with the result)
@@ -87,7 +86,7 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
     assert len(client.get_metric_history(student.info.run_id, "loss/soft")) >= 2
     assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
     evaluation = by_step["eval-student"]
-    assert evaluation.data.metrics["test/similarity/pearson"] == summary["tasks"]["similarity"]["test"]["mt_kd"]
+    assert evaluation.data.metrics["test/preference/pearson"] == summary["tasks"]["preference"]["test"]["mt_kd"]
 
 
 def test_students_share_initialisation_and_the_kd_student_reads_every_teacher(uninterrupted):
@@ -98,7 +97,7 @@ def test_students_share_initialisation_and_the_kd_student_reads_every_teacher(un
     assert student["parameters"] == vanilla["parameters"] and student["steps"] == vanilla["steps"]
     assert student["last_metrics"]["weight/soft"] == 0.5 and "loss/soft" not in vanilla["last_metrics"]
     config = json.loads((run_dir / "steps/student/model/config.json").read_text())
-    assert config["task_heads"] == {"sentiment": 2, "entailment": 2, "similarity": 1, "rating": 1}
+    assert config["task_heads"] == {"sentiment": 2, "preference": 1, "rating": 1}
 
 
 @pytest.mark.slow
@@ -117,7 +116,7 @@ def test_a_killed_mtdnn_driver_resumes_to_the_uninterrupted_result(uninterrupted
         proc.wait(timeout=30)
     assert not (run_dir / "summary.json").exists()
     done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
-    assert {p.parent.name for p in done_before} >= {"sentiment-knowledge", "similarity-knowledge"}
+    assert {p.parent.name for p in done_before} >= {"sentiment-knowledge", "preference-knowledge"}
     resumed = subprocess.run([sys.executable, "jobs/mtdnn.py", "--resume", str(run_dir), "--address", address,
                               "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -170,6 +169,7 @@ def test_bad_task_definitions_exit_2_with_one_line_before_cluster_work(tmp_path,
     (["--members", "3", "--member-dropouts", "0.1", "0.2"], "--member-dropouts"),
     (["--tasks", "nowhere.yaml"], "no such task definitions file"),
     (["--only", "poetry"], "no task 'poetry'"),
+    (["--without-teacher", "poetry"], "no task 'poetry'"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)

@@ -1,4 +1,4 @@
-"""`ray job submit --working-dir . -- python jobs/{a2d,imm}.py` against a real `ray start --head` on 127.0.0.1."""
+"""`ray job submit --working-dir . -- python jobs/{a2d,imm,mtdnn}.py` against a real `ray start --head` on 127.0.0.1."""
 
 import json
 import os
@@ -84,3 +84,15 @@ def test_imm_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
     for key in ("final_f1", "average_f1", "mlflow_run_id", "tracking_uri"):
         assert summary[key] is not None
     assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "mlflow.db").exists()
+
+
+def test_mtdnn_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], "
+        "size: 60}\n  - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}\n")
+    summary = _submit(f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/tasks.yaml --members 2 --teacher-epochs 1 "
+                      f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --run-dir {tmp_path}/run "
+                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
+    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "mtdnn"
+    assert summary["with_teacher"] == ["sentiment"] and set(summary["tasks"]) == {"sentiment", "rating"}
+    assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()

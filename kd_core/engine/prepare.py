@@ -220,6 +220,7 @@ class MultiTaskData:
     data_root: str | None = option(None, "folder the definitions' relative file paths are read from (default: the "
                                    "definitions file's folder)", "data")
     only: tuple[str, ...] = option((), "use only these tasks of the definitions file", "data")
+    without_teacher: tuple[str, ...] = option((), "tasks that get no teacher, whatever their definition says", "data")
     max_train_examples: int | None = option(None, "keep at most this many training examples per task (a seeded "
                                             "sample)", "data")
     max_dev_examples: int | None = option(None, "keep at most this many dev examples per task", "data")
@@ -232,6 +233,7 @@ class MultiTaskData:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "only", tuple(self.only))
+        object.__setattr__(self, "without_teacher", tuple(self.without_teacher))
         for name in ("max_train_examples", "max_dev_examples", "max_test_examples"):
             value = getattr(self, name)
             if value is not None and value < 10:
@@ -285,8 +287,12 @@ def build_multitask_workspace(data: MultiTaskData, teacher_model: str, student_m
                               run_dir: str | Path) -> Workspace:
     """The workspace of a multi-task job (module doc), featurised; bad definitions or data raise here."""
     definitions = data.definitions()
+    unknown = [name for name in data.without_teacher if name not in [d.name for d in definitions]]
+    if unknown:
+        raise ConfigError("data", "without_teacher", f"no task {unknown[0]!r} in {data.definitions_file}")
     parts = [definition.task() for definition in definitions]
-    task = MultiTask(parts, with_teacher=[d.name for d in definitions if d.teacher])
+    task = MultiTask(parts, with_teacher=[d.name for d in definitions
+                                          if d.teacher and d.name not in data.without_teacher])
     splits: dict[str, Dataset] = {}
     for definition, part in zip(definitions, parts):
         splits |= {f"{definition.name}.{name}": rows for name, rows in task_splits(definition, data, part).items()}
