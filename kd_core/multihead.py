@@ -18,7 +18,9 @@ that the paper runs after multi-task training starts from it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -80,9 +82,12 @@ def load_multitask_model(source: str, seed: int, task_heads: Mapping[str, int]) 
 
 
 def is_multitask_checkpoint(source: str) -> bool:
-    """Whether ``source`` is a saved :class:`BertForMultiTask` folder."""
+    """Whether ``source`` is a saved :class:`BertForMultiTask` folder (a local one: jobs save them; no hub lookup)."""
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return False
     try:
-        return getattr(BertConfig.from_pretrained(source), "task_heads", None) is not None
+        return "task_heads" in json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
 

@@ -166,7 +166,7 @@ def test_bad_task_definitions_exit_2_with_one_line_before_cluster_work(tmp_path,
 
 @pytest.mark.parametrize("args, expected", [
     (["--alpha", "1.5"], "--alpha"),
-    (["--members", "3", "--member-dropouts", "0.1", "0.2"], "--member-dropouts"),
+    (["--members", "3", "--member-dropouts", "0.1,0.2"], "--member-dropouts"),
     (["--tasks", "nowhere.yaml"], "no such task definitions file"),
     (["--only", "poetry"], "no task 'poetry'"),
     (["--without-teacher", "poetry"], "no task 'poetry'"),

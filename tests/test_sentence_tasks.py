@@ -69,6 +69,19 @@ def test_rating_score_follows_the_adjective():
         assert abs(row["score"] - expected) < 2.0
 
 
+def test_preference_score_is_half_the_rating_difference_shifted_to_0_5():
+    ratings = vocabulary()["ratings"]
+
+    def rated(text: str) -> float:
+        words = _words(text)
+        (adjective,) = words & set(ratings)
+        return 5 - ratings[adjective] if "not" in words else ratings[adjective]
+
+    errors = [row["score"] - (rated(row["text_a"]) - rated(row["text_b"]) + 5) / 2
+              for row in generate_task("preference", 300, seed=0)]
+    assert max(abs(e) for e in errors) < 1.5 and abs(sum(errors) / len(errors)) < 0.1  # only the ratings' noise
+
+
 def test_split_keeps_a_sentence_pair_on_one_side():
     task = synthetic_task("entailment")
     rows = [{"id": f"e{i}", "task": "entailment", "text_a": f"p{i % 5}", "text_b": "h", "label": 0} for i in range(20)]

@@ -218,8 +218,8 @@ def summarise(results: Mapping[str, Result], settings: MTDNNSettings, ws: Worksp
     average = {label: float(np.mean([row["test"][label] for row in tasks.values()])) for label in labels}
     students = {name: {"dev_average": results[name]["primary"], "parameters": results[name]["parameters"]}
                 for name in ("student", "student-vanilla") if name in results}
-    infer = {"student": results["eval-student"]["infer_s"],
-             "ensembles": sum(results[f"eval-{t}-ensemble"]["infer_s"] for t in taught)}
+    infer = {"student_every_task": results["eval-student"]["infer_s"],
+             "ensembles_tasks_with_teacher": sum(results[f"eval-{t}-ensemble"]["infer_s"] for t in taught)}
     return {"method": "mtdnn", "tasks": tasks, "average_test": average, "with_teacher": sorted(taught),
             "students": students, "inference_seconds_test": infer,
             "knowledge_bytes": sum(results[f"{t}-knowledge"]["bytes"] for t in taught)}
