@@ -178,8 +178,8 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
 
 # ---------------------------------------------------------------------------- summary
 
-#: The table's columns: (label, evaluation step of task ``t``, whether the step is per task).
 def _columns(settings: MTDNNSettings) -> list[tuple[str, str]]:
+    """The table's columns: ``(label, evaluation step)``, the step's name formatted with the task ``t``."""
     columns = []
     if settings.single_task:
         columns.append(("single", "eval-{t}-single"))
