@@ -100,8 +100,7 @@ def test_soft_targets_merge_members_and_land_on_their_own_rows():
                   _member_table("reg", ["r1", "r2"], "values", np.array([[3.5], [2.0]]))]
     merged_cls = cls.merge(cls_tables, rows, cls_features, {})
     merged_reg = reg.merge(reg_tables, rows, reg_features, {})
-    gathered = task.gather_knowledge({"cls": cls.knowledge_arrays(merged_cls, cls_features),
-                                      "reg": reg.knowledge_arrays(merged_reg, reg_features)}, features)
+    gathered = task.gather_knowledge({"cls": merged_cls, "reg": merged_reg}, features)
     assert gathered["has_teacher"].tolist() == [True, True, True, True, False]
     # q(c1) = mean(softmax([2, 0]), softmax([0, 1])) at tau = 1, by hand
     e = math.exp

@@ -154,7 +154,7 @@ def knowledge_for(step_names: str | Sequence[str], tokenizer: str, split: str, w
     """
     names = (step_names,) if isinstance(step_names, str) else tuple(step_names)
     features, _ = ws.features(tokenizer, split)
-    parts: dict[str, dict[str, np.ndarray]] = {}
+    tables = {}
     for name in names:
         path = knowledge_path(name, ws)
         table = read_knowledge(path)
@@ -162,10 +162,9 @@ def knowledge_for(step_names: str | Sequence[str], tokenizer: str, split: str, w
         if len(names) == 1 and manifest.task == ws.task.name:
             check_manifest(manifest, ws.feature_context(tokenizer, split), path)
             return ws.task.knowledge_arrays(table, features)
-        view = ws.view(manifest.task)
-        check_manifest(manifest, view.feature_context(tokenizer, split), path)
-        parts[manifest.task] = view.task.knowledge_arrays(table, view.features(tokenizer, split)[0])
-    return ws.task.gather_knowledge(parts, features)
+        check_manifest(manifest, ws.view(manifest.task).feature_context(tokenizer, split), path)
+        tables[manifest.task] = table
+    return ws.task.gather_knowledge(tables, features)
 
 
 # ---------------------------------------------------------------------------- the four kinds

@@ -110,10 +110,10 @@ class Task(ABC):
         """The task ``name`` of a multi-task set (:mod:`kd_core.tasks.multitask`); a single task has none."""
         raise ConfigError(self.name, "task", f"task {self.name!r} is not a multi-task set; it has no task {name!r}")
 
-    def gather_knowledge(self, parts: Mapping[str, Mapping[str, np.ndarray]], features: Dataset) -> dict[str, np.ndarray]:
-        """Knowledge arrays of several parts placed in a multi-task set's rows (a single task has no parts)."""
+    def gather_knowledge(self, tables: Mapping[str, pa.Table], features: Dataset) -> dict[str, np.ndarray]:
+        """Several parts' tables (by part name) read into a multi-task set's rows (a single task has no parts)."""
         raise ConfigError(self.name, "knowledge", f"task {self.name!r} reads one knowledge table, got tables of "
-                          f"{', '.join(parts)}")
+                          f"{', '.join(tables)}")
 
     # ------------------------------------------------------------------ objectives
 

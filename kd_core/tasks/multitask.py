@@ -15,7 +15,7 @@ part) and every loss term is the part's own term applied to the part's rows:
 
 Knowledge is collected per part (a teacher is a single-task model on a view of the
 workspace, :meth:`kd_core.engine.workspace.Workspace.view`) and gathered into the
-multi-task rows by :meth:`gather_knowledge`: ``teacher_logits`` ``[F, N, C_max]`` and
+multi-task rows by :meth:`gather_knowledge` (each part's table read for that part's rows): ``teacher_logits`` ``[F, N, C_max]`` and
 ``teacher_values`` ``[F, N]`` (zeros for rows of other tasks) and ``has_teacher`` ``[F]``.
 A multi-task model's own knowledge is not collected as one table: collect per part.
 
@@ -40,18 +40,21 @@ from kd_core.errors import ConfigError
 from kd_core.models import PRESETS, is_preset, load_tokenizer, model_inputs
 from kd_core.multihead import BertForMultiTask, load_multitask_model, multitask_config
 from kd_core.objectives import Term
-from kd_core.tasks.base import Outputs, Task, ids_fingerprint
+from kd_core.tasks.base import Outputs, ids_fingerprint
 from kd_core.tasks.sentence import INPUT_COLUMNS, SentenceOutput, SentenceTask
 
 AVERAGE = "average"
 
 
-class MultiTask(Task):
-    """Sentence tasks read by one multi-head model (module doc)."""
+class MultiTask(SentenceTask):
+    """Sentence tasks read by one multi-head model (module doc).
+
+    As a sentence task it reads pairs (a single-sentence part's ``text_b`` is empty) and has
+    ``C_max`` outputs; features, groups, texts and batched inference are the sentence task's.
+    """
 
     kind = "multitask"
-    key = "example_id"
-    primary_metric = AVERAGE
+    input_columns = (*INPUT_COLUMNS, "task_index")
 
     def __init__(self, parts: Sequence[SentenceTask], with_teacher: Sequence[str] = (), name: str = "multitask") -> None:
         names = [part.name for part in parts]
@@ -60,10 +63,9 @@ class MultiTask(Task):
         if len(set(names)) != len(names):
             twice = next(n for n in names if names.count(n) > 1)
             raise ConfigError(name, "tasks", f"task {twice!r} is listed twice")
-        self.name = name
+        super().__init__(name, True, max(part.num_outputs for part in parts), AVERAGE)
         self.parts = {part.name: part for part in parts}
         self.index = {part.name: i for i, part in enumerate(parts)}
-        self.widest = max(part.num_outputs for part in parts)
         unknown = [t for t in with_teacher if t not in self.parts]
         if unknown:
             raise ConfigError(name, "with_teacher", f"no task {unknown[0]!r}")
@@ -89,12 +91,6 @@ class MultiTask(Task):
             rows[task].append(i)
         return rows
 
-    def group_keys(self, examples: Dataset) -> list[tuple[str, str]]:
-        return [(task, f"{a}\x1f{b}") for task, a, b in zip(examples["task"], examples["text_a"], examples["text_b"])]
-
-    def texts(self, examples: Dataset) -> list[str]:
-        return list(examples["text_a"]) + [t for t in examples["text_b"] if t]
-
     def data_fingerprint(self, examples: Dataset) -> str:
         return ids_fingerprint(examples, ("id", "task", "text_a", "text_b"))
 
@@ -110,12 +106,6 @@ class MultiTask(Task):
         if not pieces:
             raise ConfigError(self.name, "examples", "no examples of any task")
         return concatenate_datasets(pieces)
-
-    def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
-        table = features.with_format("numpy", columns=[*INPUT_COLUMNS, "label", "score", "task_index"])[:]
-        arrays = {name: np.asarray(table[name], np.int64) for name in (*INPUT_COLUMNS, "label", "task_index")}
-        arrays["score"] = np.asarray(table["score"], np.float32)
-        return arrays
 
     def task_heads(self) -> dict[str, int]:
         return {name: part.num_outputs for name, part in self.parts.items()}
@@ -135,19 +125,9 @@ class MultiTask(Task):
     def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> SentenceOutput:
         return SentenceOutput(model(**model_inputs(batch), task_index=batch["task_index"]))
 
-    @torch.no_grad()
     def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
         """``logits`` ``[F, C_max]``: each row's task head, left-aligned (a regression value in column 0)."""
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        columns = (*INPUT_COLUMNS, "task_index")
-        chunks = []
-        for start in range(0, len(arrays["input_ids"]), batch_size):
-            batch = {c: torch.from_numpy(arrays[c][start:start + batch_size]).to(device) for c in columns}
-            chunks.append(self.forward(model, batch).logits.float().cpu().numpy())
-        model.train(was_training)
-        return {"logits": np.concatenate(chunks) if chunks else np.zeros((0, self.widest), np.float32)}
+        return {"logits": self._logits(model, arrays, batch_size)}
 
     # ------------------------------------------------------------------ per-part views of outputs
 
@@ -184,20 +164,21 @@ class MultiTask(Task):
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
         raise ConfigError(self.name, "knowledge", "a multi-task set reads one table per task (gather_knowledge)")
 
-    def gather_knowledge(self, parts: Mapping[str, Mapping[str, np.ndarray]], features: Dataset) -> dict[str, np.ndarray]:
-        """The parts' knowledge arrays (each aligned with that part's rows, in order) placed in the multi-task rows."""
-        arrays = self.arrays(features)
-        size = len(arrays["task_index"])
+    def gather_knowledge(self, tables: Mapping[str, pa.Table], features: Dataset) -> dict[str, np.ndarray]:
+        """Each part's merged table read for that part's rows of ``features`` (module doc)."""
+        rows_of = {name: np.flatnonzero(np.asarray(features["task_index"]) == self.index[name]) for name in self.parts}
+        parts = {name: self.part(name).knowledge_arrays(table, features.select(rows_of[name]))
+                 for name, table in tables.items()}
         members = {int(k["teacher_logits" if "teacher_logits" in k else "teacher_values"].shape[1])
                    for k in parts.values()}
         if len(members) > 1:
             raise ConfigError(self.name, "knowledge", f"teachers of the tasks have different member counts {members}")
         n = members.pop() if members else 1
-        gathered = {"teacher_logits": np.zeros((size, n, self.widest), np.float32),
+        size = len(features)
+        gathered = {"teacher_logits": np.zeros((size, n, self.num_outputs), np.float32),
                     "teacher_values": np.zeros((size, n), np.float32), "has_teacher": np.zeros(size, bool)}
-        rows_of = self._part_rows(arrays)
         for name, knowledge in parts.items():
-            rows = rows_of[self.part(name).name]
+            rows = rows_of[name]
             if "teacher_logits" in knowledge:
                 gathered["teacher_logits"][rows, :, :knowledge["teacher_logits"].shape[2]] = knowledge["teacher_logits"]
             else:

@@ -59,6 +59,8 @@ class SentenceTask(Task):
     """What classification and regression share: features, model head, knowledge keyed by example."""
 
     key = "example_id"
+    #: The integer feature columns a model reads (a multi-task set adds ``task_index``).
+    input_columns: tuple[str, ...] = INPUT_COLUMNS
 
     def __init__(self, name: str, pair: bool, num_outputs: int, primary_metric: str) -> None:
         self.name = name
@@ -95,8 +97,8 @@ class SentenceTask(Task):
         })
 
     def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
-        table = features.with_format("numpy", columns=[*INPUT_COLUMNS, "label", "score"])[:]
-        arrays = {name: np.asarray(table[name], np.int64) for name in INPUT_COLUMNS}
+        table = features.with_format("numpy", columns=[*self.input_columns, "label", "score"])[:]
+        arrays = {name: np.asarray(table[name], np.int64) for name in self.input_columns}
         arrays["label"] = np.asarray(table["label"], np.int64)
         arrays["score"] = np.asarray(table["score"], np.float32)
         return arrays
@@ -116,7 +118,7 @@ class SentenceTask(Task):
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        inputs = {name: arrays[name] for name in INPUT_COLUMNS}
+        inputs = {name: arrays[name] for name in self.input_columns}
         chunks = [self.forward(model, {k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
                   for batch in iterate_batches(inputs, batch_size)]
         model.train(was_training)
