@@ -184,3 +184,34 @@ def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
         return losses.mean()
     weights = weights.float()
     return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+def logit_mse_loss(logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Logit matching (Ba & Caruana 2014; Tang et al. 2019), per example.
+
+    ``L = sum_c ( z_c - zbar_c )^2`` with ``z`` the student's logits ``[B, C]`` and
+    ``zbar = 1/N sum_n t_n`` the mean of the ``N`` teachers' logits (``teacher_logits`` is
+    ``[B, C]`` for one teacher or ``[B, N, C]`` for an ensemble). The squared error is summed
+    over classes, not averaged: Tang et al.'s ``|| z_B - z_S ||_2^2``. Unlike every other
+    ensemble here this one averages **logits**: the loss regresses logits, so their mean is
+    the target whose squared error is smallest on average over the members.
+    """
+    target = teacher_logits.float()
+    if target.dim() == 3:
+        target = target.mean(dim=1)
+    return (logits.float() - target).pow(2).sum(-1)
+
+
+def hard_distillation_loss(logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Cross-entropy to the teacher's most probable class (hard distillation), per example.
+
+    ``L = -log softmax(z)_{y_hat}`` with ``y_hat = argmax_c q_c`` and
+    ``q = 1/N sum_n softmax(t_n)`` the (ensemble-averaged) teacher probabilities;
+    ``teacher_logits`` is ``[B, C]`` or ``[B, N, C]``. The argmax is of the mean
+    **probabilities**, which may differ from the argmax of the mean logits. Ties go to the
+    lowest class index; no gradient flows to the teacher.
+    """
+    q = F.softmax(teacher_logits.detach().float(), dim=-1)
+    if q.dim() == 3:
+        q = q.mean(dim=1)
+    return F.cross_entropy(logits.float(), q.argmax(dim=-1), reduction="none")
