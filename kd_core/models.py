@@ -2,7 +2,10 @@
 
 * **Presets** (``tiny-bert``, ``small-bert``, ``tiny-bert-1l``) are BERT configurations built
   from scratch with a WordPiece tokenizer trained locally on the data (no download). They
-  make the demo and the tests run anywhere.
+  make the demo and the tests run anywhere. A **shape name** ``bert-L<layers>-H<hidden>-A<heads>-I<intermediate>``
+  (e.g. ``bert-L2-H64-A2-I256``, as Google's BERT miniatures are named) is a preset of any size,
+  and ``bilstm-E<embedding>-H<hidden>`` a BiLSTM classifier (:mod:`kd_core.bilstm`, sentence
+  tasks, a word-level tokenizer).
 * **Any other name** is a Hugging Face model id or a local directory, loaded with
   ``AutoModelForQuestionAnswering`` (span QA) or ``AutoModelForSequenceClassification``
   (sentence tasks, :func:`load_sequence_model`) and ``AutoTokenizer``; an encoder without
@@ -24,8 +27,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
 from transformers import (
+    AutoConfig,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -43,7 +48,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from kd_core.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 from kd_core.errors import ConfigError, ModelError
+from kd_core.layer_capture import transformer_layers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -64,9 +71,56 @@ class QAOutput:
     attention: Tensor | None = None
 
 
+BERT_SHAPE = re.compile(r"bert-L(\d+)-H(\d+)-A(\d+)-I(\d+)")
+BILSTM_SHAPE = re.compile(r"bilstm-E(\d+)-H(\d+)")
+
+
+def bert_shape(name: str) -> dict[str, int] | None:
+    """The BERT configuration fields of a preset or shape name (module doc), ``None`` for other names."""
+    if name in PRESETS:
+        return PRESETS[name]
+    found = BERT_SHAPE.fullmatch(name)
+    if found is None:
+        return None
+    layers, hidden, heads, intermediate = (int(v) for v in found.groups())
+    if min(layers, hidden, heads, intermediate) < 1 or hidden % heads:
+        raise ConfigError("models", name, "a BERT shape needs sizes >= 1 and a hidden size divisible by the heads")
+    return {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads,
+            "intermediate_size": intermediate}
+
+
+def bilstm_shape(name: str) -> dict[str, int] | None:
+    """``{"embedding_dim", "hidden_size"}`` of a ``bilstm-E<e>-H<h>`` name, ``None`` for other names."""
+    found = BILSTM_SHAPE.fullmatch(name)
+    if found is None:
+        return None
+    embedding, hidden = (int(v) for v in found.groups())
+    if min(embedding, hidden) < 1:
+        raise ConfigError("models", name, "a BiLSTM shape needs sizes >= 1")
+    return {"embedding_dim": embedding, "hidden_size": hidden}
+
+
+def model_shape(name: str) -> tuple[int, int]:
+    """``(transformer layers, hidden size)`` of a preset, shape name, local model or hub id (its config only)."""
+    shape = bert_shape(name)
+    if shape is not None:
+        return shape["num_hidden_layers"], shape["hidden_size"]
+    if bilstm_shape(name) is not None:
+        raise ConfigError("models", name, "a BiLSTM has no transformer layers")
+    source = _resolve_pretrained(name)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ModelError(name, "config", f"cannot read the model's configuration: {_first_line(err)}") from err
+    layers, width = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+    if not isinstance(layers, int) or not isinstance(width, int):
+        raise ModelError(name, "config", f"a {config.model_type} configuration gives no layer count and hidden size")
+    return layers, width
+
+
 def is_preset(name: str) -> bool:
-    """True for the names of the built-in tiny configurations."""
-    return name in PRESETS
+    """True for names built here from a configuration (presets, BERT and BiLSTM shapes), not loaded."""
+    return bert_shape(name) is not None or bilstm_shape(name) is not None
 
 
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowercase: bool = True) -> PreTrainedTokenizerFast:
@@ -118,13 +172,15 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowe
 
 def build_preset_model(name: str, tokenizer: PreTrainedTokenizerFast, seed: int, max_position: int = 512) -> BertForQuestionAnswering:
     """A freshly initialised preset BERT QA model whose vocabulary is ``tokenizer``'s."""
-    if not is_preset(name):
-        raise ModelError(name, "preset", f"unknown preset; known: {', '.join(sorted(PRESETS))}")
+    shape = bert_shape(name)
+    if shape is None:
+        kind = "a BiLSTM reads sentence tasks only" if bilstm_shape(name) else "unknown preset"
+        raise ModelError(name, "preset", f"{kind}; known: {', '.join(sorted(PRESETS))} or bert-L<n>-H<n>-A<n>-I<n>")
     config = BertConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_position,
         pad_token_id=tokenizer.pad_token_id,
-        **PRESETS[name],
+        **shape,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -204,10 +260,15 @@ def load_sequence_model(
     if is_preset(name):
         if tokenizer is None:
             raise ConfigError("models", name, "a preset model needs a tokenizer trained on the data")
-        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
-                            problem_type=problem, **PRESETS[name])
+        lstm = bilstm_shape(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if lstm is not None:
+                lstm_config = BiLSTMConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                           num_labels=num_labels, problem_type=problem, **lstm)
+                return BiLSTMForSequenceClassification(lstm_config), tokenizer
+            config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
+                                problem_type=problem, **bert_shape(name))
             return BertForSequenceClassification(config), tokenizer
     source = _resolve_pretrained(name)
     try:
@@ -221,21 +282,25 @@ def load_sequence_model(
     return model, loaded_tokenizer
 
 
-def keep_first_layers(model: PreTrainedModel, layers: int) -> PreTrainedModel:
-    """Make ``model`` shallower in place: keep its first ``layers`` transformer layers.
+def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """Make ``model`` shallower in place: keep the transformer layers ``layers`` (0-based, in that order).
 
-    A student initialised from a (pretrained) teacher's lower layers, as in DistilBERT and
-    Sucik (2020); the embeddings and the QA head are kept.
+    A student initialised from chosen layers of a teacher: its first layers (Sucik 2020), or
+    every other one (DistilBERT: ``(0, 2, 4, ...)``). The embeddings, pooler and head are
+    kept; the kept layers' weights are the teacher's, unchanged.
     """
-    encoder = getattr(model.base_model, "encoder", None)
-    blocks = getattr(encoder, "layer", None)
-    if not isinstance(blocks, torch.nn.ModuleList):
-        raise ConfigError("models", "student_layers", f"cannot find the layers of a {model.config.model_type} model")
-    if not 1 <= layers <= len(blocks):
-        raise ConfigError("models", "student_layers", f"must be in [1, {len(blocks)}], got {layers}")
-    encoder.layer = torch.nn.ModuleList(list(blocks)[:layers])
-    model.config.num_hidden_layers = layers
+    blocks = transformer_layers(model)
+    wanted = list(layers)
+    if not wanted or any(not 0 <= i < len(blocks) for i in wanted) or len(set(wanted)) != len(wanted):
+        raise ConfigError("models", "layers", f"need distinct layer indices in [0, {len(blocks) - 1}], got {wanted}")
+    model.base_model.encoder.layer = torch.nn.ModuleList([blocks[i] for i in wanted])
+    model.config.num_hidden_layers = len(wanted)
     return model
+
+
+def every_other_layer(layers: int) -> tuple[int, ...]:
+    """DistilBERT's choice of teacher layers for a half-depth student: ``(0, 2, 4, ...)``."""
+    return tuple(range(0, layers, 2))
 
 
 def enable_attention_outputs(model: PreTrainedModel) -> None:

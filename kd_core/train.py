@@ -18,6 +18,13 @@
   completed from the start of the epoch order, so every rank gets rows); the model may be
   wrapped in ``DistributedDataParallel``, which averages the gradients, and only rank 0
   writes checkpoints. ``shard=(0, 1)`` is the plain single-process loop.
+* ``extra`` modules (e.g. the projections of layer distillation, :mod:`kd_core.layer_distillation`)
+  train with the model: the same optimizer, clipping and checkpoints (``extra.safetensors``).
+* ``perturb(batch, epoch, rows)`` may change a batch before the forward pass as a pure
+  function of the epoch and the rows (the noisy teacher, :mod:`kd_core.noise`), so a resumed
+  run sees the same batches.
+* A loss that is not finite stops training before the optimizer step, so no NaN reaches
+  the weights or a checkpoint.
 * Every ``log_every`` steps the callbacks receive a dict of metrics (step, epoch, lr, total
   loss and each term's value and weight): cluster code plugs MLflow in here. A tqdm bar
   shows progress.
@@ -51,6 +58,9 @@ MetricsCallback = Callable[[dict[str, float]], None]
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], int], Any]
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+EXTRA_FILE = "extra.safetensors"
+#: ``perturb(batch, epoch, rows)``: a batch changed as a pure function of the epoch and its rows.
+Perturb = Callable[[dict[str, torch.Tensor], int, np.ndarray], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,7 @@ def unwrap(model: torch.nn.Module) -> PreTrainedModel:
     return getattr(model, "module", model)
 
 
-def _optimizer(model: PreTrainedModel, config: TrainConfig) -> torch.optim.AdamW:
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; biases and LayerNorm weights get no weight decay."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -110,12 +120,15 @@ def _optimizer(model: PreTrainedModel, config: TrainConfig) -> torch.optim.AdamW
 
 
 def save_checkpoint(
-    directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig
+    directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
+    extra: torch.nn.Module | None = None,
 ) -> None:
     """Write a complete checkpoint folder atomically (see the module doc)."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
+    if extra is not None:
+        save_file({k: v.contiguous() for k, v in extra.state_dict().items()}, str(partial / EXTRA_FILE))
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -127,13 +140,16 @@ def save_checkpoint(
     partial.rename(directory)
 
 
-def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer) -> int:
-    """Restore model, optimizer and RNG from ``directory``; return the step it was taken at."""
+def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+                    extra: torch.nn.Module | None = None) -> int:
+    """Restore model, optimizer, RNG (and ``extra``) from ``directory``; return the step it was taken at."""
     state = json.loads((directory / STATE_FILE).read_text())
     weights = load_file(str(directory / "model.safetensors"))
     unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
     if unexpected:
         raise ConfigError(str(directory), "model.safetensors", f"checkpoint has unknown weights {unexpected[:3]}")
+    if extra is not None:
+        extra.load_state_dict(load_file(str(directory / EXTRA_FILE)))
     tensors = load_file(str(directory / OPTIMIZER_FILE))
     torch.set_rng_state(tensors.pop("rng.torch"))
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
@@ -159,6 +175,8 @@ def train(
     shard: tuple[int, int] = (0, 1),
     forward: Forward | None = None,
     epoch_end: Callable[[int, int], None] | None = None,
+    extra: torch.nn.Module | None = None,
+    perturb: Perturb | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
@@ -168,7 +186,7 @@ def train(
     task's ``forward``; by default the span-QA :func:`~kd_core.models.qa_forward`);
     ``question_tokens`` is above 0 when the objective needs attention maps.
     ``epoch_end(epoch, step)`` is called after every epoch (1-based; a fractional last epoch
-    counts), before its checkpoint is written.
+    counts), before its checkpoint is written. ``extra`` and ``perturb``: module doc.
     """
     rank, world = shard
     if not 0 <= rank < world:
@@ -190,34 +208,39 @@ def train(
         enable_attention_outputs(unwrap(model))
 
     torch.manual_seed(config.seed)
-    optimizer = _optimizer(model, config)
+    trained = torch.nn.ModuleList([model, extra]) if extra is not None else model
+    optimizer = _optimizer(trained, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
-    start_step = load_checkpoint(ckpt, unwrap(model), optimizer) if resuming else 0
+    start_step = load_checkpoint(ckpt, unwrap(model), optimizer, extra) if resuming else 0
     scheduler.last_epoch = start_step  # the restored learning rate is the schedule's at this step
 
     device = next(model.parameters()).device
-    model.train()
+    trained.train()
     metrics: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
     step = start_step
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        batch = {k: v.to(device) for k, v in batch_at(arrays, plan.rows(epoch, offset)).items()}
+        rows = plan.rows(epoch, offset)
+        batch = batch_at(arrays, rows)
+        if perturb is not None:
+            batch = perturb(batch, epoch, rows)
+        batch = {k: v.to(device) for k, v in batch.items()}
         outputs = (forward or qa_forward)(model, batch, question_tokens)
         loss, parts = objective(outputs, batch, progress=step / total_steps)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step + 1}; no update was made")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         step += 1
         bar.update(1)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}")
         if step % config.log_every == 0 or step == total_steps:
             metrics = {"step": step, "epoch": step / steps_per_epoch, "lr": lr, "loss": loss_value, **parts}
             bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -226,10 +249,10 @@ def train(
         at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if at_epoch_end and epoch_end is not None:
             epoch_end(math.ceil(step / steps_per_epoch), step)
-            model.train()  # the hook may have evaluated the model
+            trained.train()  # the hook may have evaluated the model
         due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if ckpt is not None and rank == 0 and due:
-            save_checkpoint(ckpt, unwrap(model), optimizer, step, config)
+            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra)
     bar.close()
-    model.eval()
+    trained.eval()
     return TrainResult(steps=step, last_metrics=metrics, resumed_from_step=start_step)

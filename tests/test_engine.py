@@ -130,12 +130,12 @@ def test_sentence_tasks_refuse_span_terms_and_span_collect_options(tmp_path):
 
 def test_keep_layers_trains_a_shallower_student(tmp_path):
     ws = build_workspace(DataOptions(task="rating", synthetic_size=60), "tiny-bert", "tiny-bert", tmp_path)
-    step = TrainStep("shallow", "tiny-bert", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=1), keep_layers=1)
+    step = TrainStep("shallow", "tiny-bert", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=1), keep_layers=(0,))
     result = execute(step, ws)
     assert json.loads((tmp_path / "steps/shallow/model/config.json").read_text())["num_hidden_layers"] == 1
     assert result["parameters"] < load_model("tiny-bert", 0, "teacher", ws, "cpu").num_parameters()
     with pytest.raises(ConfigError, match="keep_layers"):
-        TrainStep("s", "@teacher-0", 0, "student", (TermSpec("hard"),), TrainConfig(), keep_layers=1)
+        TrainStep("s", "@teacher-0", 0, "student", (TermSpec("hard"),), TrainConfig(), keep_layers=(1, 1))
 
 
 def test_select_keeps_the_strictly_better_candidate_and_names_its_model(tmp_path):

@@ -72,18 +72,41 @@ def test_unknown_model_names_raise_model_error(tmp_path, monkeypatch):
         load_qa_model("tiny-bert", seed=0)  # a preset needs the data's tokenizer
 
 
-def test_shallower_student_keeps_the_first_layers():
-    from kd_core.models import keep_first_layers
+def test_shallower_student_copies_exactly_the_chosen_teacher_layers():
+    from kd_core.models import every_other_layer, keep_layers
 
     tok, arrays = _batch()
-    teacher = build_preset_model("tiny-bert", tok, seed=3)
-    first_layer = {k: v.clone() for k, v in teacher.bert.encoder.layer[0].state_dict().items()}
-    student = keep_first_layers(build_preset_model("tiny-bert", tok, seed=3), 1)
-    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
-    assert all(torch.equal(v, student.bert.encoder.layer[0].state_dict()[k]) for k, v in first_layer.items())
-    assert qa_forward(student.eval(), batch_at(arrays, torch.arange(3).numpy())).start_logits.shape == (3, 40)
-    with pytest.raises(ConfigError, match="student_layers"):
-        keep_first_layers(build_preset_model("tiny-bert", tok, seed=3), 3)
+    teacher = build_preset_model("bert-L4-H32-A2-I64", tok, seed=3)
+    teacher_layers = [{k: v.clone() for k, v in block.state_dict().items()} for block in teacher.bert.encoder.layer]
+    others = {k: v.clone() for k, v in teacher.state_dict().items() if ".encoder.layer." not in k}
+    chosen = every_other_layer(4)
+    assert chosen == (0, 2)
+    for wanted in (chosen, (3, 1)):
+        student = keep_layers(build_preset_model("bert-L4-H32-A2-I64", tok, seed=3), wanted)
+        assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
+        for position, index in enumerate(wanted):
+            block = student.bert.encoder.layer[position].state_dict()
+            assert all(torch.equal(v, block[k]) for k, v in teacher_layers[index].items())
+        rest = {k: v for k, v in student.state_dict().items() if ".encoder.layer." not in k}
+        assert rest.keys() == others.keys() and all(torch.equal(v, rest[k]) for k, v in others.items())
+        assert qa_forward(student.eval(), batch_at(arrays, torch.arange(3).numpy())).start_logits.shape == (3, 40)
+    for bad in ((4,), (1, 1), ()):
+        with pytest.raises(ConfigError, match="layer indices"):
+            keep_layers(build_preset_model("bert-L4-H32-A2-I64", tok, seed=3), bad)
+
+
+def test_shape_names_build_bert_and_bilstm_models():
+    from kd_core.models import is_preset, load_sequence_model
+
+    tok, _ = _batch()
+    model, _ = load_sequence_model("bert-L3-H48-A4-I96", 0, 2, tok)
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.num_attention_heads,
+            model.config.intermediate_size) == (3, 48, 4, 96)
+    lstm, _ = load_sequence_model("bilstm-E24-H16", 0, 3, tok)
+    assert type(lstm).__name__ == "BiLSTMForSequenceClassification" and lstm.config.embedding_dim == 24
+    assert not is_preset("bert-L2-H64") and not is_preset("bilstm-E24")
+    with pytest.raises(ConfigError, match="divisible"):
+        load_sequence_model("bert-L2-H50-A4-I96", 0, 2, tok)
 
 
 def test_tokenizer_building_is_deterministic_and_spells_unknown_words():

@@ -116,7 +116,8 @@ def _member_table(task, ids, logits):
 
     from kd_core.knowledge.table import METADATA_KEY, fixed, with_metadata
 
-    table = pa.table({"example_id": pa.array(ids), "logits": fixed(logits.astype(np.float16), pa.float16())})
+    table = pa.table({"example_id": pa.array(ids), "gold": pa.array([True] * len(ids)),
+                      "logits": fixed(logits.astype(np.float16), pa.float16())})
     return with_metadata(table, {METADATA_KEY: task._member_meta(1)})
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -25,7 +26,8 @@ import torch
 from transformers import PreTrainedModel
 
 from kd_core.engine.steps import (
-    CollectStep, EvaluateStep, MergeStep, SelectStep, Step, TermSpec, TrainStep, referenced_step,
+    LAYER_TERMS, CollectStep, EvaluateStep, MergeStep, SelectStep, SpeedStep, Step, TermSpec, TrainStep,
+    referenced_step,
 )
 from kd_core.engine.mixture import mixture_arrays
 from kd_core.engine.workspace import Workspace
@@ -34,7 +36,11 @@ from kd_core.knowledge.manifest import (
     Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash,
 )
 from kd_core.knowledge.table import read_knowledge, write_knowledge
-from kd_core.models import count_parameters, is_preset, keep_first_layers, save_model, set_dropout
+from kd_core.bilstm import init_embeddings_from_teacher
+from kd_core.layer_distillation import LayerDistillation
+from kd_core.models import count_parameters, is_preset, keep_layers, load_tokenizer, save_model, set_dropout
+from kd_core.noise import noisy_teacher
+from kd_core.speed import measure_speed
 from kd_core.objectives import Constant, Objective
 from kd_core.run_files import replace_dir, write_atomic
 from kd_core.tasks.base import Task
@@ -87,6 +93,8 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
         result = _evaluate(step, ws, device)
     elif isinstance(step, SelectStep):
         result = _select(step, ws)
+    elif isinstance(step, SpeedStep):
+        result = _speed(step, ws, device)
     else:
         raise TypeError(f"not a step: {step!r}")
     result.update(kind=type(step).__name__.removesuffix("Step").lower(), name=step.name,
@@ -123,14 +131,20 @@ def load_model(model: str, seed: int, tokenizer: str, ws: Workspace, device: str
     return loaded.to(device)
 
 
-def objective_for(specs: Sequence[TermSpec], task: Task) -> Objective:
-    """The objective of a train step: each spec's term of ``task`` at the spec's weight (zero weights left out)."""
+def objective_for(specs: Sequence[TermSpec], task: Task, layers: LayerDistillation | None = None) -> Objective:
+    """The objective of a train step: each spec's term of ``task`` (or of ``layers``) at its weight (zeros left out)."""
     terms = []
     for spec in specs:
         if not spec.active:
             continue
         weight = Constant(float(spec.weight)) if isinstance(spec.weight, (int, float)) else spec.weight
-        terms.append(replace(task.term(spec.kind, spec.tau), weight=weight))
+        if spec.kind in LAYER_TERMS:
+            if layers is None:
+                raise ConfigError("objective", spec.kind, "a layer term needs a layer teacher")
+            term = layers.term(spec.kind)
+        else:
+            term = task.term(spec.kind, spec.tau)
+        terms.append(replace(term, weight=weight))
     return Objective(tuple(terms))
 
 
@@ -177,17 +191,26 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     arrays = training_arrays(step, ws)
     model = load_model(step.model, step.seed, step.tokenizer, ws, device)
     if step.keep_layers is not None:
-        model = keep_first_layers(model, step.keep_layers)
+        model = keep_layers(model, step.keep_layers)
+    if step.embeddings_from is not None:
+        _init_embeddings(model, step, ws)
     if step.dropout is not None:
         set_dropout(model, step.dropout)
+    layers = _layer_distillation(step, ws, model, device)
+    perturb = noisy_teacher(arrays, step.teacher_noise, step.config.seed) if step.teacher_noise > 0 else None
     folder = ws.step_dir(step.name)
     hooks: list[EpochHook] = [on_epoch] if on_epoch is not None else []
     if step.score_epochs:
         hooks.append(_report_scores(callbacks))
     wrapped = wrap(model) if wrap is not None else model
-    outcome = train(wrapped, arrays, objective_for(step.objective, ws.task), step.config, callbacks=callbacks,
-                    checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=ws.task.forward,
-                    shard=shard, epoch_end=_epoch_scores(step, ws, model, hooks) if hooks and shard[0] == 0 else None)
+    forward = ws.task.forward if layers is None else layers.forward(ws.task.forward)
+    outcome = train(wrapped, arrays, objective_for(step.objective, ws.task, layers), step.config, callbacks=callbacks,
+                    checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=forward,
+                    shard=shard, epoch_end=_epoch_scores(step, ws, model, hooks) if hooks and shard[0] == 0 else None,
+                    extra=None if layers is None or not len(layers.projections) else layers.projections,
+                    perturb=perturb)
+    if layers is not None:
+        layers.remove()
     model = unwrap(wrapped)
     if shard[0] != 0:
         return None
@@ -202,6 +225,29 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
             "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
             "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
             "last_metrics": outcome.last_metrics}
+
+
+def _init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:
+    """A BiLSTM student's word vectors from the word embeddings of the trained model ``step.embeddings_from``."""
+    source = model_source(step.embeddings_from, ws)
+    if is_preset(source):
+        raise ConfigError("engine", step.name, f"embeddings_from names an untrained preset {source!r}; name a trained "
+                          "model ('@step' or a path)")
+    teacher, _ = ws.task.build_model(source, 0, None)
+    init_embeddings_from_teacher(model, ws.tokenizer(step.tokenizer), teacher.get_input_embeddings().weight.detach(),
+                                 load_tokenizer(source))
+
+
+def _layer_distillation(step: TrainStep, ws: Workspace, model: PreTrainedModel,
+                        device: str) -> LayerDistillation | None:
+    """The frozen layer teacher and captures of a step with layer terms (``None`` without any)."""
+    kinds = [t.kind for t in step.objective if t.kind in LAYER_TERMS and t.active]
+    if not kinds:
+        return None
+    assert step.layer_teacher is not None
+    teacher = load_model(step.layer_teacher, 0, step.tokenizer, ws, device)
+    return LayerDistillation(model, teacher, step.layer_map, kinds, step.projection, step.relation_heads,
+                             seed=step.seed)
 
 
 def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel,
@@ -292,6 +338,23 @@ def _select(step: SelectStep, ws: Workspace) -> Result:
             "scores": {step.split: result["scores"][step.split]},
             "candidates": {c: json.loads(ws.result_path(c).read_text())["scores"][step.split][ws.task.primary_metric]
                            for c in step.candidates}}
+
+
+def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
+    """Every model timed side by side (:func:`~kd_core.speed.measure_speed`), with its parameters and size on disk."""
+    timed, sizes = [], {}
+    for label, name, tokenizer in step.models:
+        model = load_model(name, 0, tokenizer, ws, device).eval()
+        _, arrays = ws.features(tokenizer, step.split)
+        source = Path(model_source(name, ws))
+        sizes[label] = {"parameters": count_parameters(model),
+                        "disk_bytes": sum(f.stat().st_size for f in source.glob("*.safetensors")) if source.is_dir()
+                        else 0}
+        timed.append((label, model, arrays))
+    speeds = measure_speed(timed, lambda model, arrays, batch: ws.task.infer(model, arrays, batch), step.examples,
+                           step.repeats)
+    return {"split": step.split, "device": device, "threads": torch.get_num_threads(),
+            "models": {label: {**sizes[label], **speeds[label]} for label in speeds}}
 
 
 def knowledge_path(step_name: str, ws: Workspace) -> str:

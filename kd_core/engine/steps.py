@@ -13,6 +13,7 @@ step trained. ``teacher=True`` marks the steps a sweep runs once for all its tri
 | :class:`MergeStep` | members' tables become one (the task's merge) | Parquet + manifest |
 | :class:`EvaluateStep` | one model, or an ensemble of several, on a split | scores |
 | :class:`SelectStep` | keep the best of candidate models on their validation scores | the kept model |
+| :class:`SpeedStep` | time several models side by side in one process | latency, throughput, speed-ups |
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ from kd_core.errors import ConfigError
 from kd_core.objectives import Schedule
 from kd_core.train import TrainConfig
 
+#: Loss terms of the model's layers, against a teacher run alongside the student
+#: (:mod:`kd_core.layer_distillation`): any task's transformer student can use them.
+LAYER_TERMS = ("hidden_mse", "hidden_cos", "attention_map", "relation")
 #: ``hard`` (gold labels) and ``soft`` (the teacher at ``tau``) exist for every task; span QA adds
-#: A2D's ``answer_margin`` and ``attention`` and IMM's ``prediction_mse``
-#: (:meth:`kd_core.tasks.base.Task.term`).
-TERM_KINDS = ("hard", "soft", "answer_margin", "attention", "prediction_mse")
+#: A2D's ``answer_margin`` and ``attention`` and IMM's ``prediction_mse``; classification adds
+#: ``logit_mse`` and ``hard_distill`` (:meth:`kd_core.tasks.base.Task.term`); and :data:`LAYER_TERMS`.
+TERM_KINDS = ("hard", "soft", "answer_margin", "attention", "prediction_mse", "logit_mse", "hard_distill",
+              *LAYER_TERMS)
 #: Term kinds that read teacher knowledge.
-KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse")
+KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse", "logit_mse", "hard_distill")
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,16 @@ class TrainStep:
 
     ``sources`` (instead of ``split`` and ``knowledge``) trains on a mixture of splits
     (:mod:`kd_core.engine.mixture`): every part up-sampled to the largest, each example
-    carrying its part's weight. ``keep_layers`` cuts a freshly loaded model to its first
-    layers before training (a shallower student initialised from a pretrained model's lower
-    layers). ``workers > 1``
+    carrying its part's weight. ``keep_layers`` cuts the loaded model to the transformer
+    layers it names before training (a shallower student initialised from chosen layers of
+    a pretrained or trained teacher). ``embeddings_from`` initialises a BiLSTM student's word
+    embeddings from that model's (:func:`~kd_core.bilstm.init_embeddings_from_teacher`).
+    ``teacher_noise = sigma > 0`` perturbs the teacher logits the knowledge terms read, drawn
+    per epoch (:mod:`kd_core.noise`). Layer terms (:data:`LAYER_TERMS`) compare the student's
+    layers with those of ``layer_teacher`` (a model run alongside, frozen, on the same features):
+    student layer ``s`` with teacher layer ``t`` for every ``(s, t)`` of ``layer_map``, through
+    a learned linear projection when the widths differ (``projection``); ``relation`` uses
+    ``relation_heads`` relation heads on the map's last pair. ``workers > 1``
     trains data-parallel (each of ``workers`` processes takes its share of every global
     batch of ``workers * batch_size`` rows; gradients are averaged).
     """
@@ -107,7 +119,13 @@ class TrainStep:
     config: TrainConfig
     #: The collect/merge step whose table the knowledge terms read (a multi-task step: one per task with a teacher).
     knowledge: str | tuple[str, ...] | None = None
-    keep_layers: int | None = None
+    keep_layers: tuple[int, ...] | None = None
+    embeddings_from: str | None = None
+    teacher_noise: float = 0.0
+    layer_teacher: str | None = None
+    layer_map: tuple[tuple[int, int], ...] = ()
+    projection: bool = True
+    relation_heads: int = 4
     split: str = "train"
     eval_split: str = "dev"
     sources: tuple[Source, ...] = ()
@@ -131,9 +149,18 @@ class TrainStep:
         if any(t.kind in KNOWLEDGE_TERMS and t.active for t in self.objective) and None in knowledge:
             raise ConfigError("step", self.name, "a knowledge term needs knowledge (the step that collected it) "
                               "for every source")
-        if self.keep_layers is not None and (self.keep_layers < 1 or self.model.startswith("@")):
-            raise ConfigError("step", self.name, "keep_layers cuts a fresh model (a source, not '@step') to >= 1 "
-                              "layers")
+        if self.keep_layers is not None and (not self.keep_layers or min(self.keep_layers) < 0
+                                             or len(set(self.keep_layers)) != len(self.keep_layers)):
+            raise ConfigError("step", self.name, f"keep_layers needs distinct layer indices >= 0, got {self.keep_layers}")
+        if self.teacher_noise < 0:
+            raise ConfigError("step", self.name, f"teacher_noise must be >= 0, got {self.teacher_noise}")
+        layer_terms = any(t.kind in LAYER_TERMS and t.active for t in self.objective)
+        if layer_terms and (self.layer_teacher is None or not self.layer_map):
+            raise ConfigError("step", self.name, "a layer term needs a layer_teacher and a layer_map")
+        if any(s < 0 or t < 0 for s, t in self.layer_map):
+            raise ConfigError("step", self.name, f"layer_map indices must be >= 0, got {self.layer_map}")
+        if self.relation_heads < 1:
+            raise ConfigError("step", self.name, f"relation_heads must be >= 1, got {self.relation_heads}")
 
 
 @dataclass(frozen=True)
@@ -199,4 +226,26 @@ class SelectStep:
             raise ConfigError("step", self.name, "a select step needs at least one candidate")
 
 
-Step = TrainStep | CollectStep | MergeStep | EvaluateStep | SelectStep
+@dataclass(frozen=True)
+class SpeedStep:
+    """Time ``models`` (``(label, model, tokenizer)`` triples) side by side on ``split`` (:mod:`kd_core.speed`).
+
+    The first model is the reference of the speed-ups. ``examples`` rows of ``split`` are read
+    at batch size 1 (latency) and 32 (throughput) by every model in turn, ``repeats`` rounds;
+    the median counts.
+    """
+
+    name: str
+    models: tuple[tuple[str, str, str], ...]
+    split: str = "test"
+    examples: int = 256
+    repeats: int = 3
+    teacher: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.models or self.examples < 1 or self.repeats < 1:
+            raise ConfigError("step", self.name, "a speed step needs models, examples >= 1 and repeats >= 1")
+
+
+Step = TrainStep | CollectStep | MergeStep | EvaluateStep | SelectStep | SpeedStep

@@ -81,6 +81,11 @@ class A2DSettings:
     def training(self, epochs: float, seed: int) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=seed)
 
+    @property
+    def kept_layers(self) -> tuple[int, ...] | None:
+        """The student's kept layers: its first ``student_layers`` (all when unset)."""
+        return None if self.student_layers is None else tuple(range(self.student_layers))
+
     def member_seed(self, i: int) -> int:
         return self.seed + 1000 * i
 
@@ -119,11 +124,11 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
     students: list[Step] = [
         TrainStep("student", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"), *kd_terms),
                   s.training(s.epochs, s.seed + 1), knowledge=None if s.no_kd else "knowledge",
-                  keep_layers=s.student_layers, workers=s.student_workers, tags={"kd.role": "student"}),
+                  keep_layers=s.kept_layers, workers=s.student_workers, tags={"kd.role": "student"}),
     ]
     if s.baseline:
         students.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"),),
-                                  s.training(s.epochs, s.seed + 1), keep_layers=s.student_layers,
+                                  s.training(s.epochs, s.seed + 1), keep_layers=s.kept_layers,
                                   workers=s.student_workers, tags={"kd.role": "baseline"}))
     evaluations: list[Step] = []
     if s.teacher_epochs == 0:

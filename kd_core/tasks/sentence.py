@@ -17,13 +17,14 @@ less than the float16 rounding of a probability, ~5e-4, see the span tables):
 
 Examples without a gold label (``label``/``score`` null: e.g. augmented ones labelled only by
 a teacher) get ``label = -1`` / ``score = NaN`` in the arrays; the hard loss is 0 for them
-and evaluation skips them.
+and evaluation skips them. Every knowledge table flags them: its boolean column ``gold`` is
+false for rows whose example carries no gold label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -165,6 +166,7 @@ class ClassificationTask(SentenceTask):
                 **options: Any) -> pa.Table:
         logits = self.infer(model, arrays)["logits"]
         table = pa.table({"example_id": pa.array(list(features["example_id"]), pa.string()),
+                          "gold": pa.array(arrays["label"] >= 0),
                           "logits": fixed(logits.astype(np.float16), pa.float16())})
         return with_metadata(table, {METADATA_KEY: self._member_meta(1)})
 
@@ -172,7 +174,7 @@ class ClassificationTask(SentenceTask):
               arrays: Mapping[str, np.ndarray]) -> pa.Table:
         _check_same_rows(tables)
         stacked = np.stack([unfixed(t.column("logits"), (self.num_outputs,), np.float32) for t in tables], axis=1)
-        table = pa.table({"example_id": tables[0].column("example_id"),
+        table = pa.table({"example_id": tables[0].column("example_id"), "gold": tables[0].column("gold"),
                           "logits": fixed(stacked.astype(np.float16), pa.float16())})
         return with_metadata(table, {METADATA_KEY: self._member_meta(len(tables))})
 
@@ -199,6 +201,17 @@ class ClassificationTask(SentenceTask):
             raise ConfigError(self.name, "tau", f"must be > 0, got {tau}")
         return Term("kd", lambda out, b: losses.soft_classification_loss(out.logits, b["teacher_logits"], tau),
                     needs_knowledge=True, requires=("teacher_logits",))
+
+    def term(self, kind: str, tau: float = 1.0) -> Term:
+        """Also ``logit_mse`` (squared distance to the members' mean logits, Ba & Caruana 2014; Tang et al. 2019)
+        and ``hard_distill`` (cross-entropy to the ensemble's argmax class)."""
+        if kind == "logit_mse":
+            return Term("logit_mse", lambda out, b: losses.logit_mse_loss(out.logits, b["teacher_logits"]),
+                        needs_knowledge=True, requires=("teacher_logits",))
+        if kind == "hard_distill":
+            return Term("hard_distill", lambda out, b: losses.hard_distillation_loss(out.logits, b["teacher_logits"]),
+                        needs_knowledge=True, requires=("teacher_logits",))
+        return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
                outputs: Outputs) -> dict[str, float]:
@@ -232,6 +245,7 @@ class RegressionTask(SentenceTask):
                 **options: Any) -> pa.Table:
         values = self.infer(model, arrays)["value"]
         table = pa.table({"example_id": pa.array(list(features["example_id"]), pa.string()),
+                          "gold": pa.array(~np.isnan(arrays["score"])),
                           "values": fixed(values.astype(np.float32)[:, None], pa.float32())})
         return with_metadata(table, {METADATA_KEY: self._member_meta(1)})
 
@@ -239,7 +253,8 @@ class RegressionTask(SentenceTask):
               arrays: Mapping[str, np.ndarray]) -> pa.Table:
         _check_same_rows(tables)
         stacked = np.concatenate([unfixed(t.column("values"), (1,), np.float32) for t in tables], axis=1)
-        table = pa.table({"example_id": tables[0].column("example_id"), "values": fixed(stacked, pa.float32())})
+        table = pa.table({"example_id": tables[0].column("example_id"), "gold": tables[0].column("gold"),
+                          "values": fixed(stacked, pa.float32())})
         return with_metadata(table, {METADATA_KEY: self._member_meta(len(tables))})
 
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
@@ -263,6 +278,12 @@ class RegressionTask(SentenceTask):
         """``(y_hat - 1/N sum_n t_n)^2``: MSE to the members' mean (a temperature does not apply to a value)."""
         return Term("kd", lambda out, b: losses.regression_mse_loss(out.logits[:, 0], b["teacher_values"].mean(-1)),
                     needs_knowledge=True, requires=("teacher_values",))
+
+    def term(self, kind: str, tau: float = 1.0) -> Term:
+        """Also ``logit_mse``: for one output value it is the soft term, the squared error to the members' mean."""
+        if kind == "logit_mse":
+            return replace(self.soft_term(tau), name="logit_mse")
+        return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
                outputs: Outputs) -> dict[str, float]:
