@@ -10,7 +10,6 @@ searched setting that would change a teacher step is refused before any cluster 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,9 @@ from cluster.tracking import RunRef, Tracker
 from kd_core.config_files import build_config
 from kd_core.engine.execute import Result
 from kd_core.engine.local import drive, is_teacher
-from kd_core.engine.steps import CollectStep, MergeStep, Step
+from kd_core.engine.steps import Step
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
-from kd_core.knowledge.manifest import check_manifest, read_manifest
-from kd_core.knowledge.table import read_knowledge
 from kd_core.methods import METHODS, MethodSpec
 from tuning.spaces import Param
 
@@ -63,31 +60,8 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
     for param in space.values():
         for value in param.values:
             spec.check_searchable(settings, ws, param.name, value)
-    reused = _reused_teachers(spec, settings, ws, Path(knowledge_from)) if knowledge_from else None
+    reused = spec.reused_teachers(settings, ws, Path(knowledge_from)) if knowledge_from else None
     return RecipeSweep(spec, data, settings, ws, reused)
-
-
-def _reused_teachers(spec: MethodSpec, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
-    """The teacher steps' results of an earlier job (or sweep) of this method in ``run_dir``, knowledge checked."""
-    if not (run_dir / "steps").is_dir() and (run_dir / "teachers" / "steps").is_dir():
-        run_dir = run_dir / "teachers"  # a sweep's run directory: its teacher steps
-
-    def stored(steps: list[Step]) -> list[Result]:
-        results = []
-        for step in steps:
-            path = run_dir / "steps" / step.name / "result.json"
-            if not path.exists():
-                raise ConfigError(str(run_dir), step.name, f"no finished {spec.name} teacher step here "
-                                  f"(run the {spec.name} job with the same data and teacher settings first)")
-            result = json.loads(path.read_text())
-            if isinstance(step, (CollectStep, MergeStep)):
-                table = read_knowledge(result["path"])
-                check_manifest(read_manifest(table, result["path"]), ws.feature_context(step.tokenizer, step.split),
-                               result["path"])
-            results.append(result)
-        return results
-
-    return drive(spec.recipe(settings, ws), stored, until=is_teacher)
 
 
 def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[dict[str, Result], int]:

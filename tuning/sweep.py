@@ -51,8 +51,6 @@ from tuning.results import format_summary, log_results, summarise  # noqa: E402
 from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
 from tuning.trials import RECIPE_METRIC, RecipeTrialInputs, recipe_trial  # noqa: E402
 
-#: Methods whose jobs do not exist yet; sweeping them is refused with this explanation.
-PENDING = {"students": "the different-students job"}
 SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
 
 
@@ -60,7 +58,7 @@ SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "sum
 class SweepConfig:
     """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
 
-    method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd or mtdnn")
+    method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd, mtdnn or students")
     search: str = option("random", "random, grid (choices become grid axes) or optuna")
     num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
     max_concurrent: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
@@ -77,8 +75,6 @@ class SweepConfig:
     seed: int = option(0, "seed of the search and of the base job")
 
     def __post_init__(self) -> None:
-        if self.method in PENDING:
-            raise ConfigError("sweep", "method", f"{self.method!r} needs {PENDING[self.method]}, which does not exist yet")
         if self.method not in METHODS:
             raise ConfigError("sweep", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.search not in SEARCHES:

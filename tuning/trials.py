@@ -70,10 +70,11 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
         write_atomic(ws.result_path(name), json.dumps(result, indent=1))
     output = root / TRIAL_OUTPUT
     best = -math.inf
+    target = spec.metric_step_of(settings)
 
     def report_epoch(step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
         nonlocal best
-        if step.name != spec.metric_step:
+        if step.name != target:
             return
         metric = scores[ws.task.primary_metric]
         if metric > best:
@@ -86,7 +87,7 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
 
     def run_and_report(steps: Sequence[Step]) -> list[Result]:
         nonlocal best, reported
-        done = [execute(step, ws, on_epoch=report_epoch if spec.metric_step else None) for step in steps]
+        done = [execute(step, ws, on_epoch=report_epoch if target else None) for step in steps]
         results.update({step.name: result for step, result in zip(steps, done)})
         progress = spec.progress(results, ws) if spec.progress is not None else None
         if progress is not None and progress.index > reported:

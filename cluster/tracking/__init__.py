@@ -6,11 +6,11 @@
 * :mod:`~cluster.tracking.charts`: bar chart, grouped bar chart, heat map, line chart, scatter panels.
 """
 
-from cluster.tracking.charts import bar_chart, grouped_bar_chart, heatmap, line_chart, scatter_panels
+from cluster.tracking.charts import bar_chart, grouped_bar_chart, heatmap, labelled_scatter, line_chart, scatter_panels
 from cluster.tracking.runs import JOB_ID_TAG, RunRef, Tracker, flatten_params, mlflow_name
 from cluster.tracking.uris import DEFAULT_DB_NAME, check_tracking_uri, default_tracking_uri, resolve_tracking_uri
 
 __all__ = [
     "DEFAULT_DB_NAME", "JOB_ID_TAG", "RunRef", "Tracker", "bar_chart", "grouped_bar_chart", "check_tracking_uri", "default_tracking_uri",
-    "flatten_params", "heatmap", "line_chart", "mlflow_name", "resolve_tracking_uri", "scatter_panels",
+    "flatten_params", "heatmap", "labelled_scatter", "line_chart", "mlflow_name", "resolve_tracking_uri", "scatter_panels",
 ]

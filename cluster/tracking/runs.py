@@ -302,6 +302,11 @@ class Tracker:
         """Save ``dictionary`` as artifact ``artifact_file``: YAML for ``.yaml``/``.yml``, else JSON."""
         self.client.log_dict(self._check_store(run), dict(dictionary), artifact_file)
 
+    def log_table(self, run: RunRef, columns: Mapping[str, Sequence[Any]], artifact_file: str) -> None:
+        """Save a table (column name -> values) as MLflow table artifact ``artifact_file`` (``.json``; shown as a
+        table in the UI and read back with ``mlflow.load_table``)."""
+        self.client.log_table(self._check_store(run), {k: list(v) for k, v in columns.items()}, artifact_file)
+
     def log_text(self, run: RunRef, text: str, artifact_file: str) -> None:
         """Save ``text`` as artifact ``artifact_file``."""
         self.client.log_text(self._check_store(run), text, artifact_file)

@@ -29,6 +29,8 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerFast
 
+from kd_core.bilstm import train_word_tokenizer
+from kd_core.data.augment import AugmentSettings, augment, embedded_lexicon, read_lexicon, transfer_set
 from kd_core.data.domains import DataSettings, load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
@@ -177,13 +179,17 @@ def load_splits(options: DataOptions, task: Task) -> dict[str, Dataset]:
     return {"train": train, "dev": dev, "test": test}
 
 
+def teacher_tokenizer(task: Task, train: Dataset, teacher_model: str, vocab_size: int) -> PreTrainedTokenizerFast:
+    """A WordPiece vocabulary trained on ``train`` for a preset teacher, else the teacher model's own tokenizer."""
+    if is_preset(teacher_model):
+        return train_wordpiece_tokenizer(task.texts(train), vocab_size=vocab_size)
+    return load_tokenizer(teacher_model)
+
+
 def tokenizers_for(task: Task, train: Dataset, teacher_model: str, student_model: str, vocab_size: int,
                    student_vocab_size: int | None = None) -> dict[str, PreTrainedTokenizerFast]:
     """``{"teacher": ..., "student": ...}`` (module doc)."""
-    if is_preset(teacher_model):
-        teacher = train_wordpiece_tokenizer(task.texts(train), vocab_size=vocab_size)
-    else:
-        teacher = load_tokenizer(teacher_model)
+    teacher = teacher_tokenizer(task, train, teacher_model, vocab_size)
     if student_vocab_size is not None:
         if not is_preset(student_model):
             raise ConfigError("data", "student_vocab_size", "only a preset student gets a vocabulary built here")
@@ -299,6 +305,71 @@ def build_multitask_workspace(data: MultiTaskData, teacher_model: str, student_m
     for name in ("train", "dev", "test"):
         splits[name] = concatenate_datasets([splits[f"{d.name}.{name}"] for d in definitions])
     tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, data.vocab_size)
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), Path(run_dir))
+    ws.check_features()
+    return ws
+
+
+@dataclass(frozen=True)
+class StudentsData:
+    """The one task of a different-students job, its splits, tokenizers and transfer set (validated)."""
+
+    task: str = option("sentiment", "the task, by name, in the definitions file", "data")
+    tasks: str = option("synthetic", "task definitions: a YAML file, or a shipped set: synthetic (embedded, the "
+                        "default) or glue (needs --data-root)", "data")
+    data_root: str | None = option(None, "folder the definitions' relative file paths are read from", "data")
+    max_train_examples: int | None = option(None, "keep at most this many training examples (a seeded sample)", "data")
+    max_dev_examples: int | None = option(None, "keep at most this many dev examples", "data")
+    max_test_examples: int | None = option(None, "keep at most this many test examples", "data")
+    dev_fraction: float = option(0.15, "share of the training data split off as dev (choices)", "data")
+    test_fraction: float = option(0.15, "synthetic tasks: share split off as test (reported numbers)", "data")
+    max_length: int = option(40, "tokens per example", "data")
+    vocab_size: int = option(2000, "WordPiece vocabulary built for a preset teacher", "data")
+    word_vocab_size: int = option(5000, "word vocabulary of the BiLSTM student (most frequent training words)", "data")
+    augment: bool = option(False, "enlarge the transfer set with augmented copies labelled by the teacher only "
+                           "(Tang et al. 2019)", "data")
+    p_mask: float = option(0.1, "augmentation: probability that a word becomes [MASK]", "data")
+    p_pos: float = option(0.1, "augmentation: probability that a word becomes another word of its tag", "data")
+    p_ng: float = option(0.25, "augmentation: probability that a copy is cut to an n-gram", "data")
+    n_iter: int = option(4, "augmentation: copies drawn per training example", "data")
+    pos_lexicon: str | None = option(None, "augmentation: word<TAB>tag file (default: the embedded tasks' "
+                                     "lexicon)", "data")
+    seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
+
+    def __post_init__(self) -> None:
+        self.multitask()
+        self.augmentation()
+        if self.word_vocab_size < 100:
+            raise ConfigError("data", "word_vocab_size", f"must be >= 100, got {self.word_vocab_size}")
+
+    def multitask(self) -> MultiTaskData:
+        """The same data as a one-task :class:`MultiTaskData` (its readers and splits)."""
+        return MultiTaskData(tasks=self.tasks, data_root=self.data_root, only=(self.task,),
+                             max_train_examples=self.max_train_examples, max_dev_examples=self.max_dev_examples,
+                             max_test_examples=self.max_test_examples, dev_fraction=self.dev_fraction,
+                             test_fraction=self.test_fraction, max_length=self.max_length, vocab_size=self.vocab_size,
+                             seed=self.seed)
+
+    def augmentation(self) -> AugmentSettings:
+        return AugmentSettings(p_mask=self.p_mask, p_pos=self.p_pos, p_ng=self.p_ng, n_iter=self.n_iter,
+                               seed=self.seed)
+
+
+def build_students_workspace(data: StudentsData, teacher_model: str, run_dir: str | Path) -> Workspace:
+    """A one-task workspace with tokenizers ``teacher`` and ``words`` (a BiLSTM's) and, with ``augment``,
+    the split ``transfer`` (train plus its augmented copies, without labels); bad data raises here."""
+    multitask = data.multitask()
+    (definition,) = multitask.definitions()
+    task = definition.task()
+    if task.kind not in ("classification", "regression"):
+        raise ConfigError("data", "task", f"the students job reads sentence tasks, not {task.kind}")
+    splits = task_splits(definition, multitask, task)
+    if data.augment:
+        lexicon = read_lexicon(data.pos_lexicon) if data.pos_lexicon else embedded_lexicon()
+        splits["transfer"] = transfer_set(splits["train"], augment(splits["train"], data.augmentation(), lexicon,
+                                                                   task.pair))
+    tokenizers = {"teacher": teacher_tokenizer(task, splits["train"], teacher_model, data.vocab_size),
+                  "words": train_word_tokenizer(task.texts(splits["train"]), vocab_size=data.word_vocab_size)}
     ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), Path(run_dir))
     ws.check_features()
     return ws

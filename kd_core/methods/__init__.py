@@ -10,6 +10,7 @@ one entry in :data:`METHODS`; no engine, cluster or tuning code changes.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,10 +22,12 @@ from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, drive, is_teacher
 from kd_core.data.domains import DataSettings
 from kd_core.engine.prepare import (
-    DataOptions, MultiTaskData, SpanQAData, build_domain_workspace, build_multitask_workspace, build_span_workspace,
-    build_workspace,
+    DataOptions, MultiTaskData, SpanQAData, StudentsData, build_domain_workspace, build_multitask_workspace,
+    build_span_workspace, build_students_workspace, build_workspace,
 )
-from kd_core.engine.steps import Step
+from kd_core.engine.steps import CollectStep, MergeStep, Step
+from kd_core.knowledge.manifest import check_manifest, read_manifest
+from kd_core.knowledge.table import read_knowledge
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
@@ -32,6 +35,7 @@ from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.methods.imm import TOKENIZER, IMMSettings, imm_progress, imm_recipe
 from kd_core.methods.mtdnn import MTDNNSettings, mtdnn_recipe
 from kd_core.methods.progress import Progress
+from kd_core.methods.students import StudentsSettings, students_recipe, target_student
 
 WorkspaceBuilder = Callable[[Any, Any, Path], Workspace]
 
@@ -48,8 +52,9 @@ class MethodSpec:
     #: The data options dataclass and ``workspace(data, settings, run_dir)`` building the workspace.
     data: type
     workspace: WorkspaceBuilder
-    #: What a sweep reports: the train step whose dev score counts after every epoch ...
-    metric_step: str | None = None
+    #: What a sweep reports: the train step whose dev score counts after every epoch (a name, or a
+    #: function of the settings giving it) ...
+    metric_step: str | Callable[[Any], str] | None = None
     #: ... or, after every stage, a :class:`Progress` (``None`` while there is nothing new to report).
     progress: Callable[[Mapping[str, Result], Workspace], Progress | None] | None = None
     #: Settings a sweep's trials use unless told otherwise (e.g. no baseline run in every trial).
@@ -61,6 +66,10 @@ class MethodSpec:
         if (self.metric_step is None) == (self.progress is None):
             raise ValueError(f"method {self.name}: give a metric step or a progress measure, not both or neither")
 
+    def metric_step_of(self, settings: Any) -> str | None:
+        """The name of the train step a sweep scores for ``settings`` (``None``: a progress measure is reported)."""
+        return self.metric_step(settings) if callable(self.metric_step) else self.metric_step
+
     def teacher_plan(self, settings: Any, ws: Workspace) -> list[Step]:
         """Every teacher step the recipe plans, stage by stage (what a sweep runs once for all trials)."""
         planned: list[Step] = []
@@ -71,6 +80,34 @@ class MethodSpec:
 
         drive(self.recipe(settings, ws), plan, until=is_teacher)
         return planned
+
+    def reused_teachers(self, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
+        """The teacher steps' results of an earlier job (or sweep) of this method in ``run_dir``, knowledge checked.
+
+        Every teacher step the recipe plans must have finished there, and every knowledge
+        table must have been made for these features (task, data, tokenizer): a table of
+        another task or data is refused with one line, before any cluster work.
+        """
+        if not (run_dir / "steps").is_dir() and (run_dir / "teachers" / "steps").is_dir():
+            run_dir = run_dir / "teachers"  # a sweep's run directory: its teacher steps
+
+        def stored(steps: Sequence[Step]) -> list[Result]:
+            results = []
+            for step in steps:
+                path = run_dir / "steps" / step.name / "result.json"
+                if not path.exists():
+                    raise ConfigError(str(run_dir), step.name, f"no finished {self.name} teacher step here "
+                                      f"(run the {self.name} job with the same data and teacher settings first)")
+                result = json.loads(path.read_text())
+                if isinstance(step, (CollectStep, MergeStep)):
+                    view = ws.view(step.task) if step.task else ws
+                    table = read_knowledge(result["path"])
+                    check_manifest(read_manifest(table, result["path"]),
+                                   view.feature_context(step.tokenizer, step.split), result["path"])
+                results.append(result)
+            return results
+
+        return drive(self.recipe(settings, ws), stored, until=is_teacher)
 
     def check_searchable(self, settings: Any, ws: Workspace, name: str, value: Any, source: str = "sweep") -> Any:
         """``settings`` with ``name = value``; refused if that is no setting or it would change the teachers."""
@@ -102,4 +139,8 @@ METHODS: dict[str, MethodSpec] = {
                         data=MultiTaskData, workspace=lambda d, s, run_dir: build_multitask_workspace(
                             d, s.teacher_model, s.student_model, run_dir),
                         sweep_defaults={"vanilla": False, "single_task": False, "fine_tune_epochs": 0.0}),
+    "students": MethodSpec("students", StudentsSettings, students_recipe, horizon=_epochs, metric_step=target_student,
+                           data=StudentsData, workspace=lambda d, s, run_dir: build_students_workspace(
+                               d, s.teacher_model, run_dir),
+                           sweep_defaults={"baseline": False}),
 }
