@@ -184,7 +184,7 @@ def test_uniform_layer_map_ends_on_the_last_teacher_layer():
 def test_a_teacher_assistant_chain_collects_each_knowledge_table_once(tasks_file, tmp_path):
     torch.set_num_threads(1)
     data = StudentsData(tasks=tasks_file, vocab_size=400, word_vocab_size=300)
-    settings = StudentsSettings(teacher_model="tiny-bert", teacher_epochs=1, assistant="bert-L1-H32-A2-I64",
+    settings = StudentsSettings(teacher_model="tiny-bert", teacher_epochs=1, teacher_restarts=1, assistant="bert-L1-H32-A2-I64",
                                 students=("scratch", "bilstm"), scratch_layers=1, scratch_hidden=16,
                                 scratch_intermediate=32, bilstm_hidden=8, layer_loss="hidden_mse", epochs=1,
                                 batch_size=32, baseline=False, speed_examples=8, speed_repeats=1)

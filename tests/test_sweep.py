@@ -56,7 +56,7 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
         prepare(SweepConfig(space={"top_k": {"choice": [2, 4]}}, job=JOB))  # top-K is collected once, by the teachers
     with pytest.raises(ConfigError, match="iterations"):
         prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
-    for args, message in [(["--method", "students"], "does not exist yet"), (["--num-samples", "0"], "--num-samples"),
+    for args, message in [(["--method", "distil"], "must be one of kd, a2d, imm, mtdnn, students"), (["--num-samples", "0"], "--num-samples"),
                           (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "no finished a2d teacher step"),
                           (["--set", "no_such_option=1"], "no_such_option")]:
         assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2
@@ -163,3 +163,33 @@ def test_an_mtdnn_sweep_runs_the_teacher_ensembles_once(ray_session, tmp_path):
     assert len(list((tmp_path / "sweep").rglob("steps/teacher-mt-0/model"))) == 1  # pre-trained once
     assert len(list((tmp_path / "sweep").rglob("steps/sentiment-knowledge/knowledge.parquet"))) == 1  # merged once
     assert not list((tmp_path / "sweep").rglob("steps/student-vanilla"))  # no baseline in the trials
+
+
+ST_TASKS = """tasks:
+  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 80}
+"""
+
+
+@pytest.mark.slow
+def test_a_students_sweep_trains_the_teacher_once_and_searches_the_kd_settings(ray_session, tmp_path):
+    (tmp_path / "tasks.yaml").write_text(ST_TASKS)
+    job = {"tasks": str(tmp_path / "tasks.yaml"), "teacher_model": "tiny-bert", "teacher_epochs": 1,
+           "teacher_restarts": 2, "scratch_layers": 1, "scratch_hidden": 16, "scratch_intermediate": 32, "epochs": 2,
+           "batch_size": 16, "max_length": 32, "vocab_size": 300, "word_vocab_size": 200, "speed_examples": 8,
+           "speed_repeats": 1}
+    space = {"loss": {"grid": ["mse", "hard"]}, "noise": {"grid": [0.0, 0.5]}, "alpha": {"choice": [0.7]},
+             "tau": {"choice": [2.0]}}
+    summary = run_sweep(SweepConfig(method="students", search="grid", num_samples=1, max_concurrent=2, job=job,
+                                    space=space, run_dir=str(tmp_path / "sweep"),
+                                    tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    assert summary["teacher_passes"] == 1 and summary["trials"] == 4 and summary["failed"] == 0
+    assert set(summary["best_config"]) == {"loss", "noise", "alpha", "tau"}
+    assert len(list((tmp_path / "sweep").rglob("steps/teacher-1/model"))) == 1  # trained once for all trials
+    assert len(list((tmp_path / "sweep").rglob("steps/knowledge/knowledge.parquet"))) == 1
+    assert not list((tmp_path / "sweep").rglob("steps/scratch-no-kd"))  # no baseline in the trials
+    # every trial's setting changed what it computed: four different students
+    students = [load_file(str(p)) for p in (tmp_path / "sweep" / "trials").glob("*/output/model.safetensors")]
+    assert len(students) == 4
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not all(torch.equal(students[i][k], students[j][k]) for k in students[i])

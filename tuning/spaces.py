@@ -9,7 +9,9 @@ A space maps a hyperparameter to one of
 Defaults (:data:`DEFAULT_SPACES`) follow the papers: A2D's ``tau`` in {1, 2, 3, 5}, ``gamma``
 and ``delta`` log-uniform around 0.3 and 0.1 (one decade either side); IMM's ``lambda``
 schedule (the paper's linear 0 -> 1, a later start, a constant) and ``K`` in {1, 2, 3}; plain
-KD's (Hinton et al.) ``tau`` in {1, 2, 4, 8} and soft-loss weight ``alpha`` uniform in [0.1, 0.9].
+KD's (Hinton et al.) ``tau`` in {1, 2, 4, 8} and soft-loss weight ``alpha`` uniform in [0.1, 0.9];
+the different students' ``tau``, loss kind (soft, logit MSE, hard), noisy-teacher scale and KD
+weight (``tau`` only acts with the soft loss).
 A config file's ``space:`` mapping replaces the default of each parameter it names.
 """
 
@@ -45,6 +47,12 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, list[Any]]]] = {
         "alpha": {"uniform": [0.2, 0.8]},
         "tau": {"choice": [1.0, 2.0, 4.0]},
         "learning_rate": {"loguniform": [3e-4, 3e-3]},
+    },
+    "students": {
+        "tau": {"choice": [1.0, 2.0, 4.0]},
+        "loss": {"choice": ["soft", "mse", "hard"]},
+        "noise": {"choice": [0.0, 0.1, 0.3]},
+        "alpha": {"uniform": [0.3, 0.9]},
     },
 }
 

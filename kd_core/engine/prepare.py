@@ -22,7 +22,7 @@ vocabulary), which only example-keyed tasks allow: span-QA knowledge is per toke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +318,7 @@ class StudentsData:
     tasks: str = option("synthetic", "task definitions: a YAML file, or a shipped set: synthetic (embedded, the "
                         "default) or glue (needs --data-root)", "data")
     data_root: str | None = option(None, "folder the definitions' relative file paths are read from", "data")
+    synthetic_size: int | None = option(None, "examples of an embedded task (default: its definition's size)", "data")
     max_train_examples: int | None = option(None, "keep at most this many training examples (a seeded sample)", "data")
     max_dev_examples: int | None = option(None, "keep at most this many dev examples", "data")
     max_test_examples: int | None = option(None, "keep at most this many test examples", "data")
@@ -339,6 +340,8 @@ class StudentsData:
     def __post_init__(self) -> None:
         self.multitask()
         self.augmentation()
+        if self.synthetic_size is not None and self.synthetic_size < 20:
+            raise ConfigError("data", "synthetic_size", f"must be >= 20, got {self.synthetic_size}")
         if self.word_vocab_size < 100:
             raise ConfigError("data", "word_vocab_size", f"must be >= 100, got {self.word_vocab_size}")
 
@@ -360,6 +363,8 @@ def build_students_workspace(data: StudentsData, teacher_model: str, run_dir: st
     the split ``transfer`` (train plus its augmented copies, without labels); bad data raises here."""
     multitask = data.multitask()
     (definition,) = multitask.definitions()
+    if data.synthetic_size is not None and definition.synthetic is not None:
+        definition = replace(definition, size=data.synthetic_size)
     task = definition.task()
     if task.kind not in ("classification", "regression"):
         raise ConfigError("data", "task", f"the students job reads sentence tasks, not {task.kind}")

@@ -142,5 +142,5 @@ METHODS: dict[str, MethodSpec] = {
     "students": MethodSpec("students", StudentsSettings, students_recipe, horizon=_epochs, metric_step=target_student,
                            data=StudentsData, workspace=lambda d, s, run_dir: build_students_workspace(
                                d, s.teacher_model, run_dir),
-                           sweep_defaults={"baseline": False}),
+                           sweep_defaults={"baseline": False, "students": ("scratch",)}),
 }

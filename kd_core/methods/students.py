@@ -2,7 +2,10 @@
 
 Steps (names are the run directory's ``steps/<name>``):
 
-1. ``teacher`` (teacher step) trains on the gold labels; ``knowledge`` (teacher step) is its
+1. ``teacher`` (teacher steps) trains on the gold labels: with ``teacher_restarts > 1``,
+   ``teacher-<i>`` train from different seeds and ``teacher`` keeps the best on **dev** (the
+   random restarts of Devlin et al. 2019 for small data sets, where training from a seed
+   sometimes fails); ``knowledge`` (teacher step) is its
    logits on the **transfer set**: the training split, or the training split plus its
    augmentations labelled by nobody but the teacher (Tang et al. 2019;
    :mod:`kd_core.data.augment`), collected once and keyed by example, so every student
@@ -46,7 +49,7 @@ from typing import Any
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
-    CollectStep, EvaluateStep, SpeedStep, Step, TermSpec, TrainStep, model_ref,
+    CollectStep, EvaluateStep, SelectStep, SpeedStep, Step, TermSpec, TrainStep, model_ref,
 )
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
@@ -82,6 +85,7 @@ class StudentsSettings:
 
     teacher_model: str = option("small-bert", "teacher: preset, bert-L<n>-H<n>-A<n>-I<n>, HF id or path", "model")
     teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
+    teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
     students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
     distil_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
                                             "one, 0,2,4,...)", "model")
@@ -98,7 +102,7 @@ class StudentsSettings:
                                    "students", "model")
     loss: str = option("soft", f"distillation loss: {', '.join(KD_LOSSES)}", "distill")
     tau: float = option(2.0, "temperature of the soft loss", "distill")
-    alpha: float = option(0.5, "weight of the distillation loss; the gold-label loss gets 1 - alpha", "distill")
+    alpha: float = option(0.7, "weight of the distillation loss; the gold-label loss gets 1 - alpha", "distill")
     noise: float = option(0.0, "noisy teacher: std of the multiplicative Gaussian noise on teacher logits", "distill")
     layer_loss: str = option("none", f"layer loss of transformer students: {', '.join(LAYER_LOSSES)}", "distill")
     layer_weight: float = option(1.0, "weight of the layer loss", "distill")
@@ -106,7 +110,7 @@ class StudentsSettings:
                                         "student's copied layers; uniform for scratch)", "distill")
     projection: bool = option(True, "learn a projection when student and teacher widths differ", "distill")
     relation_heads: int = option(4, "relation heads of the MiniLM relation loss", "distill")
-    epochs: float = option(8.0, "epochs of each student", "model")
+    epochs: float = option(20.0, "epochs of each student", "model")
     batch_size: int = option(32, "training batch size", "model")
     learning_rate: float = option(1e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     baseline: bool = option(True, "also train every student without knowledge (gold labels only)", "model")
@@ -133,7 +137,8 @@ class StudentsSettings:
                   "scratch_hidden": self.scratch_hidden >= 1 and self.scratch_hidden % max(self.scratch_heads, 1) == 0,
                   "scratch_intermediate": self.scratch_intermediate >= 1, "bilstm_hidden": self.bilstm_hidden >= 1,
                   "bilstm_embedding_dim": self.bilstm_embedding_dim >= 1, "speed_examples": self.speed_examples >= 1,
-                  "speed_repeats": self.speed_repeats >= 1, "distil_layers": min(self.distil_layers, default=0) >= 0}
+                  "speed_repeats": self.speed_repeats >= 1,
+                  "teacher_restarts": self.teacher_restarts >= 1, "distil_layers": min(self.distil_layers, default=0) >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("students", name, f"invalid value {getattr(self, name)!r}")
@@ -209,8 +214,12 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
     plans = plan_students(s)
     transfer = TRANSFER if TRANSFER in ws.splits else "train"
     teacher_role = {"kd.role": "teacher"}
-    teacher: list[Step] = [TrainStep("teacher", s.teacher_model, s.seed, "teacher", (TermSpec("hard"),),
-                                     s.training(s.teacher_epochs, s.seed), teacher=True, tags=teacher_role)]
+    restarts = ["teacher"] if s.teacher_restarts == 1 else [f"teacher-{i}" for i in range(s.teacher_restarts)]
+    teacher: list[Step] = [TrainStep(name, s.teacher_model, s.seed + 1000 * i, "teacher", (TermSpec("hard"),),
+                                     s.training(s.teacher_epochs, s.seed + 1000 * i), teacher=True, tags=teacher_role)
+                           for i, name in enumerate(restarts)]
+    select: list[Step] = [] if s.teacher_restarts == 1 else [
+        SelectStep("teacher", tuple(restarts), split="dev", teacher=True, tags=teacher_role)]
     knowledge: list[Step] = [CollectStep("knowledge", model_ref("teacher"), "teacher", split=transfer,
                                          tags=teacher_role)]
     chain: list[list[Step]] = []
@@ -244,7 +253,7 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
     timed = [name for name in tokenizers if (name != "assistant" or s.assistant) and not name.endswith("-no-kd")]
     speed: list[Step] = [SpeedStep("speed", tuple((name, model_ref(name), tokenizers[name]) for name in timed),
                                    examples=s.speed_examples, repeats=s.speed_repeats)]
-    return staged(lambda done: (teacher, knowledge, *chain, students, evaluations, speed))
+    return staged(lambda done: (teacher, select, knowledge, *chain, students, evaluations, speed))
 
 
 def target_student(settings: StudentsSettings) -> str:
@@ -255,10 +264,12 @@ def target_student(settings: StudentsSettings) -> str:
 def summarise(results: Mapping[str, Result], settings: StudentsSettings, task: str, primary: str) -> dict[str, Any]:
     """Per model: kind, parameters, size on disk, speed and speed-ups, dev and test metric with and without KD."""
     speed = results["speed"]["models"]
+    models = {"teacher": settings.teacher_model, "assistant": settings.assistant,
+              **{plan.kind: plan.model for plan in plan_students(settings)}}
     rows: dict[str, dict[str, Any]] = {}
     for name in speed:
         timing = speed[name]
-        row = {"parameters": timing["parameters"],
+        row = {"kind": name, "model": models[name], "parameters": timing["parameters"],
                "disk_bytes": timing["disk_bytes"], "latency_ms_b1": timing["latency_ms_b1"],
                "throughput_b32": timing["throughput_b32"], "speedup_b1": timing["speedup_b1"],
                "speedup_b32": timing["speedup_b32"], "dev": results[name]["primary"],
