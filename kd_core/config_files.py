@@ -49,10 +49,22 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
     if unknown:
         raise ConfigError(source, unknown[0], f"unknown option; known: {', '.join(sorted(fields))}")
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None and k in fields}}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if str(field.type).startswith("tuple") and field.name in values:
+            values[field.name] = _as_tuple(values[field.name])
     try:
         return cls(**values)
     except TypeError as err:
         raise ConfigError(source, "options", str(err)) from err
+
+
+def _as_tuple(value: Any) -> Any:
+    """A tuple field's value from a file or ``--set``: ``"a,b"`` -> ``("a", "b")``, a scalar -> a 1-tuple."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (int, float)):
+        return (value,)
+    return value
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

@@ -44,6 +44,8 @@ def test_a_config_file_is_overridden_by_the_command_line(tmp_path):
     path.write_text("top_k: 3\nname: from-file\ndomains: [p, q]\n")
     config = _parse(["--config", str(path), "--name", "cli"])
     assert (config.top_k, config.name, config.domains) == (3, "cli", ("p", "q"))
+    path.write_text("domains: p, q\n")  # a tuple written as one string, as on the command line (also --set)
+    assert _parse(["--config", str(path)]).domains == ("p", "q")
     path.write_text("top_kk: 3\n")
     with pytest.raises(ConfigError, match="top_kk: unknown option"):
         _parse(["--config", str(path)])

@@ -255,3 +255,18 @@ def test_the_layers_student_is_copied_from_every_other_teacher_layer():
                                             bilstm_embedding_dim=48))[0]
     assert random.model == "bilstm-E48-H64" and random.embeddings_from is None
 
+
+
+def test_layer_terms_work_for_a_span_qa_student_too(tmp_path):
+    from kd_core.engine.prepare import DataOptions, build_workspace
+
+    torch.set_num_threads(1)
+    ws = build_workspace(DataOptions(task="span_qa", synthetic_size=30, vocab_size=300), "tiny-bert", "tiny-bert",
+                         tmp_path)
+    execute(TrainStep("teacher", "tiny-bert", 0, "teacher", (TermSpec("hard"),), TrainConfig(epochs=1)), ws)
+    metrics = []
+    step = TrainStep("student", "tiny-bert-1l", 1, "teacher", (TermSpec("hard"), TermSpec("attention_map", 5.0)),
+                     TrainConfig(epochs=2, log_every=1), layer_teacher="@teacher", layer_map=((0, 1),))
+    result = execute(step, ws, callbacks_for=lambda s: [metrics.append])
+    assert result["last_metrics"]["weight/attention_map"] == 5.0
+    assert metrics[-1]["loss/attention_map"] < metrics[0]["loss/attention_map"]
