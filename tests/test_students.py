@@ -245,7 +245,8 @@ def test_student_shapes_are_checked_against_the_teacher(changes, message):
 
 
 def test_the_layers_student_is_copied_from_every_other_teacher_layer():
-    plans = {p.kind: p for p in plan_students(StudentsSettings(teacher_model="small-bert", layer_loss="hidden_mse"))}
+    plans = {p.kind: p for p in plan_students(StudentsSettings(teacher_model="small-bert", layer_loss="hidden_mse",
+                                                               bilstm_embeddings="teacher", bilstm_hidden=64))}
     assert plans["layers"].model == "@teacher" and plans["layers"].keep_layers == (0, 2)
     assert plans["layers"].layer_map == ((0, 0), (1, 2))
     assert plans["scratch"].layer_map == ((0, 1), (1, 3)) and plans["scratch"].model == "bert-L2-H64-A2-I256"
@@ -270,3 +271,20 @@ def test_layer_terms_work_for_a_span_qa_student_too(tmp_path):
     result = execute(step, ws, callbacks_for=lambda s: [metrics.append])
     assert result["last_metrics"]["weight/attention_map"] == 5.0
     assert metrics[-1]["loss/attention_map"] < metrics[0]["loss/attention_map"]
+
+
+def test_the_teacher_and_the_layers_student_share_their_own_learning_rate():
+    from types import SimpleNamespace
+
+    settings = StudentsSettings(teacher_model="small-bert", learning_rate=1e-3, teacher_learning_rate=5e-5)
+    planned = []
+
+    def plan(steps):
+        planned.extend(steps)
+        return [{} for _ in steps]
+
+    drive(students_recipe(settings, SimpleNamespace(splits={"train": None})), plan)
+    rates = {step.name: step.config.learning_rate for step in planned if isinstance(step, TrainStep)}
+    assert rates == {"teacher-0": 5e-5, "teacher-1": 5e-5, "teacher-2": 5e-5, "layers": 5e-5, "layers-no-kd": 5e-5,
+                     "scratch": 1e-3, "scratch-no-kd": 1e-3, "bilstm": 1e-3, "bilstm-no-kd": 1e-3}
+    assert [s.name for s in planned if not isinstance(s, TrainStep)][:2] == ["teacher", "knowledge"]  # select, collect

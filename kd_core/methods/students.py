@@ -84,7 +84,7 @@ class StudentsSettings:
     """The recipe's hyperparameters (module doc), validated at construction."""
 
     teacher_model: str = option("small-bert", "teacher: preset, bert-L<n>-H<n>-A<n>-I<n>, HF id or path", "model")
-    teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
+    teacher_epochs: float = option(15.0, "epochs of the teacher", "model")
     teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
     students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
     distil_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
@@ -93,10 +93,10 @@ class StudentsSettings:
     scratch_hidden: int = option(64, "scratch student: hidden size", "model")
     scratch_heads: int = option(2, "scratch student: attention heads", "model")
     scratch_intermediate: int = option(256, "scratch student: feed-forward size", "model")
-    bilstm_hidden: int = option(64, "bilstm student: LSTM size per direction", "model")
-    bilstm_embeddings: str = option("teacher", "bilstm student: word vectors from the teacher's embeddings or random",
+    bilstm_hidden: int = option(16, "bilstm student: LSTM size per direction", "model")
+    bilstm_embeddings: str = option("random", "bilstm student: word vectors from the teacher's embeddings or random",
                                     "model")
-    bilstm_embedding_dim: int = option(64, "bilstm student: word vector size when random (with teacher vectors: "
+    bilstm_embedding_dim: int = option(32, "bilstm student: word vector size when random (with teacher vectors: "
                                        "the teacher's width)", "model")
     assistant: str | None = option(None, "teacher assistant model (preset or shape): teacher -> assistant -> "
                                    "students", "model")
@@ -110,9 +110,11 @@ class StudentsSettings:
                                         "student's copied layers; uniform for scratch)", "distill")
     projection: bool = option(True, "learn a projection when student and teacher widths differ", "distill")
     relation_heads: int = option(4, "relation heads of the MiniLM relation loss", "distill")
-    epochs: float = option(20.0, "epochs of each student", "model")
+    epochs: float = option(12.0, "epochs of each student", "model")
     batch_size: int = option(32, "training batch size", "model")
     learning_rate: float = option(1e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
+    teacher_learning_rate: float | None = option(None, "the teacher's peak learning rate, also the layers student's "
+                                                 "(it starts from the teacher's weights); default: --lr", "model")
     baseline: bool = option(True, "also train every student without knowledge (gold labels only)", "model")
     speed_examples: int = option(256, "test examples each model reads in the speed measurement", "model")
     speed_repeats: int = option(3, "rounds of the speed measurement (the median counts)", "model")
@@ -144,10 +146,13 @@ class StudentsSettings:
                 raise ConfigError("students", name, f"invalid value {getattr(self, name)!r}")
         parse_layer_map(self.layer_map)
         self.training(self.epochs, 0)
-        self.training(max(self.teacher_epochs, 1e-9), 0)
+        self.training(max(self.teacher_epochs, 1e-9), 0, True)
 
-    def training(self, epochs: float, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=seed)
+    def training(self, epochs: float, seed: int, from_teacher: bool = False) -> TrainConfig:
+        """Optimisation of a step; ``from_teacher``: the teacher's (or a model starting from its weights)."""
+        own = self.teacher_learning_rate if from_teacher else None
+        rate = self.learning_rate if own is None else own
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=rate, seed=seed)
 
     @property
     def scratch_model(self) -> str:
@@ -216,7 +221,8 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
     teacher_role = {"kd.role": "teacher"}
     restarts = ["teacher"] if s.teacher_restarts == 1 else [f"teacher-{i}" for i in range(s.teacher_restarts)]
     teacher: list[Step] = [TrainStep(name, s.teacher_model, s.seed + 1000 * i, "teacher", (TermSpec("hard"),),
-                                     s.training(s.teacher_epochs, s.seed + 1000 * i), teacher=True, tags=teacher_role)
+                                     s.training(s.teacher_epochs, s.seed + 1000 * i, True), teacher=True,
+                                     tags=teacher_role)
                            for i, name in enumerate(restarts)]
     select: list[Step] = [] if s.teacher_restarts == 1 else [
         SelectStep("teacher", tuple(restarts), split="dev", teacher=True, tags=teacher_role)]
@@ -235,17 +241,18 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
     students: list[Step] = []
     for plan in plans:
         seed = s.seed + 1
+        config = s.training(s.epochs, seed, from_teacher=plan.kind == "layers")
         common = {"keep_layers": plan.keep_layers, "embeddings_from": plan.embeddings_from}
         layered = plan.kind != "bilstm" and s.layer_loss != "none"
         students.append(TrainStep(
-            plan.kind, plan.model, seed, plan.tokenizer, _objective(s, layered), s.training(s.epochs, seed),
+            plan.kind, plan.model, seed, plan.tokenizer, _objective(s, layered), config,
             knowledge=source_knowledge, split=transfer, teacher_noise=s.noise,
             layer_teacher=model_ref(source) if layered else None, layer_map=plan.layer_map if layered else (),
             projection=s.projection, relation_heads=s.relation_heads,
             tags={"kd.role": "student", "kd.student": plan.kind}, **common))
         if s.baseline:
             students.append(TrainStep(f"{plan.kind}-no-kd", plan.model, seed, plan.tokenizer, (TermSpec("hard"),),
-                                      s.training(s.epochs, seed), tags={"kd.role": "baseline", "kd.student": plan.kind},
+                                      config, tags={"kd.role": "baseline", "kd.student": plan.kind},
                                       **common))
     tokenizers = {"teacher": "teacher", "assistant": "teacher", **{step.name: step.tokenizer for step in students}}
     evaluations: list[Step] = [EvaluateStep(f"eval-{name}", (model_ref(name),), tokenizer)
