@@ -254,7 +254,7 @@ def test_the_layers_student_is_copied_from_every_other_teacher_layer():
     assert plans["bilstm"].embeddings_from == "@teacher"
     random = plan_students(StudentsSettings(students=("bilstm",), bilstm_embeddings="random",
                                             bilstm_embedding_dim=48))[0]
-    assert random.model == "bilstm-E48-H64" and random.embeddings_from is None
+    assert random.model == "bilstm-E48-H16" and random.embeddings_from is None
 
 
 
