@@ -1,4 +1,4 @@
-"""`ray job submit --working-dir . -- python jobs/{a2d,imm,mtdnn}.py` against a real `ray start --head` on 127.0.0.1."""
+"""`ray job submit --working-dir . -- python jobs/{a2d,imm,mtdnn,students}.py` against a real `ray start --head` on 127.0.0.1."""
 
 import json
 import os
@@ -96,3 +96,16 @@ def test_mtdnn_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
     assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "mtdnn"
     assert summary["with_teacher"] == ["sentiment"] and set(summary["tasks"]) == {"sentiment", "rating"}
     assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()
+
+
+def test_students_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], "
+        "size: 60}\n")
+    summary = _submit(f"{sys.executable} jobs/students.py --tasks {tmp_path}/tasks.yaml --teacher-model tiny-bert "
+                      f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
+                      f"--speed-examples 8 --speed-repeats 1 --run-dir {tmp_path}/run "
+                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
+    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "students"
+    assert set(summary["models"]) == {"teacher", "layers", "scratch", "bilstm"}
+    assert (tmp_path / "run" / "steps" / "bilstm" / "model" / "model.safetensors").exists()

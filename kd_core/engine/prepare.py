@@ -315,8 +315,8 @@ class StudentsData:
     """The one task of a different-students job, its splits, tokenizers and transfer set (validated)."""
 
     task: str = option("sentiment", "the task, by name, in the definitions file", "data")
-    tasks: str = option("students", "task definitions: a YAML file, or a shipped set: students (embedded, the "
-                        "default), synthetic (the same tasks, smaller) or glue (needs --data-root)", "data")
+    tasks: str = option("synthetic", "task definitions: a YAML file, or a shipped set: synthetic (embedded, the "
+                        "default) or glue (needs --data-root)", "data")
     data_root: str | None = option(None, "folder the definitions' relative file paths are read from", "data")
     synthetic_size: int | None = option(None, "examples of an embedded task (default: its definition's size)", "data")
     max_train_examples: int | None = option(None, "keep at most this many training examples (a seeded sample)", "data")

@@ -84,7 +84,7 @@ class StudentsSettings:
     """The recipe's hyperparameters (module doc), validated at construction."""
 
     teacher_model: str = option("small-bert", "teacher: preset, bert-L<n>-H<n>-A<n>-I<n>, HF id or path", "model")
-    teacher_epochs: float = option(15.0, "epochs of the teacher", "model")
+    teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
     teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
     students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
     distil_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
@@ -110,7 +110,7 @@ class StudentsSettings:
                                         "student's copied layers; uniform for scratch)", "distill")
     projection: bool = option(True, "learn a projection when student and teacher widths differ", "distill")
     relation_heads: int = option(4, "relation heads of the MiniLM relation loss", "distill")
-    epochs: float = option(12.0, "epochs of each student", "model")
+    epochs: float = option(20.0, "epochs of each student", "model")
     batch_size: int = option(32, "training batch size", "model")
     learning_rate: float = option(1e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     teacher_learning_rate: float | None = option(None, "the teacher's peak learning rate, also the layers student's "
