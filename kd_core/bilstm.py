@@ -40,12 +40,11 @@ Departures from Tang et al.:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, processors
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import (
@@ -234,24 +233,12 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 10000, lowercas
     is ``[UNK]``. A sentence is encoded as its words, a pair as ``a [SEP] b`` with token types
     0 (``a`` and ``[SEP]``) and 1 (``b``); no ``[CLS]``, as the BiLSTM pools over time.
     """
-    from kd_core.models import SPECIAL_TOKENS  # here: kd_core.models imports this module
+    from kd_core.models import SPECIAL_TOKENS, frequent_words  # here: kd_core.models imports this module
 
     specials = tuple(SPECIAL_TOKENS)
     if vocab_size <= len(specials):
         raise ConfigError("tokenizer", "vocab_size", f"must be > {len(specials)} (the special tokens), got {vocab_size}")
-    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    vocab = list(specials)
-    known = set(vocab)
-    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        if len(vocab) >= vocab_size:
-            break
-        if word not in known:
-            vocab.append(word)
-            known.add(word)
+    vocab, normalizer, pre_tokenizer = frequent_words(texts, vocab_size, lowercase, lambda counts: list(specials))
     tokenizer = Tokenizer(models.WordLevel({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizer

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +123,27 @@ def is_preset(name: str) -> bool:
     return bert_shape(name) is not None or bilstm_shape(name) is not None
 
 
+def frequent_words(texts: Iterable[str], vocab_size: int, lowercase: bool,
+                   head: Callable[[Counter[str]], list[str]]) -> tuple[list[str], normalizers.Normalizer,
+                                                                      pre_tokenizers.PreTokenizer]:
+    """A deterministic vocabulary: ``head(word counts)``, then the most frequent words (ties alphabetical) up to
+    ``vocab_size``; with the BERT normaliser (``lowercase`` optional) and pre-tokenizer it was counted with."""
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    vocab = head(counts)
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return vocab, normalizer, pre_tokenizer
+
+
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowercase: bool = True) -> PreTrainedTokenizerFast:
     """Build a BERT-style WordPiece tokenizer from ``texts`` (offline, deterministic).
 
@@ -135,20 +156,11 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowe
     """
     if vocab_size < len(SPECIAL_TOKENS) + 30:
         raise ConfigError("tokenizer", "vocab_size", f"must be >= {len(SPECIAL_TOKENS) + 30}, got {vocab_size}")
-    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    characters = sorted({char for word in counts for char in word})
-    vocab = list(SPECIAL_TOKENS) + characters + [f"##{char}" for char in characters]
-    known = set(vocab)
-    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        if len(vocab) >= vocab_size:
-            break
-        if word not in known:
-            vocab.append(word)
-            known.add(word)
+    def spellers(counts: Counter[str]) -> list[str]:
+        characters = sorted({char for word in counts for char in word})
+        return list(SPECIAL_TOKENS) + characters + [f"##{char}" for char in characters]
+
+    vocab, normalizer, pre_tokenizer = frequent_words(texts, vocab_size, lowercase, spellers)
     tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizer
