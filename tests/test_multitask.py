@@ -80,8 +80,8 @@ def test_multi_head_model_routes_each_row_to_its_task_head_and_round_trips(tmp_p
 
 def _member_table(task: str, ids: list[str], column: str, values: np.ndarray) -> pa.Table:
     dtype = pa.float16() if column == "logits" else pa.float32()
-    table = pa.table({"example_id": pa.array(ids, pa.string()), column: fixed(values.astype(dtype.to_pandas_dtype()),
-                                                                              dtype)})
+    table = pa.table({"example_id": pa.array(ids, pa.string()), "gold": pa.array([True] * len(ids)),
+                      column: fixed(values.astype(dtype.to_pandas_dtype()), dtype)})
     return with_metadata(table, {METADATA_KEY: {"kind": "member", "task": task, "members": 1,
                                                 "outputs": values.shape[1]}})
 

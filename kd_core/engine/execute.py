@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np

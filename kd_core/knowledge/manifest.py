@@ -32,7 +32,8 @@ from transformers import PreTrainedTokenizerBase
 from kd_core.errors import DataError
 from kd_core.knowledge.table import metadata_entry, with_metadata
 
-SCHEMA_VERSION = 2
+#: 3: sentence-task tables carry a ``gold`` column (false for rows without a gold label).
+SCHEMA_VERSION = 3
 MANIFEST_KEY = b"kd_manifest"
 KEYS = ("feature_id", "example_id")
 
