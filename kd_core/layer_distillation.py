@@ -89,21 +89,14 @@ class LayerDistillation:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self._captures = [
-            LayerCapture(student, student_layers, needs - {"query", "key", "value"}),
-            LayerCapture(teacher, teacher_layers, needs - {"query", "key", "value"}),
-        ]
-        if "relation" in kinds:
-            self._captures += [LayerCapture(student, [last[0]], {"query", "key", "value"}),
-                               LayerCapture(teacher, [last[1]], {"query", "key", "value"})]
-
-    @property
-    def student(self) -> LayerCapture:
-        return self._captures[0]
-
-    @property
-    def teacher_capture(self) -> LayerCapture:
-        return self._captures[1]
+        qkv = {"query", "key", "value"}
+        self.student_layers = LayerCapture(student, student_layers, needs - qkv)
+        self.teacher_layers = LayerCapture(teacher, teacher_layers, needs - qkv)
+        #: query/key/value of the map's last pair (the relation term)
+        self.student_qkv = LayerCapture(student, [last[0]], qkv) if "relation" in kinds else None
+        self.teacher_qkv = LayerCapture(teacher, [last[1]], qkv) if "relation" in kinds else None
+        self._terms = {"hidden_mse": self._hidden_mse, "hidden_cos": self._hidden_cos,
+                       "attention_map": self._attention_map, "relation": self._relation}
 
     def forward(self, task_forward: Callable[[torch.nn.Module, dict[str, Tensor], int], Any]
                 ) -> Callable[[torch.nn.Module, dict[str, Tensor], int], Any]:
@@ -120,11 +113,11 @@ class LayerDistillation:
         """The layer term ``kind`` (module doc), reading the latest forward's captures."""
         if kind not in self.kinds:
             raise ConfigError("layers", "kind", f"{kind!r} was not captured; captured {list(self.kinds)}")
-        return Term(kind, getattr(self, f"_{kind}"))
+        return Term(kind, self._terms[kind])
 
     def _hidden(self, b: dict[str, Tensor], loss: Callable[..., Tensor]) -> Tensor:
         mask = b["attention_mask"].bool()
-        values = [loss(self.student.hidden[s], self.teacher_capture.hidden[t], mask, self.projections[str(s)]
+        values = [loss(self.student_layers.hidden[s], self.teacher_layers.hidden[t], mask, self.projections[str(s)]
                        if str(s) in self.projections else None) for s, t in self.layer_map]
         return torch.stack(values).mean(0)
 
@@ -136,19 +129,22 @@ class LayerDistillation:
 
     def _attention_map(self, out: Any, b: dict[str, Tensor]) -> Tensor:
         mask = b["attention_mask"].bool()
-        values = [layer_losses.attention_map_mse_loss(self.student.attention[s], self.teacher_capture.attention[t], mask)
+        values = [layer_losses.attention_map_mse_loss(self.student_layers.attention[s],
+                                                    self.teacher_layers.attention[t], mask)
                   for s, t in self.layer_map]
         return torch.stack(values).mean(0)
 
     def _relation(self, out: Any, b: dict[str, Tensor]) -> Tensor:
         mask = b["attention_mask"].bool()
         s, t = self.layer_map[-1]
-        student, teacher = self._captures[2], self._captures[3]
+        student, teacher = self.student_qkv, self.teacher_qkv
+        assert student is not None and teacher is not None
         values = [layer_losses.relation_kl_loss(getattr(student, x)[s], getattr(teacher, x)[t], mask,
                                                 self.relation_heads) for x in ("query", "key", "value")]
         return torch.stack(values).mean(0)
 
     def remove(self) -> None:
         """Remove every hook (the models behave as before)."""
-        for capture in self._captures:
-            capture.remove()
+        for capture in (self.student_layers, self.teacher_layers, self.student_qkv, self.teacher_qkv):
+            if capture is not None:
+                capture.remove()

@@ -162,8 +162,18 @@ def test_layer_distillation_projects_unequal_widths_and_trains_the_projection(ta
     with pytest.raises(ConfigError, match="teacher layer 2 does not exist; the teacher has 2 layers"):
         LayerDistillation(student, teacher, ((0, 2),), ("attention_map",))
     # relations need no projection, whatever the widths
-    relation = LayerDistillation(student, teacher, ((0, 1),), ("relation",), projection=False, relation_heads=2)
+    relation = LayerDistillation(student, teacher, ((0, 1),), ("relation", "attention_map"), projection=False,
+                                 relation_heads=2)
     assert not len(relation.projections)
+    _, arrays = ws.features("teacher", "train")
+    batch = {k: torch.from_numpy(v[:4]) for k, v in arrays.items()}
+    relation.forward(ws.task.forward)(student.train(), batch, 0)
+    for kind in ("relation", "attention_map"):
+        value = relation.term(kind).fn(None, batch)
+        assert value.shape == (4,) and torch.isfinite(value).all() and (value > 0).all()
+    relation.term("relation").fn(None, batch).sum().backward()
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
     relation.remove()
 
 
