@@ -6,7 +6,10 @@ own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train`` and
 ``<domain>.dev``, one tokenizer for all) and the tasks of a multi-task job
 (:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.data.task_defs`; splits
-``<task>.train/dev/test`` and ``train/dev/test`` holding every task).
+``<task>.train/dev/test`` and ``train/dev/test`` holding every task), and the one task of a
+different-students job (:class:`StudentsData`: a task of a definitions file, a word-level
+tokenizer ``words`` for a BiLSTM, and optionally the split ``transfer``: the training split
+plus augmented copies without labels).
 
 Data is the embedded synthetic set of the task (``span_qa`` or a sentence task of
 :mod:`kd_core.data.synthetic_sentences`) or, for span QA, files in any supported format.
