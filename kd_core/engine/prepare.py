@@ -1,10 +1,10 @@
 """Building a job's workspace: examples of a task, train/dev/test splits, teacher and student tokenizers.
 
-Four kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
+Five kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
 (the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
 own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train`` and
-``<domain>.dev``, one tokenizer for all) and the tasks of a multi-task job
+``<domain>.dev``, one tokenizer for all), the tasks of a multi-task job
 (:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.data.task_defs`; splits
 ``<task>.train/dev/test`` and ``train/dev/test`` holding every task), and the one task of a
 different-students job (:class:`StudentsData`: a task of a definitions file, a word-level
