@@ -233,7 +233,7 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 10000, lowercas
     is ``[UNK]``. A sentence is encoded as its words, a pair as ``a [SEP] b`` with token types
     0 (``a`` and ``[SEP]``) and 1 (``b``); no ``[CLS]``, as the BiLSTM pools over time.
     """
-    from kd_core.models import SPECIAL_TOKENS, frequent_words  # here: kd_core.models imports this module
+    from kd_core.models import SPECIAL_TOKENS, frequent_words, wrap_tokenizer  # kd_core.models imports us
 
     specials = tuple(SPECIAL_TOKENS)
     if vocab_size <= len(specials):
@@ -244,15 +244,7 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 10000, lowercas
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A", pair="$A [SEP] $B:1", special_tokens=[("[SEP]", tokenizer.token_to_id("[SEP]"))])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    )
+    return wrap_tokenizer(tokenizer)
 
 
 _SPECIAL_ROLES = ("unk", "cls", "sep", "mask")

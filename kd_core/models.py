@@ -171,6 +171,11 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowe
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
+    return wrap_tokenizer(tokenizer)
+
+
+def wrap_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` tokenizer with :data:`SPECIAL_TOKENS` in their BERT roles, as a ``transformers`` one."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="[UNK]",

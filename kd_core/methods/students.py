@@ -254,10 +254,11 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
             students.append(TrainStep(f"{plan.kind}-no-kd", plan.model, seed, plan.tokenizer, (TermSpec("hard"),),
                                       config, tags={"kd.role": "baseline", "kd.student": plan.kind},
                                       **common))
-    tokenizers = {"teacher": "teacher", "assistant": "teacher", **{step.name: step.tokenizer for step in students}}
+    tokenizers = {"teacher": "teacher", **({"assistant": "teacher"} if s.assistant else {}),
+                  **{step.name: step.tokenizer for step in students}}
     evaluations: list[Step] = [EvaluateStep(f"eval-{name}", (model_ref(name),), tokenizer)
-                               for name, tokenizer in tokenizers.items() if name != "assistant" or s.assistant]
-    timed = [name for name in tokenizers if (name != "assistant" or s.assistant) and not name.endswith("-no-kd")]
+                               for name, tokenizer in tokenizers.items()]
+    timed = [name for name in tokenizers if not name.endswith("-no-kd")]
     speed: list[Step] = [SpeedStep("speed", tuple((name, model_ref(name), tokenizers[name]) for name in timed),
                                    examples=s.speed_examples, repeats=s.speed_repeats)]
     return staged(lambda done: (teacher, select, knowledge, *chain, students, evaluations, speed))
