@@ -30,11 +30,11 @@ def main() -> int:
     runs = []
     for seed in args.seeds:
         summary = run_distillation(replace(base, seed=seed, baseline=True, no_kd=False, run_dir=f"{base.run_dir}/seed{seed}"))
-        runs.append({k: summary[k] for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")} | {"seed": seed})
+        runs.append({k: summary[k] for k in ("teacher_f1", "student_f1", "student_no_kd_f1", "seconds")} | {"seed": seed})
         print(json.dumps(runs[-1]), file=sys.stderr)
-    mean = {k: statistics.mean(r[k] for r in runs) for k in ("teacher_f1", "student_f1", "no_kd_student_f1", "seconds")}
+    mean = {k: statistics.mean(r[k] for r in runs) for k in ("teacher_f1", "student_f1", "student_no_kd_f1", "seconds")}
     print(json.dumps({"config": values, "runs": runs, "mean": mean,
-                      "kd_gain_f1": mean["student_f1"] - mean["no_kd_student_f1"]}))
+                      "kd_gain_f1": mean["student_f1"] - mean["student_no_kd_f1"]}))
     return 0
 
 

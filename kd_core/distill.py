@@ -112,8 +112,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable table of the run."""
     rows = [("teacher", summary["teacher_f1"], summary["teacher_parameters"]),
             ("student", summary["student_f1"], summary["student_parameters"])]
-    if "no_kd_student_f1" in summary:
-        rows.append(("student without kd", summary["no_kd_student_f1"], summary["student_parameters"]))
+    if "student_no_kd_f1" in summary:
+        rows.append(("student without kd", summary["student_no_kd_f1"], summary["student_parameters"]))
     lines = [f"{'model':<20} {'dev F1':>7} {'params':>9}"]
     lines += [f"{name:<20} {f1:>7.2f} {params:>9,}" for name, f1, params in rows]
     if "confusing_answer_share" in summary:

@@ -1,8 +1,12 @@
 """Command line with the interface of the official SQuAD ``evaluate-v1.1.py`` script.
 
 ``python -m kd_core.evaluate DATA.json PREDICTIONS.json`` prints one JSON line
-``{"exact_match": EM, "f1": F1}`` (percentages, see :mod:`kd_core.metrics`). Bad input
-exits with status 2 and one line ``error: <file>: <where>: <what>`` on stderr.
+``{"exact_match": EM, "f1": F1}`` (percentages, see :mod:`kd_core.metrics`). An adversarial
+SQuAD file (ids ``ORIG-suffix`` next to ``ORIG``, detected, or forced with ``--adversarial``)
+is scored as Jia & Liang's evaluation does: ``exact_match`` / ``f1`` are the adversarial
+scores (worst variant per original question), with ``original_exact_match`` /
+``original_f1`` on the original questions alone. Bad input exits with status 2 and one line
+``error: <file>: <where>: <what>`` on stderr.
 
 Only the part of the SQuAD JSON needed for scoring is read here (question id -> answer
 texts); the full dataset loaders live in :mod:`kd_core.data.loaders`.
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from kd_core.cli import run_cli
 from kd_core.errors import DataError
-from kd_core.metrics import squad_scores
+from kd_core.metrics import adversarial_scores, is_adversarial, squad_scores
 
 _ROOT = "top level"
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
@@ -123,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dataset_file", help="SQuAD-format JSON: data[].paragraphs[].qas[] with id and answers[].text")
     parser.add_argument("prediction_file", help="JSON object mapping question id to predicted answer text")
+    parser.add_argument("--adversarial", action="store_true",
+                        help="score as adversarial SQuAD (Jia & Liang): per original id (before the first '-'), the "
+                             "worst of it and its variants; detected without this flag when some ORIG-suffix id has "
+                             "its ORIG in the file")
     return parser
 
 
@@ -131,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     references = load_squad_references(args.dataset_file)
     predictions = load_predictions(args.prediction_file)
-    scores = squad_scores(predictions, references)
+    adversarial = args.adversarial or is_adversarial(references)
+    scores = adversarial_scores(predictions, references) if adversarial else squad_scores(predictions, references)
     if scores["missing"]:
         print(f"warning: {scores['missing']} of {len(references)} questions have no prediction and score 0", file=sys.stderr)
-    print(json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]}))
+    keys = ("exact_match", "f1", "original_exact_match", "original_f1", "originals") if adversarial else \
+        ("exact_match", "f1")
+    print(json.dumps({key: scores[key] for key in keys}))
     return 0
 
 

@@ -56,15 +56,17 @@ def span_ce_loss(
 ) -> Tensor:
     """Span cross-entropy (the NLL of the gold span), per example.
 
-    ``L = -1/2 [ log p_start(k) + log p_end(l) ]`` with ``p = softmax`` over legal
-    positions and ``(k, l)`` the gold start and end (``0``, the ``[CLS]`` position, when the
-    answer is not inside this window).
+    ``L = - log p_start(k) - log p_end(l)`` with ``p = softmax`` over legal positions and
+    ``(k, l)`` the gold start and end (``0``, the ``[CLS]`` position, when the answer is not
+    inside this window). Summed over start and end as in A2D's Eq. 1 (every span loss here
+    sums its start and end parts, so the paper's gamma and delta keep their meaning); the
+    BERT paper's span loss is half of this.
     """
     log_ps = masked_log_softmax(start_logits, span_mask)
     log_pe = masked_log_softmax(end_logits, span_mask)
     nll_start = -log_ps.gather(1, start_positions.long().unsqueeze(1)).squeeze(1)
     nll_end = -log_pe.gather(1, end_positions.long().unsqueeze(1)).squeeze(1)
-    return 0.5 * (nll_start + nll_end)
+    return nll_start + nll_end
 
 
 def span_kd_loss(
@@ -77,7 +79,7 @@ def span_kd_loss(
 ) -> Tensor:
     """Soft cross-entropy to the teacher's span distribution at temperature ``tau``, times ``tau^2``.
 
-    ``L = tau^2 * 1/2 * sum_{x in {start, end}} [ - sum_i q_x(i) log p_x(i) ]`` where
+    ``L = tau^2 * sum_{x in {start, end}} [ - sum_i q_x(i) log p_x(i) ]`` where
     ``p_x = softmax(z_x / tau)`` is the student's and ``q_x = 1/N sum_n softmax(t_{n,x} / tau)``
     the (ensemble-averaged) teacher's distribution over legal positions (Hinton et al.'s
     ``tau^2`` keeps the gradient scale independent of ``tau``; A2D's ``L_KD`` term).
@@ -88,7 +90,7 @@ def span_kd_loss(
     q_end = teacher_probabilities(teacher_end_logits, span_mask, tau)
     ce_start = -(q_start * masked_log_softmax(start_logits, span_mask, tau)).sum(-1)
     ce_end = -(q_end * masked_log_softmax(end_logits, span_mask, tau)).sum(-1)
-    return tau**2 * 0.5 * (ce_start + ce_end)
+    return tau**2 * (ce_start + ce_end)
 
 
 def answer_margin_loss(
@@ -138,7 +140,7 @@ def prediction_mse_loss(
 ) -> Tensor:
     """IMM's prediction MSE between the student's and the teacher's span distributions.
 
-    ``L = 1/2 sum_{x in {start, end}} sum_i ( p_x(i) - q_x(i) )^2`` with ``p`` and ``q`` the
+    ``L = sum_{x in {start, end}} sum_i ( p_x(i) - q_x(i) )^2`` with ``p`` and ``q`` the
     student's and teacher's softmax distributions over legal positions (tau = 1). We compare
     probabilities rather than raw logits: they are bounded, so the term stays on the scale of
     the NLL it is mixed with, and logits are only defined up to a constant shift.
@@ -147,7 +149,7 @@ def prediction_mse_loss(
     p_end = masked_log_softmax(end_logits, span_mask).exp()
     q_start = teacher_probabilities(teacher_start_logits, span_mask)
     q_end = teacher_probabilities(teacher_end_logits, span_mask)
-    return 0.5 * ((p_start - q_start).pow(2).sum(-1) + (p_end - q_end).pow(2).sum(-1))
+    return (p_start - q_start).pow(2).sum(-1) + (p_end - q_end).pow(2).sum(-1)
 
 
 def hard_classification_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -22,6 +22,11 @@ bag (multiset) of normalised tokens of ``s``.
 * A question with an empty reference list (a SQuAD v2 unanswerable question) follows the
   SQuAD v2 convention: the correct answer is the empty string, so EM = F1 = 1 when the
   prediction normalises to the empty string and EM = F1 = 0 otherwise.
+
+* Adversarial SQuAD (Jia & Liang 2017): a question ``ORIG-suffix`` is a variant of question
+  ``ORIG`` (the id before the first ``-``). Per original question ``o``, the worst of ``o``
+  and its variants counts, the one with the lowest F1, with its own EM (ties: the lower EM);
+  ``EM_adv = 100 / |O| * sum_o EM(worst_o)`` and likewise F1, over the original ids ``O``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -138,3 +143,42 @@ def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequen
         total_f1 += span_f1(prediction, answers)
     count = len(references)
     return {"exact_match": 100.0 * total_em / count, "f1": 100.0 * total_f1 / count, "missing": missing}
+
+
+def original_id(question_id: str) -> str:
+    """The original question an adversarial variant was made from: the id before its first ``-``."""
+    return question_id.split("-", 1)[0]
+
+
+def is_adversarial(question_ids: Iterable[str]) -> bool:
+    """Whether ids look like an adversarial SQuAD file: some ``ORIG-suffix`` whose ``ORIG`` is also there."""
+    ids = set(question_ids)
+    return any(original_id(q) != q and original_id(q) in ids for q in ids)
+
+
+def adversarial_scores(predictions: Mapping[str, str],
+                       references: Mapping[str, Sequence[str]]) -> dict[str, float | int | None]:
+    """Jia & Liang's adversarial EM and F1 (module doc) and the scores of the original questions alone.
+
+    Returns ``{"exact_match", "f1"}`` (adversarial: the worst variant per original id),
+    ``{"original_exact_match", "original_f1"}`` (the questions whose id has no suffix; ``None``
+    when there is none),
+    ``"originals"`` (the number of original ids) and ``"missing"`` (unanswered questions, which
+    score 0). Raises ``ValueError`` when ``references`` is empty.
+    """
+    if not references:
+        raise ValueError("adversarial_scores needs at least one reference question")
+    worst: dict[str, tuple[float, float]] = {}
+    for question_id, answers in references.items():
+        prediction = predictions.get(question_id)
+        scored = (0.0, 0.0) if prediction is None else (span_f1(prediction, answers), span_exact_match(prediction, answers))
+        group = original_id(question_id)
+        worst[group] = min(worst.get(group, scored), scored)
+    originals = {q: a for q, a in references.items() if original_id(q) == q}
+    plain = squad_scores(predictions, originals) if originals else {"exact_match": None, "f1": None}
+    return {
+        "exact_match": 100.0 * sum(em for _, em in worst.values()) / len(worst),
+        "f1": 100.0 * sum(f1 for f1, _ in worst.values()) / len(worst),
+        "original_exact_match": plain["exact_match"], "original_f1": plain["f1"],
+        "originals": len(worst), "missing": sum(q not in predictions for q in references),
+    }

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 from kd_core.batches import iterate_batches
 from kd_core.decode import predict_answers
 from kd_core.losses import masked_log_softmax
-from kd_core.metrics import squad_scores
+from kd_core.metrics import adversarial_scores, is_adversarial, squad_scores
 from kd_core.models import qa_forward
 
 
@@ -87,9 +87,21 @@ def ensemble_outputs(members: Sequence[ModelOutputs], span_mask: np.ndarray) -> 
 def scores_from_outputs(
     examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
 ) -> dict[str, float]:
-    """SQuAD EM/F1 (percent) of precomputed outputs over ``features`` of ``examples``."""
+    """SQuAD EM/F1 (percent) of precomputed outputs over ``features`` of ``examples``.
+
+    On an adversarial SQuAD set (:func:`~kd_core.metrics.is_adversarial`) also Jia & Liang's
+    scores: ``adversarial_exact_match`` / ``adversarial_f1`` (the worst variant per original
+    question) and ``original_exact_match`` / ``original_f1`` (the original questions alone).
+    """
     predictions = answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
-    return squad_scores(predictions, references_of(examples))
+    references = references_of(examples)
+    scores = squad_scores(predictions, references)
+    if is_adversarial(references):
+        adversarial = adversarial_scores(predictions, references)
+        scores |= {"adversarial_exact_match": adversarial["exact_match"], "adversarial_f1": adversarial["f1"],
+                   "original_exact_match": adversarial["original_exact_match"],
+                   "original_f1": adversarial["original_f1"]}
+    return scores
 
 
 def references_of(examples: Dataset) -> dict[str, list[str]]:

@@ -8,8 +8,10 @@
   shuffled across tasks), and dropout uses the global torch generator, seeded
   once and saved in checkpoints. Two runs with the same seed give the same weights.
 * Checkpoints (``checkpoint_dir/``): the model in ``save_pretrained`` form (safetensors),
-  ``optimizer.safetensors`` (AdamW moments, the torch RNG state) and ``state.json`` (step,
-  config). They are written to a temporary folder and renamed, so a folder that
+  ``optimizer.safetensors`` (AdamW moments, the torch CPU RNG state and, on a GPU machine,
+  every CUDA device's RNG state) and ``state.json`` (step, config, the last logged metrics,
+  so a run resumed at its last step reports the same losses). They are written to a
+  temporary folder and renamed, so a folder that
   exists is complete. :func:`train` resumes from one and ends with the same weights as an
   uninterrupted run (the learning rate is a pure function of the step: the schedule is
   moved to the checkpoint's step).
@@ -121,7 +123,7 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW
 
 def save_checkpoint(
     directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
-    extra: torch.nn.Module | None = None,
+    extra: torch.nn.Module | None = None, metrics: Mapping[str, float] | None = None,
 ) -> None:
     """Write a complete checkpoint folder atomically (see the module doc)."""
     partial = directory.with_name(directory.name + ".partial")
@@ -130,19 +132,26 @@ def save_checkpoint(
     if extra is not None:
         save_file({k: v.contiguous() for k, v in extra.state_dict().items()}, str(partial / EXTRA_FILE))
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"rng.cuda.{device}": state for device, state in enumerate(torch.cuda.get_rng_state_all())}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
     save_file(tensors, str(partial / OPTIMIZER_FILE))
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
-    (partial / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": groups, "config": asdict(config)}, indent=1))
+    (partial / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": groups, "config": asdict(config),
+                                                  "metrics": dict(metrics or {})}, indent=1))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
 
 
 def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
-                    extra: torch.nn.Module | None = None) -> int:
-    """Restore model, optimizer, RNG (and ``extra``) from ``directory``; return the step it was taken at."""
+                    extra: torch.nn.Module | None = None) -> tuple[int, dict[str, float]]:
+    """Restore model, optimizer, RNG (and ``extra``) from ``directory``; return its step and last metrics.
+
+    CUDA RNG states are restored when the checkpoint has them and this machine has as many CUDA
+    devices; otherwise (a GPU checkpoint resumed on CPU) they are not needed and are left.
+    """
     state = json.loads((directory / STATE_FILE).read_text())
     weights = load_file(str(directory / "model.safetensors"))
     unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
@@ -152,6 +161,10 @@ def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.op
         extra.load_state_dict(load_file(str(directory / EXTRA_FILE)))
     tensors = load_file(str(directory / OPTIMIZER_FILE))
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda = [tensors.pop(key) for key in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                                key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
@@ -159,7 +172,7 @@ def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.op
     saved = optimizer.state_dict()
     groups = [{**group, "params": saved["param_groups"][i]["params"]} for i, group in enumerate(state["param_groups"])]
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    return int(state["step"])
+    return int(state["step"]), dict(state.get("metrics", {}))
 
 
 def train(
@@ -213,12 +226,11 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
-    start_step = load_checkpoint(ckpt, unwrap(model), optimizer, extra) if resuming else 0
+    start_step, metrics = load_checkpoint(ckpt, unwrap(model), optimizer, extra) if resuming else (0, {})
     scheduler.last_epoch = start_step  # the restored learning rate is the schedule's at this step
 
     device = next(model.parameters()).device
     trained.train()
-    metrics: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
     step = start_step
     while step < total_steps:
@@ -252,7 +264,7 @@ def train(
             trained.train()  # the hook may have evaluated the model
         due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if ckpt is not None and rank == 0 and due:
-            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra)
+            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics)
     bar.close()
     trained.eval()
     return TrainResult(steps=step, last_metrics=metrics, resumed_from_step=start_step)

@@ -26,11 +26,17 @@ STEPS = {"member-0", "member-1", "knowledge-0", "knowledge-1", "knowledge", "stu
 
 
 def write_squad(path: Path, seed: int) -> Path:
-    """Synthetic examples written as a SQuAD v1.1 file (an extra evaluation set)."""
+    """Synthetic examples written as an adversarial SQuAD v1.1 file (an extra evaluation set).
+
+    Each question ``q<i>`` has a variant ``q<i>-addsent`` whose context ends with a distracting sentence.
+    """
     ds = generate(n_per_domain=4, seed=seed)
-    paragraphs = [{"context": ex["context"], "qas": [{"id": ex["id"], "question": ex["question"], "answers": [
-        {"text": t, "answer_start": s} for t, s in zip(ex["answers"]["text"], ex["answers"]["answer_start"])]}]}
-        for ex in ds]
+    paragraphs = []
+    for i, ex in enumerate(ds):
+        answers = [{"text": t, "answer_start": s} for t, s in zip(ex["answers"]["text"], ex["answers"]["answer_start"])]
+        paragraphs += [{"context": ex["context"], "qas": [{"id": f"q{i}", "question": ex["question"], "answers": answers}]},
+                       {"context": ex["context"] + " The river was found near the old mill.",
+                        "qas": [{"id": f"q{i}-addsent", "question": ex["question"], "answers": answers}]}]
     path.write_text(json.dumps({"version": "1.1", "data": [{"title": "extra", "paragraphs": paragraphs}]}))
     return path
 
@@ -51,6 +57,8 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
                 "knowledge_bytes_per_feature", "mlflow_run_id", "tracking_uri", "run_dir"):
         assert summary[key] is not None
     assert set(summary["eval"]["addsent.json"]) == {"ensemble", "student"}
+    adversarial = summary["eval_adversarial"]["addsent.json"]["student"]
+    assert set(adversarial) == {"adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match"}
     table = summary["speed_table"]
     assert table["student"]["parameters"] < table["ensemble"]["parameters"]
     run_dir = Path(summary["run_dir"])
@@ -64,6 +72,7 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert parent.data.params["tau"] == "2.0" and parent.data.params["members"] == "2"
     assert parent.data.metrics["student_f1"] == pytest.approx(summary["student_f1"])
     assert parent.data.metrics["eval/addsent.json/student"] == pytest.approx(summary["eval"]["addsent.json"]["student"])
+    assert parent.data.metrics["eval/addsent.json/student/adversarial_f1"] == pytest.approx(adversarial["adversarial_f1"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"plots", "speed_table.json", "summary.json"}
     steps = STEPS | {"eval-ensemble-addsent.json", "eval-student-addsent.json"}
     assert sorted(r.info.run_name for r in children) == sorted(steps)

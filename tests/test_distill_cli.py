@@ -22,7 +22,7 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     result = run(*TINY, "--compare", "--json", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("teacher_f1", "student_f1", "no_kd_student_f1", "knowledge_bytes_per_feature", "run_dir"):
+    for key in ("teacher_f1", "student_f1", "student_no_kd_f1", "knowledge_bytes_per_feature", "run_dir"):
         assert key in summary
     assert 0 <= summary["student_f1"] <= 100
     assert summary["student_parameters"] < summary["teacher_parameters"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core.errors import DataError
+from kd_core.errors import ConfigError, DataError
 from kd_core.knowledge.span import knowledge_arrays, knowledge_metadata, member_table, merge_knowledge
 from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.losses import teacher_probabilities
@@ -32,11 +32,12 @@ def _members():
     return m1, m2
 
 
-def _merge():
-    return merge_knowledge(list(_members()), {"span_mask": SPAN_MASK}, [CONTEXT] * 3, [OFFSETS] * 3, REFERENCES)
+def _merge(confusing="window"):
+    return merge_knowledge(list(_members()), {"span_mask": SPAN_MASK}, ["e0", "e1", "e2"], [CONTEXT] * 3,
+                           [OFFSETS] * 3, REFERENCES, confusing)
 
 
-def test_confusing_answer_is_most_confident_zero_overlap_span():
+def test_window_rule_picks_the_span_of_highest_ensemble_confidence_in_each_window():
     # Candidates for gold "gamma": alpha (1,1) and "alpha beta" (1,2) have zero F1.
     # Averaged end probabilities (tau = 1): member 1 softmax([0,2,0,1,0]) = [.0763, .5637, .0763, .2074, .0763],
     # member 2 softmax([0,0,1,3,0]) = [.0388, .0388, .1053, .7784, .0388] -> q_end[1] = .3012, q_end[2] = .0908;
@@ -62,7 +63,8 @@ def test_merge_keeps_member_logits_so_probabilities_average():
 def test_merge_averages_attention_and_records_metadata(tmp_path):
     merged = _merge()
     meta = knowledge_metadata(merged)
-    assert meta == {"kind": "ensemble", "members": 2, "seq_len": 5, "top_k": 2, "num_question_tokens": 2}
+    assert meta == {"kind": "ensemble", "members": 2, "seq_len": 5, "top_k": 2, "num_question_tokens": 2,
+                    "confusing": "window"}
     assert merged.column("topk_start").type.list_size == 4  # both members' top-K side by side
     path = write_knowledge(merged, tmp_path / "k.parquet")
     arrays = knowledge_arrays(read_knowledge(path), ["f2", "f0"])  # any order of features
@@ -74,8 +76,43 @@ def test_merge_averages_attention_and_records_metadata(tmp_path):
 def test_mismatched_members_and_missing_features_are_refused():
     m1, m2 = _members()
     with pytest.raises(DataError, match="different features"):
-        merge_knowledge([m1, m2.slice(0, 2)], {"span_mask": SPAN_MASK}, [CONTEXT] * 3, [OFFSETS] * 3, REFERENCES)
+        merge_knowledge([m1, m2.slice(0, 2)], {"span_mask": SPAN_MASK}, ["e0", "e1", "e2"], [CONTEXT] * 3,
+                        [OFFSETS] * 3, REFERENCES)
+    with pytest.raises(ConfigError, match="confusing"):
+        _merge("ensemble")
     with pytest.raises(DataError, match="no knowledge"):
         knowledge_arrays(_merge(), ["f0", "nope"])
     with pytest.raises(DataError, match="merge_knowledge first"):
         knowledge_arrays(m1, ["f0"])
+
+
+# Two windows of one question over "alpha beta gamma delta epsilon" (gold "delta") and one
+# unanswerable question; S = 4, K = 2, scores are each member's own log p_start + log p_end.
+LONG = "alpha beta gamma delta epsilon"
+W0 = [[-1, -1], [0, 5], [6, 10], [11, 16]]  # alpha beta gamma
+W1 = [[-1, -1], [11, 16], [17, 22], [23, 30]]  # gamma delta epsilon
+
+
+def _question_merge(confusing):
+    ids, zeros = ["w0", "w1", "x0"], np.zeros((3, 4), np.float32)
+    # member 1: w0 "alpha" -1.0, "gamma" -2.0; w1 "delta" (gold) -0.5, "gamma" -1.5; x0 "alpha" -0.1
+    m1 = member_table(ids, zeros, zeros, np.array([[1, 3], [2, 1], [1, 2]]), np.array([[1, 3], [2, 1], [1, 2]]),
+                      np.array([[-1.0, -2.0], [-0.5, -1.5], [-0.1, -0.2]]))
+    # member 2: w0 "beta" -0.8, "alpha beta" -3.0; w1 "epsilon" -0.9, "delta epsilon" -1.0 (overlaps); x0 as member 1
+    m2 = member_table(ids, zeros, zeros, np.array([[2, 1], [3, 2], [1, 2]]), np.array([[2, 2], [3, 3], [1, 2]]),
+                      np.array([[-0.8, -3.0], [-0.9, -1.0], [-0.1, -0.2]]))
+    mask = np.ones((3, 4), bool)
+    merged = merge_knowledge([m1, m2], {"span_mask": mask}, ["q", "q", "x"], [LONG] * 3, [W0, W1, W0],
+                             [["delta"], ["delta"], []], confusing)
+    arrays = knowledge_arrays(merged, ids)
+    return arrays["confusing_start"].tolist(), arrays["confusing_end"].tolist()
+
+
+def test_question_rule_picks_one_wrong_answer_per_question_by_the_members_own_scores():
+    # Wrong candidates of question q: alpha -1.0, gamma -2.0 / -1.5, beta -0.8, "alpha beta" -3.0,
+    # epsilon -0.9 -> "beta" (member 2, window w0). w0 holds it at token 2; w1 does not -> -1.
+    # x has no gold answer -> -1.
+    assert _question_merge("question") == ([2, -1, -1], [2, -1, -1])
+    # The window rule gives w1 a confusing answer of its own (gamma or epsilon).
+    starts, _ = _question_merge("window")
+    assert starts[0] >= 0 and starts[1] in (1, 3) and starts[2] == -1

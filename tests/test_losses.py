@@ -16,22 +16,22 @@ def t(*rows):
 
 def test_span_ce_matches_hand_value_and_ignores_masked_positions():
     # start: logits [1, 2, 0], gold 1: -log p = log(e + e^2 + 1) - 2 = 2.407606 - 2 = 0.407606
-    # end: logits [0, 0, 0], gold 2: -log(1/3) = 1.098612;  L = (0.407606 + 1.098612) / 2 = 0.753109
+    # end: logits [0, 0, 0], gold 2: -log(1/3) = 1.098612;  L = 0.407606 + 1.098612 = 1.506218
     start = t([1.0, 2.0, 0.0, 100.0])
     end = t([0.0, 0.0, 0.0, -50.0])
     mask = torch.tensor([[True, True, True, False]])
     value = losses.span_ce_loss(start, end, torch.tensor([1]), torch.tensor([2]), mask)
     assert value.shape == (1,)
-    assert value.item() == pytest.approx(0.753109, abs=1e-5)
+    assert value.item() == pytest.approx(1.506218, abs=1e-5)
 
 
 def test_span_kd_soft_cross_entropy_with_tau_squared():
     # tau = 2. start: teacher [2 ln3, 0] -> q = softmax([ln3, 0]) = [3/4, 1/4];
     # student [0, 2 ln3] -> p = [1/4, 3/4]; CE = 3/4 ln4 + 1/4 ln(4/3) = 1.111642.
-    # end: both zeros -> CE = ln 2 = 0.693147.  L = tau^2 / 2 * (1.111642 + 0.693147) = 3.609578
+    # end: both zeros -> CE = ln 2 = 0.693147.  L = tau^2 * (1.111642 + 0.693147) = 7.219156
     mask = torch.ones(1, 2, dtype=torch.bool)
     value = losses.span_kd_loss(t([0.0, 2 * LN3]), t([0.0, 0.0]), t([2 * LN3, 0.0]), t([0.0, 0.0]), mask, tau=2.0)
-    assert value.item() == pytest.approx(3.609578, abs=1e-5)
+    assert value.item() == pytest.approx(7.219156, abs=1e-5)
 
 
 def test_ensemble_teachers_average_probabilities_not_logits():
@@ -41,9 +41,10 @@ def test_ensemble_teachers_average_probabilities_not_logits():
     members = torch.tensor([[[LN3, 0.0], [0.0, 0.0]]])
     q = losses.teacher_probabilities(members, mask)
     assert q[0].tolist() == pytest.approx([0.625, 0.375], abs=1e-6)
-    # Student p = [1/4, 3/4]: CE = 5/8 ln4 + 3/8 ln(4/3) = 0.974315 for start and end; tau = 1.
+    # Student p = [1/4, 3/4]: CE = 5/8 ln4 + 3/8 ln(4/3) = 0.974315 for start and end; tau = 1;
+    # L = 2 * 0.974315 = 1.948630.
     value = losses.span_kd_loss(t([0.0, LN3]), t([0.0, LN3]), members, members, mask, tau=1.0)
-    assert value.item() == pytest.approx(0.974315, abs=1e-5)
+    assert value.item() == pytest.approx(1.948630, abs=1e-5)
 
 
 def test_answer_margin_hinge_on_logits():
@@ -68,10 +69,10 @@ def test_attention_mse_sums_over_passage_rows_only():
 
 
 def test_prediction_mse_between_distributions():
-    # start: p = [1/2, 1/2], q = softmax([ln3, 0]) = [3/4, 1/4]: 2 * (1/4)^2 = 0.125; end equal -> 0
+    # start: p = [1/2, 1/2], q = softmax([ln3, 0]) = [3/4, 1/4]: 2 * (1/4)^2 = 0.125; end equal -> 0; L = 0.125
     mask = torch.ones(1, 2, dtype=torch.bool)
     value = losses.prediction_mse_loss(t([0.0, 0.0]), t([0.0, 0.0]), t([LN3, 0.0]), t([0.0, 0.0]), mask)
-    assert value.item() == pytest.approx(0.0625, abs=1e-6)
+    assert value.item() == pytest.approx(0.125, abs=1e-6)
 
 
 def test_classification_and_regression_losses():

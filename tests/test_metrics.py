@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from kd_core.metrics import (
+    adversarial_scores,
     exact_match,
+    is_adversarial,
     f1_score,
     max_over_references,
     normalize_answer,
@@ -373,3 +375,57 @@ def test_evaluate_cli_missing_file(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert result.returncode == 2
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing}: file: cannot read")
+
+
+# --------------------------------------------------------------------------- adversarial SQuAD
+
+# Hand-made adversarial file: q1 with two variants, q2 without any, q3 with one.
+ADVERSARIAL = {"q1": ["red barn"], "q1-high-conf": ["red barn"], "q1-turk0": ["red barn"], "q2": ["Paris"],
+               "q3": ["blue sky"], "q3-x": ["blue sky"]}
+ADVERSARIAL_PREDICTIONS = {
+    "q1": "red barn",  # F1 1, EM 1
+    "q1-high-conf": "red",  # P 1, R 1/2: F1 2/3, EM 0
+    "q1-turk0": "barn door",  # P 1/2, R 1/2: F1 1/2, EM 0  <- worst of q1
+    "q2": "paris",  # F1 1, EM 1 (no variants: counts as it is)
+    "q3": "the blue sky",  # F1 1, EM 1
+    "q3-x": "blue sky today",  # P 2/3, R 1: F1 4/5, EM 0  <- worst of q3
+}
+
+
+def test_adversarial_scores_take_the_worst_variant_per_original_question() -> None:
+    scores = adversarial_scores(ADVERSARIAL_PREDICTIONS, ADVERSARIAL)
+    assert scores["f1"] == pytest.approx(100 * (0.5 + 1 + 0.8) / 3)
+    assert scores["exact_match"] == pytest.approx(100 / 3)
+    assert scores["original_f1"] == pytest.approx(100.0) and scores["original_exact_match"] == pytest.approx(100.0)
+    assert scores["originals"] == 3 and scores["missing"] == 0
+    # An unanswered variant scores 0 and becomes its original's worst.
+    unanswered = adversarial_scores(_without(ADVERSARIAL_PREDICTIONS, "q3-x"), ADVERSARIAL)
+    assert unanswered["f1"] == pytest.approx(100 * (0.5 + 1 + 0) / 3) and unanswered["missing"] == 1
+
+
+def test_adversarial_files_are_detected_by_variants_of_present_ids() -> None:
+    assert is_adversarial(ADVERSARIAL)
+    assert not is_adversarial(["q1", "q2"])
+    assert not is_adversarial(["a-1", "b-2"])  # dashes, but no original alongside
+
+
+def _squad_file(references: dict[str, list[str]]) -> dict:
+    qas = [{"id": q, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in texts]}
+           for q, texts in references.items()]
+    return {"version": "1.1", "data": [{"title": "adv", "paragraphs": [{"context": "c", "qas": qas}]}]}
+
+
+def test_evaluate_cli_scores_adversarial_files_the_official_way(tmp_path: Path) -> None:
+    data = _write_json(tmp_path / "sample1k-HCVerifyAll.json", _squad_file(ADVERSARIAL))
+    result = _run_evaluate(data, _write_json(tmp_path / "p.json", ADVERSARIAL_PREDICTIONS))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["f1"] == pytest.approx(100 * 2.3 / 3) and scores["original_f1"] == pytest.approx(100.0)
+    assert scores["originals"] == 3
+    # Variants whose originals are absent are plain questions unless --adversarial says otherwise.
+    variants_only = {"z-1": ["red barn"], "z-2": ["red barn"]}
+    data = _write_json(tmp_path / "variants.json", _squad_file(variants_only))
+    predictions = _write_json(tmp_path / "pv.json", {"z-1": "red barn", "z-2": "barn"})
+    assert json.loads(_run_evaluate(data, predictions).stdout) == pytest.approx({"exact_match": 50.0, "f1": 100 * (1 + 2 / 3) / 2})
+    forced = json.loads(_run_evaluate(data, predictions, "--adversarial").stdout)
+    assert forced["f1"] == pytest.approx(100 * 2 / 3) and forced["originals"] == 1

@@ -1,9 +1,10 @@
 """Objectives assemble the loss terms with their weights and schedules (built from a step's term specs)."""
 
+import math
+
 import pytest
 import torch
 
-from kd_core import losses
 from kd_core.errors import ConfigError
 from kd_core.models import QAOutput
 from kd_core.engine.execute import objective_for
@@ -38,17 +39,36 @@ def _batch_and_outputs():
     return out, batch
 
 
-def test_a2d_objective_is_ce_plus_kd_plus_gamma_ans_plus_delta_att():
-    out, b = _batch_and_outputs()
-    total, parts = objective_for(A2D, SpanQATask())(out, b, progress=0.0)
-    ce = losses.span_ce_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["span_mask"])
-    kd = losses.span_kd_loss(out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], b["span_mask"], 3.0)
-    ans = losses.answer_margin_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["confusing_start"], b["confusing_end"])
-    att = losses.attention_mse_loss(out.attention, b["teacher_attention"], b["passage_mask"])
-    expected = ce.mean() + kd.mean() + 0.3 * ans.mean() + 0.1 * att.mean()
-    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert set(parts) == {f"{k}/{n}" for k in ("loss", "weight") for n in ("ce", "kd", "ans", "att")}
-    assert parts["weight/ans"] == 0.3
+def test_a2d_objective_is_eq1_computed_by_hand():
+    # One window, S = 3 (all legal), passage = positions 1, 2, Q = 2, tau = 2, gold (1, 2), confusing (2, 2).
+    # Student: a = [0, ln2, 0] -> p_start = [1/4, 1/2, 1/4]; b = [0, 0, ln2] -> p_end = [1/4, 1/4, 1/2].
+    ln2, r2 = math.log(2.0), math.sqrt(2.0)
+    out = QAOutput(torch.tensor([[0.0, ln2, 0.0]]), torch.tensor([[0.0, 0.0, ln2]]),
+                   torch.tensor([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]]))
+    batch = {"start_position": torch.tensor([1]), "end_position": torch.tensor([2]),
+             "span_mask": torch.ones(1, 3, dtype=torch.bool), "passage_mask": torch.tensor([[False, True, True]]),
+             "teacher_start_logits": torch.tensor([[[0.0, 2 * math.log(3.0), 0.0]]]),
+             "teacher_end_logits": torch.zeros(1, 1, 3),
+             "confusing_start": torch.tensor([2]), "confusing_end": torch.tensor([2]),
+             "teacher_attention": torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.2, 0.8]]])}
+    # L_CE = -log p_start(1) - log p_end(2) = 2 ln2
+    ce = 2 * ln2
+    # L_KD at tau = 2: q_start = softmax([0, ln3, 0]) = [1/5, 3/5, 1/5], p_start = [1, r2, 1] / (2 + r2);
+    # q_end = [1/3, 1/3, 1/3], p_end = [1, 1, r2] / (2 + r2); each soft CE = -sum q log p.
+    kd_start = -(0.4 * math.log(1 / (2 + r2)) + 0.6 * math.log(r2 / (2 + r2)))
+    kd_end = -(2 / 3 * math.log(1 / (2 + r2)) + 1 / 3 * math.log(r2 / (2 + r2)))
+    kd = kd_start + kd_end
+    # L_ANS = max(0, 1 - a_1 + a_2) + max(0, 1 - b_2 + b_2) = (1 - ln2) + 1
+    ans = (1 - ln2) + 1.0
+    # L_ATT = 1/2 sum over passage rows j of ||D_j - E_j||^2 = 1/2 [(1 - .5)^2 + (0 - .5)^2 + 0] (row 0 ignored)
+    att = 0.5 * 0.5
+    for kd_weight in (1.0, 0.5):
+        specs = (TermSpec("hard"), TermSpec("soft", kd_weight, 2.0), TermSpec("answer_margin", 0.3),
+                 TermSpec("attention", 0.1))
+        total, parts = objective_for(specs, SpanQATask())(out, batch, progress=0.0)
+        expected = ce + kd_weight * 4 * kd + 0.3 * ans + 0.1 * att
+        assert total.item() == pytest.approx(expected, rel=1e-5)
+        assert parts["loss/ce"] == pytest.approx(ce, rel=1e-5) and parts["loss/att"] == pytest.approx(att)
 
 
 def test_zero_weights_are_dropped():
@@ -58,17 +78,22 @@ def test_zero_weights_are_dropped():
 
 
 def test_imm_objective_anneals_lambda_and_uses_example_weights():
-    out, b = _batch_and_outputs()
-    b["weight"] = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    # L = lambda(p) * mean_v L_CE + (1 - lambda(p)) * mean_v L_MSE with lambda(p) = p; S = 2, gold (0, 1).
+    ln3 = math.log(3.0)
+    out = QAOutput(torch.tensor([[0.0, 0.0], [ln3, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, ln3]]))
+    batch = {"start_position": torch.tensor([0, 0]), "end_position": torch.tensor([1, 1]),
+             "span_mask": torch.ones(2, 2, dtype=torch.bool),
+             "teacher_start_logits": torch.tensor([[ln3, 0.0], [ln3, 0.0]]),
+             "teacher_end_logits": torch.tensor([[0.0, 0.0], [0.0, ln3]]), "weight": torch.tensor([0.5, 1.5])}
+    # Example A: p = [1/2, 1/2] twice: CE = 2 ln2; q_start = [3/4, 1/4], q_end = p: MSE = 2 (1/4)^2 = 1/8.
+    # Example B: p_start = [3/4, 1/4], p_end = [1/4, 3/4]: CE = -2 ln(3/4); the teacher agrees: MSE = 0.
+    ce = (0.5 * 2 * math.log(2.0) + 1.5 * -2 * math.log(0.75)) / 2.0
+    mse = (0.5 * 0.125 + 1.5 * 0.0) / 2.0
     objective = objective_for(IMM, SpanQATask())
-    ce = losses.span_ce_loss(out.start_logits, out.end_logits, b["start_position"], b["end_position"], b["span_mask"])
-    mse = losses.prediction_mse_loss(out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], b["span_mask"])
-    for progress, lam in ((0.0, 0.0), (0.25, 0.25), (1.0, 1.0)):
-        total, parts = objective(out, b, progress)
-        expected = lam * losses.weighted_mean(ce, b["weight"]) + (1 - lam) * losses.weighted_mean(mse, b["weight"])
-        assert total.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-9)
-        assert parts["weight/ce"] == pytest.approx(lam)
-        assert parts["weight/mse"] == pytest.approx(1 - lam)
+    for progress in (0.0, 0.25, 1.0):
+        total, parts = objective(out, batch, progress)
+        assert total.item() == pytest.approx(progress * ce + (1 - progress) * mse, rel=1e-6, abs=1e-9)
+        assert parts["weight/ce"] == pytest.approx(progress) and parts["weight/mse"] == pytest.approx(1 - progress)
 
 
 def test_schedules_and_their_parsing():

@@ -102,6 +102,39 @@ def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path):
     assert all(torch.allclose(ref[k], res[k], atol=1e-6) for k in ref)
 
 
+def test_a_run_resumed_at_its_last_step_reports_the_losses_it_logged(data, tmp_path):
+    tok, arrays = data
+    cfg = TrainConfig(epochs=1, batch_size=16, seed=4, log_every=2)
+    first = train(build_preset_model("tiny-bert-1l", tok, seed=2), arrays, Objective((ce_term(),)), cfg,
+                  checkpoint_dir=tmp_path / "ckpt", progress=False)
+    again = train(build_preset_model("tiny-bert-1l", tok, seed=2), arrays, Objective((ce_term(),)), cfg,
+                  checkpoint_dir=tmp_path / "ckpt", progress=False)
+    assert again.resumed_from_step == first.steps and first.last_metrics["loss/ce"] > 0
+    assert again.last_metrics == first.last_metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_a_gpu_restores_the_cuda_rng_so_dropout_repeats(data, tmp_path):
+    tok, arrays = data
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=4, log_every=1, checkpoint_every=3)
+    objective = Objective((ce_term(),))
+    reference = build_preset_model("tiny-bert", tok, seed=2).cuda()
+    train(reference, arrays, objective, cfg, progress=False)
+
+    def stop_at_step_5(metrics):
+        if metrics["step"] == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(build_preset_model("tiny-bert", tok, seed=2).cuda(), arrays, objective, cfg,
+              checkpoint_dir=tmp_path / "ckpt", callbacks=[stop_at_step_5], progress=False)
+    # train() seeds every device at its start; without the saved CUDA state, dropout after step 3 would differ.
+    resumed = build_preset_model("tiny-bert", tok, seed=99).cuda()
+    train(resumed, arrays, objective, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    ref, res = _weights(reference), _weights(resumed)
+    assert all(torch.allclose(ref[k], res[k], atol=1e-5) for k in ref)
+
+
 def test_knowledge_objective_without_knowledge_and_bad_settings_are_refused(data):
     tok, arrays = data
     model = build_preset_model("tiny-bert", tok, seed=0)

@@ -274,11 +274,16 @@ def _report_scores(callbacks: Sequence[MetricsCallback]) -> EpochHook:
     return report
 
 
+def _check_options(step: CollectStep | MergeStep, known: Sequence[str], ws: Workspace) -> None:
+    unknown = sorted(set(dict(step.options)) - set(known))
+    if unknown:
+        kind = "collect" if isinstance(step, CollectStep) else "merge"
+        raise ConfigError("engine", step.name, f"task kind {ws.task.kind} has no {kind} option {unknown[0]!r}")
+
+
 def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
     features, arrays = ws.features(step.tokenizer, step.split)
-    unknown = sorted(set(dict(step.options)) - set(ws.task.collect_options))
-    if unknown:
-        raise ConfigError("engine", step.name, f"task kind {ws.task.kind} has no collect option {unknown[0]!r}")
+    _check_options(step, ws.task.collect_options, ws)
     model = load_model(step.model, 0, step.tokenizer, ws, device)
     context = ws.feature_context(step.tokenizer, step.split)
     manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
@@ -290,6 +295,7 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
 
 
 def _merge(step: MergeStep, ws: Workspace) -> Result:
+    _check_options(step, ws.task.merge_options, ws)
     paths = [knowledge_path(member, ws) for member in step.members]
     tables = [read_knowledge(path) for path in paths]
     manifests = [read_manifest(table, path) for table, path in zip(tables, paths)]
@@ -299,7 +305,7 @@ def _merge(step: MergeStep, ws: Workspace) -> Result:
             raise ConfigError(path, "manifest", f"member made for other features than {paths[0]}; cannot merge")
     check_manifest(first, ws.feature_context(step.tokenizer, step.split), paths[0])
     features, arrays = ws.features(step.tokenizer, step.split)
-    merged = ws.task.merge(tables, ws.examples(step.split), features, arrays)
+    merged = ws.task.merge(tables, ws.examples(step.split), features, arrays, **dict(step.options))
     teachers = [teacher for manifest in manifests for teacher in manifest.teachers]
     table = attach_manifest(merged, first.with_teachers(teachers))
     path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")

@@ -183,12 +183,17 @@ class CollectStep:
 
 @dataclass(frozen=True)
 class MergeStep:
-    """Merge the tables the collect steps ``members`` wrote over ``split`` with tokenizer ``tokenizer``."""
+    """Merge the tables the collect steps ``members`` wrote over ``split`` with tokenizer ``tokenizer``.
+
+    ``options`` are the task's merge settings as ``(name, value)`` pairs (span QA: ``confusing``,
+    the rule that picks the confusing answer).
+    """
 
     name: str
     members: tuple[str, ...]
     tokenizer: str
     split: str = "train"
+    options: tuple[tuple[str, Any], ...] = ()
     task: str | None = None  # one task of a multi-task workspace
     teacher: bool = True
     tags: dict[str, str] = field(default_factory=dict)

@@ -13,16 +13,28 @@ A **member table** holds one teacher's outputs per feature:
 :func:`merge_knowledge` combines the ``N`` members of an ensemble once into the table that
 training reads: the members' logits side by side (``[N, S]``; losses average their
 *probabilities* at the temperature they need), all members' top-K spans, the averaged
-attention, and the **confusing answer**: among all members' top-K spans, those whose text
-has zero F1 overlap with every gold answer, the one with the highest ensemble confidence
-``q_start(i) * q_end(j)`` (``q`` = member-averaged probabilities at tau = 1); ``-1`` when
-every candidate overlaps a gold answer (or the question has no gold answer).
+attention, and the **confusing answer**, a wrong answer (its text has zero F1 overlap with
+every gold answer) that the student's gold span must beat by a margin. Two rules
+(:data:`CONFUSING_RULES`):
+
+* ``"question"`` (Hu et al. 2018, the default): per *question*, over every member's top-K
+  spans in every window of the question, the wrong answer with "the highest confidence score
+  among all models", a member's own ``log p_start(i) + log p_end(j)``. Each window of the
+  question that contains that answer's text span gets its token positions; a window that
+  does not gets none;
+* ``"window"``: per *window*, among the ``N*K`` candidate spans of that window, the wrong one
+  with the highest ensemble confidence ``q_start(i) * q_end(j)`` (``q`` = member-averaged
+  probabilities at tau = 1).
+
+Either way ``-1`` marks "no confusing answer" (every candidate overlaps a gold answer, or the
+question has no gold answer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +49,11 @@ from kd_core.models import enable_attention_outputs
 from kd_core.metrics import normalize_answer, token_f1_zero
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
 from kd_core.predict import run_model
+
+
+#: How the confusing answer is chosen (module doc).
+CONFUSING_RULES = ("question", "window")
+ConfusingRule = Literal["question", "window"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,11 @@ def _averaged_probabilities(logits: np.ndarray, span_mask: np.ndarray) -> np.nda
     return masked_log_softmax(torch.from_numpy(logits), mask).exp().mean(dim=1).numpy()
 
 
+def _wrong(text: str, references: Sequence[str]) -> bool:
+    """A candidate answer that counts as confusing: it says something and overlaps no reference."""
+    return bool(normalize_answer(text)) and token_f1_zero(text, references)
+
+
 def choose_confusing_answers(
     candidates_start: np.ndarray,
     candidates_end: np.ndarray,
@@ -128,11 +150,11 @@ def choose_confusing_answers(
     offsets: Sequence[Sequence[Sequence[int]]],
     references: Sequence[Sequence[str]],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature, the most confident candidate span with zero F1 against every reference.
+    """The ``"window"`` rule: per feature, the most confident candidate span with zero F1 against every reference.
 
     ``candidates_*`` are ``[F, C]`` token positions (``-1`` = no candidate); confidence is
-    ``q_start[f, i] * q_end[f, j]``; texts that normalise to nothing (e.g. "the") never qualify. Returns ``(start, end)`` arrays with ``-1`` where no
-    candidate qualifies.
+    ``q_start[f, i] * q_end[f, j]``; texts that normalise to nothing (e.g. "the") never qualify.
+    Returns ``(start, end)`` arrays with ``-1`` where no candidate qualifies.
     """
     n = len(candidates_start)
     chosen_start = np.full(n, -1, dtype=np.int32)
@@ -145,23 +167,68 @@ def choose_confusing_answers(
             confidence = float(q_start[f, i] * q_end[f, j])
             if confidence <= best:
                 continue
-            text = contexts[f][offsets[f][i][0] : offsets[f][j][1]]
-            if normalize_answer(text) and token_f1_zero(text, references[f]):
+            if _wrong(contexts[f][offsets[f][i][0] : offsets[f][j][1]], references[f]):
                 best, chosen_start[f], chosen_end[f] = confidence, i, j
+    return chosen_start, chosen_end
+
+
+def choose_confusing_per_question(
+    candidates_start: np.ndarray,
+    candidates_end: np.ndarray,
+    candidates_score: np.ndarray,
+    example_ids: Sequence[str],
+    contexts: Sequence[str],
+    offsets: Sequence[Sequence[Sequence[int]]],
+    references: Sequence[Sequence[str]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"question"`` rule (Hu et al.): one wrong answer per question, placed in every window that holds it.
+
+    ``candidates_*`` are ``[F, C]`` (every member's top-K spans of feature ``f``; ``-1`` = none)
+    with ``candidates_score`` the proposing member's ``log p_start(i) + log p_end(j)``. Per
+    example id, the candidate with the highest score among those whose text has zero F1 against
+    every reference is the question's confusing answer, a character span of the context. Each
+    of the example's features gets the token positions that start and end exactly at that
+    span's characters, or ``-1`` when the window does not contain it.
+    """
+    best: dict[str, tuple[float, int, int]] = {}
+    for f, example_id in enumerate(example_ids):
+        if not references[f]:
+            continue
+        for i, j, score in zip(candidates_start[f], candidates_end[f], candidates_score[f]):
+            if i < 0 or (example_id in best and float(score) <= best[example_id][0]):
+                continue
+            char_start, char_end = int(offsets[f][i][0]), int(offsets[f][j][1])
+            if _wrong(contexts[f][char_start:char_end], references[f]):
+                best[example_id] = (float(score), char_start, char_end)
+    chosen_start = np.full(len(example_ids), -1, dtype=np.int32)
+    chosen_end = np.full(len(example_ids), -1, dtype=np.int32)
+    for f, example_id in enumerate(example_ids):
+        if example_id not in best:
+            continue
+        _, char_start, char_end = best[example_id]
+        starts = {int(o[0]): t for t, o in enumerate(offsets[f]) if o[0] >= 0}
+        ends = {int(o[1]): t for t, o in enumerate(offsets[f]) if o[0] >= 0}
+        if char_start in starts and char_end in ends:
+            chosen_start[f], chosen_end[f] = starts[char_start], ends[char_end]
     return chosen_start, chosen_end
 
 
 def merge_knowledge(
     members: Sequence[pa.Table],
     arrays: Mapping[str, np.ndarray],
+    example_ids: Sequence[str],
     contexts: Sequence[str],
     offsets: Sequence[Sequence[Sequence[int]]],
     references: Sequence[Sequence[str]],
+    confusing: ConfusingRule = "question",
 ) -> pa.Table:
     """Merge ``N`` member tables over the same features into one ensemble table (module doc).
 
-    ``contexts``, ``offsets`` and ``references`` are per feature, in the members' row order.
+    ``example_ids``, ``contexts``, ``offsets`` and ``references`` are per feature, in the
+    members' row order; ``confusing`` is the rule that picks the confusing answer.
     """
+    if confusing not in CONFUSING_RULES:
+        raise ConfigError("knowledge", "confusing", f"must be one of {CONFUSING_RULES}, got {confusing!r}")
     if not members:
         raise ConfigError("knowledge", "members", "merge needs at least one member table")
     feature_ids = members[0].column("feature_id")
@@ -180,11 +247,15 @@ def merge_knowledge(
     cand_start = stacked("topk_start", top_k, np.int32).reshape(count, -1)
     cand_end = stacked("topk_end", top_k, np.int32).reshape(count, -1)
     cand_score = stacked("topk_score", top_k, np.float32).reshape(count, -1)
-    confusing_start, confusing_end = choose_confusing_answers(
-        cand_start, cand_end,
-        _averaged_probabilities(start, arrays["span_mask"]), _averaged_probabilities(end, arrays["span_mask"]),
-        contexts, offsets, references,
-    )
+    if confusing == "question":
+        confusing_start, confusing_end = choose_confusing_per_question(
+            cand_start, cand_end, cand_score, example_ids, contexts, offsets, references)
+    else:
+        confusing_start, confusing_end = choose_confusing_answers(
+            cand_start, cand_end,
+            _averaged_probabilities(start, arrays["span_mask"]), _averaged_probabilities(end, arrays["span_mask"]),
+            contexts, offsets, references,
+        )
     columns = {
         "feature_id": feature_ids,
         "start_logits": fixed(start.astype(np.float16), pa.float16()),
@@ -199,7 +270,8 @@ def merge_knowledge(
     if all("attention" in t.column_names for t in members):
         attention = np.mean([unfixed(t.column("attention"), (seq_len * q,), np.float32) for t in members], axis=0)
         columns["attention"] = fixed(attention.astype(np.float16), pa.float16())
-    meta = {"kind": "ensemble", "members": len(members), "seq_len": seq_len, "top_k": top_k, "num_question_tokens": q}
+    meta = {"kind": "ensemble", "members": len(members), "seq_len": seq_len, "top_k": top_k, "num_question_tokens": q,
+            "confusing": confusing}
     return with_metadata(pa.table(columns), {METADATA_KEY: meta})
 
 

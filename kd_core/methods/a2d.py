@@ -10,8 +10,12 @@ Steps (names are the run directory's ``steps/<name>``):
    ``knowledge`` merges them: member logits, the confusing answer, averaged attention
    (:mod:`kd_core.knowledge.span`);
 3. ``student`` (seed ``seed + 1``, optionally cut to its first ``student_layers`` layers):
-   ``L = L_CE + tau^2 L_KD + gamma L_ANS + delta L_ATT`` (:mod:`kd_core.objectives`; span CE
-   only with ``no_kd``, which skips steps 2); ``student-no-kd`` the same on CE only (``baseline``);
+   ``L = L_CE + lambda tau^2 L_KD + gamma L_ANS + delta L_ATT`` (Eq. 1 with the vanilla-KD
+   weight ``lambda = kd_weight``; every span term sums its start and end parts, see
+   :mod:`kd_core.losses`; span CE only with ``no_kd``, which skips steps 2);
+   ``student-no-kd`` the same on CE only (``baseline``). ``stagewise`` trains instead in two
+   stages (Table 5's "stage-wise"): ``student-attention`` on ``L_ATT`` alone for
+   ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
 4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
    probabilities) and the student on dev and on every extra evaluation split, in one stage,
    so their inference seconds (the speed table) are measured side by side with the same
@@ -31,11 +35,14 @@ from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
+from kd_core.knowledge.span import CONFUSING_RULES
 from kd_core.options import option
 from kd_core.train import TrainConfig
 
 #: Split names of the evaluations the summary reads.
 DEV = "dev"
+#: Scores of an adversarial SQuAD evaluation file (:func:`kd_core.predict.scores_from_outputs`).
+ADVERSARIAL_KEYS = ("adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,13 @@ class A2DSettings:
     gamma: float = option(0.3, "weight of the answer-margin loss", "model")
     delta: float = option(0.1, "weight of the attention MSE (0: no attention is collected)", "model")
     top_k: int = option(4, "teacher spans kept per feature (confusing-answer candidates)", "model")
+    kd_weight: float = option(1.0, "weight lambda of the vanilla KD term (0: without it, Table 5)", "model")
+    confusing: str = option("question", "confusing answer: 'question' (the paper's: one per question, the wrong "
+                            "answer a member is most confident in) or 'window' (per window, by ensemble confidence)",
+                            "model")
+    stagewise: bool = option(False, "train attention matching first (student-attention), then the other losses",
+                             "model")
+    attention_epochs: float = option(1.0, "epochs of the attention stage with --stagewise", "model")
     batch_size: int = option(16, "training batch size", "model")
     learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     no_kd: bool = option(False, "train the student without knowledge (no knowledge is collected)", "model")
@@ -71,9 +85,18 @@ class A2DSettings:
             raise ConfigError("a2d", "student_layers", f"must be >= 1, got {self.student_layers}")
         if not self.tau > 0:
             raise ConfigError("a2d", "tau", f"must be > 0, got {self.tau}")
-        for name in ("gamma", "delta"):
+        for name in ("gamma", "delta", "kd_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError("a2d", name, f"must be >= 0, got {getattr(self, name)}")
+        if self.confusing not in CONFUSING_RULES:
+            raise ConfigError("a2d", "confusing", f"must be one of {CONFUSING_RULES}, got {self.confusing!r}")
+        if self.stagewise and (self.no_kd or self.delta == 0):
+            raise ConfigError("a2d", "stagewise", "the attention stage needs knowledge and delta > 0")
+        if not self.attention_epochs > 0:
+            raise ConfigError("a2d", "attention_epochs", f"must be > 0, got {self.attention_epochs}")
+        if not self.no_kd and not self.stagewise and self.kd_weight == self.gamma == self.delta == 0:
+            raise ConfigError("a2d", "kd_weight", "kd_weight, gamma and delta are all 0: the student would use no "
+                              "knowledge; use --no-kd")
         if self.top_k < 1:
             raise ConfigError("a2d", "top_k", f"must be >= 1, got {self.top_k}")
         self.training(self.epochs, 0)
@@ -118,18 +141,25 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
         for i, model in enumerate(models)
     ]
     merge: list[Step] = [] if s.no_kd else [
-        MergeStep("knowledge", tuple(step.name for step in collects), "teacher", tags=role)]
-    kd_terms = () if s.no_kd else (TermSpec("soft", 1.0, s.tau), TermSpec("answer_margin", s.gamma),
-                                   TermSpec("attention", s.delta))
-    students: list[Step] = [
-        TrainStep("student", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"), *kd_terms),
-                  s.training(s.epochs, s.seed + 1), knowledge=None if s.no_kd else "knowledge",
-                  keep_layers=s.kept_layers, workers=s.student_workers, tags={"kd.role": "student"}),
-    ]
+        MergeStep("knowledge", tuple(step.name for step in collects), "teacher", options=(("confusing", s.confusing),),
+                  tags=role)]
+    kd_terms = () if s.no_kd else (TermSpec("soft", s.kd_weight, s.tau), TermSpec("answer_margin", s.gamma),
+                                   TermSpec("attention", 0.0 if s.stagewise else s.delta))
+    warm_up: list[Step] = [
+        TrainStep("student-attention", s.student_model, s.seed + 1, "teacher", (TermSpec("attention"),),
+                  s.training(s.attention_epochs, s.seed + 1), knowledge="knowledge", keep_layers=s.kept_layers,
+                  workers=s.student_workers, tags={"kd.role": "student"})
+    ] if s.stagewise else []
     if s.baseline:
-        students.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"),),
-                                  s.training(s.epochs, s.seed + 1), keep_layers=s.kept_layers,
-                                  workers=s.student_workers, tags={"kd.role": "baseline"}))
+        warm_up.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"),),
+                                 s.training(s.epochs, s.seed + 1), keep_layers=s.kept_layers,
+                                 workers=s.student_workers, tags={"kd.role": "baseline"}))
+    student: list[Step] = [
+        TrainStep("student", model_ref("student-attention") if s.stagewise else s.student_model, s.seed + 1,
+                  "teacher", (TermSpec("hard"), *kd_terms), s.training(s.epochs, s.seed + 1),
+                  knowledge=None if s.no_kd else "knowledge", keep_layers=None if s.stagewise else s.kept_layers,
+                  workers=s.student_workers, tags={"kd.role": "student"}),
+    ]
     evaluations: list[Step] = []
     if s.teacher_epochs == 0:
         evaluations += [EvaluateStep(f"eval-member-{i}", (model,), "teacher", split=DEV, tags=role)
@@ -140,7 +170,9 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
                         EvaluateStep(f"eval-student-{split}", (model_ref("student"),), "teacher", split=split,
                                      tags={"kd.role": "student"})]
 
-    return staged(lambda done: (members, collects, merge, students, evaluations))
+    if s.stagewise:
+        return staged(lambda done: (members, collects, merge, warm_up, student, evaluations))
+    return staged(lambda done: (members, collects, merge, student + warm_up, evaluations))
 
 
 def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspace) -> dict[str, Any]:
@@ -169,6 +201,10 @@ def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspac
         "student_f1": student["scores"]["f1"],
         "eval": {split: {"ensemble": results[f"eval-ensemble-{split}"]["scores"]["f1"],
                          "student": results[f"eval-student-{split}"]["scores"]["f1"]} for split in eval_splits(ws)},
+        "eval_adversarial": {
+            split: {who: {key: results[f"eval-{who}-{split}"]["scores"][key] for key in ADVERSARIAL_KEYS
+                          if key in results[f"eval-{who}-{split}"]["scores"]} for who in ("ensemble", "student")}
+            for split in eval_splits(ws) if "adversarial_f1" in results[f"eval-ensemble-{split}"]["scores"]},
         "ensemble_infer_s": ensemble["infer_s"],
         "student_infer_s": student["infer_s"],
         "speedup": speed_table["speedup"],
@@ -177,7 +213,7 @@ def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspac
         "timings": timings,
     }
     if s.baseline:
-        summary["no_kd_student_f1"] = results["student-no-kd"]["primary"]
+        summary["student_no_kd_f1"] = results["student-no-kd"]["primary"]
     return summary
 
 
@@ -188,9 +224,11 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
                "ensemble_infer_s": summary["ensemble_infer_s"], "student_infer_s": summary["student_infer_s"]}
     if summary["knowledge_bytes_per_feature"] is not None:
         metrics["knowledge_bytes_per_feature"] = summary["knowledge_bytes_per_feature"]
-    if "no_kd_student_f1" in summary:
-        metrics["no_kd_student_f1"] = summary["no_kd_student_f1"]
+    if "student_no_kd_f1" in summary:
+        metrics["student_no_kd_f1"] = summary["student_no_kd_f1"]
     metrics |= {f"eval/{name}/{who}": f1 for name, scores in summary["eval"].items() for who, f1 in scores.items()}
+    metrics |= {f"eval/{name}/{who}/{key}": value for name, models in summary["eval_adversarial"].items()
+                for who, scores in models.items() for key, value in scores.items()}
     return metrics
 
 
@@ -199,10 +237,13 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = [f"{'model':<20} {'dev F1':>7}"]
     lines += [f"{f'member {i}':<20} {f1:>7.2f}" for i, f1 in enumerate(summary["members_f1"])]
     lines += [f"{'ensemble':<20} {summary['ensemble_f1']:>7.2f}", f"{'student':<20} {summary['student_f1']:>7.2f}"]
-    if "no_kd_student_f1" in summary:
-        lines.append(f"{'student without kd':<20} {summary['no_kd_student_f1']:>7.2f}")
+    if "student_no_kd_f1" in summary:
+        lines.append(f"{'student without kd':<20} {summary['student_no_kd_f1']:>7.2f}")
     for name, scores in summary["eval"].items():
         lines.append(f"{name}: ensemble {scores['ensemble']:.2f}, student {scores['student']:.2f}")
+        for who, adversarial in summary["eval_adversarial"].get(name, {}).items():
+            lines.append(f"  {who}: adversarial F1 {adversarial['adversarial_f1']:.2f} (worst variant per question), "
+                         f"original questions F1 {adversarial.get('original_f1', float('nan')):.2f}")
     table = summary["speed_table"]
     lines.append(f"inference over dev: ensemble {table['ensemble']['infer_s']:.2f} s "
                  f"({table['ensemble']['parameters']:,} params), student {table['student']['infer_s']:.2f} s "

@@ -95,10 +95,13 @@ class Task(ABC):
                 **options: Any) -> pa.Table:
         """One teacher's knowledge table over ``features``, keyed by :attr:`key` (``options``: :attr:`collect_options`)."""
 
+    #: Keyword settings :meth:`merge` takes (a merge step's ``options``).
+    merge_options: tuple[str, ...] = ()
+
     @abstractmethod
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
-              arrays: Mapping[str, np.ndarray]) -> pa.Table:
-        """Members' tables over the same rows merged into the table students train on."""
+              arrays: Mapping[str, np.ndarray], **options: Any) -> pa.Table:
+        """Members' tables over the same rows merged into the table students train on (``options``: :attr:`merge_options`)."""
 
     @abstractmethod
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:

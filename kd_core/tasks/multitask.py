@@ -157,7 +157,7 @@ class MultiTask(SentenceTask):
                           "collect step a task")
 
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
-              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+              arrays: Mapping[str, np.ndarray], **options: Any) -> pa.Table:
         raise ConfigError(self.name, "merge", "knowledge of a multi-task set is merged per task: give the merge "
                           "step a task")
 

@@ -171,7 +171,7 @@ class ClassificationTask(SentenceTask):
         return with_metadata(table, {METADATA_KEY: self._member_meta(1)})
 
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
-              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+              arrays: Mapping[str, np.ndarray], **options: Any) -> pa.Table:
         _check_same_rows(tables)
         stacked = np.stack([unfixed(t.column("logits"), (self.num_outputs,), np.float32) for t in tables], axis=1)
         table = pa.table({"example_id": tables[0].column("example_id"), "gold": tables[0].column("gold"),
@@ -250,7 +250,7 @@ class RegressionTask(SentenceTask):
         return with_metadata(table, {METADATA_KEY: self._member_meta(1)})
 
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
-              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+              arrays: Mapping[str, np.ndarray], **options: Any) -> pa.Table:
         _check_same_rows(tables)
         stacked = np.concatenate([unfixed(t.column("values"), (1,), np.float32) for t in tables], axis=1)
         table = pa.table({"example_id": tables[0].column("example_id"), "gold": tables[0].column("gold"),

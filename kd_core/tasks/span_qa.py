@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from kd_core.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.knowledge.span import (
-    KnowledgeConfig, knowledge_arrays, knowledge_metadata, member_knowledge, member_logits, merge_knowledge,
+    ConfusingRule, KnowledgeConfig, knowledge_arrays, knowledge_metadata, member_knowledge, member_logits, merge_knowledge,
 )
 from kd_core.models import QAOutput, load_qa_model, qa_forward
 from kd_core.objectives import (
@@ -40,6 +40,7 @@ class SpanQATask(Task):
     primary_metric = "f1"
 
     collect_options = ("top_k", "with_attention")
+    merge_options = ("confusing",)
 
     def __init__(self, name: str = "span_qa", max_answer_length: int = 30) -> None:
         self.name = name
@@ -83,12 +84,13 @@ class SpanQATask(Task):
         return member_knowledge(model, arrays, features["feature_id"], config)
 
     def merge(self, tables: Sequence[pa.Table], examples: Dataset, features: Dataset,
-              arrays: Mapping[str, np.ndarray]) -> pa.Table:
+              arrays: Mapping[str, np.ndarray], confusing: ConfusingRule = "question") -> pa.Table:
+        """The members side by side, averaged attention and the confusing answer chosen by rule ``confusing``."""
         contexts = dict(zip(examples["id"], examples["context"]))
         references = references_of(examples)
         example_ids = features["example_id"]
-        return merge_knowledge(tables, arrays, [contexts[e] for e in example_ids], features["offsets"],
-                               [references[e] for e in example_ids])
+        return merge_knowledge(tables, arrays, example_ids, [contexts[e] for e in example_ids], features["offsets"],
+                               [references[e] for e in example_ids], confusing)
 
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
         """A merged table's columns (``[F, N, S]`` logits, confusing answer, attention), or one member's logits
@@ -120,4 +122,6 @@ class SpanQATask(Task):
         result = scores_from_outputs(examples, features, arrays,
                                      ModelOutputs(outputs["start_logits"], outputs["end_logits"]),
                                      self.max_answer_length)
-        return {"f1": float(result["f1"]), "exact_match": float(result["exact_match"])}
+        keys = [key for key in ("f1", "exact_match", "adversarial_f1", "adversarial_exact_match", "original_f1",
+                                "original_exact_match") if result.get(key) is not None]
+        return {key: float(result[key]) for key in keys}

@@ -1,0 +1,69 @@
+"""The A2D recipe's Table 5 variants as planned steps, and one stage-wise run end to end."""
+
+import pytest
+
+from kd_core.distill import DistillConfig, workspace
+from kd_core.engine.local import run_locally
+from kd_core.engine.steps import MergeStep, TrainStep
+from kd_core.errors import ConfigError
+from kd_core.methods.a2d import A2DSettings, a2d_recipe
+
+TINY = {"synthetic_per_domain": 12, "vocab_size": 400, "teacher_epochs": 1.0, "epochs": 1.0}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    return workspace(DistillConfig(**TINY, run_dir=str(tmp_path_factory.mktemp("a2d-plan"))))
+
+
+def _plan(settings: A2DSettings, ws) -> list:
+    """Every step the recipe plans, stage after stage, as if each stage had finished."""
+    recipe, done, steps = a2d_recipe(settings, ws), {}, []
+    while stage := recipe(done):
+        steps += stage
+        done |= {step.name: {} for step in stage}
+    return steps
+
+
+def _terms(step: TrainStep) -> dict[str, float]:
+    return {spec.kind: spec.weight for spec in step.objective if spec.active}
+
+
+def test_the_joint_student_has_every_term_and_the_merge_the_papers_confusing_rule(ws):
+    steps = {step.name: step for step in _plan(A2DSettings(members=1, tau=3.0, gamma=0.3, delta=0.1), ws)}
+    assert _terms(steps["student"]) == {"hard": 1.0, "soft": 1.0, "answer_margin": 0.3, "attention": 0.1}
+    merge = steps["knowledge"]
+    assert isinstance(merge, MergeStep) and dict(merge.options) == {"confusing": "question"}
+
+
+def test_ablations_are_options(ws):
+    no_kd_term = {s.name: s for s in _plan(A2DSettings(members=1, kd_weight=0.0), ws)}["student"]
+    assert _terms(no_kd_term) == {"hard": 1.0, "answer_margin": 0.3, "attention": 0.1}
+    window = {s.name: s for s in _plan(A2DSettings(members=1, confusing="window"), ws)}["knowledge"]
+    assert dict(window.options) == {"confusing": "window"}
+    names = [step.name for step in _plan(A2DSettings(members=1, stagewise=True, baseline=True), ws)]
+    assert names.index("student-attention") < names.index("student")
+    steps = {step.name: step for step in _plan(A2DSettings(members=1, stagewise=True, student_layers=1), ws)}
+    warm, student = steps["student-attention"], steps["student"]
+    assert _terms(warm) == {"attention": 1.0} and warm.keep_layers == (0,)
+    assert _terms(student) == {"hard": 1.0, "soft": 1.0, "answer_margin": 0.3}
+    assert student.model == "@student-attention" and student.keep_layers is None
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"kd_weight": -1.0}, "kd_weight"), ({"confusing": "ensemble"}, "confusing"),
+    ({"stagewise": True, "delta": 0.0}, "stagewise"), ({"stagewise": True, "no_kd": True}, "stagewise"),
+    ({"kd_weight": 0.0, "gamma": 0.0, "delta": 0.0}, "kd_weight"), ({"attention_epochs": 0.0}, "attention_epochs"),
+])
+def test_impossible_variants_are_refused(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        A2DSettings(**kwargs)
+    assert err.value.where == field
+
+
+def test_stagewise_training_runs_attention_then_the_other_losses(ws):
+    results = run_locally(a2d_recipe(A2DSettings(members=1, teacher_epochs=1.0, epochs=1.0, stagewise=True), ws), ws)
+    warm, student = results["student-attention"]["last_metrics"], results["student"]["last_metrics"]
+    assert set(k for k in warm if k.startswith("loss/")) == {"loss/att"}
+    assert set(k for k in student if k.startswith("loss/")) == {"loss/ce", "loss/kd", "loss/ans"}
+    assert 0 <= results["eval-student-dev"]["scores"]["f1"] <= 100
