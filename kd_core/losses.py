@@ -152,6 +152,55 @@ def prediction_mse_loss(
     return (p_start - q_start).pow(2).sum(-1) + (p_end - q_end).pow(2).sum(-1)
 
 
+def gold_prediction_mse_loss(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    teacher_start_logits: Tensor,
+    teacher_end_logits: Tensor,
+    start_positions: Tensor,
+    end_positions: Tensor,
+    span_mask: Tensor,
+) -> Tensor:
+    """IMM's KD term as its paper writes it (L2/L4): the squared error of the predictions at the gold span.
+
+    ``L = ( p_start(k) - q_start(k) )^2 + ( p_end(l) - q_end(l) )^2`` with ``p`` and ``q`` the
+    student's and teacher's softmax distributions over legal positions and ``(k, l)`` the gold
+    start and end (``0``, ``[CLS]``, when the answer is not in this window).
+    """
+    k = start_positions.long().unsqueeze(1)
+    l_ = end_positions.long().unsqueeze(1)
+    p_start = masked_log_softmax(start_logits, span_mask).exp().gather(1, k)
+    p_end = masked_log_softmax(end_logits, span_mask).exp().gather(1, l_)
+    q_start = teacher_probabilities(teacher_start_logits, span_mask).gather(1, k)
+    q_end = teacher_probabilities(teacher_end_logits, span_mask).gather(1, l_)
+    return ((p_start - q_start).pow(2) + (p_end - q_end).pow(2)).squeeze(1)
+
+
+def span_logit_mse_loss(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    teacher_start_logits: Tensor,
+    teacher_end_logits: Tensor,
+    span_mask: Tensor,
+) -> Tensor:
+    """IMM's KD term as the authors' released code computes it: the MSE of raw start and end logits.
+
+    ``L = sum_{x in {start, end}} 1/|M| sum_{i in M} ( z_x(i) - t_x(i) )^2`` over the legal
+    positions ``M`` (the code's ``MSELoss`` averages over positions); ``t`` is one teacher's
+    logits ``[B, S]`` or the mean of an ensemble's ``[B, N, S]``. Logits are unbounded and only
+    defined up to a shift, so this term's scale follows the teacher's logits.
+    """
+    legal = span_mask.float()
+    count = legal.sum(-1).clamp(min=1.0)
+
+    def mse(student: Tensor, teacher: Tensor) -> Tensor:
+        target = teacher.float().mean(dim=1) if teacher.dim() == 3 else teacher.float()
+        diff = (student.float() - target).masked_fill(~span_mask, 0.0)
+        return diff.pow(2).sum(-1) / count
+
+    return mse(start_logits, teacher_start_logits) + mse(end_logits, teacher_end_logits)
+
+
 def hard_classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy with hard labels, per example: ``L = -log softmax(z)_y``."""
     return F.cross_entropy(logits.float(), labels.long(), reduction="none")

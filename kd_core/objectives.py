@@ -196,3 +196,30 @@ def prediction_mse_term(weight: Schedule) -> Term:
         needs_knowledge=True,
         requires=("teacher_start_logits", "teacher_end_logits"),
     )
+
+
+def gold_prediction_mse_term(weight: Schedule) -> Term:
+    """IMM's KD term as the paper writes it (:func:`~kd_core.losses.gold_prediction_mse_loss`)."""
+    return Term(
+        "mse_gold",
+        lambda out, b: losses.gold_prediction_mse_loss(
+            out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"],
+            b["start_position"], b["end_position"], _span_mask(b)
+        ),
+        weight,
+        needs_knowledge=True,
+        requires=("teacher_start_logits", "teacher_end_logits"),
+    )
+
+
+def span_logit_mse_term(weight: Schedule) -> Term:
+    """IMM's KD term as the released code computes it (:func:`~kd_core.losses.span_logit_mse_loss`)."""
+    return Term(
+        "mse_logits",
+        lambda out, b: losses.span_logit_mse_loss(
+            out.start_logits, out.end_logits, b["teacher_start_logits"], b["teacher_end_logits"], _span_mask(b)
+        ),
+        weight,
+        needs_knowledge=True,
+        requires=("teacher_start_logits", "teacher_end_logits"),
+    )

@@ -57,14 +57,28 @@ def run_model(
     )
 
 
+def window_log_probabilities(logits: np.ndarray, span_mask: np.ndarray) -> np.ndarray:
+    """``log softmax`` of each window's scores over its legal positions (``[F, S]``; masked positions ~-1e4)."""
+    mask = torch.from_numpy(np.asarray(span_mask, dtype=bool))
+    return masked_log_softmax(torch.from_numpy(np.array(logits, dtype=np.float32)), mask).numpy()
+
+
 def answers_from_outputs(
     examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
 ) -> dict[str, str]:
-    """Best answer text per example id from model outputs over ``features``."""
+    """Best answer text per example id from model outputs over ``features``.
+
+    Every model is decoded the same way, a single model as an ensemble of one: a span scores
+    ``log p_start(i) + log p_end(j)`` with ``p`` normalised over its window's legal positions
+    (:func:`window_log_probabilities`; an ensemble's outputs, ``log q`` of averaged
+    probabilities, are already normalised and pass unchanged). Raw logits, the usual BERT rule,
+    are not comparable across windows: a window without the answer may still score high.
+    """
     contexts = dict(zip(examples["id"], examples["context"]))
+    mask = arrays["span_mask"]
     return predict_answers(
-        features["example_id"], contexts, features["offsets"], outputs.start_logits, outputs.end_logits,
-        arrays["passage_mask"], max_answer_length,
+        features["example_id"], contexts, features["offsets"], window_log_probabilities(outputs.start_logits, mask),
+        window_log_probabilities(outputs.end_logits, mask), arrays["passage_mask"], max_answer_length,
     )
 
 

@@ -52,3 +52,27 @@ def test_span_text_and_best_answer_over_windows():
     answers = predict_answers(["q1", "q1"], {"q1": context}, [offsets, offsets], torch.tensor([s1, s2]),
                               torch.tensor([e1, e2]), torch.tensor(passage), max_answer_length=10)
     assert answers == {"q1": "capital of France"}
+
+
+def test_single_models_and_ensembles_are_decoded_from_window_log_probabilities():
+    import numpy as np
+    from datasets import Dataset
+
+    from kd_core.predict import ModelOutputs, answers_from_outputs, ensemble_outputs
+
+    context = "Paris is the capital of France."
+    offsets = [[-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [30, 31]]
+    examples = Dataset.from_dict({"id": ["q1"], "context": [context]})
+    features = Dataset.from_dict({"example_id": ["q1", "q1"], "offsets": [offsets, offsets]})
+    span_mask = np.array([[True] * 8] * 2)
+    arrays = {"span_mask": span_mask, "passage_mask": np.array([[False] + [True] * 7] * 2)}
+    # Window 0 is sure of "Paris": p = e^5 / (e^5 + 7) = 0.955 at start and end, log-sum -0.09.
+    # Window 1 is unsure, its raw logits higher: "capital" 11 against 10 elsewhere, p = e / (e + 7) = 0.280 at
+    # start and end ("capital".."capital"), log-sum -2.55; raw logits would pick it (22 > 10).
+    window_0 = [0, 5.0, 0, 0, 0, 0, 0, 0]
+    window_1 = [10.0, 10, 10, 10, 11.0, 10, 10, 10]
+    single = ModelOutputs(np.array([window_0, window_1], np.float32), np.array([window_0, window_1], np.float32))
+    assert answers_from_outputs(examples, features, arrays, single, 10) == {"q1": "Paris"}
+    # An ensemble of one is the model itself.
+    alone = ensemble_outputs([single], span_mask)
+    assert answers_from_outputs(examples, features, arrays, alone, 10) == {"q1": "Paris"}

@@ -155,3 +155,27 @@ def test_select_keeps_the_strictly_better_candidate_and_names_its_model(tmp_path
     assert twin["primary"] == results["long"]["primary"]
     assert execute(SelectStep("tie", ("long", "twin")), ws)["kept"] == "long"  # a tie keeps the old model
     assert execute(SelectStep("tie-2", ("twin", "long")), ws)["kept"] == "twin"
+
+
+def test_keep_best_keeps_the_weights_of_the_best_epoch_on_the_eval_split(tmp_path):
+    ws = build_workspace(DataOptions(task="sentiment", synthetic_size=300, label_noise=0.0), "tiny-bert", "tiny-bert",
+                         tmp_path)
+    seen, weights = [], {}
+
+    def record(step, epoch, scores, model):
+        seen.append(scores["accuracy"])
+        weights[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    step = TrainStep("best", "tiny-bert", 0, "teacher", (TermSpec("hard"),),
+                     TrainConfig(epochs=6, learning_rate=4e-3, batch_size=16), keep_best=True)
+    result = execute(step, ws, on_epoch=record)
+    best = seen.index(max(seen)) + 1  # the first of equal scores
+    assert len(seen) == 6 and result["best_epoch"] == best and result["primary"] == max(seen)
+    saved = load_file(str(tmp_path / "steps/best/model/model.safetensors"))
+    assert all(torch.equal(saved[k], weights[best][k]) for k in saved)
+    if best < 6:  # (on this data the 5th and 6th epochs tie: the 5th is kept)
+        assert not all(torch.equal(saved[k], weights[6][k]) for k in saved)
+    features, arrays = ws.features("teacher", "dev")
+    again = ws.task.evaluate(load_model("@best", 0, "teacher", ws, "cpu"), ws.examples("dev"), features, arrays)
+    assert again["accuracy"] == pytest.approx(max(seen))
+    assert not (tmp_path / "steps/best/best").exists()

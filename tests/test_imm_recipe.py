@@ -79,7 +79,7 @@ def _run(recipe, done, kept_new=()):
 
 
 def test_the_recipe_plans_the_algorithm_and_stops_when_no_domain_improves(ws):
-    settings = IMMSettings(iterations=3, epochs=3, transfer_epochs=2)
+    settings = IMMSettings(iterations=3, epochs=3, transfer_epochs=2, baselines=())
     recipe, done = imm_recipe(settings, ws), {}
     s = similarity_weights(settings, ws)
     initial = _run(recipe, done)
@@ -103,16 +103,25 @@ def test_the_recipe_plans_the_algorithm_and_stops_when_no_domain_improves(ws):
     assert [x.knowledge for x in phi.sources] == ["knowledge-medicine-0", "knowledge-finance-1"]
     _run(recipe, done)
     assert [step.candidates for step in _run(recipe, done)][0] == ("select-sports-1", "theta-sports-2")
-    assert recipe(done) == []  # nobody improved in iteration 2: no third iteration
+    # Nobody improved in iteration 2: no third iteration; the kept models are scored on test, once.
+    tests = _run(recipe, done)
+    assert [(t.name, t.models, t.split) for t in tests] == [
+        ("test-imm-sports", ("@select-sports-2",), "sports.test"), ("test-imm-medicine", ("@select-medicine-2",),
+                                                                    "medicine.test"),
+        ("test-imm-finance", ("@select-finance-2",), "finance.test")]
+    assert recipe(done) == []
     outcome = imm_outcome(done, settings, list(DOMAINS))
     assert outcome["stopped_early"] and outcome["kept"]["medicine"] == [True, False, False]
     assert outcome["final_models"]["sports"] == "/models/theta-sports-1"
 
 
 def test_ablations_and_baselines_change_the_steps_only(ws):
-    settings = IMMSettings(iterations=1, no_kd1=True, no_kd2=True, phi_init="theta", baselines=("mix", "ft", "mft"))
+    settings = IMMSettings(iterations=1, no_kd1=True, no_kd2=True, phi_init="theta",
+                           baselines=("mix", "ft", "mft", "ms-ft", "ms-mft", "bam"))
     recipe, done = imm_recipe(settings, ws), {}
-    _run(recipe, done)
+    s = similarity_weights(settings, ws)
+    closest = {d: DOMAINS[int(np.argmax(np.where(np.eye(3, dtype=bool)[i], -1.0, s[i])))] for i, d in enumerate(DOMAINS)}
+    planned = list(_run(recipe, done))
     phi = _run(recipe, done)  # no knowledge stage: neither phi nor theta reads any
     assert [step.name for step in phi] == [f"phi-{d}-1" for d in DOMAINS]
     assert phi[1].model == "@theta-medicine-0" and [t.kind for t in phi[1].objective] == ["hard"]
@@ -121,6 +130,7 @@ def test_ablations_and_baselines_change_the_steps_only(ws):
     _run(recipe, done, kept_new=DOMAINS)
     (mix,) = _run(recipe, done)
     assert [x.split for x in mix.sources] == [f"{d}.train" for d in DOMAINS] and mix.tags["kd.method"] == "mix"
+    assert mix.eval_split == "all.dev"  # one model for all domains chooses on all their dev sets
     assert [step.split for step in _run(recipe, done)] == [f"{d}.dev" for d in DOMAINS]  # mix scored on every domain
     pretrain = _run(recipe, done)[1]
     assert pretrain.name == "ft-pretrain-medicine" and [x.split for x in pretrain.sources] == ["sports.train",
@@ -128,9 +138,42 @@ def test_ablations_and_baselines_change_the_steps_only(ws):
     assert [x.split for x in _run(recipe, done)[1].sources] == ["medicine.train"]
     _run(recipe, done)
     assert [x.split for x in _run(recipe, done)[1].sources] == [f"{d}.train" for d in DOMAINS]  # mft: all domains
+    # MS-FT and MS-MFT start from the single most similar domain.
+    ms_pretrain = _run(recipe, done)
+    assert [[x.split for x in step.sources] for step in ms_pretrain] == [[f"{closest[d]}.train"] for d in DOMAINS]
+    assert [[x.split for x in step.sources] for step in _run(recipe, done)] == [[f"{d}.train"] for d in DOMAINS]
+    _run(recipe, done)
+    assert [[x.split for x in step.sources] for step in _run(recipe, done)] == [
+        [f"{closest[d]}.train", f"{d}.train"] for d in DOMAINS]
+    # BAM: the single-domain models teach one student on all domains, each its own domain; then per domain.
+    assert [step.name for step in _run(recipe, done)] == [f"knowledge-{d}-0" for d in DOMAINS]
+    (bam,) = _run(recipe, done)
+    assert [(x.split, x.weight, x.knowledge) for x in bam.sources] == [
+        (f"{d}.train", 1.0, f"knowledge-{d}-0") for d in DOMAINS]
+    assert [t.kind for t in bam.objective] == ["hard", "prediction_mse"] and bam.eval_split == "all.dev"
+    bam_tuned = _run(recipe, done)
+    assert [(step.model, [x.split for x in step.sources]) for step in bam_tuned] == [
+        ("@bam", [f"{d}.train"]) for d in DOMAINS]
+    tests = _run(recipe, done)
+    assert {step.name for step in tests} == {f"test-{m}-{d}" for m in settings.methods for d in DOMAINS}
+    assert {step.models[0] for step in tests if step.name.startswith("test-mix-")} == {"@mix"}
+    assert all(step.split.endswith(".test") for step in tests)
     assert recipe(done) == []
+    trained = [step for step in planned + phi + [mix, pretrain, bam, *bam_tuned] if hasattr(step, "keep_best")]
+    assert all(step.keep_best and step.eval_split.endswith(".dev") for step in trained)  # choices on dev, alike
     uniform = similarity_weights(IMMSettings(no_similarity=True), ws)
     assert np.allclose(uniform, [[0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+
+
+def test_the_kd_target_picks_the_kd_term_of_phi_and_theta(ws):
+    for target, kind in (("distributions", "prediction_mse"), ("gold", "gold_prediction_mse"),
+                         ("logits", "span_logit_mse")):
+        recipe, done = imm_recipe(IMMSettings(kd_target=target, baselines=(), iterations=1), ws), {}
+        _run(recipe, done), _run(recipe, done)
+        phi, theta = _run(recipe, done)[0], _run(recipe, done)[0]
+        assert [t.kind for t in phi.objective] == [t.kind for t in theta.objective] == ["hard", kind]
+    with pytest.raises(ConfigError, match="kd_target"):
+        IMMSettings(kd_target="probabilities")
 
 
 def test_domain_specs_and_limits():
@@ -156,6 +199,8 @@ def test_invalid_imm_hyperparameters_are_refused():
     for kwargs, field in [({"iterations": -1}, "iterations"), ({"phi_init": "x"}, "phi_init"),
                           ({"lambda_schedule": "cosine"}, "lambda_schedule"), ({"transfer_epochs": 0}, "transfer_epochs"),
                           ({"epochs": 0}, "epochs"), ({"baselines": ("imm",)}, "baselines"),
-                          ({"method": "mix", "baselines": ("mix",)}, "baselines")]:
+                          ({"baselines": ("ft", "ft")}, "baselines"), ({"kd_target": "probabilities"}, "kd_target")]:
         with pytest.raises(ConfigError, match=field):
             IMMSettings(**kwargs)
+    # The main method is not run again as a baseline (the default baselines include single).
+    assert IMMSettings(method="single").baselines == ("ft",)

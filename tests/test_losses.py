@@ -113,3 +113,22 @@ def test_invalid_temperature_is_refused():
     mask = torch.ones(1, 2, dtype=torch.bool)
     with pytest.raises(ValueError):
         losses.span_kd_loss(t([0.0, 0.0]), t([0.0, 0.0]), t([0.0, 0.0]), t([0.0, 0.0]), mask, tau=0.0)
+
+
+def test_gold_prediction_mse_compares_the_probabilities_of_the_gold_positions():
+    # Gold (0, 1). start: p = [1/2, 1/2], q = softmax([ln3, 0]) = [3/4, 1/4]: (1/2 - 3/4)^2 = 1/16;
+    # end: p = softmax([0, ln3]) = [1/4, 3/4], q = [1/2, 1/2]: (3/4 - 1/2)^2 = 1/16.  L = 1/8
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    value = losses.gold_prediction_mse_loss(t([0.0, 0.0]), t([0.0, LN3]), t([LN3, 0.0]), t([0.0, 0.0]),
+                                            torch.tensor([0]), torch.tensor([1]), mask)
+    assert value.item() == pytest.approx(0.125, abs=1e-6)
+
+
+def test_span_logit_mse_averages_squared_logit_errors_over_legal_positions():
+    # legal positions 0, 1 (2 is masked). start: (1 - 0)^2 + (2 - 4)^2 = 5 over 2 -> 2.5;
+    # end: teacher ensemble mean of [0, 2] and [2, 2] = [1, 2]; student [1, 0]: (0 + 4) / 2 = 2.  L = 4.5
+    mask = torch.tensor([[True, True, False]])
+    teacher_end = torch.tensor([[[0.0, 2.0, 9.0], [2.0, 2.0, 9.0]]])
+    value = losses.span_logit_mse_loss(t([1.0, 2.0, 50.0]), t([1.0, 0.0, -50.0]), t([0.0, 4.0, 0.0]),
+                                       teacher_end, mask)
+    assert value.item() == pytest.approx(4.5)

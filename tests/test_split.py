@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from kd_core.data.schema import examples_to_dataset
-from kd_core.data.split import split_by_context
+from kd_core.data.split import carve_by_context, split_by_context
 from kd_core.errors import ConfigError, DataError
 
 
@@ -80,3 +80,18 @@ def test_bad_seed_is_a_config_error() -> None:
 def test_a_single_context_cannot_be_split() -> None:
     with pytest.raises(DataError, match="need at least 2 distinct contexts"):
         split_by_context(make_dataset(1, per_context=5), 0.5, seed=0)
+
+
+
+def test_carve_by_context_takes_whole_contexts_up_to_the_count_and_leaves_some() -> None:
+    ds = make_dataset(4)  # 4 contexts of 3 questions
+    rest, carved = carve_by_context(ds, 7, seed=0)
+    assert len(carved) == 6 and len(rest) == 6  # two whole contexts fit in 7
+    assert not set(carved["context"]) & set(rest["context"])
+    assert sorted(list(rest["id"]) + list(carved["id"])) == sorted(ds["id"])
+    assert sorted(carve_by_context(ds.shuffle(seed=3), 7, seed=0)[1]["id"]) == sorted(carved["id"])  # order-free
+    rest, carved = carve_by_context(ds, 100, seed=0)
+    assert len(rest) == 3 and len(carved) == 9  # never every context
+    assert len(carve_by_context(ds, 1, seed=0)[1]) == 3  # at least one context, even above the count
+    with pytest.raises(DataError):
+        carve_by_context(make_dataset(1), 2, seed=0)

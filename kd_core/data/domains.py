@@ -1,4 +1,13 @@
-"""The domains of a multi-domain (IMM) run: ``NAME=TRAIN[,DEV]`` specs, loading, one shared tokenizer.
+"""The domains of a multi-domain (IMM) run: ``NAME=TRAIN[,TEST]`` specs, loading, one shared tokenizer.
+
+Each domain has three splits, as in the IMM paper's protocol:
+
+* ``test``: the domain's own evaluation file when given (``NAME=TRAIN,TEST``), else a share
+  ``test_fraction`` of the training contexts. Reported numbers are on it; no choice ever reads it;
+* ``dev``: a validation set carved from the (remaining) training data, whole contexts:
+  ``min(dev_questions, dev_fraction * |train|)`` questions (the paper: 300 per domain; a share
+  of a small domain). Every choice (keep-the-best, a baseline's best epoch) is made on it;
+* ``train``: the rest (at most ``max_train_examples`` questions, whole contexts).
 
 Every domain model of IMM reads every other domain's features (``phi_i`` trains on the
 mixture of the other domains, with the other models' outputs on *those same features* as
@@ -17,24 +26,28 @@ from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
-from kd_core.data.split import limit_by_context, split_by_context
+from kd_core.data.split import carve_by_context, limit_by_context, split_by_context
 from kd_core.data.synthetic import generate
 from kd_core.errors import ConfigError
 from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
 from kd_core.options import option
 
 
+#: The union of every domain's dev split (a model of all domains, e.g. IMM's ``mix``, chooses on it).
+ALL_DEV = "all.dev"
+
+
 @dataclass(frozen=True)
 class DomainSource:
-    """Where one domain's data comes from: a training file and an optional dev file."""
+    """Where one domain's data comes from: a training file and an optional test file."""
 
     name: str
     train: str
-    dev: str | None = None
+    test: str | None = None
 
 
 def parse_domain(spec: str, data_root: str | None = None) -> DomainSource:
-    """``"NAME=TRAIN[,DEV]"`` -> :class:`DomainSource`; relative paths are read under ``data_root``.
+    """``"NAME=TRAIN[,TEST]"`` -> :class:`DomainSource`; relative paths are read under ``data_root``.
 
     ``hf:`` sources are left as they are.
     """
@@ -42,7 +55,7 @@ def parse_domain(spec: str, data_root: str | None = None) -> DomainSource:
     name = name.strip()
     parts = [p.strip() for p in paths.split(",")] if sep else []
     if not name or not sep or not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
-        raise ConfigError("domains", str(spec), "expected NAME=TRAIN or NAME=TRAIN,DEV")
+        raise ConfigError("domains", str(spec), "expected NAME=TRAIN or NAME=TRAIN,TEST")
 
     def resolve(path: str) -> str:
         if data_root is None or path.startswith("hf:") or Path(path).is_absolute():
@@ -65,8 +78,8 @@ def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 class DataSettings:
     """How domains are read: synthetic corpus or files, limits, split, tokenizer, windows (validated)."""
 
-    domains: tuple[str, ...] = option((), "a domain and its data, NAME=TRAIN[,DEV] (SQuAD JSON, MRQA jsonl(.gz) "
-                                      "or hf:NAME); repeat for each domain. Without DEV, dev is split off TRAIN by "
+    domains: tuple[str, ...] = option((), "a domain and its data, NAME=TRAIN[,TEST] (SQuAD JSON, MRQA jsonl(.gz) "
+                                      "or hf:NAME); repeat for each domain. Without TEST, test is split off TRAIN by "
                                       "context. Default: the embedded synthetic domains", "data", alias="--domain",
                                       split=False)
     data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
@@ -74,8 +87,11 @@ class DataSettings:
     synthetic_per_domain: int = option(150, "synthetic questions per domain", "data")
     max_train_examples: int | None = option(None, "keep at most this many training questions per domain (whole "
                                             "contexts)", "data")
-    max_dev_examples: int | None = option(None, "keep at most this many dev questions per domain", "data")
-    dev_fraction: float = option(0.2, "share of contexts split off as dev when DEV is absent", "data")
+    max_test_examples: int | None = option(None, "keep at most this many test questions per domain", "data")
+    test_fraction: float = option(0.2, "share of contexts split off as test when TEST is absent", "data")
+    dev_questions: int = option(300, "validation (dev) questions carved from each domain's training data, whole "
+                                "contexts; every choice is made on them (the paper: 300)", "data")
+    dev_fraction: float = option(0.2, "at most this share of a domain's training questions goes to dev", "data")
     model: str = option("tiny-bert", "every domain model: preset (tiny-bert, small-bert), HF id or local path",
                         "model")
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
@@ -90,10 +106,15 @@ class DataSettings:
         object.__setattr__(self, "synthetic_domains", as_names(self.synthetic_domains))
         if self.synthetic_per_domain < 4:
             raise ConfigError("domains", "synthetic_per_domain", f"must be >= 4, got {self.synthetic_per_domain}")
-        for name in ("max_train_examples", "max_dev_examples"):
+        for name in ("max_train_examples", "max_test_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError("domains", name, f"must be >= 1, got {value}")
+        if self.dev_questions < 1:
+            raise ConfigError("domains", "dev_questions", f"must be >= 1, got {self.dev_questions}")
+        for name in ("test_fraction", "dev_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError("domains", name, f"must be strictly between 0 and 1, got {getattr(self, name)}")
         if self.vocab_size < 100:
             raise ConfigError("domains", "vocab_size", f"must be >= 100, got {self.vocab_size}")
         FeatureConfig(self.max_length, self.doc_stride)  # validates the windows
@@ -110,20 +131,34 @@ def domain_sources(settings: DataSettings) -> list[DomainSource]:
     return sources
 
 
-def _split(name: str, train: Dataset, dev: Dataset | None, settings: DataSettings) -> tuple[Dataset, Dataset]:
-    if dev is None:
-        train, dev = split_by_context(train, settings.dev_fraction, settings.seed)
+def _split(name: str, train: Dataset, test: Dataset | None, settings: DataSettings) -> DomainSplits:
+    if test is None:
+        train, test = split_by_context(train, settings.test_fraction, settings.seed)
+    questions = min(settings.dev_questions, max(1, round(settings.dev_fraction * len(train))))
+    train, dev = carve_by_context(train, questions, settings.seed + 1)
     if settings.max_train_examples is not None:
         train = limit_by_context(train, settings.max_train_examples, settings.seed)
-    if settings.max_dev_examples is not None:
-        dev = limit_by_context(dev, settings.max_dev_examples, settings.seed)
-    if len(train) == 0 or len(dev) == 0:
-        raise ConfigError("domains", name, "has an empty train or dev split")
-    return train, dev
+    if settings.max_test_examples is not None:
+        test = limit_by_context(test, settings.max_test_examples, settings.seed)
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError("domains", name, "has an empty train or test split")
+    return DomainSplits(train, dev, test)
 
 
-def load_domain_examples(settings: DataSettings) -> dict[str, tuple[Dataset, Dataset]]:
-    """``{domain: (train examples, dev examples)}`` in the order given (synthetic when no specs)."""
+@dataclass(frozen=True)
+class DomainSplits:
+    """One domain's examples: ``train``, ``dev`` (validation: choices) and ``test`` (reported) (module doc)."""
+
+    train: Dataset
+    dev: Dataset
+    test: Dataset
+
+    def items(self) -> list[tuple[str, Dataset]]:
+        return [("train", self.train), ("dev", self.dev), ("test", self.test)]
+
+
+def load_domain_examples(settings: DataSettings) -> dict[str, DomainSplits]:
+    """Every domain's splits (module doc), in the order given (the synthetic domains without specs)."""
     sources = domain_sources(settings)
     if not sources:
         if len(settings.synthetic_domains) < 2:
@@ -137,16 +172,16 @@ def load_domain_examples(settings: DataSettings) -> dict[str, tuple[Dataset, Dat
         }
     return {
         s.name: _split(s.name, load_examples(s.train, domain=s.name),
-                       load_examples(s.dev, domain=s.name, split="dev") if s.dev else None, settings)
+                       load_examples(s.test, domain=s.name, split="validation") if s.test else None, settings)
         for s in sources
     }
 
 
-def shared_tokenizer(settings: DataSettings, splits: Mapping[str, tuple[Dataset, Dataset]]) -> PreTrainedTokenizerFast:
-    """One tokenizer for every domain (module doc)."""
+def shared_tokenizer(settings: DataSettings, splits: Mapping[str, DomainSplits]) -> PreTrainedTokenizerFast:
+    """One tokenizer for every domain (module doc), trained on the domains' training text only."""
     if is_preset(settings.model):
         texts: list[str] = []
-        for train, _ in splits.values():
-            texts += list(train["context"]) + list(train["question"])
+        for domain in splits.values():
+            texts += list(domain.train["context"]) + list(domain.train["question"])
         return train_wordpiece_tokenizer(texts, vocab_size=settings.vocab_size)
     return load_tokenizer(settings.model)

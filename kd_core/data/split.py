@@ -99,3 +99,30 @@ def limit_by_context(ds: Dataset, max_questions: int, seed: int) -> Dataset:
         kept.add(group)
         total += counts[group]
     return ds.select([i for i, group in enumerate(groups) if group in kept])
+
+
+def carve_by_context(ds: Dataset, questions: int, seed: int) -> tuple[Dataset, Dataset]:
+    """``(rest, carved)``: at most ``questions`` questions of whole contexts taken out of ``ds``.
+
+    Contexts are taken in the seeded-hash order of :func:`split_by_context` while the total stays
+    within ``questions`` (at least one context, and never every one, so both sides are
+    non-empty); rows keep their original order on each side. Fewer than two distinct contexts
+    is a DataError.
+    """
+    if questions < 1:
+        raise ConfigError("split", "questions", f"must be >= 1, got {questions}")
+    groups = list(zip(ds["domain"], ds["context"]))
+    counts: dict[_Group, int] = {}
+    for group in groups:
+        counts[group] = counts.get(group, 0) + 1
+    if len(counts) < 2:
+        raise DataError("split", "contexts", f"need at least 2 distinct contexts to split, found {len(counts)}")
+    carved: set[_Group] = set()
+    total = 0
+    for group in sorted(counts, key=lambda g: (_rank(g, seed), g))[:-1]:
+        if carved and total + counts[group] > questions:
+            continue
+        carved.add(group)
+        total += counts[group]
+    return (ds.select([i for i, g in enumerate(groups) if g not in carved]),
+            ds.select([i for i, g in enumerate(groups) if g in carved]))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.engine.steps import (
     LAYER_TERMS, CollectStep, EvaluateStep, MergeStep, SelectStep, SpeedStep, Step, TermSpec, TrainStep,
@@ -202,6 +202,9 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     hooks: list[EpochHook] = [on_epoch] if on_epoch is not None else []
     if step.score_epochs:
         hooks.append(_report_scores(callbacks))
+    best = BestEpoch(folder / "best", ws.task.primary_metric, ws.tokenizer(step.tokenizer)) if step.keep_best else None
+    if best is not None:
+        hooks.append(best.consider)
     wrapped = wrap(model) if wrap is not None else model
     forward = ws.task.forward if layers is None else layers.forward(ws.task.forward)
     outcome = train(wrapped, arrays, objective_for(step.objective, ws.task, layers), step.config, callbacks=callbacks,
@@ -214,17 +217,51 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     model = unwrap(wrapped)
     if shard[0] != 0:
         return None
-    eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
-    scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
-    partial = folder / "model.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_model(model.cpu(), ws.tokenizer(step.tokenizer), partial)
-    replace_dir(partial, folder / "model")
+    chosen: dict[str, Any] = {}
+    if best is not None and best.chosen is not None:
+        scores, chosen["best_epoch"] = best.chosen["scores"], best.chosen["epoch"]
+        replace_dir(best.model_dir, folder / "model")
+    else:
+        eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
+        scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
+        partial = folder / "model.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        save_model(model.cpu(), ws.tokenizer(step.tokenizer), partial)
+        replace_dir(partial, folder / "model")
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # optimizer states are no longer needed
+    shutil.rmtree(folder / "best", ignore_errors=True)
     return {"model_dir": str(folder / "model"), "scores": {step.eval_split: scores},
             "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
             "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
-            "last_metrics": outcome.last_metrics}
+            "last_metrics": outcome.last_metrics, **chosen}
+
+
+class BestEpoch:
+    """Keeps the model of the best-scoring epoch so far in ``folder`` (``model/`` and ``best.json``).
+
+    Written atomically after each improvement, so a step resumed after a crash keeps comparing
+    with the best epoch before the crash.
+    """
+
+    def __init__(self, folder: Path, metric: str, tokenizer: PreTrainedTokenizerFast) -> None:
+        self.folder, self.metric, self.tokenizer = folder, metric, tokenizer
+        record = folder / "best.json"
+        self.chosen: dict[str, Any] | None = json.loads(record.read_text()) if record.exists() else None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / "model"
+
+    def consider(self, step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
+        """An epoch hook: keep this epoch's weights when its score beats the best so far (strictly)."""
+        if self.chosen is not None and scores[self.metric] <= self.chosen["scores"][self.metric]:
+            return
+        partial = self.folder.with_name(self.folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        save_model(model, self.tokenizer, partial / "model")
+        self.chosen = {"epoch": epoch, "scores": scores}
+        write_atomic(partial / "best.json", json.dumps(self.chosen))
+        replace_dir(partial, self.folder)
 
 
 def _init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:

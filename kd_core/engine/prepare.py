@@ -3,8 +3,9 @@
 Five kinds of data: :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
 (the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
 own named after the file), the domains of a multi-domain job
-(:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train`` and
-``<domain>.dev``, one tokenizer for all), the tasks of a multi-task job
+(:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train``, ``<domain>.dev``
+(validation carved from the training data) and ``<domain>.test``, and ``all.dev``, the union of
+the dev splits; one tokenizer for all), the tasks of a multi-task job
 (:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.data.task_defs`; splits
 ``<task>.train/dev/test`` and ``train/dev/test`` holding every task), and the one task of a
 different-students job (:class:`StudentsData`: a task of a definitions file, a word-level
@@ -34,7 +35,7 @@ from transformers import PreTrainedTokenizerFast
 
 from kd_core.bilstm import train_word_tokenizer
 from kd_core.data.augment import AugmentSettings, augment, embedded_lexicon, read_lexicon, transfer_set
-from kd_core.data.domains import DataSettings, load_domain_examples, shared_tokenizer
+from kd_core.data.domains import ALL_DEV, DataSettings, load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
@@ -155,7 +156,8 @@ def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer
     """The workspace of a multi-domain job (module doc), featurised; bad data or options raise here."""
     by_domain = load_domain_examples(data)
     tokenizer = shared_tokenizer(data, by_domain)
-    splits = {f"{name}.{part}": examples for name, pair in by_domain.items() for part, examples in zip(("train", "dev"), pair)}
+    splits = {f"{name}.{part}": examples for name, domain in by_domain.items() for part, examples in domain.items()}
+    splits[ALL_DEV] = concatenate_datasets([domain.dev for domain in by_domain.values()])
     ws = Workspace(SpanQATask(max_answer_length=max_answer_length), splits, {tokenizer_name: tokenizer},
                    FeatureConfig(data.max_length, data.doc_stride), Path(run_dir))
     ws.check_features()

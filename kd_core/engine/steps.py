@@ -29,12 +29,14 @@ from kd_core.train import TrainConfig
 #: (:mod:`kd_core.layer_distillation`): any task's transformer student can use them.
 LAYER_TERMS = ("hidden_mse", "hidden_cos", "attention_map", "relation")
 #: ``hard`` (gold labels) and ``soft`` (the teacher at ``tau``) exist for every task; span QA adds
-#: A2D's ``answer_margin`` and ``attention`` and IMM's ``prediction_mse``; classification adds
+#: A2D's ``answer_margin`` and ``attention`` and IMM's KD term (``prediction_mse``,
+#: ``gold_prediction_mse``, ``span_logit_mse``); classification adds
 #: ``logit_mse`` and ``hard_distill`` (:meth:`kd_core.tasks.base.Task.term`); and :data:`LAYER_TERMS`.
-TERM_KINDS = ("hard", "soft", "answer_margin", "attention", "prediction_mse", "logit_mse", "hard_distill",
-              *LAYER_TERMS)
+TERM_KINDS = ("hard", "soft", "answer_margin", "attention", "prediction_mse", "gold_prediction_mse", "span_logit_mse",
+              "logit_mse", "hard_distill", *LAYER_TERMS)
 #: Term kinds that read teacher knowledge.
-KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse", "logit_mse", "hard_distill")
+KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse", "gold_prediction_mse", "span_logit_mse",
+                   "logit_mse", "hard_distill")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ class TrainStep:
     layers with those of ``layer_teacher`` (a model run alongside, frozen, on the same features):
     student layer ``s`` with teacher layer ``t`` for every ``(s, t)`` of ``layer_map``, through
     a learned linear projection when the widths differ (``projection``); ``relation`` uses
-    ``relation_heads`` relation heads on the map's last pair. ``workers > 1``
+    ``relation_heads`` relation heads on the map's last pair. ``keep_best`` keeps the weights of
+    the epoch that scored best on ``eval_split`` (the first of equals): the step's model and
+    scores are that epoch's, a choice made on ``eval_split`` only. ``workers > 1``
     trains data-parallel (each of ``workers`` processes takes its share of every global
     batch of ``workers * batch_size`` rows; gradients are averaged).
     """
@@ -133,6 +137,7 @@ class TrainStep:
     task: str | None = None
     dropout: float | None = None
     score_epochs: bool = False
+    keep_best: bool = False
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 

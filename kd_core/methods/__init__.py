@@ -134,7 +134,7 @@ METHODS: dict[str, MethodSpec] = {
                       sweep_defaults={"members": 1}),
     "imm": MethodSpec("imm", IMMSettings, imm_recipe, horizon=lambda s: max(1, s.iterations), progress=imm_progress,
                       data=DataSettings, workspace=lambda d, s, run_dir: build_domain_workspace(
-                          d, s.max_answer_length, TOKENIZER, run_dir), samples=4),
+                          d, s.max_answer_length, TOKENIZER, run_dir), samples=4, sweep_defaults={"baselines": ()}),
     "mtdnn": MethodSpec("mtdnn", MTDNNSettings, mtdnn_recipe, horizon=_epochs, metric_step="student",
                         data=MultiTaskData, workspace=lambda d, s, run_dir: build_multitask_workspace(
                             d, s.teacher_model, s.student_model, run_dir),

@@ -17,26 +17,47 @@ Domains ``D_1..D_N`` each have a model ``theta_i``. Steps (``d`` a domain, ``k``
    loss, the targets being ``theta_i^(k-1)``'s own outputs on ``D_i``;
 5. ``select-<d>-<k>``: keep-the-best on ``D_i``'s dev set (a tie keeps the old model).
 
+**Evaluation protocol** (the paper's): every domain has a validation split ``<d>.dev`` carved
+from its training data and a test split ``<d>.test`` (:mod:`kd_core.data.domains`). Every
+choice is made on dev, for every method alike: each train step keeps its best epoch on dev
+(``keep_best``), IMM keeps the best model per iteration on dev. The reported numbers are the
+``test-<method>-<d>`` evaluations of each method's final models on test, which no choice read.
+
 The run stops after ``K`` iterations or when no domain improved. Where the paper is silent we
 chose (``phi_init`` makes it an option): ``phi_i^(k)`` starts from the base model
 (``"model"``) so every iteration's multi-domain model is an ordinary fine-tuning run whose
 only new ingredient is the improved teachers; ``"theta"`` warm-starts it from ``theta_i^(k-1)``.
 
-Baselines as steps of the same recipe: ``single`` (iteration 0 alone), ``mix`` (one model on
-all domains, scored on each), ``ft`` (train on the other domains, fine-tune on the target)
-and ``mft`` (mixed fine-tuning, Chu et al. 2017: then fine-tune on all domains, target
-included). The ablations ``no_similarity`` (all ``s_ij = 1/(N-1)``), ``no_kd1`` (``phi``
-without the MSE) and ``no_kd2`` (``theta`` without it) change the steps only.
+Baselines (the paper's Table 1) as steps of the same recipe: ``single`` (iteration 0 alone),
+``mix`` (one model on all domains, its best epoch on the union of the dev sets, scored on
+each), ``ft`` (train on the other domains, fine-tune on the target), ``mft`` (mixed
+fine-tuning, Chu et al. 2017: then fine-tune on all domains, target included), ``ms-ft`` and
+``ms-mft`` (the same from the single most similar domain ``argmax_{j != i} s_ij``; MS-MFT
+fine-tunes on that domain and the target) and ``bam`` (Clark et al. 2019: one multi-domain
+student distilled from every ``theta_j^(0)`` with equal weight, each domain's examples taught by
+their own domain's model, ``lambda`` annealed as in IMM, then fine-tuned on each domain). The
+ablations ``no_similarity`` (all ``s_ij = 1/(N-1)``), ``no_kd1`` (``phi`` without the KD term)
+and ``no_kd2`` (``theta`` without it) change the steps only.
+
+**The KD term** (``kd_target``): the paper's L2/L4 and the authors' released code differ:
+``"distributions"`` (the default) is the MSE between the student's and teacher's span
+distributions over every legal position (:func:`~kd_core.losses.prediction_mse_loss`);
+``"gold"`` is the paper's, the squared error of the two predictions at the gold positions
+only (:func:`~kd_core.losses.gold_prediction_mse_loss`); ``"logits"`` is the released code's,
+the MSE of raw logits (:func:`~kd_core.losses.span_logit_mse_loss`). We keep the distributions:
+they carry the teacher's whole belief (not only at the gold span, where CE already pulls), and
+are bounded like the NLL they are mixed with (raw logits are unbounded and shift-invariant).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from kd_core.data.domains import ALL_DEV
 from kd_core.data.similarity import domain_similarity
 from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
@@ -50,7 +71,9 @@ from kd_core.objectives import Complement, parse_schedule
 from kd_core.options import option
 from kd_core.train import TrainConfig
 
-METHODS = ("imm", "single", "mix", "ft", "mft")
+METHODS = ("imm", "single", "mix", "ft", "mft", "ms-ft", "ms-mft", "bam")
+#: The KD term of each ``kd_target`` (module doc).
+KD_TERMS = {"distributions": "prediction_mse", "gold": "gold_prediction_mse", "logits": "span_logit_mse"}
 PHI_INITS = ("model", "theta")
 #: The name of the one tokenizer every domain model reads.
 TOKENIZER = "shared"
@@ -62,8 +85,10 @@ class IMMSettings:
 
     model: str = option("tiny-bert", "every domain model: preset (tiny-bert, small-bert), HF id or local path",
                         "model")
-    method: str = option("imm", "imm, or a baseline as the main method: single, mix, ft, mft", "model")
-    baselines: tuple[str, ...] = option((), "baselines run in the same job, e.g. single,ft", "model")
+    method: str = option("imm", "imm, or a baseline as the main method: single, mix, ft, mft, ms-ft, ms-mft, bam",
+                         "model")
+    baselines: tuple[str, ...] = option(("single", "ft"), "baselines run in the same job, e.g. single,ft,bam ('' for "
+                                        "none)", "model")
     iterations: int = option(2, "IMM iterations K (the paper finds 3 enough)", "model", alias="-K")
     lambda_schedule: str = option("linear:0:1", "weight of the NLL: 'linear:0:1' (the paper) or a constant",
                                   "model")
@@ -71,6 +96,9 @@ class IMMSettings:
     no_similarity: bool = option(False, "ablation: all s_ij equal", "model")
     no_kd1: bool = option(False, "ablation: phi without the MSE term", "model")
     no_kd2: bool = option(False, "ablation: theta without the MSE term", "model")
+    kd_target: str = option("distributions", "the KD term: MSE of span distributions (distributions), of the "
+                            "predictions at the gold span (gold: the paper's) or of raw logits (logits: the released "
+                            "code's)", "model")
     epochs: float = option(6.0, "epochs of each single-domain model", "model")
     transfer_epochs: float | None = option(None, "epochs of phi on the other domains (default: --epochs)", "model")
     finetune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")
@@ -80,14 +108,18 @@ class IMMSettings:
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "baselines", tuple(self.baselines))
+        object.__setattr__(self, "baselines", tuple(b for b in self.baselines if b))
+        if self.kd_target not in KD_TERMS:
+            raise ConfigError("imm", "kd_target", f"must be one of {', '.join(KD_TERMS)}, got {self.kd_target!r}")
         if self.method not in METHODS:
             raise ConfigError("imm", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         for baseline in self.baselines:
             if baseline not in METHODS or baseline == "imm":
                 raise ConfigError("imm", "baselines", f"unknown baseline {baseline!r}; known: {', '.join(METHODS[1:])}")
-        if self.method in self.baselines or len(set(self.baselines)) != len(self.baselines):
+        if len(set(self.baselines)) != len(self.baselines):
             raise ConfigError("imm", "baselines", "each method may be run once per job")
+        if self.method in self.baselines:  # the default baselines with another main method: run it once
+            object.__setattr__(self, "baselines", tuple(b for b in self.baselines if b != self.method))
         if self.iterations < 0:
             raise ConfigError("imm", "iterations", f"must be >= 0, got {self.iterations}")
         if self.phi_init not in PHI_INITS:
@@ -125,11 +157,17 @@ def train_split(domain: str) -> str:
 
 
 def dev_split(domain: str) -> str:
+    """The domain's validation split (choices)."""
     return f"{domain}.dev"
 
 
+def test_split(domain: str) -> str:
+    """The domain's test split (reported numbers)."""
+    return f"{domain}.test"
+
+
 def domain_names(ws: Workspace) -> list[str]:
-    """The domains of a multi-domain workspace (splits ``<domain>.train`` / ``<domain>.dev``), in order."""
+    """The domains of a multi-domain workspace (splits ``<domain>.train`` / ``.dev`` / ``.test``), in order."""
     return [split.rsplit(".", 1)[0] for split in ws.splits if split.endswith(".train")]
 
 
@@ -164,81 +202,111 @@ def model_iteration(domain: str, iteration: int, done: Mapping[str, Result]) -> 
     return kept
 
 
+def most_similar(similarity: np.ndarray, index: int) -> int:
+    """The other domain ``j != i`` of the highest ``s_ij`` (the first of equals): MS-FT's and MS-MFT's source."""
+    row = np.where(np.arange(len(similarity)) == index, -np.inf, similarity[index])
+    return int(np.argmax(row))
+
+
 def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
     """The recipe of the module doc for the domains of ``ws``."""
     s = settings
     names = domain_names(ws)
     similarity = similarity_weights(s, ws)
     schedule = parse_schedule(s.lambda_schedule, "lambda_schedule")
-    with_kd = (TermSpec("hard", schedule), TermSpec("prediction_mse", Complement(schedule)))
+    with_kd = (TermSpec("hard", schedule), TermSpec(KD_TERMS[s.kd_target], Complement(schedule)))
     hard_only = (TermSpec("hard"),)
 
     def tags(domain: str, iteration: int, stage: str, method: str = "imm") -> dict[str, str]:
         return {"kd.method": method, "kd.domain": domain, "kd.iteration": str(iteration), "kd.stage": stage}
 
+    def train(name: str, model: str, seed: int, objective: tuple[TermSpec, ...], epochs: float, seed_b: int,
+              sources: tuple[Source, ...], eval_split: str, step_tags: dict[str, str], teacher: bool = False) -> TrainStep:
+        """Every model is chosen alike: its best epoch on a validation split."""
+        return TrainStep(name, model, seed, TOKENIZER, objective, s.training(epochs, seed_b), eval_split=eval_split,
+                         sources=sources, keep_best=True, teacher=teacher, tags=step_tags)
+
     def initial() -> list[Step]:
-        return [TrainStep(f"theta-{d}-0", s.model, _seed(s, i, 0, 0), TOKENIZER, hard_only,
-                          s.training(s.epochs, _seed(s, i, 0, 1)), eval_split=dev_split(d),
-                          sources=(Source(train_split(d)),), teacher=True,
-                          tags=tags(d, 0, "initial", "imm" if "imm" in s.methods else "single"))
+        return [train(f"theta-{d}-0", s.model, _seed(s, i, 0, 0), hard_only, s.epochs, _seed(s, i, 0, 1),
+                      (Source(train_split(d)),), dev_split(d),
+                      tags(d, 0, "initial", "imm" if "imm" in s.methods else "single"), teacher=True)
                 for i, d in enumerate(names)]
 
     def knowledge(d: str, m: int) -> str:
         return f"knowledge-{d}-{m}"
 
+    def collect(d: str, m: int, model: str, teacher: bool) -> CollectStep:
+        return CollectStep(knowledge(d, m), model_ref(model), TOKENIZER, split=train_split(d),
+                           options=(("top_k", 1), ("with_attention", False)), teacher=teacher,
+                           tags=tags(d, m, "knowledge"))
+
     def iterations(done: Mapping[str, Result]) -> Iterator[list[Step]]:
         for k in range(1, s.iterations + 1):
             models = {d: model_iteration(d, k - 1, done) for d in names}
             if not (s.no_kd1 and s.no_kd2):
-                yield [CollectStep(knowledge(d, models[d]), model_ref(current_model(d, k - 1)), TOKENIZER,
-                                   split=train_split(d), options=(("top_k", 1), ("with_attention", False)),
-                                   teacher=k == 1, tags=tags(d, models[d], "knowledge"))
-                       for d in names]
-            yield [TrainStep(
+                yield [collect(d, models[d], current_model(d, k - 1), k == 1) for d in names]
+            yield [train(
                 f"phi-{d}-{k}", s.model if s.phi_init == "model" else model_ref(current_model(d, k - 1)),
-                _seed(s, i, k, 0), TOKENIZER, hard_only if s.no_kd1 else with_kd,
-                s.training(s.phi_epochs, _seed(s, i, k, 1)), eval_split=dev_split(d),
-                sources=tuple(Source(train_split(o), float(similarity[i, j]),
-                                     None if s.no_kd1 else knowledge(o, models[o]))
-                              for j, o in enumerate(names) if j != i),
-                tags=tags(d, k, "phi")) for i, d in enumerate(names)]
-            yield [TrainStep(
-                f"theta-{d}-{k}", model_ref(f"phi-{d}-{k}"), _seed(s, i, k, 0), TOKENIZER,
-                hard_only if s.no_kd2 else with_kd, s.training(s.theta_epochs, _seed(s, i, k, 2)),
-                eval_split=dev_split(d),
-                sources=(Source(train_split(d), 1.0, None if s.no_kd2 else knowledge(d, models[d])),),
-                tags=tags(d, k, "theta")) for i, d in enumerate(names)]
+                _seed(s, i, k, 0), hard_only if s.no_kd1 else with_kd, s.phi_epochs, _seed(s, i, k, 1),
+                tuple(Source(train_split(o), float(similarity[i, j]), None if s.no_kd1 else knowledge(o, models[o]))
+                      for j, o in enumerate(names) if j != i),
+                dev_split(d), tags(d, k, "phi")) for i, d in enumerate(names)]
+            yield [train(
+                f"theta-{d}-{k}", model_ref(f"phi-{d}-{k}"), _seed(s, i, k, 0), hard_only if s.no_kd2 else with_kd,
+                s.theta_epochs, _seed(s, i, k, 2),
+                (Source(train_split(d), 1.0, None if s.no_kd2 else knowledge(d, models[d])),),
+                dev_split(d), tags(d, k, "theta")) for i, d in enumerate(names)]
             yield [SelectStep(f"select-{d}-{k}", (current_model(d, k - 1), f"theta-{d}-{k}"), split=dev_split(d),
                               tags=tags(d, k, "select")) for d in names]
             if not any(done[f"select-{d}-{k}"]["kept"] == f"theta-{d}-{k}" for d in names):
                 return  # no domain improved: stop early
 
+    def pretrain_then_tune(method: str, source: Callable[[int], tuple[str, ...]],
+                           target: Callable[[int], tuple[str, ...]]) -> Iterator[list[Step]]:
+        """FT-style baselines: ``<method>-pretrain-<d>`` on ``source(i)``, then ``<method>-<d>`` on ``target(i)``."""
+        yield [train(f"{method}-pretrain-{d}", s.model, _seed(s, i, 0, 0), hard_only, s.phi_epochs, _seed(s, i, 0, 1),
+                     tuple(Source(train_split(names[j])) for j in source(i)), dev_split(d), tags(d, 0, "pretrain", method))
+               for i, d in enumerate(names)]
+        yield [train(f"{method}-{d}", model_ref(f"{method}-pretrain-{d}"), _seed(s, i, 0, 0), hard_only, s.theta_epochs,
+                     _seed(s, i, 0, 2), tuple(Source(train_split(names[j])) for j in target(i)), dev_split(d),
+                     tags(d, 0, "finetune", method)) for i, d in enumerate(names)]
+
     def baseline(method: str) -> Iterator[list[Step]]:
+        everyone = tuple(range(len(names)))
         if method == "mix":
-            yield [TrainStep("mix", s.model, _seed(s, 0, 0, 0), TOKENIZER, hard_only,
-                             s.training(s.epochs, _seed(s, 0, 0, 1)), eval_split=dev_split(names[0]),
-                             sources=tuple(Source(train_split(d)) for d in names), tags=tags("all", 0, "mix", "mix"))]
+            yield [train("mix", s.model, _seed(s, 0, 0, 0), hard_only, s.epochs, _seed(s, 0, 0, 1),
+                         tuple(Source(train_split(d)) for d in names), ALL_DEV, tags("all", 0, "mix", "mix"))]
             yield [EvaluateStep(f"mix-eval-{d}", (model_ref("mix"),), TOKENIZER, split=dev_split(d),
                                 tags=tags(d, 0, "evaluate", "mix")) for d in names]
-        elif method in ("ft", "mft"):
-            yield [TrainStep(f"{method}-pretrain-{d}", s.model, _seed(s, i, 0, 0), TOKENIZER, hard_only,
-                             s.training(s.phi_epochs, _seed(s, i, 0, 1)), eval_split=dev_split(d),
-                             sources=tuple(Source(train_split(o)) for o in names if o != d),
-                             tags=tags(d, 0, "pretrain", method)) for i, d in enumerate(names)]
-            target = (lambda d: tuple(Source(train_split(o)) for o in names)) if method == "mft" else (
-                lambda d: (Source(train_split(d)),))
-            yield [TrainStep(f"{method}-{d}", model_ref(f"{method}-pretrain-{d}"), _seed(s, i, 0, 0), TOKENIZER,
-                             hard_only, s.training(s.theta_epochs, _seed(s, i, 0, 2)), eval_split=dev_split(d),
-                             sources=target(d), tags=tags(d, 0, "finetune", method)) for i, d in enumerate(names)]
+        elif method == "ft":
+            yield from pretrain_then_tune(method, lambda i: tuple(j for j in everyone if j != i), lambda i: (i,))
+        elif method == "mft":
+            yield from pretrain_then_tune(method, lambda i: tuple(j for j in everyone if j != i), lambda i: everyone)
+        elif method == "ms-ft":
+            yield from pretrain_then_tune(method, lambda i: (most_similar(similarity, i),), lambda i: (i,))
+        elif method == "ms-mft":
+            yield from pretrain_then_tune(method, lambda i: (most_similar(similarity, i),),
+                                          lambda i: (most_similar(similarity, i), i))
+        elif method == "bam":
+            yield [collect(d, 0, f"theta-{d}-0", True) for d in names]
+            yield [train("bam", s.model, _seed(s, 0, 0, 3), with_kd, s.epochs, _seed(s, 0, 0, 4),
+                         tuple(Source(train_split(d), 1.0, knowledge(d, 0)) for d in names), ALL_DEV,
+                         tags("all", 0, "distill", "bam"))]
+            yield [train(f"bam-{d}", model_ref("bam"), _seed(s, i, 0, 3), hard_only, s.theta_epochs, _seed(s, i, 0, 5),
+                         (Source(train_split(d)),), dev_split(d), tags(d, 0, "finetune", "bam"))
+                   for i, d in enumerate(names)]
 
     def stages(done: Mapping[str, Result]) -> Iterator[list[Step]]:
-        if "imm" in s.methods or "single" in s.methods:
+        if any(m in s.methods for m in ("imm", "single", "bam")):
             yield initial()
         for method in s.methods:
             if method == "imm":
                 yield from iterations(done)
             else:
                 yield from baseline(method)
+        ran = iterations_done(done, names)
+        yield [EvaluateStep(f"test-{m}-{d}", (model_ref(final_step(m, d, ran)),), TOKENIZER, split=test_split(d),
+                            tags=tags(d, ran if m == "imm" else 0, "test", m)) for m in s.methods for d in names]
 
     return staged(stages)
 
@@ -252,6 +320,23 @@ def iterations_done(results: Mapping[str, Result], names: Sequence[str]) -> int:
     while all(f"select-{d}-{ran + 1}" in results for d in names):
         ran += 1
     return ran
+
+
+def final_step(method: str, domain: str, iterations: int) -> str:
+    """The step whose model ``method`` ends with for ``domain`` (IMM: the kept model after ``iterations``)."""
+    if method == "imm":
+        return current_model(domain, iterations)
+    if method == "single":
+        return f"theta-{domain}-0"
+    if method == "mix":
+        return "mix"
+    return f"{method}-{domain}"
+
+
+def dev_score(results: Mapping[str, Result], method: str, domain: str, iterations: int) -> float:
+    """The validation F1 of ``method``'s final model for ``domain`` (``mix``: its one model scored on the domain)."""
+    step = f"mix-eval-{domain}" if method == "mix" else final_step(method, domain, iterations)
+    return float(results[step]["primary"])
 
 
 def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Sequence[str]) -> dict[str, Any]:
@@ -280,63 +365,73 @@ def imm_progress(results: Mapping[str, Result], ws: Workspace) -> Progress | Non
                     {d: r["model_dir"] for d, r in kept.items()})
 
 
-def baseline_outcome(results: Mapping[str, Result], method: str, names: Sequence[str]) -> dict[str, Any]:
-    """A baseline's dev F1 per domain (``single`` is iteration 0)."""
-    step = {"single": "theta-{d}-0", "mix": "mix-eval-{d}", "ft": "ft-{d}", "mft": "mft-{d}"}[method]
-    return {"iterations_f1": {d: [results[step.format(d=d)]["primary"]] for d in names}}
-
-
-def with_final(outcome: dict[str, Any]) -> dict[str, Any]:
-    """Final F1 per domain (the last entry of each history) and their average."""
-    final = {name: f1s[-1] for name, f1s in outcome["iterations_f1"].items()}
-    return {**outcome, "final_f1": final, "average_f1": float(np.mean(list(final.values())))}
+def method_scores(results: Mapping[str, Result], method: str, names: Sequence[str]) -> dict[str, Any]:
+    """Dev (validation: choices) and test (reported) F1 per domain of a method's final models, and their averages."""
+    ran = iterations_done(results, names)
+    dev = {d: dev_score(results, method, d, ran) for d in names}
+    test = {d: float(results[f"test-{method}-{d}"]["primary"]) for d in names}
+    return {"dev_f1": dev, "test_f1": test, "average_dev_f1": float(np.mean(list(dev.values()))),
+            "average_test_f1": float(np.mean(list(test.values())))}
 
 
 def timings(results: Mapping[str, Result]) -> dict[str, float]:
-    """Seconds of each stage, the longest of its steps (they run at once): ``<step kind>_<iteration>_s``."""
+    """Seconds of each stage, the longest of its steps (they run at once): ``<stage>_<iteration>_s``.
+
+    IMM's stages are ``theta``, ``phi`` and ``knowledge`` per iteration; a baseline's steps and the
+    test evaluations count under their name without the domain (``ft-pretrain_0_s``, ``test-imm_0_s``).
+    """
     out: dict[str, float] = {}
     for name, result in results.items():
         if result.get("kind") == "select":
             continue
         kind, _, rest = name.partition("-")
-        iteration = rest.rsplit("-", 1)[1] if kind in ("theta", "phi", "knowledge") else "0"
-        key = f"{kind}_{iteration}_s"
+        if kind in ("theta", "phi", "knowledge"):
+            key = f"{kind}_{rest.rsplit('-', 1)[1]}_s"
+        else:
+            key = f"{name.rsplit('-', 1)[0] if '-' in name else name}_0_s"
         out[key] = max(out.get(key, 0.0), float(result["seconds"]))
     return out
 
 
+#: What the summary's two splits are (the summary, MLflow and the README say which numbers are on which).
+SPLITS = {"dev": "validation questions carved from each domain's training data: every choice (keep-the-best, a "
+                 "model's best epoch) is made on them",
+          "test": "each domain's own evaluation file (or contexts split off its data): reported, never used for a "
+                  "choice"}
+
+
 def summarise(results: Mapping[str, Result], settings: IMMSettings, ws: Workspace) -> dict[str, Any]:
-    """The job's summary: the main method's per-domain history, the baselines, similarity and timings."""
+    """The job's summary: per method dev and test F1 per domain, IMM's dev history, similarity and timings."""
     names = domain_names(ws)
-    outcomes = {method: with_final(imm_outcome(results, settings, names) if method == "imm"
-                                   else baseline_outcome(results, method, names)) for method in settings.methods}
+    ran = iterations_done(results, names)
+    scores = {method: method_scores(results, method, names) for method in settings.methods}
     similarity = similarity_weights(settings, ws)
+    history = imm_outcome(results, settings, names) if settings.method == "imm" else {}
     return {
         "method": settings.method,
-        **outcomes[settings.method],
-        "baselines": {m: {"final_f1": o["final_f1"], "average_f1": o["average_f1"]}
-                      for m, o in outcomes.items() if m != settings.method},
+        "splits": SPLITS,
+        **history,
+        **scores[settings.method],
+        "final_models": {d: results[final_step(settings.method, d, ran)]["model_dir"] for d in names},
+        "baselines": {m: score for m, score in scores.items() if m != settings.method},
         "similarity": {n: dict(zip(names, map(float, row))) for n, row in zip(names, similarity)},
         "timings": timings(results),
     }
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """Domains x iterations of the main method, then one column per baseline; the average last."""
-    history = summary["iterations_f1"]
-    names = list(history)
-    width = max(len(history[n]) for n in names)
-    imm = summary["method"] == "imm"
-    columns = [f"iter {i}" if imm else summary["method"] for i in range(width)]
-    baselines = summary.get("baselines", {})
-    columns += list(baselines)
-    rows = []
-    for name in names:
-        values = list(history[name]) + [None] * (width - len(history[name]))
-        values += [b["final_f1"][name] for b in baselines.values()]
-        rows.append((name, values))
-    averages = [float(np.mean([history[n][min(i, len(history[n]) - 1)] for n in names])) for i in range(width)]
-    rows.append(("average", averages + [b["average_f1"] for b in baselines.values()]))
-    head = f"{'dev F1':<14}" + "".join(f"{c:>10}" for c in columns)
-    body = [f"{name:<14}" + "".join(f"{'-' if v is None else f'{v:.2f}':>10}" for v in values) for name, values in rows]
-    return "\n".join([head, *body])
+    """F1 per method and domain on dev (choices) and test (reported), averages last; then IMM's dev history."""
+    names = list(summary["dev_f1"])
+    methods = {summary["method"]: summary, **summary.get("baselines", {})}
+    head = f"{'F1':<18}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'average':>13}"
+    lines = [head]
+    for split in ("test", "dev"):
+        for method, scores in methods.items():
+            values = [scores[f"{split}_f1"][n] for n in names] + [scores[f"average_{split}_f1"]]
+            lines.append(f"{f'{method} {split}':<18}" + "".join(f"{v:>13.2f}" for v in values))
+    lines.append("test: reported, never used for a choice; dev: validation carved from training data (choices)")
+    if "iterations_f1" in summary:
+        history = summary["iterations_f1"]
+        lines.append("IMM dev F1 of the kept model after each iteration:")
+        lines += [f"  {n:<16}" + " -> ".join(f"{v:.2f}" for v in history[n]) for n in names]
+    return "\n".join(lines)

@@ -26,7 +26,8 @@ from kd_core.knowledge.span import (
 )
 from kd_core.models import QAOutput, load_qa_model, qa_forward
 from kd_core.objectives import (
-    Constant, Term, answer_margin_term, attention_term, ce_term, kd_term, prediction_mse_term,
+    Constant, Term, answer_margin_term, attention_term, ce_term, gold_prediction_mse_term, kd_term,
+    prediction_mse_term, span_logit_mse_term,
 )
 from kd_core.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
@@ -108,13 +109,18 @@ class SpanQATask(Task):
 
     def term(self, kind: str, tau: float = 1.0) -> Term:
         """Also A2D's ``answer_margin`` (hinge against the confusing answer) and ``attention`` (MSE of maps), and
-        IMM's ``prediction_mse`` (MSE of the span distributions)."""
+        IMM's KD term: ``prediction_mse`` (MSE of the span distributions), ``gold_prediction_mse`` (at the gold
+        positions, the paper's) and ``span_logit_mse`` (of raw logits, the released code's)."""
         if kind == "answer_margin":
             return answer_margin_term(Constant(1.0))
         if kind == "attention":
             return attention_term(Constant(1.0))
         if kind == "prediction_mse":
             return prediction_mse_term(Constant(1.0))
+        if kind == "gold_prediction_mse":
+            return gold_prediction_mse_term(Constant(1.0))
+        if kind == "span_logit_mse":
+            return span_logit_mse_term(Constant(1.0))
         return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
