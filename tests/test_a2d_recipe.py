@@ -45,7 +45,7 @@ def test_ablations_are_options(ws):
     assert names.index("student-attention") < names.index("student")
     steps = {step.name: step for step in _plan(A2DSettings(members=1, stagewise=True, student_layers=1), ws)}
     warm, student = steps["student-attention"], steps["student"]
-    assert _terms(warm) == {"attention": 1.0} and warm.keep_layers == (0,)
+    assert _terms(warm) == {"attention": 0.1} and warm.keep_layers == (0,)
     assert _terms(student) == {"hard": 1.0, "soft": 1.0, "answer_margin": 0.3}
     assert student.model == "@student-attention" and student.keep_layers is None
 

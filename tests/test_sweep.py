@@ -199,3 +199,27 @@ def test_a_students_sweep_trains_the_teacher_once_and_searches_the_kd_settings(r
     for i in range(4):
         for j in range(i + 1, 4):
             assert not all(torch.equal(students[i][k], students[j][k]) for k in students[i])
+
+
+@pytest.mark.parametrize("method", ["a2d", "imm", "kd", "mtdnn", "students"])
+def test_every_parameter_of_the_default_spaces_changes_what_a_trial_computes(method, tmp_path):
+    (tmp_path / "mt.yaml").write_text(MT_TASKS)
+    (tmp_path / "st.yaml").write_text(ST_TASKS)
+    jobs = {"a2d": JOB, "imm": {"synthetic_per_domain": 8, "vocab_size": 300}, "kd": KD_JOB,
+            "mtdnn": {"tasks": str(tmp_path / "mt.yaml"), "max_length": 32, "vocab_size": 300},
+            "students": {"tasks": str(tmp_path / "st.yaml"), "max_length": 32, "vocab_size": 300,
+                         "word_vocab_size": 200}}
+    # prepare() plans the trial of every searched value; a parameter none of whose values changes it is refused.
+    prepared = prepare(SweepConfig(method=method, job=jobs[method], run_dir=str(tmp_path / "s")))
+    assert set(prepared.space) == set(DEFAULT_SPACES[method])
+
+
+def test_a_parameter_that_changes_nothing_a_trial_computes_is_refused(tmp_path):
+    # The attention stage's epochs only act with stage-wise training.
+    with pytest.raises(ConfigError, match="space.attention_epochs: .* would change nothing"):
+        prepare(SweepConfig(space={"attention_epochs": {"choice": [1.0, 2.0]}}, job=JOB, run_dir=str(tmp_path / "a")))
+    prepare(SweepConfig(space={"attention_epochs": {"choice": [1.0, 2.0]}}, job={**JOB, "stagewise": True},
+                        run_dir=str(tmp_path / "b")))
+    # IMM's similarity ablation changes the transfer's example weights: it may be searched.
+    prepare(SweepConfig(method="imm", space={"no_similarity": {"choice": [False, True]}},
+                        job={"synthetic_per_domain": 8, "vocab_size": 300}, run_dir=str(tmp_path / "c")))

@@ -25,7 +25,7 @@ from kd_core.engine.prepare import (
     DataOptions, MultiTaskData, SpanQAData, StudentsData, build_domain_workspace, build_multitask_workspace,
     build_span_workspace, build_students_workspace, build_workspace,
 )
-from kd_core.engine.steps import CollectStep, MergeStep, Step
+from kd_core.engine.steps import CollectStep, MergeStep, SelectStep, Step
 from kd_core.knowledge.manifest import check_manifest, read_manifest
 from kd_core.knowledge.table import read_knowledge
 from kd_core.engine.workspace import Workspace
@@ -81,6 +81,22 @@ class MethodSpec:
         drive(self.recipe(settings, ws), plan, until=is_teacher)
         return planned
 
+    def trial_plan(self, settings: Any, ws: Workspace) -> list[Step]:
+        """Every step after the teacher steps, as planned when each keep-the-best keeps the newer model.
+
+        What a sweep trial would compute (the plan branches on which model a select step keeps;
+        keeping the newer one walks every stage the settings allow).
+        """
+        planned: list[Step] = []
+
+        def plan(steps: Sequence[Step]) -> list[Result]:
+            if not all(is_teacher(step) for step in steps):
+                planned.extend(steps)
+            return [{"kept": step.candidates[-1]} if isinstance(step, SelectStep) else {} for step in steps]
+
+        drive(self.recipe(settings, ws), plan)
+        return planned
+
     def reused_teachers(self, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
         """The teacher steps' results of an earlier job (or sweep) of this method in ``run_dir``, knowledge checked.
 
@@ -119,6 +135,14 @@ class MethodSpec:
             raise ConfigError(source, f"space.{name}", "changes the teacher steps, which a sweep runs once for all "
                               "trials; it cannot be searched")
         return changed
+
+    def check_changes_trials(self, settings: Any, ws: Workspace, name: str, values: Sequence[Any],
+                             source: str = "sweep") -> None:
+        """Refuse a searched parameter whose values all plan the same trial (searching it would change nothing)."""
+        plans = [self.trial_plan(replace(settings, **{name: value}), ws) for value in values]
+        if len(values) > 1 and all(plan == plans[0] for plan in plans[1:]):
+            raise ConfigError(source, f"space.{name}", f"the values {list(values)} plan the same trial steps with the "
+                              "other settings; searching it would change nothing")
 
 
 def _epochs(settings: Any) -> int:

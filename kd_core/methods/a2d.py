@@ -14,7 +14,7 @@ Steps (names are the run directory's ``steps/<name>``):
    weight ``lambda = kd_weight``; every span term sums its start and end parts, see
    :mod:`kd_core.losses`; span CE only with ``no_kd``, which skips steps 2);
    ``student-no-kd`` the same on CE only (``baseline``). ``stagewise`` trains instead in two
-   stages (Table 5's "stage-wise"): ``student-attention`` on ``L_ATT`` alone for
+   stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
    ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
 4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
    probabilities) and the student on dev and on every extra evaluation split, in one stage,
@@ -146,7 +146,7 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
     kd_terms = () if s.no_kd else (TermSpec("soft", s.kd_weight, s.tau), TermSpec("answer_margin", s.gamma),
                                    TermSpec("attention", 0.0 if s.stagewise else s.delta))
     warm_up: list[Step] = [
-        TrainStep("student-attention", s.student_model, s.seed + 1, "teacher", (TermSpec("attention"),),
+        TrainStep("student-attention", s.student_model, s.seed + 1, "teacher", (TermSpec("attention", s.delta),),
                   s.training(s.attention_epochs, s.seed + 1), knowledge="knowledge", keep_layers=s.kept_layers,
                   workers=s.student_workers, tags={"kd.role": "student"})
     ] if s.stagewise else []
