@@ -107,6 +107,40 @@ def predict_answers(
     character offsets; the logits and mask are ``[F, S]``. An example whose windows hold no
     legal span gets the empty string.
     """
+    scored = scored_answers(example_ids, contexts, offsets, start_logits, end_logits, passage_mask, max_answer_length)
+    return {example_id: text for example_id, (_, text) in scored.items()}
+
+
+def null_answer_margins(
+    example_ids: Sequence[str],
+    start_scores: np.ndarray | Tensor,
+    end_scores: np.ndarray | Tensor,
+    best: Mapping[str, tuple[float, str]],
+) -> dict[str, float]:
+    """SQuAD v2's null rule, per example: ``null - best span`` (predict no answer when it is above a threshold).
+
+    ``null = min_f (a_f[0] + b_f[0])`` is the ``[CLS]`` ("no answer") score of the example's
+    most confident window (BERT's rule: the lowest null score over windows) and ``best span`` the
+    best legal span's score over every window (``best``, from :func:`scored_answers`).
+    """
+    start, end = _writable(start_scores), _writable(end_scores)
+    null: dict[str, float] = {}
+    for f, example_id in enumerate(example_ids):
+        score = float(start[f, 0] + end[f, 0])
+        null[example_id] = min(null.get(example_id, score), score)
+    return {example_id: null[example_id] - best[example_id][0] for example_id in null}
+
+
+def scored_answers(
+    example_ids: Sequence[str],
+    contexts: Mapping[str, str],
+    offsets: Sequence[Sequence[Sequence[int]]],
+    start_logits: np.ndarray | Tensor,
+    end_logits: np.ndarray | Tensor,
+    passage_mask: np.ndarray | Tensor,
+    max_answer_length: int,
+) -> dict[str, tuple[float, str]]:
+    """:func:`predict_answers` with each answer's score ``a_i + b_j`` (``-inf`` for an example without a span)."""
     starts, ends, scores = batch_top_k_spans(
         _writable(start_logits), _writable(end_logits), _writable(passage_mask).bool(),
         1, max_answer_length,
@@ -119,4 +153,4 @@ def predict_answers(
             continue
         if example_id not in best or score > best[example_id][0]:
             best[example_id] = (score, span_text(contexts[example_id], offsets[f], s, e))
-    return {example_id: text for example_id, (_, text) in best.items()}
+    return best

@@ -5,7 +5,10 @@
 SQuAD file (ids ``ORIG-suffix`` next to ``ORIG``, detected, or forced with ``--adversarial``)
 is scored as Jia & Liang's evaluation does: ``exact_match`` / ``f1`` are the adversarial
 scores (worst variant per original question), with ``original_exact_match`` /
-``original_f1`` on the original questions alone. Bad input exits with status 2 and one line
+``original_f1`` on the original questions alone. A SQuAD v2 file (questions without an
+answer) adds the official v2 breakdown (``HasAns_*``, ``NoAns_*``) and, given the
+no-answer scores (``--na-prob-file``, as the official v2 script), ``best_exact_match`` /
+``best_f1`` with their thresholds. Bad input exits with status 2 and one line
 ``error: <file>: <where>: <what>`` on stderr.
 
 Only the part of the SQuAD JSON needed for scoring is read here (question id -> answer
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from kd_core.cli import run_cli
 from kd_core.errors import DataError
-from kd_core.metrics import adversarial_scores, is_adversarial, squad_scores
+from kd_core.metrics import adversarial_scores, best_null_threshold, is_adversarial, squad_scores, squad_v2_scores
 
 _ROOT = "top level"
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
@@ -131,7 +134,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="score as adversarial SQuAD (Jia & Liang): per original id (before the first '-'), the "
                              "worst of it and its variants; detected without this flag when some ORIG-suffix id has "
                              "its ORIG in the file")
+    parser.add_argument("--na-prob-file", help="SQuAD v2: JSON object of question id -> no-answer score; reports the "
+                        "best EM and F1 over thresholds on this file and the thresholds")
     return parser
+
+
+def load_na_scores(path: str | Path) -> dict[str, float]:
+    """Question id -> no-answer score, read from a JSON object of numbers."""
+    source = str(path)
+    scores = read_json(path)
+    _expect(scores, dict, source, _ROOT)
+    for question_id, value in scores.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(source, f"id {question_id}", f"expected number, got {_json_type(value)}")
+    return {question_id: float(value) for question_id, value in scores.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {scores['missing']} of {len(references)} questions have no prediction and score 0", file=sys.stderr)
     keys = ("exact_match", "f1", "original_exact_match", "original_f1", "originals") if adversarial else \
         ("exact_match", "f1")
-    print(json.dumps({key: scores[key] for key in keys}))
+    out = {key: scores[key] for key in keys}
+    if any(not answers for answers in references.values()):
+        out |= {k: v for k, v in squad_v2_scores(predictions, references).items() if k.startswith(("HasAns", "NoAns"))}
+        if args.na_prob_file:
+            na_scores = load_na_scores(args.na_prob_file)
+            for metric in ("exact_match", "f1"):
+                out[f"best_{metric}"], out[f"best_{metric}_threshold"] = best_null_threshold(
+                    predictions, na_scores, references, metric)
+    print(json.dumps(out))
     return 0
 
 

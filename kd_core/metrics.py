@@ -23,6 +23,11 @@ bag (multiset) of normalised tokens of ``s``.
   SQuAD v2 convention: the correct answer is the empty string, so EM = F1 = 1 when the
   prediction normalises to the empty string and EM = F1 = 0 otherwise.
 
+* SQuAD v2 (questions without an answer): a model answers ``""`` when its null margin
+  ``null - best span`` is above a threshold ``t``; scores are also reported over the questions
+  with an answer (``HasAns``) and those without (``NoAns``), and, as the official v2 script does,
+  the best score over ``t`` with its threshold (choose ``t`` on dev, apply it elsewhere).
+
 * Adversarial SQuAD (Jia & Liang 2017): a question ``ORIG-suffix`` is a variant of question
   ``ORIG`` (the id before the first ``-``). Per original question ``o``, the worst of ``o``
   and its variants counts, the one with the lowest F1, with its own EM (ties: the lower EM);
@@ -182,3 +187,43 @@ def adversarial_scores(predictions: Mapping[str, str],
         "original_exact_match": plain["exact_match"], "original_f1": plain["f1"],
         "originals": len(worst), "missing": sum(q not in predictions for q in references),
     }
+
+
+def answers_at_threshold(answers: Mapping[str, str], margins: Mapping[str, float], threshold: float) -> dict[str, str]:
+    """SQuAD v2's null rule: ``""`` for every question whose null margin is above ``threshold``, else its answer."""
+    return {q: "" if margins.get(q, float("-inf")) > threshold else text for q, text in answers.items()}
+
+
+def squad_v2_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float | int]:
+    """The official SQuAD v2 breakdown: EM and F1 over all questions, ``HasAns_*`` and ``NoAns_*`` (percent, counts).
+
+    An unanswered question scores 0; a breakdown without questions has ``None`` scores.
+    """
+    out: dict[str, float | int] = {}
+    for prefix, ids in (("", list(references)), ("HasAns_", [q for q, r in references.items() if r]),
+                        ("NoAns_", [q for q, r in references.items() if not r])):
+        subset = {q: references[q] for q in ids}
+        scores = squad_scores(predictions, subset) if subset else {"exact_match": None, "f1": None}
+        out |= {f"{prefix}exact_match": scores["exact_match"], f"{prefix}f1": scores["f1"], f"{prefix}total": len(ids)}
+    return out
+
+
+def best_null_threshold(answers: Mapping[str, str], margins: Mapping[str, float],
+                        references: Mapping[str, Sequence[str]], metric: str = "f1") -> tuple[float, float]:
+    """The threshold ``t`` of the null rule that maximises ``metric`` (``"f1"`` or ``"exact_match"``) here.
+
+    ``answers`` are the best non-null answers and ``margins`` their null margins. Starting with
+    every question null (each unanswerable one scores 1), questions are answered in increasing
+    margin; ``t`` is the margin after which the corpus score is highest (answering none is
+    ``min margin - 1``). Returns ``(score in percent, t)``.
+    """
+    score_of = span_f1 if metric == "f1" else span_exact_match
+    total = sum(0.0 if references[q] else 1.0 for q in references)
+    best_total, best_t = total, min(margins.values(), default=0.0) - 1.0
+    order = sorted((margins[q], q) for q in references if q in answers and q in margins)
+    for i, (margin, question) in enumerate(order):
+        total += score_of(answers[question], references[question]) - (0.0 if references[question] else 1.0)
+        last_of_equals = i + 1 == len(order) or order[i + 1][0] > margin
+        if last_of_equals and total > best_total:
+            best_total, best_t = total, margin
+    return 100.0 * best_total / len(references), best_t

@@ -12,9 +12,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from kd_core.batches import iterate_batches
-from kd_core.decode import predict_answers
+from kd_core.decode import null_answer_margins, scored_answers
 from kd_core.losses import masked_log_softmax
-from kd_core.metrics import adversarial_scores, is_adversarial, squad_scores
+from kd_core.metrics import (
+    adversarial_scores, answers_at_threshold, best_null_threshold, is_adversarial, squad_scores, squad_v2_scores,
+)
 from kd_core.models import qa_forward
 
 
@@ -63,6 +65,19 @@ def window_log_probabilities(logits: np.ndarray, span_mask: np.ndarray) -> np.nd
     return masked_log_softmax(torch.from_numpy(np.array(logits, dtype=np.float32)), mask).numpy()
 
 
+def scored_answers_from_outputs(
+    examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
+) -> tuple[dict[str, tuple[float, str]], dict[str, float]]:
+    """Best answer and its score per example id (as :func:`answers_from_outputs`), and SQuAD v2's null margins."""
+    contexts = dict(zip(examples["id"], examples["context"]))
+    mask = arrays["span_mask"]
+    start = window_log_probabilities(outputs.start_logits, mask)
+    end = window_log_probabilities(outputs.end_logits, mask)
+    scored = scored_answers(features["example_id"], contexts, features["offsets"], start, end, arrays["passage_mask"],
+                            max_answer_length)
+    return scored, null_answer_margins(features["example_id"], start, end, scored)
+
+
 def answers_from_outputs(
     examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
 ) -> dict[str, str]:
@@ -74,12 +89,8 @@ def answers_from_outputs(
     probabilities, are already normalised and pass unchanged). Raw logits, the usual BERT rule,
     are not comparable across windows: a window without the answer may still score high.
     """
-    contexts = dict(zip(examples["id"], examples["context"]))
-    mask = arrays["span_mask"]
-    return predict_answers(
-        features["example_id"], contexts, features["offsets"], window_log_probabilities(outputs.start_logits, mask),
-        window_log_probabilities(outputs.end_logits, mask), arrays["passage_mask"], max_answer_length,
-    )
+    scored, _ = scored_answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
+    return {example_id: text for example_id, (_, text) in scored.items()}
 
 
 def ensemble_outputs(members: Sequence[ModelOutputs], span_mask: np.ndarray) -> ModelOutputs:
@@ -99,17 +110,31 @@ def ensemble_outputs(members: Sequence[ModelOutputs], span_mask: np.ndarray) -> 
 
 
 def scores_from_outputs(
-    examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs, max_answer_length: int
+    examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray], outputs: ModelOutputs,
+    max_answer_length: int, null_threshold: float = 0.0,
 ) -> dict[str, float]:
     """SQuAD EM/F1 (percent) of precomputed outputs over ``features`` of ``examples``.
 
+    On a set with unanswerable questions (SQuAD v2) the null rule answers ``""`` when the null
+    margin is above ``null_threshold`` (:mod:`kd_core.metrics`); the scores add the official
+    breakdown (``HasAns_*``, ``NoAns_*``), ``best_f1`` and its threshold ``best_f1_threshold``
+    on this set (what a dev evaluation passes on), and ``null_threshold``, the one applied.
     On an adversarial SQuAD set (:func:`~kd_core.metrics.is_adversarial`) also Jia & Liang's
     scores: ``adversarial_exact_match`` / ``adversarial_f1`` (the worst variant per original
     question) and ``original_exact_match`` / ``original_f1`` (the original questions alone).
     """
-    predictions = answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
+    scored, margins = scored_answers_from_outputs(examples, features, arrays, outputs, max_answer_length)
+    predictions = {example_id: text for example_id, (_, text) in scored.items()}
     references = references_of(examples)
+    unanswerable = any(not answers for answers in references.values())
+    if unanswerable:
+        best_f1, best_threshold = best_null_threshold(predictions, margins, references)
+        predictions = answers_at_threshold(predictions, margins, null_threshold)
     scores = squad_scores(predictions, references)
+    if unanswerable:
+        breakdown = squad_v2_scores(predictions, references)
+        scores |= {k: v for k, v in breakdown.items() if k.startswith(("HasAns_", "NoAns_")) and v is not None}
+        scores |= {"best_f1": best_f1, "best_f1_threshold": best_threshold, "null_threshold": null_threshold}
     if is_adversarial(references):
         adversarial = adversarial_scores(predictions, references)
         scores |= {"adversarial_exact_match": adversarial["exact_match"], "adversarial_f1": adversarial["f1"],

@@ -1,5 +1,7 @@
 """The A2D recipe's Table 5 variants as planned steps, and one stage-wise run end to end."""
 
+import json
+
 import pytest
 
 from kd_core.distill import DistillConfig, workspace
@@ -67,3 +69,35 @@ def test_stagewise_training_runs_attention_then_the_other_losses(ws):
     assert set(k for k in warm if k.startswith("loss/")) == {"loss/att"}
     assert set(k for k in student if k.startswith("loss/")) == {"loss/ce", "loss/kd", "loss/ans"}
     assert 0 <= results["eval-student-dev"]["scores"]["f1"] <= 100
+
+
+def _squad_v2(path, seed):
+    """Synthetic questions as SQuAD v2 JSON, half of them made unanswerable (asked about another context)."""
+    from kd_core.data.synthetic import generate
+
+    ds = generate(n_per_domain=12, seed=seed)
+    paragraphs = []
+    for i, ex in enumerate(ds):
+        other = ds[(i + 7) % len(ds)]
+        if i % 2 and ex["domain"] != other["domain"]:
+            qa = {"id": f"u{seed}-{i}", "question": ex["question"], "answers": [], "is_impossible": True}
+            paragraphs.append({"context": other["context"], "qas": [qa]})
+        else:
+            answers = [{"text": t, "answer_start": s} for t, s in zip(ex["answers"]["text"],
+                                                                      ex["answers"]["answer_start"])]
+            paragraphs.append({"context": ex["context"], "qas": [{"id": f"a{seed}-{i}", "question": ex["question"],
+                                                                 "answers": answers}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "v2", "paragraphs": paragraphs}]}))
+    return str(path)
+
+
+def test_squad_v2_extra_splits_apply_the_null_threshold_chosen_on_dev(tmp_path):
+    config = DistillConfig(train=_squad_v2(tmp_path / "train.json", 0), dev=_squad_v2(tmp_path / "dev.json", 1),
+                           eval=(_squad_v2(tmp_path / "extra.json", 2),), vocab_size=400, teacher_epochs=1.0,
+                           epochs=1.0, run_dir=str(tmp_path / "run"))
+    ws = workspace(config)
+    results = run_locally(a2d_recipe(A2DSettings(members=1, teacher_epochs=1.0, epochs=1.0), ws), ws)
+    for who in ("ensemble", "student"):
+        dev, extra = results[f"eval-{who}-dev"]["scores"], results[f"eval-{who}-extra.json"]["scores"]
+        assert {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_threshold"} <= set(dev)
+        assert dev["null_threshold"] == 0.0 and extra["null_threshold"] == dev["best_f1_threshold"]

@@ -76,3 +76,27 @@ def test_single_models_and_ensembles_are_decoded_from_window_log_probabilities()
     # An ensemble of one is the model itself.
     alone = ensemble_outputs([single], span_mask)
     assert answers_from_outputs(examples, features, arrays, alone, 10) == {"q1": "Paris"}
+
+
+def test_squad_v2_sets_predict_no_answer_when_the_null_score_wins():
+    import numpy as np
+    from datasets import Dataset
+
+    from kd_core.predict import ModelOutputs, scores_from_outputs
+
+    context = "Paris is the capital of France."
+    offsets = [[-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [30, 31]]
+    examples = Dataset.from_dict({"id": ["q1", "q2"], "context": [context, context],
+                                  "answers": [{"text": ["Paris"], "answer_start": [0]},
+                                              {"text": [], "answer_start": []}]})
+    features = Dataset.from_dict({"example_id": ["q1", "q2"], "offsets": [offsets, offsets]})
+    arrays = {"span_mask": np.ones((2, 8), bool), "passage_mask": np.array([[False] + [True] * 7] * 2)}
+    answerable = [0, 6.0, 0, 0, 0, 0, 0, 0]  # "Paris" far above [CLS]
+    unanswerable = [6.0, 0, 0, 0, 0, 0, 0, 0]  # [CLS] far above every span
+    logits = np.array([answerable, unanswerable], np.float32)
+    scores = scores_from_outputs(examples, features, arrays, ModelOutputs(logits, logits), 10)
+    assert scores["f1"] == 100.0 and scores["HasAns_f1"] == 100.0 and scores["NoAns_f1"] == 100.0
+    assert scores["HasAns_total"] == 1 and scores["NoAns_total"] == 1 and scores["null_threshold"] == 0.0
+    # A threshold above q2's margin (2 x (6 - 0) in log-probabilities = 12) makes the model answer it.
+    forced = scores_from_outputs(examples, features, arrays, ModelOutputs(logits, logits), 10, null_threshold=12.5)
+    assert forced["NoAns_f1"] == 0.0 and forced["f1"] == 50.0

@@ -324,7 +324,21 @@ def test_evaluate_cli_scores_unanswerable_questions(tmp_path: Path) -> None:
     data = {"data": [{"paragraphs": [{"qas": [{"id": "a", "answers": []}, {"id": "b", "answers": [], "is_impossible": True}]}]}]}
     result = _run_evaluate(_write_json(tmp_path / "v2.json", data), _write_json(tmp_path / "p.json", {"a": "", "b": "barn"}))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"exact_match": 50.0, "f1": 50.0}
+    assert json.loads(result.stdout) == {"exact_match": 50.0, "f1": 50.0, "NoAns_exact_match": 50.0, "NoAns_f1": 50.0,
+                                         "NoAns_total": 2, "HasAns_exact_match": None, "HasAns_f1": None,
+                                         "HasAns_total": 0}
+
+
+def test_evaluate_cli_reports_the_best_threshold_given_no_answer_scores(tmp_path: Path) -> None:
+    data = _write_json(tmp_path / "v2.json", _squad_file(V2_REFERENCES))
+    # The official v2 input: predictions already thresholded ("" = no answer) and each question's no-answer score.
+    predictions = _write_json(tmp_path / "p.json", {"q1": "a b", "q2": "x", "q3": "c d", "q4": ""})
+    na = _write_json(tmp_path / "na.json", V2_MARGINS)
+    out = json.loads(_run_evaluate(data, predictions, "--na-prob-file", na).stdout)
+    # As in the hand computation of test_squad_v2_null_rule_breakdown_and_best_threshold, but q4 already null:
+    # answering q4 with "" changes nothing, so the best is still 3 of 4 at -2.
+    assert out["best_f1"] == pytest.approx(75.0) and out["best_f1_threshold"] == -2.0
+    assert out["HasAns_total"] == 2 and out["f1"] == pytest.approx(100 * (1 + 0 + 2 / 3 + 1) / 4)
 
 
 def _without(mapping: dict, key: str) -> dict:
@@ -429,3 +443,28 @@ def test_evaluate_cli_scores_adversarial_files_the_official_way(tmp_path: Path) 
     assert json.loads(_run_evaluate(data, predictions).stdout) == pytest.approx({"exact_match": 50.0, "f1": 100 * (1 + 2 / 3) / 2})
     forced = json.loads(_run_evaluate(data, predictions, "--adversarial").stdout)
     assert forced["f1"] == pytest.approx(100 * 2 / 3) and forced["originals"] == 1
+
+
+# --------------------------------------------------------------------------- SQuAD v2
+
+V2_REFERENCES = {"q1": ["a b"], "q2": [], "q3": ["c"], "q4": []}
+V2_ANSWERS = {"q1": "a b", "q2": "x", "q3": "c d", "q4": "y"}  # the best non-null answers
+V2_MARGINS = {"q1": -2.0, "q2": -1.0, "q3": 0.5, "q4": 3.0}  # null score minus best span score
+
+
+def test_squad_v2_null_rule_breakdown_and_best_threshold() -> None:
+    from kd_core.metrics import answers_at_threshold, best_null_threshold, squad_v2_scores
+
+    # t = 0: q1, q2 answered (margin <= 0), q3, q4 null. F1: q1 1, q2 0, q3 0 (gold "c"), q4 1 (null and unanswerable).
+    at_zero = answers_at_threshold(V2_ANSWERS, V2_MARGINS, 0.0)
+    assert at_zero == {"q1": "a b", "q2": "x", "q3": "", "q4": ""}
+    scores = squad_v2_scores(at_zero, V2_REFERENCES)
+    assert scores["f1"] == pytest.approx(50.0) and scores["HasAns_f1"] == pytest.approx(50.0)
+    assert scores["NoAns_f1"] == pytest.approx(50.0) and (scores["HasAns_total"], scores["NoAns_total"]) == (2, 2)
+    # All null: 2 of 4. Answering in margin order: q1 +1 (3), q2 -1 (2), q3 +2/3 (F1 of "c d" vs "c"), q4 -1:
+    # the best is 3 of 4 after q1, at t = -2. EM: q3 adds 0; the same best.
+    assert best_null_threshold(V2_ANSWERS, V2_MARGINS, V2_REFERENCES) == (pytest.approx(75.0), -2.0)
+    assert best_null_threshold(V2_ANSWERS, V2_MARGINS, V2_REFERENCES, "exact_match") == (pytest.approx(75.0), -2.0)
+    # Answering nothing is best when every question is unanswerable.
+    none = best_null_threshold({"q2": "x"}, {"q2": -1.0}, {"q2": []})
+    assert none == (pytest.approx(100.0), -2.0)

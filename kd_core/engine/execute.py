@@ -359,7 +359,12 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
         outputs.append(ws.task.infer(model, arrays))
         seconds.append(time.perf_counter() - started)
     combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
-    scores = ws.task.scores(ws.examples(step.split), features, arrays, combined)
+    options: dict[str, float] = {}
+    if step.threshold_from is not None:  # SQuAD v2: the null threshold chosen by that (dev) evaluation
+        chosen = json.loads(ws.result_path(step.threshold_from).read_text())["scores"]
+        if "best_f1_threshold" in chosen:
+            options["null_threshold"] = chosen["best_f1_threshold"]
+    scores = ws.task.scores(ws.examples(step.split), features, arrays, combined, **options)
     return {"split": step.split, "models": list(step.models), "scores": scores,
             "primary": scores[ws.task.primary_metric], "infer_s": float(sum(seconds)), "parameters": parameters}
 

@@ -206,12 +206,18 @@ class MergeStep:
 
 @dataclass(frozen=True)
 class EvaluateStep:
-    """Score ``models`` on ``split``: one model, or the ensemble of several (the task's ensemble)."""
+    """Score ``models`` on ``split``: one model, or the ensemble of several (the task's ensemble).
+
+    ``threshold_from`` names an earlier evaluation (on dev) whose chosen SQuAD v2 null threshold
+    (``best_f1_threshold``) this one applies; without one, or on a set without unanswerable
+    questions, nothing changes.
+    """
 
     name: str
     models: tuple[str, ...]
     tokenizer: str
     split: str = "test"
+    threshold_from: str | None = None
     task: str | None = None  # one task of a multi-task workspace
     teacher: bool = False
     tags: dict[str, str] = field(default_factory=dict)

@@ -17,9 +17,9 @@ Steps (names are the run directory's ``steps/<name>``):
    stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
    ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
 4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
-   probabilities) and the student on dev and on every extra evaluation split, in one stage,
-   so their inference seconds (the speed table) are measured side by side with the same
-   resources.
+   probabilities) and the student on dev, then on every extra evaluation split, side by side
+   in one stage each, so their inference seconds (the speed table) are measured with the same
+   resources. On SQuAD v2 data an extra split applies the null threshold chosen on dev.
 """
 
 from __future__ import annotations
@@ -164,15 +164,16 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
     if s.teacher_epochs == 0:
         evaluations += [EvaluateStep(f"eval-member-{i}", (model,), "teacher", split=DEV, tags=role)
                         for i, model in enumerate(models)]
-    for split in (DEV, *eval_splits(ws)):
-        evaluations += [EvaluateStep(f"eval-ensemble-{split}", tuple(models), "teacher", split=split,
-                                     tags={"kd.role": "ensemble"}),
-                        EvaluateStep(f"eval-student-{split}", (model_ref("student"),), "teacher", split=split,
-                                     tags={"kd.role": "student"})]
+    evaluated = {"ensemble": tuple(models), "student": (model_ref("student"),)}
+    evaluations += [EvaluateStep(f"eval-{who}-{DEV}", chosen, "teacher", split=DEV, tags={"kd.role": who})
+                    for who, chosen in evaluated.items()]
+    extra: list[Step] = [EvaluateStep(f"eval-{who}-{split}", chosen, "teacher", split=split,
+                                      threshold_from=f"eval-{who}-{DEV}", tags={"kd.role": who})
+                         for split in eval_splits(ws) for who, chosen in evaluated.items()]
 
     if s.stagewise:
-        return staged(lambda done: (members, collects, merge, warm_up, student, evaluations))
-    return staged(lambda done: (members, collects, merge, student + warm_up, evaluations))
+        return staged(lambda done: (members, collects, merge, warm_up, student, evaluations, extra))
+    return staged(lambda done: (members, collects, merge, student + warm_up, evaluations, extra))
 
 
 def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspace) -> dict[str, Any]:

@@ -124,10 +124,10 @@ class SpanQATask(Task):
         return super().term(kind, tau)
 
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
-               outputs: Outputs) -> dict[str, float]:
+               outputs: Outputs, null_threshold: float = 0.0) -> dict[str, float]:
+        """EM and F1, with SQuAD v2's null rule at ``null_threshold`` and breakdown, and adversarial scores, when
+        the examples call for them (:func:`~kd_core.predict.scores_from_outputs`)."""
         result = scores_from_outputs(examples, features, arrays,
                                      ModelOutputs(outputs["start_logits"], outputs["end_logits"]),
-                                     self.max_answer_length)
-        keys = [key for key in ("f1", "exact_match", "adversarial_f1", "adversarial_exact_match", "original_f1",
-                                "original_exact_match") if result.get(key) is not None]
-        return {key: float(result[key]) for key in keys}
+                                     self.max_answer_length, null_threshold)
+        return {key: float(value) for key, value in result.items() if key != "missing" and value is not None}
