@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from kd_core.batches import iterate_batches
 from kd_core.decode import null_answer_margins, scored_answers
+from kd_core.free_form_metrics import free_form_scores
 from kd_core.losses import masked_log_softmax
 from kd_core.metrics import (
     adversarial_scores, answers_at_threshold, best_null_threshold, is_adversarial, squad_scores, squad_v2_scores,
@@ -119,6 +120,8 @@ def scores_from_outputs(
     margin is above ``null_threshold`` (:mod:`kd_core.metrics`); the scores add the official
     breakdown (``HasAns_*``, ``NoAns_*``), ``best_f1`` and its threshold ``best_f1_threshold``
     on this set (what a dev evaluation passes on), and ``null_threshold``, the one applied.
+    On free-form answers (NarrativeQA) also ``bleu_1``, ``bleu_4`` and ``rouge_l``
+    (:mod:`kd_core.free_form_metrics`), EM and F1 being against the written answers too.
     On an adversarial SQuAD set (:func:`~kd_core.metrics.is_adversarial`) also Jia & Liang's
     scores: ``adversarial_exact_match`` / ``adversarial_f1`` (the worst variant per original
     question) and ``original_exact_match`` / ``original_f1`` (the original questions alone).
@@ -135,6 +138,8 @@ def scores_from_outputs(
         breakdown = squad_v2_scores(predictions, references)
         scores |= {k: v for k, v in breakdown.items() if k.startswith(("HasAns_", "NoAns_")) and v is not None}
         scores |= {"best_f1": best_f1, "best_f1_threshold": best_threshold, "null_threshold": null_threshold}
+    if "references" in examples.column_names and any(examples["references"]):
+        scores |= free_form_scores(predictions, references)
     if is_adversarial(references):
         adversarial = adversarial_scores(predictions, references)
         scores |= {"adversarial_exact_match": adversarial["exact_match"], "adversarial_f1": adversarial["f1"],
@@ -144,8 +149,10 @@ def scores_from_outputs(
 
 
 def references_of(examples: Dataset) -> dict[str, list[str]]:
-    """Gold answer texts per example id."""
-    return {example_id: answers["text"] for example_id, answers in zip(examples["id"], examples["answers"])}
+    """Gold answer texts per example id: the free-form answers when the example has them, else the spans' texts."""
+    free = examples["references"] if "references" in examples.column_names else [[]] * len(examples)
+    return {example_id: list(written) or answers["text"]
+            for example_id, answers, written in zip(examples["id"], examples["answers"], free)}
 
 
 def evaluate_qa(

@@ -46,6 +46,7 @@ from typing import Any
 
 from datasets import Dataset, load_dataset
 
+from kd_core.data.free_form import load_free_form
 from kd_core.data.validation import (
     REALIGN_WINDOW, Answer, Collector, LoadReport, flag_field, is_int, json_object, json_type, jsonl_records, list_field,
     optional_text, parse_json_document, place_answer, question_where, require_answers, shown, strip_answer, text_field,
@@ -95,7 +96,9 @@ def load_examples_with_report(
 ) -> tuple[Dataset, LoadReport]:
     """Load examples and return them with their :class:`LoadReport`.
 
-    ``*.json`` is read as SQuAD, ``*.jsonl`` / ``*.jsonl.gz`` as MRQA. Any other existing path
+    ``*.json`` is read as SQuAD, ``*.jsonl`` / ``*.jsonl.gz`` as MRQA, or as free-form answers
+    (NarrativeQA, :mod:`kd_core.data.free_form`) when the first line of a ``*.jsonl`` file is
+    a question (``question`` and ``answers`` fields) rather than MRQA's header. Any other existing path
     (a directory, another suffix) is refused; anything else, or ``hf:NAME``, names a Hugging
     Face dataset, of which ``split`` is loaded (``split`` is ignored for files).
     """
@@ -105,6 +108,9 @@ def load_examples_with_report(
     name = path.name.lower()
     if name.endswith(_SQUAD_SUFFIXES):
         return _read_squad(path, domain)
+    if name.endswith(".jsonl") and _is_free_form(path):
+        examples = load_free_form(path, domain=domain)
+        return examples, LoadReport(source, domain or "", len(examples), len(set(examples["context"])), len(examples))
     if name.endswith(_MRQA_SUFFIXES):
         return _read_mrqa(path, domain)
     if path.is_dir():
@@ -112,6 +118,17 @@ def load_examples_with_report(
     if path.exists():
         raise DataError(source, "source", "unsupported file type; expected .json, .jsonl or .jsonl.gz")
     return _read_hf(source, split, domain, None)
+
+
+def _is_free_form(path: Path) -> bool:
+    """Whether a ``.jsonl`` file's first line is a free-form question (not an MRQA header)."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            first = next((line for line in lines if line.strip()), "")
+        record = json.loads(first)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # the MRQA reader reports what is wrong with the file
+    return isinstance(record, dict) and "question" in record and "answers" in record and "header" not in record
 
 
 # ---------------------------------------------------------------------------- SQuAD JSON

@@ -155,7 +155,7 @@ METHODS: dict[str, MethodSpec] = {
                      sweep_defaults={"baseline": False}),
     "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, horizon=_epochs, metric_step="student", data=SpanQAData, workspace=lambda d, s, run_dir: build_span_workspace(d, s.teacher_model,
                                                                                             s.student_model, run_dir),
-                      sweep_defaults={"members": 1}),
+                      sweep_defaults={"members": 1, "baseline": False}),
     "imm": MethodSpec("imm", IMMSettings, imm_recipe, horizon=lambda s: max(1, s.iterations), progress=imm_progress,
                       data=DataSettings, workspace=lambda d, s, run_dir: build_domain_workspace(
                           d, s.max_answer_length, TOKENIZER, run_dir), samples=4, sweep_defaults={"baselines": ()}),

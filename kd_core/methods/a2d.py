@@ -55,7 +55,7 @@ class A2DSettings:
     student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student)",
                                         "model")
     members: int = option(2, "ensemble size N (paper: 12)", "model")
-    teacher_epochs: float = option(8.0, "epochs of each member (0: the teacher model as it is)", "model")
+    teacher_epochs: float = option(20.0, "epochs of each member (0: the teacher model as it is)", "model")
     epochs: float = option(4.0, "epochs of the student", "model")
     tau: float = option(2.0, "temperature of the soft targets", "model")
     gamma: float = option(0.3, "weight of the answer-margin loss", "model")
@@ -71,7 +71,7 @@ class A2DSettings:
     batch_size: int = option(16, "training batch size", "model")
     learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     no_kd: bool = option(False, "train the student without knowledge (no knowledge is collected)", "model")
-    baseline: bool = option(False, "also train the same student without knowledge (student-no-kd)", "model")
+    baseline: bool = option(True, "also train the same student without knowledge (student-no-kd)", "model")
     student_workers: int = option(1, "data-parallel workers of the student (1: one worker; more: Ray Train)", "job")
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
