@@ -1,66 +1,101 @@
-"""Which A2D term helps? One teacher, one knowledge table, students trained side by side with
-each combination of terms, named by what their loss contains.
+"""A2D's Table 5 and the confusing-answer rule: one set of members, students trained per variant, per seed.
 
-The A2D recipe's teacher steps run once (:func:`kd_core.engine.local.drive` until the first
-non-teacher step); every variant is then one student train step on the same data, tokenizer,
-knowledge and initialisation, so differences come from the objective alone. Prints one JSON
-object (per-variant dev F1 and seconds). Runs in this process (no Ray, no MLflow).
+Per seed, the A2D recipe (default settings of ``python jobs/a2d.py`` unless ``--set``) runs its
+teacher steps once; every variant then runs the rest of the recipe with its own settings in
+its own run directory, reusing every teacher step whose definition it shares (a variant that
+collects or merges differently, e.g. ``delta = 0`` or ``confusing = window``, recomputes
+those steps). Variants are named by what the student's loss contains:
 
-    python bench/a2d_terms.py --set synthetic_per_domain=300 --set teacher_epochs=20 --set epochs=8
+* ``CE+KD+ANS+ATT`` (Eq. 1, joint; its run also trains ``CE`` alone, the no-KD student);
+* ``CE+ANS+ATT`` (``kd_weight = 0``: without vanilla KD), ``CE+KD+ANS`` (``delta = 0``),
+  ``CE+KD+ATT`` (``gamma = 0``);
+* ``ATT, then CE+KD+ANS`` (``stagewise``);
+* ``CE+KD+ANS+ATT, confusing per window`` (the earlier rule, against the paper's per question).
+
+Prints one JSON object: per variant the student's dev F1 per seed and the mean. Runs in this
+process (no Ray, no MLflow). Never run as a test.
+
+    python bench/a2d_terms.py --seeds 0 1 2 > bench/results/a2d_terms_<date>.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import statistics
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from kd_core.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.distill import DistillConfig, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
-from kd_core.engine.local import is_teacher, drive  # noqa: E402
-from kd_core.engine.steps import TermSpec, TrainStep  # noqa: E402
+from kd_core.engine.local import drive, is_teacher  # noqa: E402
+from kd_core.methods import METHODS  # noqa: E402
 from kd_core.methods.a2d import a2d_recipe  # noqa: E402
+from kd_core.run_files import write_atomic  # noqa: E402
+
+VARIANTS = {
+    "CE+KD+ANS+ATT": {},
+    "CE+ANS+ATT": {"kd_weight": 0.0},
+    "CE+KD+ANS": {"delta": 0.0},
+    "CE+KD+ATT": {"gamma": 0.0},
+    "ATT, then CE+KD+ANS": {"stagewise": True},
+    "CE+KD+ANS+ATT, confusing per window": {"confusing": "window"},
+}
 
 
-def variants(c: DistillConfig) -> dict[str, tuple[TermSpec, ...]]:
-    """Objectives by content: CE, CE + KD (at tau, at 1), full A2D, full A2D with gamma = 1."""
-    ce, kd = TermSpec("hard"), TermSpec("soft", 1.0, c.tau)
-    ans, att = TermSpec("answer_margin", c.gamma), TermSpec("attention", c.delta)
-    return {
-        "ce": (ce,),
-        f"ce+kd(tau={c.tau:g})": (ce, kd),
-        "ce+kd(tau=1)": (ce, TermSpec("soft", 1.0, 1.0)),
-        f"ce+kd+ans(gamma={c.gamma:g})+att(delta={c.delta:g})": (ce, kd, ans, att),
-        f"ce+kd+ans(gamma=1)+att(delta={c.delta:g})": (ce, kd, TermSpec("answer_margin", 1.0), att),
-    }
+def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
+    """Every variant's student dev F1 (and the no-KD student's) for one seed."""
+    root = Path(tempfile.mkdtemp(prefix=f"a2d-terms-{seed}-"))
+    config = replace(base, seed=seed, run_dir=str(root / "teachers"))
+    ws = workspace(config)
+    spec = METHODS["a2d"]
+    settings = replace(config.settings, baseline=True)
+    teachers = drive(a2d_recipe(settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
+    base_plan = {step.name: step for step in spec.teacher_plan(settings, ws)}
+    out: dict[str, float] = {}
+    for name, changes in VARIANTS.items():
+        variant = replace(settings, baseline=not changes, **changes)
+        vws = replace(ws, run_dir=root / name.replace(" ", "_").replace(",", ""))
+        shared = {step.name: teachers[step.name] for step in spec.teacher_plan(variant, vws)
+                  if base_plan.get(step.name) == step}
+        for step_name, result in shared.items():  # the variant's run directory holds the shared results
+            write_atomic(vws.result_path(step_name), json.dumps(result))
+        results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws) for s in steps], done=shared)
+        out[name] = results["eval-student-dev"]["primary"]
+        if not changes:
+            out["CE (no knowledge)"] = results["student-no-kd"]["primary"]
+            out["ensemble"] = results["eval-ensemble-dev"]["primary"]
+        print(json.dumps({"seed": seed, name: out[name]}), file=sys.stderr, flush=True)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of python -m kd_core.distill (repeatable), e.g. --set epochs=6")
     args = p.parse_args()
-    values = parse_overrides(args.overrides)
-    config = build_config(DistillConfig, {"run_dir": tempfile.mkdtemp(prefix="a2d-terms-"), **values}, {},
-                          source="overrides")
-    ws = workspace(config)
-    teachers = drive(a2d_recipe(config.settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
-    student = next(step for step in a2d_recipe(config.settings, ws)(teachers) if step.name == "student")
-    assert isinstance(student, TrainStep)
-    result = {"config": values, "teacher_f1": [r["primary"] for n, r in teachers.items() if n.startswith("member-")],
-              "teacher_s": sum(r["seconds"] for r in teachers.values()), "students": {}}
-    for name, objective in variants(config).items():
-        trained = execute(replace(student, name=f"student-{len(result['students'])}", objective=objective,
-                                  knowledge=None if len(objective) == 1 else student.knowledge), ws)
-        result["students"][name] = {"f1": trained["primary"], "seconds": trained["seconds"]}
-        print(json.dumps({name: result["students"][name]}), file=sys.stderr)
-    print(json.dumps(result))
+    values = {"members": 2, **parse_overrides(args.overrides)}
+    base = build_config(DistillConfig, values, {}, source="overrides")
+    started = time.perf_counter()
+    runs = {seed: one_seed(base, seed) for seed in args.seeds}
+    names = list(runs[args.seeds[0]])
+    print(json.dumps({
+        "benchmark": "a2d_terms", "config": values, "split": "dev (A2D makes no choice on it)",
+        "per_seed": runs, "mean": {n: statistics.mean(r[n] for r in runs.values()) for n in names},
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/a2d_terms.py " + " ".join(sys.argv[1:]),
+    }))
     return 0
 
 
