@@ -57,11 +57,13 @@ def main() -> None:
     p.add_argument("--config", help="a jobs/imm.py config file (YAML/JSON); --set overrides it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--variants-only", action="store_true", help="run the variants without the table of every method")
     args = p.parse_args()
     base = {**(read_config_file(args.config) if args.config else {}), **parse_overrides(args.set)}
     for key in ("run_dir", "experiment", "tracking_uri", "max_concurrency"):
         base.pop(key, None)
-    variants = {"table": {**base, "method": "imm", "baselines": [m for m in METHODS if m != "imm"]}}
+    variants = {} if args.variants_only else {
+        "table": {**base, "method": "imm", "baselines": [m for m in METHODS if m != "imm"]}}
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         variants[name] = {**base, "method": "imm", "baselines": [], **parse_overrides(settings.split(","))}

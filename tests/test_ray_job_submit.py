@@ -77,11 +77,11 @@ def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
 
 def test_imm_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
     summary = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
-                      f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json",
-                      head_node)
+                      f"--baselines single --vocab-size 400 --run-dir {tmp_path}/run "
+                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "imm"
-    assert set(summary["iterations_f1"]) == {"sports", "medicine", "finance"}
-    for key in ("final_f1", "average_f1", "mlflow_run_id", "tracking_uri"):
+    assert set(summary["iterations_f1"]) == set(summary["test_f1"]) == {"sports", "medicine", "finance"}
+    for key in ("average_test_f1", "average_dev_f1", "mlflow_run_id", "tracking_uri"):
         assert summary[key] is not None
     assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "mlflow.db").exists()
 

@@ -84,7 +84,8 @@ class DataSettings:
                                       split=False)
     data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
     synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data")
-    synthetic_per_domain: int = option(150, "synthetic questions per domain", "data")
+    synthetic_per_domain: int = option(600, "synthetic questions per domain (at 150, a 24-question dev makes "
+                                       "choices by noise)", "data")
     max_train_examples: int | None = option(None, "keep at most this many training questions per domain (whole "
                                             "contexts)", "data")
     max_test_examples: int | None = option(None, "keep at most this many test questions per domain", "data")

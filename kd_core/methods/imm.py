@@ -94,8 +94,8 @@ class IMMSettings:
                                   "model")
     phi_init: str = option("model", "phi_i starts from the base model (model) or from theta_i (theta)", "model")
     no_similarity: bool = option(False, "ablation: all s_ij equal", "model")
-    no_kd1: bool = option(False, "ablation: phi without the MSE term", "model")
-    no_kd2: bool = option(False, "ablation: theta without the MSE term", "model")
+    no_kd1: bool = option(False, "ablation: phi without the KD term", "model")
+    no_kd2: bool = option(False, "ablation: theta without the KD term", "model")
     kd_target: str = option("distributions", "the KD term: MSE of span distributions (distributions), of the "
                             "predictions at the gold span (gold: the paper's) or of raw logits (logits: the released "
                             "code's)", "model")
@@ -161,7 +161,7 @@ def dev_split(domain: str) -> str:
     return f"{domain}.dev"
 
 
-def test_split(domain: str) -> str:
+def domain_test_split(domain: str) -> str:
     """The domain's test split (reported numbers)."""
     return f"{domain}.test"
 
@@ -305,8 +305,9 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
             else:
                 yield from baseline(method)
         ran = iterations_done(done, names)
-        yield [EvaluateStep(f"test-{m}-{d}", (model_ref(final_step(m, d, ran)),), TOKENIZER, split=test_split(d),
-                            tags=tags(d, ran if m == "imm" else 0, "test", m)) for m in s.methods for d in names]
+        yield [EvaluateStep(f"test-{m}-{d}", (model_ref(final_step(m, d, ran)),), TOKENIZER,
+                            split=domain_test_split(d), tags=tags(d, ran if m == "imm" else 0, "test", m))
+               for m in s.methods for d in names]
 
     return staged(stages)
 
