@@ -19,8 +19,10 @@ from kd_core.knowledge.table import read_knowledge
 from tests.helpers import job_tree, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2)
-CLI_TINY = ["--synthetic-per-domain", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500"]
+TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
+            baseline=False)
+CLI_TINY = ["--synthetic-per-domain", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500",
+            "--no-baseline"]
 STEPS = {"member-0", "member-1", "knowledge-0", "knowledge-1", "knowledge", "student", "eval-ensemble-dev",
          "eval-student-dev"}
 

@@ -67,8 +67,8 @@ def test_ids_unique_and_stable_format(examples):
 
 def test_schema_rows():
     row = generate(n_per_domain=1, domains=["sports"]).to_list()[0]
-    assert set(row) == {"id", "domain", "title", "context", "question", "answers", "is_impossible"}
-    assert row["is_impossible"] is False and len(row["answers"]["text"]) == 1
+    assert set(row) == {"id", "domain", "title", "context", "question", "answers", "is_impossible", "references"}
+    assert row["is_impossible"] is False and len(row["answers"]["text"]) == 1 and row["references"] == []
 
 
 def test_answer_offsets_exact_and_answers_short(examples):
