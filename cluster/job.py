@@ -28,13 +28,14 @@ import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
 
 from cluster.data_parallel import train_on_ray_train
+from cluster.output_paths import job_run_dir, output_path, submission_id
 from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
@@ -107,19 +108,26 @@ def _comparable(value: Any) -> Any:
 
 
 def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
-    """A job's options from its command line; with ``--resume``, the saved ones (others given must equal them)."""
+    """A job's options from its command line; with ``--resume``, the saved ones (others given must equal them).
+
+    The run directory comes back absolute, where :func:`cluster.output_paths.job_run_dir` puts it
+    (a durable folder under ``ray job submit``).
+    """
     if not args.resume:
-        return config_from_cli(cls, args)
+        config = config_from_cli(cls, args)
+        default = next(f.default for f in fields(cls) if f.name == "run_dir")
+        run_dir = job_run_dir(config.run_dir, is_default=config.run_dir == default)  # type: ignore[attr-defined]
+        return replace(config, run_dir=str(run_dir))  # type: ignore[type-var]
     saved = resume_options(args.resume, method, cli_values(cls, args))
     try:
-        return cls(**{**saved, "run_dir": str(Path(args.resume).resolve())})
+        return cls(**{**saved, "run_dir": str(output_path(args.resume))})
     except ConfigError as err:
         raise options_error(err, cls) from err
 
 
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """The saved options of the job in ``run_dir``; any of ``given`` that differs from them is refused."""
-    state = JobState.load(Path(run_dir).resolve(), method)
+    state = JobState.load(output_path(run_dir), method)
     for key, value in given.items():
         if key in state.options and _comparable(state.options[key]) != _comparable(value):
             raise ConfigError("--resume", flag(key), f"the run was made with {state.options[key]!r}, not "
@@ -133,8 +141,11 @@ class JobRuntime:
     def __init__(self, method: str, options: Mapping[str, Any], run_dir: str | Path, tracking_uri: str | None,
                  experiment: str, resume: bool = False) -> None:
         self.method = method
-        self.run_dir = Path(run_dir).resolve()
+        self.run_dir = output_path(run_dir)
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        if submission_id() is not None:  # the user cannot guess these: say where they are before any work
+            print(f"{method} job {submission_id()}: run dir {self.run_dir}; MLflow store {self.tracking_uri}",
+                  flush=True)
         self.experiment = experiment
         if resume:
             self.state = JobState.load(self.run_dir, method)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -54,10 +55,11 @@ def head_node():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _submit(entrypoint: str, env: dict) -> dict:
+def _submit(entrypoint: str, env: dict, submit_options: list[str] | None = None) -> dict:
     """Submit ``entrypoint`` with the repository as working dir; return the JSON summary it printed last."""
     for _ in range(12):  # the dashboard's job agent comes up a few seconds after `ray start` returns
-        result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", "--", *entrypoint.split()],
+        result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", *(submit_options or []), "--",
+                                 *entrypoint.split()],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in result.stderr:
             break
@@ -75,15 +77,23 @@ def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
     assert (tmp_path / "mlflow.db").exists()
 
 
-def test_imm_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
+def test_imm_job_submitted_without_path_options_keeps_its_results_in_the_results_folder(head_node, tmp_path):
+    """No --run-dir, no --tracking-uri: outputs go to $KD_RESULTS_DIR (~/kd_results), not into Ray's temporary copy."""
+    results = tmp_path / "kd_results"
+    runtime_env = json.dumps({"env_vars": {"KD_RESULTS_DIR": str(results)}})
     summary = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
-                      f"--baselines single --vocab-size 400 --run-dir {tmp_path}/run "
-                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
-    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "imm"
+                      f"--baselines single --vocab-size 400 --json", head_node,
+                      ["--runtime-env-json", runtime_env])
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == results / "runs" / "imm" and run_dir.name.startswith("raysubmit_")
+    assert summary["tracking_uri"] == f"sqlite:///{results}/mlflow.db"
     assert set(summary["iterations_f1"]) == set(summary["test_f1"]) == {"sports", "medicine", "finance"}
-    for key in ("average_test_f1", "average_dev_f1", "mlflow_run_id", "tracking_uri"):
-        assert summary[key] is not None
-    assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "mlflow.db").exists()
+    assert (run_dir / "summary.json").exists()
+    assert (run_dir / "steps" / "theta-sports-1" / "model" / "model.safetensors").exists()
+    runs = MlflowClient(summary["tracking_uri"]).search_runs(
+        [MlflowClient(summary["tracking_uri"]).get_experiment_by_name("imm").experiment_id])
+    assert summary["mlflow_run_id"] in {run.info.run_id for run in runs} and len(runs) > 1
+    assert "_ray_pkg_" not in summary["run_dir"] + summary["tracking_uri"]
 
 
 def test_mtdnn_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):

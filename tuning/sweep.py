@@ -39,6 +39,7 @@ from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from cluster.runtime import connect  # noqa: E402
+from cluster.output_paths import job_run_dir  # noqa: E402
 from cluster.tracking import Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
@@ -97,7 +98,7 @@ class SweepConfig:
 
     @property
     def root(self) -> Path:
-        return Path(self.run_dir or f"runs/sweep-{self.method}").resolve()
+        return job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Tracking URIs: always absolute, so every process (driver, actors, Tune trials) means the same store.
 
 Ray Tune changes each trial's working directory, and a relative ``sqlite:///mlflow.db`` would
-silently give every trial its own database; MLflow 3.17 refuses ``file:`` stores.
+silently give every trial its own database; MLflow 3.17 refuses ``file:`` stores. Relative
+SQLite paths are relative to :func:`cluster.output_paths.output_base`: the working directory,
+or the durable results folder in a ``ray job submit`` job (whose working directory Ray deletes).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cluster.output_paths import output_base, output_path
 from kd_core.errors import ConfigError
 
 DEFAULT_DB_NAME = "mlflow.db"
@@ -17,8 +20,8 @@ _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
-    """MLflow 3's default store, made absolute: ``sqlite:///<absolute cwd>/mlflow.db``."""
-    folder = (cwd or Path.cwd()).expanduser().resolve()
+    """MLflow 3's default store, made absolute: ``sqlite:///<cwd or output base>/mlflow.db``."""
+    folder = cwd.expanduser().resolve() if cwd is not None else output_base()
     return f"{SQLITE_PREFIX}{folder / DEFAULT_DB_NAME}"
 
 
@@ -26,7 +29,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     """An absolute tracking URI that means the same store from any working directory.
 
     * ``None``: ``$MLFLOW_TRACKING_URI`` if set (resolved in turn), else :func:`default_tracking_uri`.
-    * ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``: made absolute.
+    * ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``: made absolute (module doc).
     * A bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file, absolute.
     * Any other URI with a scheme (``http(s)://``, ``postgresql://``, ``databricks``...): unchanged.
 
@@ -42,7 +45,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         path = uri[len(SQLITE_PREFIX) :]
         if path in ("", ":memory:"):
             raise ValueError(f"in-memory SQLite ({uri!r}) cannot be shared with Ray workers; give a file")
-        return f"{SQLITE_PREFIX}{Path(path).expanduser().resolve()}"
+        return f"{SQLITE_PREFIX}{output_path(path)}"
     if uri.startswith("sqlite:"):
         raise ValueError(f"expected sqlite:///<path to a file>, got {uri!r}")
     if not uri.startswith("file:") and ("://" in uri or uri.startswith("databricks")):
@@ -52,7 +55,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             f"file stores are refused by MLflow 3.17 (unless MLFLOW_ALLOW_FILE_STORE=true): {uri!r}; "
             "use a SQLite file such as 'sqlite:///mlflow.db' or a path ending in '.db'"
         )
-    return f"{SQLITE_PREFIX}{Path(uri).expanduser().resolve()}"
+    return f"{SQLITE_PREFIX}{output_path(uri)}"
 
 
 def check_tracking_uri(uri: str | None, source: str) -> None:
