@@ -18,7 +18,9 @@ does everything around that, once for every job:
   the summary and its table as artifacts) and one child run per step, tagged ``kd.method``,
   ``kd.step``, ``kd.task`` and the step's own tags (``kd.role``, ``kd.domain``,
   ``kd.iteration``...), with per-step training losses, the step's scores and the trained
-  model (``save_pretrained`` files under ``model/``).
+  model as an MLflow *logged model* linked to the run: a servable ``pyfunc`` holding the
+  ``save_pretrained`` files (:mod:`cluster.tracking.logged_models`), with ``--register-as
+  NAME`` also registered as ``NAME.<step>`` when it is a student.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.run_files import write_atomic
+from kd_core.serving import serving_description, serving_input
 
 STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"
@@ -66,11 +69,16 @@ class JobOptions:
                                       "sqlite:///<cwd>/mlflow.db)", "job")
     experiment: str = option("kd", "MLflow experiment name", "job")
     max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
+    register_as: str | None = option(None, "also register each student in the MLflow Model Registry, as "
+                                     "NAME.<step> (every trained model is a logged model anyway)", "job")
 
     def __post_init__(self) -> None:
         if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")
+        if self.register_as is not None and (not self.register_as.strip() or "/" in self.register_as):
+            raise ConfigError("job", "register_as", f"a registered model name, non-empty and without '/', got "
+                              f"{self.register_as!r}")
 
 
 @dataclass
@@ -201,14 +209,14 @@ class JobRuntime:
                                for i in on_pool])
         for i, result in zip(on_pool, fresh):
             results[i] = result
-            self._finish(steps[i], runs[i], result)
+            self._finish(steps[i], runs[i], result, ws)
         for i in todo:
             if _data_parallel(steps[i]):
                 step = steps[i]
                 assert isinstance(step, TrainStep)
                 with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)
                     results[i] = train_on_ray_train(step, ws, ws_ref, runs[i], self.run_dir / "ray_train")
-                self._finish(step, runs[i], results[i])
+                self._finish(step, runs[i], results[i], ws)
         return [r for r in results if r is not None]
 
     def _child(self, step: Step, ws: Workspace) -> RunRef:
@@ -225,7 +233,7 @@ class JobRuntime:
         self.state.save(self.run_dir)
         return run
 
-    def _finish(self, step: Step, run: RunRef, result: Result) -> None:
+    def _finish(self, step: Step, run: RunRef, result: Result, ws: Workspace) -> None:
         assert self.tracker is not None
         metrics: dict[str, float] = {"seconds": float(result["seconds"])}
         if isinstance(step, EvaluateStep):  # scores on one split
@@ -237,8 +245,15 @@ class JobRuntime:
             if key in result:
                 metrics[key] = float(result[key])
         self.tracker.log_metrics(run, metrics)
-        if isinstance(step, TrainStep):
-            self.tracker.log_artifacts(run, result["model_dir"], "model")
+        if isinstance(step, TrainStep):  # a servable logged model (pyfunc) holding the save_pretrained folder
+            view = ws.view(step.task) if step.task else ws
+            register = self.state.options.get("register_as")
+            example = serving_input(view.task, view.examples(step.sources[0].split if step.sources else step.split)[0])
+            self.tracker.log_model(run, step.name, result["model_dir"], serving_description(view.task, ws.windows),
+                                   example,
+                                   tags={"kd.method": self.method, "kd.step": step.name, **step.tags},
+                                   registered_name=f"{register}.{step.name}" if register and
+                                   step.tags.get("kd.role") == "student" else None)
         self.tracker.end_run(run)
         self.state.steps[step.name]["finished"] = True
         self.state.save(self.run_dir)

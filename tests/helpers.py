@@ -40,6 +40,19 @@ def job_tree(uri: str, parent_id: str):
     return client, parent, [r for r in runs if r.info.run_id != parent_id]
 
 
+def logged_model(client, run):
+    """The one MLflow logged model whose source is ``run``."""
+    models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
+    assert len(models) == 1, f"run {run.info.run_name} has {len(models)} logged models"
+    return models[0]
+
+
+def logged_model_files(client, run) -> set[str]:
+    """The files of ``run``'s logged model's ``save_pretrained`` folder (``model/...``)."""
+    model = logged_model(client, run)
+    return {a.path.removeprefix("artifacts/") for a in client.list_logged_model_artifacts(model.model_id, "artifacts/model")}
+
+
 def wait_for(condition, proc: subprocess.Popen, timeout: float, log: Path) -> None:
     """Poll ``condition`` while the job ``proc`` runs; fail if the job ends first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 from transformers import AutoModelForQuestionAnswering
 
@@ -16,7 +18,8 @@ from kd_core.data.synthetic import generate
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
-from tests.helpers import job_tree, wait_for
+from kd_core.metrics import squad_scores
+from tests.helpers import job_tree, logged_model, logged_model_files, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
@@ -85,7 +88,24 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert member.data.metrics["dev/f1"] == pytest.approx(summary["members_f1"][1])
     student = next(r for r in children if r.info.run_name == "student")
     assert len(client.get_metric_history(student.info.run_id, "loss/att")) >= 1  # per step, from the worker
-    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
+    assert "model/model.safetensors" in logged_model_files(client, student)
+
+
+def test_the_logged_student_answers_questions_as_its_evaluation_did(uninterrupted, tmp_path, monkeypatch):
+    """The student's pyfunc, fed the extra set's questions and contexts, scores the F1 the job reported on it."""
+    summary, uri = uninterrupted
+    client, _, children = job_tree(uri, summary["mlflow_run_id"])
+    model = logged_model(client, next(r for r in children if r.info.run_name == "student"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    rows = [(qa["id"], qa["question"], p["context"], [a["text"] for a in qa["answers"]])
+            for p in json.loads(write_squad(tmp_path / "addsent.json", seed=9).read_text())["data"][0]["paragraphs"]
+            for qa in p["qas"]]
+    answers = loaded.predict(pd.DataFrame({"question": [r[1] for r in rows], "context": [r[2] for r in rows]}))
+    assert list(answers.columns) == ["answer", "score"] and (answers["score"] <= 0).all()  # log-probabilities
+    assert all(answer in context for answer, (_, _, context, _) in zip(answers["answer"], rows))
+    scores = squad_scores(dict(zip([r[0] for r in rows], answers["answer"])), {r[0]: r[3] for r in rows})
+    assert scores["f1"] == pytest.approx(summary["eval"]["addsent.json"]["student"])
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from jobs.imm import IMMJobConfig, main, run
 from kd_core.cli import run_cli
 from tuning.sweep import SweepConfig, run_sweep
-from tests.helpers import job_tree, wait_for
+from tests.helpers import job_tree, logged_model_files, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
@@ -74,7 +74,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
         assert iteration < iterations
         if stage in ("initial", "phi", "theta"):
             assert client.get_metric_history(child.info.run_id, "loss/ce")  # per-step losses from the worker
-            assert "model/config.json" in {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+            assert "model/config.json" in logged_model_files(client, child)
         if stage == "theta":
             assert client.get_metric_history(child.info.run_id, "loss/mse")
         if stage == "select":

@@ -7,11 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import socket
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from jobs.kd import KDJobConfig, main, run
+from kd_core.engine.prepare import build_workspace
 from kd_core.cli import run_cli
-from tests.helpers import job_tree, wait_for
+from tests.helpers import job_tree, logged_model, logged_model_files, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
@@ -25,7 +32,7 @@ STEPS = {"teacher-0", "teacher-1", "knowledge-0", "knowledge-1", "knowledge", "s
 def uninterrupted(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("kd")
     uri = f"sqlite:///{root}/mlflow.db"
-    return run(KDJobConfig(**TINY, run_dir=str(root / "run"), tracking_uri=uri)), uri
+    return run(KDJobConfig(**TINY, run_dir=str(root / "run"), tracking_uri=uri, register_as="kd-test")), uri
 
 
 def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
@@ -45,9 +52,82 @@ def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert student.data.tags["kd.role"] == "student"
     assert len(client.get_metric_history(student.info.run_id, "loss/kd")) >= 3  # per step, from the worker
     assert student.data.metrics["dev/accuracy"] == summary["models"]["student"]["dev"][0]
-    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
     evaluation = next(r for r in children if r.data.tags["kd.step"] == "eval-student")
     assert evaluation.data.metrics["test/accuracy"] == summary["models"]["student"]["test"]
+    trained = [r for r in children if r.data.tags["kd.step"] in ("teacher-0", "teacher-1", "student", "student-no-kd")]
+    model = logged_model(client, student)  # every trained model is a logged model of its run
+    assert all(logged_model(client, r).status == "READY" for r in trained)
+    assert model.name == "student" and model.tags["kd.role"] == "student"
+    assert "model/model.safetensors" in logged_model_files(client, student)
+    versions = client.search_model_versions("name = 'kd-test.student'")  # --register-as: students only
+    assert [(v.source, v.run_id) for v in versions] == [(model.artifact_location, student.info.run_id)]
+    assert not client.search_model_versions("name = 'kd-test.teacher-0'")
+
+
+def _test_split(summary):
+    config = KDJobConfig(**TINY)
+    return build_workspace(config.data, config.teacher_model, config.student_model, summary["run_dir"]).examples("test")
+
+
+def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(uninterrupted, monkeypatch):
+    summary, uri = uninterrupted
+    client, _, children = job_tree(uri, summary["mlflow_run_id"])
+    model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    test = _test_split(summary)
+    labels = summary["task_definition"]["labels"]
+    predicted = loaded.predict(pd.DataFrame({"text": list(test["text_a"])}))
+    assert list(predicted.columns) == ["label", "probability"] and len(predicted) == len(test)
+    assert predicted["probability"].between(1 / len(labels), 1).all()
+    accuracy = 100 * np.mean([labels.index(p) == gold for p, gold in zip(predicted["label"], test["label"])])
+    assert accuracy == pytest.approx(summary["models"]["student"]["test"])  # the job's evaluation, through MLflow
+    with pytest.raises(Exception, match="text"):
+        loaded.predict(pd.DataFrame({"sentence": ["no text column"]}))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_request(uninterrupted, tmp_path):
+    summary, uri = uninterrupted
+    client, _, children = job_tree(uri, summary["mlflow_run_id"])
+    model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
+    texts = list(_test_split(summary)["text_a"])[:3]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    bin_dir = Path(sys.executable).parent  # as in an activated venv: the server runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    with log.open("w") as out:
+        server = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{model.model_id}",
+                                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{url}/ping"), server, 180, log)
+        request = urllib.request.Request(f"{url}/invocations", json.dumps({"dataframe_records": [
+            {"text": t} for t in texts]}).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = json.loads(response.read())["predictions"]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        local = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(pd.DataFrame({"text": texts}))
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert [row["label"] for row in served] == list(local["label"])
+    assert [row["probability"] for row in served] == pytest.approx(list(local["probability"]))
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 @pytest.mark.slow

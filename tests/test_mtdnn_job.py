@@ -11,7 +11,7 @@ import pytest
 
 from jobs.mtdnn import MTDNNJobConfig, main, run
 from kd_core.cli import run_cli
-from tests.helpers import job_tree, wait_for
+from tests.helpers import job_tree, logged_model_files, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = """tasks:
@@ -84,7 +84,7 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
     curve = sorted(client.get_metric_history(student.info.run_id, "dev/rating/pearson"), key=lambda m: m.step)
     assert [m.step for m in curve] == [0, 1, 2] and curve[0].value == curve[2].value
     assert len(client.get_metric_history(student.info.run_id, "loss/soft")) >= 2
-    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(student.info.run_id, "model")}
+    assert "model/model.safetensors" in logged_model_files(client, student)
     evaluation = by_step["eval-student"]
     assert evaluation.data.metrics["test/preference/pearson"] == summary["tasks"]["preference"]["test"]["mt_kd"]
 

@@ -37,6 +37,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from cluster.tracking.logged_models import log_served_model
 from cluster.tracking.uris import SQLITE_PREFIX, resolve_tracking_uri
 
 JOB_ID_TAG = "kd_job_id"
@@ -119,7 +120,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)  # the registry in the same store
 
     def __reduce__(self) -> tuple[type[Tracker], tuple[str]]:
         return (Tracker, (self.tracking_uri,))
@@ -293,6 +294,20 @@ class Tracker:
     def log_artifacts(self, run: RunRef, directory: str | Path, artifact_path: str | None = None) -> None:
         """Copy a local directory's content, e.g. a ``save_pretrained`` folder, into the run's artifacts."""
         self.client.log_artifacts(self._check_store(run), str(directory), artifact_path)
+
+    def log_model(self, run: RunRef, name: str, model_dir: str | Path, description: Mapping[str, Any],
+                  input_example: Mapping[str, str], tags: Mapping[str, str] | None = None,
+                  registered_name: str | None = None) -> str:
+        """Log a ``save_pretrained`` folder as a servable pyfunc logged model of ``run`` (optionally registered
+        under ``registered_name``); returns its model id (:mod:`cluster.tracking.logged_models`)."""
+        if registered_name:
+            try:
+                self.client.create_registered_model(registered_name)
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        return log_served_model(self.client, run.experiment_id, self._check_store(run), name, model_dir, description,
+                                input_example, {**(tags or {}), JOB_ID_TAG: run.job_id}, registered_name)
 
     def log_figure(self, run: RunRef, figure: Figure, artifact_file: str) -> None:
         """Save a matplotlib figure as artifact ``artifact_file`` (its extension picks the format)."""
