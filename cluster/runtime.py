@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 import ray
 
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
+#: Passed on to every worker: offline hub settings, and the MLflow client's credentials and TLS settings for a
+#: tracking server (visible in the Ray dashboard's runtime env, like any env var given to Ray).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME",
+                 "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                 "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH")
 
 
 def connect(tracking_uri: str, address: str | None = None) -> None:

@@ -1,0 +1,80 @@
+"""A job against a real `mlflow server` (HTTP tracking, artifacts proxied by the server), queried over HTTP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from jobs.kd import KDJobConfig, run
+from tests.helpers import job_tree, logged_model, logged_model_files
+
+TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a SQLite backend; artifacts live where the *server* puts them."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log = root / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
+             "--artifacts-destination", str(root / "artifacts")],
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while not _healthy(url):
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    yield url, root
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, ray_session, tmp_path, monkeypatch):
+    url, server_root = mlflow_server
+    summary = run(KDJobConfig(**TINY, run_dir=str(tmp_path / "run"), tracking_uri=url, experiment="served"))
+    assert summary["tracking_uri"] == url
+
+    client, parent, children = job_tree(url, summary["mlflow_run_id"])  # every query below goes over HTTP
+    assert parent.info.status == "FINISHED" and parent.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert {"summary.json", "summary_table.txt"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    downloaded = Path(client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path)))
+    assert json.loads(downloaded.read_text())["models"] == summary["models"]
+    assert {r.data.tags["kd.step"] for r in children} >= {"teacher-0", "teacher-1", "knowledge", "student"}
+    student = next(r for r in children if r.data.tags["kd.step"] == "student")
+    assert client.get_metric_history(student.info.run_id, "loss/kd")  # logged by the Ray worker, over HTTP
+    assert "model/model.safetensors" in logged_model_files(client, student)
+    assert list((server_root / "artifacts").rglob("model.safetensors"))  # proxied: stored by the server
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged_model(client, student).model_id}")
+    answers = loaded.predict(pd.DataFrame({"text": ["a wonderful , moving film", "a dull and tedious mess"]}))
+    assert set(answers["label"]) <= set(summary["task_definition"]["labels"]) and len(answers) == 2
