@@ -38,6 +38,7 @@ import ray
 
 from cluster.data_parallel import train_on_ray_train
 from cluster.output_paths import job_run_dir, output_path, submission_id
+from cluster.progress import StageProgress
 from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
@@ -167,12 +168,17 @@ class JobRuntime:
         self.tracker: Tracker | None = None
         self.parent: RunRef | None = None
         self.pool: WorkerPool | None = None
+        self.progress = StageProgress(method, enabled=False)
         self.reused_steps: list[str] = []
 
     @contextmanager
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
-                params: Mapping[str, Any] | None = None) -> Iterator[JobRuntime]:
-        """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit."""
+                params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
+        """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
+
+        Unless ``quiet``, the driver prints a progress line per stage (:mod:`cluster.progress`).
+        """
+        self.progress = StageProgress(self.method, enabled=not quiet)
         connect(self.tracking_uri, address)
         self.tracker = Tracker(self.tracking_uri)
         if self.state.parent_run_id is None:
@@ -202,11 +208,15 @@ class JobRuntime:
         results: list[Result | None] = [stored_result(step, ws) for step in steps]
         self.reused_steps += [step.name for step, result in zip(steps, results) if result is not None]
         todo = [i for i, result in enumerate(results) if result is None]
+        self.progress.stage_started([steps[i].name for i in todo],
+                                    [step.name for step, result in zip(steps, results) if result is not None])
         runs = {i: self._child(steps[i], ws) for i in todo}
         on_pool = [i for i in todo if not _data_parallel(steps[i])]
         threads = self.pool.threads(len(on_pool))
         fresh = self.pool.run([lambda worker, i=i: worker.run.remote(steps[i], ws_ref, runs[i], threads)
-                               for i in on_pool])
+                               for i in on_pool],
+                              on_start=lambda k, place: self.progress.step_started(steps[on_pool[k]].name, place),
+                              on_done=lambda k: self.progress.step_finished(steps[on_pool[k]].name))
         for i, result in zip(on_pool, fresh):
             results[i] = result
             self._finish(steps[i], runs[i], result, ws)
@@ -214,9 +224,12 @@ class JobRuntime:
             if _data_parallel(steps[i]):
                 step = steps[i]
                 assert isinstance(step, TrainStep)
+                self.progress.step_started(step.name, f"Ray Train, {step.workers} workers")
                 with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)
                     results[i] = train_on_ray_train(step, ws, ws_ref, runs[i], self.run_dir / "ray_train")
+                self.progress.step_finished(step.name)
                 self._finish(step, runs[i], results[i], ws)
+        self.progress.stage_finished()
         return [r for r in results if r is not None]
 
     def _child(self, step: Step, ws: Workspace) -> RunRef:

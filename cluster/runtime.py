@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ray
+from ray._raylet import Config as RayConfig
 
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Passed on to every worker: offline hub settings, and the MLflow client's credentials and TLS settings for a
 #: tracking server (visible in the Ray dashboard's runtime env, like any env var given to Ray).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME",
@@ -28,12 +30,22 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELIS
 
 
 def connect(tracking_uri: str, address: str | None = None) -> None:
-    """Join (or start) a Ray cluster whose workers see ``MLFLOW_TRACKING_URI = tracking_uri``."""
+    """Join (or start) a Ray cluster whose workers see ``MLFLOW_TRACKING_URI = tracking_uri``.
+
+    A cluster started here has token auth on, as Ray 2.60 does for a new local cluster, but
+    chosen here (``RAY_AUTH_MODE=token`` unless the user set a mode), so Ray does not warn that
+    it chose it. Its dashboard listens on 127.0.0.1 only; its gRPC servers (GCS, raylet,
+    workers) listen on every interface in Ray 2.60 and refuse callers without the token.
+    """
     if ray.is_initialized():
         return
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local and AUTH_MODE_ENV not in os.environ:
+        os.environ[AUTH_MODE_ENV] = "token"
+        RayConfig.initialize("")  # Ray read its config at import: re-read it, as ray.init does when it turns auth on
     ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
 
 

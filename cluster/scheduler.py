@@ -13,6 +13,8 @@ from cluster.worker import create_worker
 
 #: Seconds any single step may take before the job gives up on it (no silent hangs).
 STEP_TIMEOUT_S = 24 * 3600.0
+#: Seconds a new worker may take to start (e.g. waiting for a node with a free GPU) before the job gives up.
+STARTUP_TIMEOUT_S = 3600.0
 
 Call = Callable[[ray.actor.ActorHandle], ray.ObjectRef]
 
@@ -28,7 +30,11 @@ class WorkerPool:
 
     def _start(self) -> list[ray.actor.ActorHandle]:
         placement = model_placement(self.size, self.size)
-        return [create_worker(placement) for _ in range(self.size)]
+        workers = [create_worker(placement) for _ in range(self.size)]
+        infos = ray.get([worker.info.remote() for worker in workers], timeout=STARTUP_TIMEOUT_S)
+        #: Where each worker is, for progress lines: ``w<index> <device> <node>``.
+        self.places = [f"w{i} {info['device']} {info['node']}" for i, info in enumerate(infos)]
+        return workers
 
     def threads(self, running: int) -> int:
         """Torch threads for each of ``running`` steps at once: the node's cores shared among them."""
@@ -44,9 +50,11 @@ class WorkerPool:
         finally:
             self.workers = self._start()
 
-    def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S) -> list[Any]:
+    def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S,
+            on_start: Callable[[int, str], None] | None = None, on_done: Callable[[int], None] | None = None) -> list[Any]:
         """Give each call a free worker (at most one call per worker at once); results in the order of ``calls``.
 
+        ``on_start(i, place)`` and ``on_done(i)`` hear of call ``i`` starting on a worker and finishing.
         A call that fails (after Ray's retries) re-raises here.
         """
         free = list(self.workers)
@@ -57,6 +65,8 @@ class WorkerPool:
             while started < len(calls) and free:
                 worker = free.pop(0)
                 pending[calls[started](worker)] = (started, worker)
+                if on_start is not None:
+                    on_start(started, self.places[self.workers.index(worker)])
                 started += 1
             done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
             if not done:
@@ -65,6 +75,8 @@ class WorkerPool:
                 index, worker = pending.pop(ref)
                 results[index] = ray.get(ref)
                 free.append(worker)
+                if on_done is not None:
+                    on_done(index)
         return results
 
     def shutdown(self) -> None:

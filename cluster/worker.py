@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import datasets
 import ray
 import torch
 from transformers.utils import logging as hf_logging
@@ -31,10 +32,12 @@ class StepWorker:
     def __init__(self, torch_threads: int) -> None:
         torch.set_num_threads(torch_threads)
         hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()  # the driver prints progress per stage (cluster.progress)
         self.device = device_for_actor()
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads()}
+        return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads(),
+                "node": ray.util.get_node_ip_address()}
 
     def run(self, step: Step, ws: Workspace, run: RunRef | None = None, threads: int | None = None) -> Result:
         """Execute ``step`` (with ``threads`` torch threads if given); training metrics go to the MLflow run ``run``."""

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import bar_chart  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, format_table, summarise, summary_metrics  # noqa: E402
@@ -64,13 +64,13 @@ def workspace(config: A2DJobConfig) -> Workspace:
     return build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
 
-def run(config: A2DJobConfig, address: str | None = None, resume: bool = False) -> dict:
+def run(config: A2DJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or continue) the job; returns its summary."""
     started = time.perf_counter()
     ws = workspace(config)
     runtime = JobRuntime("a2d", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
     ws.run_dir = runtime.run_dir
-    with runtime.session(address, config.max_concurrency, "a2d", tags={"kd.task": ws.task.name}) as job:
+    with runtime.session(address, config.max_concurrency, "a2d", tags={"kd.task": ws.task.name}, quiet=quiet) as job:
         results = job.drive(a2d_recipe(config.settings, ws), ws)
         summary = summarise(results, config.settings, ws)
         summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
@@ -85,12 +85,13 @@ def run(config: A2DJobConfig, address: str | None = None, resume: bool = False) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_progress(args.quiet)
     config = job_config(A2DJobConfig, "a2d", args)
     if args.check:
         workspace(config)
         print("ok: options and data are valid")
         return 0
-    summary = run(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
     table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                        f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
     print_summary(summary, table, args.json)

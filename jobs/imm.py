@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
@@ -70,14 +70,14 @@ def workspace(config: IMMJobConfig) -> Workspace:
     return build_domain_workspace(config.data, config.max_answer_length, TOKENIZER, config.run_dir)
 
 
-def run(config: IMMJobConfig, address: str | None = None, resume: bool = False) -> dict:
+def run(config: IMMJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or continue) the job; returns its summary."""
     started = time.perf_counter()
     ws = workspace(config)
     runtime = JobRuntime("imm", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
     ws.run_dir = runtime.run_dir
     workers = config.max_concurrency or len(domain_names(ws))
-    with runtime.session(address, workers, f"imm {config.method}", tags={"kd.task": ws.task.name}) as job:
+    with runtime.session(address, workers, f"imm {config.method}", tags={"kd.task": ws.task.name}, quiet=quiet) as job:
         results = job.drive(imm_recipe(config.settings, ws), ws)
         summary = summarise(results, config.settings, ws)
         summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
@@ -126,12 +126,13 @@ def format_summary(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_progress(args.quiet)
     config = job_config(IMMJobConfig, "imm", args)
     if args.check:
         workspace(config)
         print("ok: options and data are valid")
         return 0
-    summary = run(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
     print_summary(summary, format_summary(summary), args.json)
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
 from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
 from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
@@ -56,14 +56,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -> dict:
+def run(config: KDJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or continue) the job; returns its summary."""
     started = time.perf_counter()
     ws = build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
     runtime = JobRuntime("kd", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
     ws.run_dir = runtime.run_dir
     with runtime.session(address, config.max_concurrency, f"kd {config.task}",
-                         tags={"kd.task": config.task}) as job:
+                         tags={"kd.task": config.task}, quiet=quiet) as job:
         results = job.drive(hinton_recipe(config.settings), ws)
         summary = summarise(results, config.settings, ws.task.name, ws.task.primary_metric)
         summary.update(task_definition=ws.task.describe(), reused_steps=job.reused_steps,
@@ -73,12 +73,13 @@ def run(config: KDJobConfig, address: str | None = None, resume: bool = False) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_progress(args.quiet)
     config = job_config(KDJobConfig, "kd", args)
     if args.check:
         build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
         print("ok: options and data are valid")
         return 0
-    summary = run(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
     table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                        f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
     print_summary(summary, table, args.json)

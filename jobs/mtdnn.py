@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import grouped_bar_chart  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.methods.mtdnn import MTDNNSettings, format_table, mtdnn_recipe, summarise  # noqa: E402
@@ -70,7 +70,7 @@ def workspace(config: MTDNNJobConfig) -> Workspace:
     return build_multitask_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
 
-def run(config: MTDNNJobConfig, address: str | None = None, resume: bool = False) -> dict:
+def run(config: MTDNNJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or continue) the job; returns its summary."""
     started = time.perf_counter()
     ws = workspace(config)
@@ -78,7 +78,7 @@ def run(config: MTDNNJobConfig, address: str | None = None, resume: bool = False
     ws.run_dir = runtime.run_dir
     tasks = ",".join(ws.task.describe()["with_teacher"])
     with runtime.session(address, config.max_concurrency, f"mtdnn {config.tasks}",
-                         tags={"kd.task": ws.task.name, "kd.teacher_tasks": tasks}) as job:
+                         tags={"kd.task": ws.task.name, "kd.teacher_tasks": tasks}, quiet=quiet) as job:
         results = job.drive(mtdnn_recipe(config.settings, ws), ws)
         summary = summarise(results, config.settings, ws)
         summary.update(task_definitions=ws.task.describe(), reused_steps=job.reused_steps,
@@ -96,12 +96,13 @@ def run(config: MTDNNJobConfig, address: str | None = None, resume: bool = False
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_progress(args.quiet)
     config = job_config(MTDNNJobConfig, "mtdnn", args)
     if args.check:
         workspace(config)
         print("ok: options, task definitions and data are valid")
         return 0
-    summary = run(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
     table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                        f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
     print_summary(summary, table, args.json)

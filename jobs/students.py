@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
 from cluster.tracking import labelled_scatter  # noqa: E402
-from kd_core.cli import print_summary, run_cli  # noqa: E402
+from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.engine.execute import Result  # noqa: E402
 from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
@@ -79,7 +79,7 @@ def prepare(config: StudentsJobConfig, run_dir: str | Path | None = None) -> tup
     return ws, reused
 
 
-def run(config: StudentsJobConfig, address: str | None = None, resume: bool = False) -> dict:
+def run(config: StudentsJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or continue) the job; returns its summary."""
     started = time.perf_counter()
     ws, reused = prepare(config)
@@ -89,7 +89,7 @@ def run(config: StudentsJobConfig, address: str | None = None, resume: bool = Fa
         if not ws.result_path(name).exists():
             write_atomic(ws.result_path(name), json.dumps(result, indent=1))
     with runtime.session(address, config.max_concurrency, f"students {config.task}",
-                         tags={"kd.task": ws.task.name}) as job:
+                         tags={"kd.task": ws.task.name}, quiet=quiet) as job:
         results = job.drive(students_recipe(config.settings, ws), ws)
         summary = summarise(results, config.settings, ws.task.name, ws.task.primary_metric)
         summary.update(task_definition=ws.task.describe(), reused_steps=job.reused_steps,
@@ -115,12 +115,13 @@ def run(config: StudentsJobConfig, address: str | None = None, resume: bool = Fa
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_progress(args.quiet)
     config = job_config(StudentsJobConfig, "students", args)
     if args.check:
         prepare(config)
         print("ok: options, data and students are valid")
         return 0
-    summary = run(config, address=args.address, resume=bool(args.resume))
+    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
     table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                        f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
     print_summary(summary, table, args.json)

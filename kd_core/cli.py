@@ -7,6 +7,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import datasets
+from transformers.utils import logging as hf_logging
+
 from kd_core.errors import KDError
 
 EXIT_BAD_INPUT = 2
@@ -20,6 +23,13 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return int(code or 0)
+
+
+def quiet_progress(quiet: bool) -> None:
+    """With ``quiet``, no progress bars from this process's data preparation (``datasets``, ``transformers``)."""
+    if quiet:
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
 
 
 def print_summary(summary: dict[str, Any], table: str, as_json: bool) -> None:

@@ -243,7 +243,7 @@ def load_pretrained(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrain
         tokenizer = AutoTokenizer.from_pretrained(source)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForQuestionAnswering.from_pretrained(source)
+            model = AutoModelForQuestionAnswering.from_pretrained(source, use_safetensors=True)
     except (OSError, ValueError) as err:
         raise ModelError(name, "from_pretrained", f"cannot load model: {_first_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
@@ -293,7 +293,7 @@ def load_sequence_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True)
+                source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, use_safetensors=True)
     except (OSError, ValueError) as err:
         raise ModelError(name, "from_pretrained", f"cannot load model: {_first_line(err)}") from err
     return model, loaded_tokenizer

@@ -78,7 +78,7 @@ def load_multitask_model(source: str, seed: int, task_heads: Mapping[str, int]) 
         raise ModelError(source, "task_heads", f"the model has heads {dict(saved)}, the tasks need {dict(task_heads)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return BertForMultiTask.from_pretrained(source, config=multitask_config(base, task_heads))
+        return BertForMultiTask.from_pretrained(source, config=multitask_config(base, task_heads), use_safetensors=True)
 
 
 def is_multitask_checkpoint(source: str) -> bool:
@@ -94,7 +94,7 @@ def is_multitask_checkpoint(source: str) -> bool:
 
 def single_task_from_multitask(source: str, task: str, outputs: int) -> BertForSequenceClassification:
     """The encoder of the saved multi-task model ``source`` with head ``task`` as a one-task classifier."""
-    multi = BertForMultiTask.from_pretrained(source)
+    multi = BertForMultiTask.from_pretrained(source, use_safetensors=True)
     if task not in multi.heads or multi.heads[task].out_features != outputs:
         raise ModelError(source, "task_heads", f"has no head for task {task!r} with {outputs} outputs")
     config = BertConfig.from_dict({key: value for key, value in multi.config.to_dict().items()

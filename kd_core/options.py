@@ -141,9 +141,11 @@ def option(default: Any, help: str, group: str | None = None, alias: str | None 
 
 
 def add_run_flags(parser: argparse.ArgumentParser, resume_help: str) -> None:
-    """The flags every job has besides its config: ``--config``, ``--address``, ``--resume``, ``--check``, ``--json``."""
+    """The flags every job has besides its config: ``--config``, ``--address``, ``--resume``, ``--check``, ``--json``,
+    ``--quiet``."""
     parser.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
     parser.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
     parser.add_argument("--resume", metavar="RUN_DIR", help=resume_help)
     parser.add_argument("--check", action="store_true", help="validate options and data, then exit")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines or bars (the summary is still printed)")

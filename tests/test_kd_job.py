@@ -152,9 +152,13 @@ def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninte
     refused = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--tau", "3"], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--tau" in refused.stderr and "2.0" in refused.stderr
+    # the driver's progress: a start line per stage, naming its steps (a log is not a terminal)
+    assert "] stage 1 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
     resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--teachers", "2",
-                              "--address", address, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                              "--address", address, "--json", "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "[kd " not in resumed.stderr and "featurize" not in resumed.stderr  # --quiet
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["models"] == expected["models"]  # the same numbers as the uninterrupted job
     assert summary["mlflow_run_id"] == parent_id

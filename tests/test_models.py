@@ -7,7 +7,7 @@ from kd_core.batches import feature_arrays, batch_at
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.errors import ConfigError, ModelError
 from kd_core.models import (
-    build_preset_model, enable_attention_outputs, load_qa_model, qa_forward, question_passage_attention, save_model,
+    build_preset_model, enable_attention_outputs, load_qa_model, load_sequence_model, qa_forward, question_passage_attention, save_model,
 )
 from tests.helpers import toy_examples, toy_tokenizer
 
@@ -70,6 +70,20 @@ def test_unknown_model_names_raise_model_error(tmp_path, monkeypatch):
         load_qa_model(str(tmp_path / "empty"), seed=0)
     with pytest.raises(ConfigError):
         load_qa_model("tiny-bert", seed=0)  # a preset needs the data's tokenizer
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    """A folder whose weights are a pickle (``pytorch_model.bin``) is refused in one line; safetensors only."""
+    tok, _ = _batch()
+    model = build_preset_model("tiny-bert", tok, seed=1)
+    save_model(model, tok, tmp_path / "pickled")
+    (tmp_path / "pickled" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="safetensors") as err:
+        load_qa_model(str(tmp_path / "pickled"), seed=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="safetensors"):
+        load_sequence_model(str(tmp_path / "pickled"), seed=0, num_labels=2)
 
 
 def test_shallower_student_copies_exactly_the_chosen_teacher_layers():

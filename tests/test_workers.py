@@ -81,8 +81,20 @@ def test_the_pool_keeps_order_and_gives_each_worker_one_call_at_a_time(ray_sessi
     pool = WorkerPool(2)
     try:
         calls = [lambda worker: worker.info.remote() for _ in range(5)]
-        infos = pool.run(calls)
+        events: list[tuple] = []
+        infos = pool.run(calls, on_start=lambda i, place: events.append(("start", i, place)),
+                         on_done=lambda i: events.append(("done", i)))
         assert len(infos) == 5 and len({info["pid"] for info in infos}) == 2
+        assert pool.places == [f"w{i} cpu {ray_session.util.get_node_ip_address()}" for i in range(2)]
+        starts = [e for e in events if e[0] == "start"]
+        assert [e[1] for e in starts] == [0, 1, 2, 3, 4] and {e[2] for e in starts} == set(pool.places)
+        assert sorted(e[1] for e in events if e[0] == "done") == [0, 1, 2, 3, 4]
+        for i in range(5):  # a call starts before it is done, and at most two are running at any moment
+            assert events.index(("done", i)) > next(k for k, e in enumerate(events) if e[:2] == ("start", i))
+        running = 0
+        for event in events:
+            running += 1 if event[0] == "start" else -1
+            assert running <= 2
         assert pool.threads(1) == 2 and pool.threads(2) == 1 and pool.threads(5) == 1  # 2 CPUs shared
         with pool.paused():
             assert pool.workers == []

@@ -13,9 +13,12 @@ so the driver can log models of many runs. A model can also be registered under 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,26 @@ from mlflow.types import ColSpec, Schema
 import kd_core
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: What the model needs at load time (the packages ``kd_core.serving`` imports).
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "pyarrow", f"mlflow=={mlflow.__version__}")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No INFO line and no copy progress bar per saved model (noise in a job's log that logs dozens)."""
+    log = logging.getLogger("mlflow.pyfunc")
+    level, bar = log.level, os.environ.get(_PROGRESS_BAR_ENV)
+    log.setLevel(logging.WARNING)
+    os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if bar is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = bar
 
 
 def signature_for(task: Mapping[str, Any]) -> ModelSignature:
@@ -62,7 +83,7 @@ def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: st
             serving = Path(tmp) / "kd_serving.json"
             serving.write_text(json.dumps(description, indent=1))
             saved = Path(tmp) / "model"
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet():
                 # MLflow 3.17 compares the example's columns with a range (mlflow/models/utils.py,
                 # _convert_dataframe_to_split_dict), which pandas 3 deprecates: MLflow's line, not ours.
                 warnings.filterwarnings("ignore", message="Operation with range is deprecated", module="mlflow")
