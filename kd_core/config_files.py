@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,10 +54,39 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if str(field.type).startswith("tuple") and field.name in values:
             values[field.name] = _as_tuple(values[field.name])
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        wrong = _type_problem(hints.get(name), value)
+        if wrong:
+            raise ConfigError(source, name, wrong)
     try:
         return cls(**values)
     except TypeError as err:
         raise ConfigError(source, "options", str(err)) from err
+
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` cannot be a field annotated ``annotation`` (``int``, ``float | None``...), or ``None`` if it can.
+
+    Only scalar fields are checked here; tuples and others are the dataclass's own business.
+    """
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    scalars = [kind for kind in allowed if kind in _SCALARS]
+    if not scalars or len(scalars) != len([kind for kind in allowed if kind is not type(None)]):
+        return None
+    for kind in scalars:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind in (bool, str) and isinstance(value, kind):
+            return None
+    return f"expected {' or '.join(_SCALARS[kind] for kind in scalars)}, got {value!r}"
 
 
 def _as_tuple(value: Any) -> Any:

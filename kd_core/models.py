@@ -218,6 +218,8 @@ def _resolve_pretrained(name: str) -> str:
         return name
     if Path(name).exists():
         raise ModelError(name, "path", "is a file, not a model directory")
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        raise ModelError(name, "path", "no such model directory (and not a hub id of the form ORG/NAME)")
     return name
 
 

@@ -1,0 +1,88 @@
+"""Every kind of bad input, one row each (the README's "Bad input" table): one line naming the source and the
+problem, exit status 2, before any cluster work (no MLflow store, no run directory)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import jobs.imm
+import jobs.kd
+import jobs.mtdnn
+from cluster.job import JobState
+from kd_core.cli import run_cli
+
+CONTEXT = "Lyon Rovers won the super cup in 2003 after a long final."
+
+
+def squad(qas: list[dict]) -> str:
+    return json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]})
+
+
+QUESTION = {"id": "q1", "question": "When did they win?", "answers": [{"text": "2003", "answer_start": 33}]}
+TSV_TASK = ("tasks:\n  - {name: sst, kind: classification, labels: [negative, positive], train: sst.tsv, "
+            "dev: sst_dev.tsv, columns: {text_a: sentence, label: label}}\n")
+GOOD_TSV = "sentence\tlabel\na fine film\tpositive\na dull film\tnegative\n"
+
+#: (row id, job, arguments, files to write {name: text}, what the one error line contains)
+ROWS = [
+    ("squad-malformed-json", jobs.kd, ["--task", "span_qa", "--train", "train.json"], {"train.json": "{ not json"},
+     "train.json: line 1, column 3: malformed JSON"),
+    ("squad-no-data", jobs.kd, ["--task", "span_qa", "--train", "train.json"], {"train.json": '{"version": "1.1"}'},
+     'train.json: top level: missing field "data"'),
+    ("squad-offset-outside-context", jobs.kd, ["--task", "span_qa", "--train", "train.json"],
+     {"train.json": squad([{**QUESTION, "answers": [{"text": "2003", "answer_start": 900}]}])},
+     'train.json: question id "q1" at data[0].paragraphs[0].qas[0].answers[0]: answer_start 900 is outside'),
+    ("squad-empty-question", jobs.kd, ["--task", "span_qa", "--train", "train.json"],
+     {"train.json": squad([{**QUESTION, "question": " "}])}, 'field "question" is empty'),
+    ("mrqa-jsonl-bad-line", jobs.kd, ["--task", "span_qa", "--train", "train.jsonl"],
+     {"train.jsonl": '{"header": {"dataset": "x"}}\n{"context": "abc", "qas": [ broken\n'},
+     "train.jsonl: line 2, column 29: malformed JSON"),
+    ("data-file-missing", jobs.kd, ["--task", "span_qa", "--train", "missing.json"], {}, "missing.json: file: no such"),
+    ("tsv-label-outside-the-label-set", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": TSV_TASK, "sst.tsv": "sentence\tlabel\na fine film\tpositive\na dull film\tmeh\n",
+      "sst_dev.tsv": GOOD_TSV}, "sst.tsv: line 3: label 'meh' is not in the label set"),
+    ("task-definition-unknown-kind", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": "tasks:\n  - {name: a, synthetic: sentiment, kind: ranking, size: 20}\n"},
+     "tasks.yaml: task 'a': unknown kind 'ranking'"),
+    ("task-definition-duplicate", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": "tasks:\n  - {name: a, synthetic: sentiment, kind: classification, labels: [negative, positive], "
+                    "size: 20}\n  - {name: a, synthetic: rating, kind: regression, size: 20}\n"},
+     "tasks.yaml: task 'a': is listed twice"),
+    ("config-unknown-option", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "taus: 2\n"},
+     "kd.yaml: taus: unknown option; known: alpha"),
+    ("config-yaml-syntax", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "tau: [2\n"}, "kd.yaml: syntax:"),
+    ("config-wrong-type", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "tau: hot\n"},
+     "kd.yaml: --tau: expected a number, got 'hot'"),
+    ("config-file-missing", jobs.kd, ["--config", "nowhere.yaml"], {}, "nowhere.yaml: file: cannot read"),
+    ("option-out-of-range", jobs.kd, ["--tau", "0"], {}, "kd: --tau: must be > 0, got 0.0"),
+    ("option-bad-registered-name", jobs.kd, ["--register-as", "a/b"], {}, "job: --register-as: a registered model"),
+    ("option-file-tracking-store", jobs.kd, ["--tracking-uri", "file:///tmp/x"], {},
+     "job: --tracking-uri: file stores are refused"),
+    ("option-bad-domain", jobs.imm, ["--domain", "wiki"], {}, "NAME=TRAIN"),
+    ("model-path-missing", jobs.kd, ["--teacher-model", "/nonexistent/model"], {},
+     "/nonexistent/model: path: no such model directory"),
+    ("model-not-on-the-hub-offline", jobs.kd, ["--teacher-model", "no-such-org/no-such-model"], {},
+     "no-such-org/no-such-model: from_pretrained: cannot load"),
+    ("model-folder-without-config", jobs.kd, ["--teacher-model", "empty"], {"empty/.keep": ""},
+     "empty: config.json: directory has no config.json"),
+    ("resume-run-of-another-job", jobs.imm, ["--resume", "run"], {"run/state.json": JobState("kd", {}).__dict__},
+     "the run directory holds a kd job, not imm"),
+    ("resume-run-of-another-version", jobs.kd, ["--resume", "run"],
+     {"run/state.json": {**JobState("kd", {}).__dict__, "version": 0}}, "written by state version 0"),
+    ("resume-without-state", jobs.kd, ["--resume", "nowhere"], {}, "state.json is missing"),
+]
+
+
+@pytest.mark.parametrize("row, job, args, files, expected", ROWS, ids=[row[0] for row in ROWS])
+def test_bad_input_is_one_line_and_exit_2_before_cluster_work(row, job, args, files, expected, tmp_path, monkeypatch,
+                                                              capsys):
+    monkeypatch.chdir(tmp_path)
+    for name, content in files.items():
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    assert run_cli(job.main, [*args, "--check"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], errors
+    assert not Path("mlflow.db").exists() and not Path("runs").exists()
