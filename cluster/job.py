@@ -48,7 +48,7 @@ from kd_core.engine.steps import EvaluateStep, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.options import cli_values, config_from_cli, flag, option, options_error
-from kd_core.run_files import write_atomic
+from kd_core.run_files import write_atomic, writing
 from kd_core.serving import serving_description, serving_input
 
 STATE_FILE = "state.json"
@@ -159,10 +159,11 @@ class JobRuntime:
         if resume:
             self.state = JobState.load(self.run_dir, method)
         else:
-            for name in JOB_OUTPUTS:
-                target = self.run_dir / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with writing(self.run_dir, "run directory"):  # unwritable: one line, before any cluster work
+                for name in JOB_OUTPUTS:
+                    target = self.run_dir / name
+                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
             self.state = JobState(method, dict(options))
             self.state.save(self.run_dir)
         self.tracker: Tracker | None = None

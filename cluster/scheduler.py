@@ -10,6 +10,7 @@ import ray
 
 from cluster.runtime import model_placement
 from cluster.worker import create_worker
+from kd_core.errors import KDError
 
 #: Seconds any single step may take before the job gives up on it (no silent hangs).
 STEP_TIMEOUT_S = 24 * 3600.0
@@ -55,7 +56,8 @@ class WorkerPool:
         """Give each call a free worker (at most one call per worker at once); results in the order of ``calls``.
 
         ``on_start(i, place)`` and ``on_done(i)`` hear of call ``i`` starting on a worker and finishing.
-        A call that fails (after Ray's retries) re-raises here.
+        A call that fails (after Ray's retries) re-raises here; a library error (:class:`KDError`, e.g. a full
+        run directory) re-raises as itself, so the job ends with its one line.
         """
         free = list(self.workers)
         pending: dict[ray.ObjectRef, tuple[int, ray.actor.ActorHandle]] = {}
@@ -73,7 +75,12 @@ class WorkerPool:
                 raise TimeoutError(f"no step finished within {timeout_s} s")
             for ref in done:
                 index, worker = pending.pop(ref)
-                results[index] = ray.get(ref)
+                try:
+                    results[index] = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:
+                    if isinstance(err.cause, KDError):  # bad input or a full run dir: its one line, not a traceback
+                        raise err.cause from None
+                    raise
                 free.append(worker)
                 if on_done is not None:
                     on_done(index)

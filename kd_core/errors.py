@@ -17,6 +17,10 @@ class KDError(Exception):
         self.what = str(what)
         super().__init__(f"{self.source}: {self.where}: {self.what}")
 
+    def __reduce__(self) -> tuple[type[KDError], tuple[str, str, str]]:
+        """Pickle by the three parts (an error raised in a Ray worker reaches the driver as itself)."""
+        return type(self), (self.source, self.where, self.what)
+
 
 class DataError(KDError):
     """Input data is malformed: bad JSON, wrong schema, empty fields, bad offsets, bad bytes."""
@@ -28,3 +32,7 @@ class ConfigError(KDError):
 
 class ModelError(KDError):
     """A model name or path cannot be resolved to a model."""
+
+
+class StorageError(KDError):
+    """The run directory cannot be written: full, read-only, or not a directory."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import mlflow
 
 from kd_core.data.schema import examples_to_dataset
 from kd_core.models import train_wordpiece_tokenizer
@@ -51,6 +55,20 @@ def logged_model_files(client, run) -> set[str]:
     """The files of ``run``'s logged model's ``save_pretrained`` folder (``model/...``)."""
     model = logged_model(client, run)
     return {a.path.removeprefix("artifacts/") for a in client.list_logged_model_artifacts(model.model_id, "artifacts/model")}
+
+
+@contextmanager
+def mlflow_tracking(uri: str) -> Iterator[None]:
+    """MLflow's process-global tracking URI set to ``uri`` for the block (``models:/`` URIs resolve there), then
+    put back: loading a model sets it, and a later test must not inherit another test's store."""
+    from mlflow.tracking._tracking_service import utils
+
+    previous = utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float, log: Path) -> None:

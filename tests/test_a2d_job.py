@@ -19,7 +19,7 @@ from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 from kd_core.metrics import squad_scores
-from tests.helpers import job_tree, logged_model, logged_model_files, wait_for
+from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
@@ -91,13 +91,13 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert "model/model.safetensors" in logged_model_files(client, student)
 
 
-def test_the_logged_student_answers_questions_as_its_evaluation_did(uninterrupted, tmp_path, monkeypatch):
+def test_the_logged_student_answers_questions_as_its_evaluation_did(uninterrupted, tmp_path):
     """The student's pyfunc, fed the extra set's questions and contexts, scores the F1 the job reported on it."""
     summary, uri = uninterrupted
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     model = logged_model(client, next(r for r in children if r.info.run_name == "student"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    with mlflow_tracking(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     rows = [(qa["id"], qa["question"], p["context"], [a["text"] for a in qa["answers"]])
             for p in json.loads(write_squad(tmp_path / "addsent.json", seed=9).read_text())["data"][0]["paragraphs"]
             for qa in p["qas"]]

@@ -71,7 +71,10 @@ ROWS = [
     ("resume-run-of-another-version", jobs.kd, ["--resume", "run"],
      {"run/state.json": {**JobState("kd", {}).__dict__, "version": 0}}, "written by state version 0"),
     ("resume-without-state", jobs.kd, ["--resume", "nowhere"], {}, "state.json is missing"),
+    ("run-directory-unwritable", jobs.kd, ["--run-dir", "a-file/run"], {"a-file": "not a folder"},
+     "a-file/run: run directory: cannot write: Not a directory"),
 ]
+NOT_CHECK = {"run-directory-unwritable"}  # --check writes nothing: these rows run the job (stopped before Ray)
 
 
 @pytest.mark.parametrize("row, job, args, files, expected", ROWS, ids=[row[0] for row in ROWS])
@@ -82,7 +85,7 @@ def test_bad_input_is_one_line_and_exit_2_before_cluster_work(row, job, args, fi
         path = Path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content if isinstance(content, str) else json.dumps(content))
-    assert run_cli(job.main, [*args, "--check"]) == 2
+    assert run_cli(job.main, [*args] if row in NOT_CHECK else [*args, "--check"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], errors
     assert not Path("mlflow.db").exists() and not Path("runs").exists()

@@ -18,7 +18,7 @@ import pytest
 from jobs.kd import KDJobConfig, main, run
 from kd_core.engine.prepare import build_workspace
 from kd_core.cli import run_cli
-from tests.helpers import job_tree, logged_model, logged_model_files, wait_for
+from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
@@ -69,12 +69,12 @@ def _test_split(summary):
     return build_workspace(config.data, config.teacher_model, config.student_model, summary["run_dir"]).examples("test")
 
 
-def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(uninterrupted, monkeypatch):
+def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(uninterrupted):
     summary, uri = uninterrupted
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    with mlflow_tracking(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     test = _test_split(summary)
     labels = summary["task_definition"]["labels"]
     predicted = loaded.predict(pd.DataFrame({"text": list(test["text_a"])}))
@@ -113,11 +113,8 @@ def test_mlflow_models_serve_answers_a_request(uninterrupted, tmp_path):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with mlflow_tracking(uri):
         local = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(pd.DataFrame({"text": texts}))
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
     assert [row["label"] for row in served] == list(local["label"])
     assert [row["probability"] for row in served] == pytest.approx(list(local["probability"]))
 
@@ -200,3 +197,41 @@ def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_after(tmp_path, ray_session):
+    """A run directory on a 1 MiB file system fills up mid-job: one line and exit 2, no finished-looking
+    half-written file; grown to 64 MiB, ``--resume`` finishes the job."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        run_dir, uri = disk / "run", f"sqlite:///{tmp_path}/mlflow.db"
+        address = ray_session.get_runtime_context().gcs_address
+        full = subprocess.run([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri",
+                               uri, "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert full.returncode == 2, full.stderr[-3000:]
+        last = full.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {run_dir}/steps/") and "No space left on device" in last
+        assert "Traceback" not in full.stderr
+        assert not (run_dir / "summary.json").exists()
+        for result in run_dir.rglob("result.json"):
+            json.loads(result.read_text())  # every finished-looking file is whole
+        for checkpoint in run_dir.rglob("checkpoint"):
+            assert {"state.json", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+        parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
+        _, parent, _ = job_tree(uri, parent_id)
+        assert parent.info.status == "FAILED"
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--address", address,
+                                  "--json", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert json.loads(resumed.stdout.strip().splitlines()[-1])["mlflow_run_id"] == parent_id
+        _, parent, children = job_tree(uri, parent_id)
+        assert parent.info.status == "FINISHED" and sorted(r.data.tags["kd.step"] for r in children) == sorted(STEPS)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

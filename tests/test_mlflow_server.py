@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs.kd import KDJobConfig, run
-from tests.helpers import job_tree, logged_model, logged_model_files
+from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking
 
 TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
 
@@ -58,7 +58,7 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, ray_session, tmp_path, monkeypatch):
+def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, ray_session, tmp_path):
     url, server_root = mlflow_server
     summary = run(KDJobConfig(**TINY, run_dir=str(tmp_path / "run"), tracking_uri=url, experiment="served"))
     assert summary["tracking_uri"] == url
@@ -74,7 +74,7 @@ def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, 
     assert "model/model.safetensors" in logged_model_files(client, student)
     assert list((server_root / "artifacts").rglob("model.safetensors"))  # proxied: stored by the server
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    loaded = mlflow.pyfunc.load_model(f"models:/{logged_model(client, student).model_id}")
+    with mlflow_tracking(url):
+        loaded = mlflow.pyfunc.load_model(f"models:/{logged_model(client, student).model_id}")
     answers = loaded.predict(pd.DataFrame({"text": ["a wonderful , moving film", "a dull and tedious mess"]}))
     assert set(answers["label"]) <= set(summary["task_definition"]["labels"]) and len(answers) == 2

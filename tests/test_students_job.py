@@ -5,12 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from jobs.students import StudentsJobConfig, main, run
 from kd_core.cli import run_cli
-from tests.helpers import job_tree
+from tests.helpers import job_tree, mlflow_tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = """tasks:
@@ -59,8 +58,8 @@ def test_students_job_end_to_end_with_the_table_and_plot_in_mlflow(finished):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "summary_table.txt", "students_table.json"} <= artifacts
     assert "plots/students.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    mlflow.set_tracking_uri(uri)  # MlflowClient.load_table searches runs through the global tracking URI
-    table = client.load_table(parent.info.experiment_id, "students_table.json", run_ids=[parent.info.run_id])
+    with mlflow_tracking(uri):  # MlflowClient.load_table searches runs through the global tracking URI
+        table = client.load_table(parent.info.experiment_id, "students_table.json", run_ids=[parent.info.run_id])
     assert list(table["model"]) == ["teacher", *KINDS]
     assert list(table["test_no_kd"])[1:] == pytest.approx([summary["models"][k]["test_no_kd"] for k in KINDS])
     assert parent.data.metrics["test/bilstm"] == summary["models"]["bilstm"]["test"]

@@ -42,7 +42,7 @@ from kd_core.models import count_parameters, is_preset, keep_layers, load_tokeni
 from kd_core.noise import noisy_teacher
 from kd_core.speed import measure_speed
 from kd_core.objectives import Constant, Objective
-from kd_core.run_files import replace_dir, write_atomic
+from kd_core.run_files import replace_dir, write_atomic, writing
 from kd_core.tasks.base import Task
 from kd_core.train import MetricsCallback, train, unwrap
 
@@ -78,6 +78,12 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
     done = stored_result(step, ws)
     if done is not None:
         return done
+    with writing(ws.run_dir / "steps" / step.name, f"step {step.name}"):  # a full or read-only run dir: one line
+        return _execute(step, ws, device, callbacks_for, on_epoch, progress, shard, wrap)
+
+
+def _execute(step: Step, ws: Workspace, device: str, callbacks_for: CallbacksFor | None, on_epoch: EpochHook | None,
+             progress: bool, shard: tuple[int, int], wrap: Wrap | None) -> Result:
     started = time.perf_counter()
     if isinstance(step, TrainStep):
         callbacks = list(callbacks_for(step)) if callbacks_for is not None else []
