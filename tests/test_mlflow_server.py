@@ -16,6 +16,7 @@ import pytest
 
 from jobs.kd import KDJobConfig, run
 from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking
+from tuning.sweep import SweepConfig, run_sweep
 
 TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
 
@@ -78,3 +79,17 @@ def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, 
         loaded = mlflow.pyfunc.load_model(f"models:/{logged_model(client, student).model_id}")
     answers = loaded.predict(pd.DataFrame({"text": ["a wonderful , moving film", "a dull and tedious mess"]}))
     assert set(answers["label"]) <= set(summary["task_definition"]["labels"]) and len(answers) == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_its_trials_to_a_tracking_server(mlflow_server, ray_session, tmp_path):
+    url, _ = mlflow_server
+    with mlflow_tracking(url):  # Tune's MLflowLoggerCallback sets MLflow's global tracking URI: scope it
+        summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=str(tmp_path / "sweep"),
+                                        job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
+                                        tracking_uri=url, experiment="served-sweep"))
+    assert summary["tracking_uri"] == url and summary["trials"] == 2 and summary["failed"] == 0
+    _, parent, children = job_tree(url, summary["mlflow_run_id"])  # over HTTP, from the trials' own processes
+    assert parent.info.status == "FINISHED"
+    trials = [r for r in children if r.data.tags.get("kd.role") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" and r.data.metrics for r in trials)
