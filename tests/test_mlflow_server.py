@@ -84,10 +84,11 @@ def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, 
 @pytest.mark.slow
 def test_a_sweep_logs_its_trials_to_a_tracking_server(mlflow_server, ray_session, tmp_path):
     url, _ = mlflow_server
-    with mlflow_tracking(url):  # Tune's MLflowLoggerCallback sets MLflow's global tracking URI: scope it
-        summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=str(tmp_path / "sweep"),
-                                        job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
-                                        tracking_uri=url, experiment="served-sweep"))
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=str(tmp_path / "sweep"),
+                                    job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
+                                    tracking_uri=url, experiment="served-sweep"))
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # Tune's callback set MLflow's global only for the sweep
     assert summary["tracking_uri"] == url and summary["trials"] == 2 and summary["failed"] == 0
     _, parent, children = job_tree(url, summary["mlflow_run_id"])  # over HTTP, from the trials' own processes
     assert parent.info.status == "FINISHED"

@@ -39,6 +39,8 @@ from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from cluster.runtime import connect  # noqa: E402
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
+
 from cluster.output_paths import job_run_dir  # noqa: E402
 from cluster.tracking import Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
@@ -180,7 +182,10 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
                                                       "kd.method": config.method})],
             ),
         )
-        grid = tuner.fit()
+        # Tune's MLflowLoggerCallback sets MLflow's process-global tracking URI (and MLFLOW_TRACKING_URI) in this
+        # process: keep that to the sweep, so a caller's later MLflow use and child processes see what they had.
+        with _use_tracking_uri(tracking_uri):
+            grid = tuner.fit()
         tracker.finish_children(parent)  # trials whose runs Tune left open
         summary = summarise(config, p, grid, run_dir, passes)
         summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=str(run_dir),
