@@ -207,10 +207,10 @@ class JobRuntime:
         """Run independent ``steps`` at once on the workers; each gets (or keeps) its child run."""
         assert self.pool is not None
         results: list[Result | None] = [stored_result(step, ws) for step in steps]
-        self.reused_steps += [step.name for step, result in zip(steps, results) if result is not None]
+        reused = [step.name for step, result in zip(steps, results) if result is not None]
+        self.reused_steps += reused
         todo = [i for i, result in enumerate(results) if result is None]
-        self.progress.stage_started([steps[i].name for i in todo],
-                                    [step.name for step, result in zip(steps, results) if result is not None])
+        self.progress.stage_started([steps[i].name for i in todo], reused)
         runs = {i: self._child(steps[i], ws) for i in todo}
         on_pool = [i for i in todo if not _data_parallel(steps[i])]
         threads = self.pool.threads(len(on_pool))

@@ -69,13 +69,6 @@ def task_from_description(described: Mapping[str, Any]) -> Task:
     raise ConfigError(SERVING_FILE, "task", f"unknown task kind {kind!r}")
 
 
-def write_serving_file(folder: str | Path, task: Task, windows: FeatureConfig) -> Path:
-    """:func:`serving_description` as ``folder/kd_serving.json``."""
-    path = Path(folder) / SERVING_FILE
-    path.write_text(json.dumps(serving_description(task, windows), indent=1))
-    return path
-
-
 def serving_input(task: Task, example: Mapping[str, Any]) -> dict[str, str]:
     """The input row a served model of ``task`` takes for one example of the data schema (module doc)."""
     if isinstance(task, SpanQATask):
@@ -103,9 +96,9 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, model_dir: str | Path, serving_file: str | Path | None = None, device: str = "cpu") -> Predictor:
-        """The model in ``model_dir`` described by ``serving_file`` (default: ``model_dir/kd_serving.json``)."""
-        path = Path(serving_file) if serving_file is not None else Path(model_dir) / SERVING_FILE
+    def load(cls, model_dir: str | Path, serving_file: str | Path, device: str = "cpu") -> Predictor:
+        """The model in ``model_dir`` described by the JSON file ``serving_file`` (:func:`serving_description`)."""
+        path = Path(serving_file)
         if not path.exists():
             raise ConfigError(str(path), "serving", "no serving description (kd_serving.json) for this model")
         return cls(model_dir, json.loads(path.read_text()), device)

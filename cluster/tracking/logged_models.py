@@ -28,6 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import kd_core
+from kd_core.serving import SERVING_FILE
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -80,7 +81,7 @@ def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: st
                                         model_type="pyfunc")
     try:
         with tempfile.TemporaryDirectory(prefix="kd-pyfunc-") as tmp:
-            serving = Path(tmp) / "kd_serving.json"
+            serving = Path(tmp) / SERVING_FILE
             serving.write_text(json.dumps(description, indent=1))
             saved = Path(tmp) / "model"
             with warnings.catch_warnings(), _quiet():
