@@ -28,6 +28,7 @@ from cluster.tracking import RunRef, Tracker
 from kd_core.engine.execute import Result, execute, stored_result
 from kd_core.engine.steps import Step, TrainStep
 from kd_core.engine.workspace import Workspace
+from kd_core.run_store import clear_staging, is_uri
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
@@ -42,8 +43,11 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     def callbacks_for(_: Step) -> list:
         return [Tracker(run.tracking_uri).metrics_callback(run)] if rank == 0 and run is not None else []
 
-    result = execute(step, ws, device=str(ray.train.torch.get_device()), callbacks_for=callbacks_for,
-                     shard=(rank, world), wrap=ray.train.torch.prepare_model)
+    try:
+        result = execute(step, ws, device=str(ray.train.torch.get_device()), callbacks_for=callbacks_for,
+                         shard=(rank, world), wrap=ray.train.torch.prepare_model)
+    finally:
+        clear_staging()  # this worker's copies of a URI run directory
     ray.train.report({"steps": result.get("steps", 0)})
 
 
@@ -59,7 +63,8 @@ def train_on_ray_train(step: TrainStep, ws: Workspace, ws_ref: ray.ObjectRef, ru
         train_loop_config={"step": step, "ws": ws_ref, "run": run, "threads": max(1, math.floor(cpus / workers))},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": min(1.0, cpus / workers)}),
-        run_config=ray.train.RunConfig(name=step.name, storage_path=str(Path(storage_dir).resolve())),
+        run_config=ray.train.RunConfig(name=step.name, storage_path=storage_dir if is_uri(storage_dir)
+                                       else str(Path(storage_dir).resolve())),
     )
     trainer.fit()
     result = stored_result(step, ws)

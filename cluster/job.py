@@ -3,8 +3,9 @@
 A job built on the engine is: options -> a workspace -> a recipe -> a summary. This module
 does everything around that, once for every job:
 
-* **Run directory.** A fresh job removes an earlier job's outputs there (``steps/``,
-  ``state.json``, the summary) first; the steps write ``steps/<name>/...``.
+* **Run directory.** A local path or a ``pyarrow.fs`` URI (``s3://...``; every file goes
+  through :mod:`kd_core.run_store`). A fresh job removes an earlier job's outputs there
+  (``steps/``, ``state.json``, the summary) first; the steps write ``steps/<name>/...``.
 * **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
   run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
   and child runs; options given again must equal the saved ones (a difference is refused,
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import ray
 
 from cluster.data_parallel import train_on_ray_train
-from cluster.output_paths import job_run_dir, output_path, submission_id
+from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
@@ -49,6 +49,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.run_files import write_atomic, writing
+from kd_core.run_store import RunStore
 from kd_core.serving import serving_description, serving_input
 
 STATE_FILE = "state.json"
@@ -92,18 +93,19 @@ class JobState:
     parent_run_id: str | None = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def save(self, run_dir: Path) -> None:
-        write_atomic(run_dir / STATE_FILE, json.dumps(asdict(self), indent=1))
+    def save(self, store: RunStore) -> None:
+        _write(store, STATE_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, run_dir: Path, method: str) -> JobState:
-        path = run_dir / STATE_FILE
-        if not path.exists():
-            raise ConfigError(str(run_dir), STATE_FILE, f"no {method} job to resume here (state.json is missing)")
+    def load(cls, store: RunStore, method: str) -> JobState:
+        text = store.read_text(store.local_root / STATE_FILE)
+        path = store.location_of(store.local_root / STATE_FILE)
+        if text is None:
+            raise ConfigError(store.location, STATE_FILE, f"no {method} job to resume here (state.json is missing)")
         try:
-            state = cls(**json.loads(path.read_text()))
+            state = cls(**json.loads(text))
         except (json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(str(path), "state", f"not a job state of this version: {err}") from err
+            raise ConfigError(path, "state", f"not a job state of this version: {err}") from err
         if state.method != method:
             raise ConfigError(str(path), "method", f"the run directory holds a {state.method} job, not {method}")
         if state.version != STATE_VERSION:
@@ -126,17 +128,17 @@ def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
         config = config_from_cli(cls, args)
         default = next(f.default for f in fields(cls) if f.name == "run_dir")
         run_dir = job_run_dir(config.run_dir, is_default=config.run_dir == default)  # type: ignore[attr-defined]
-        return replace(config, run_dir=str(run_dir))  # type: ignore[type-var]
+        return replace(config, run_dir=run_dir)  # type: ignore[type-var]
     saved = resume_options(args.resume, method, cli_values(cls, args))
     try:
-        return cls(**{**saved, "run_dir": str(output_path(args.resume))})
+        return cls(**{**saved, "run_dir": output_location(args.resume)})
     except ConfigError as err:
         raise options_error(err, cls) from err
 
 
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """The saved options of the job in ``run_dir``; any of ``given`` that differs from them is refused."""
-    state = JobState.load(output_path(run_dir), method)
+    state = JobState.load(RunStore(output_location(run_dir)), method)
     for key, value in given.items():
         if key in state.options and _comparable(state.options[key]) != _comparable(value):
             raise ConfigError("--resume", flag(key), f"the run was made with {state.options[key]!r}, not "
@@ -150,22 +152,22 @@ class JobRuntime:
     def __init__(self, method: str, options: Mapping[str, Any], run_dir: str | Path, tracking_uri: str | None,
                  experiment: str, resume: bool = False) -> None:
         self.method = method
-        self.run_dir = output_path(run_dir)
+        self.store = RunStore(output_location(run_dir))
+        self.run_dir = self.store.local_root  # where this process writes: the run dir, or its staging folder
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         if submission_id() is not None:  # the user cannot guess these: say where they are before any work
-            print(f"{method} job {submission_id()}: run dir {self.run_dir}; MLflow store {self.tracking_uri}",
+            print(f"{method} job {submission_id()}: run dir {self.store.location}; MLflow store {self.tracking_uri}",
                   flush=True)
         self.experiment = experiment
         if resume:
-            self.state = JobState.load(self.run_dir, method)
+            self.state = JobState.load(self.store, method)
         else:
-            with writing(self.run_dir, "run directory"):  # unwritable: one line, before any cluster work
+            with writing(self.store.location, "run directory"):  # unwritable: one line, before any cluster work
                 for name in JOB_OUTPUTS:
-                    target = self.run_dir / name
-                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                    self.store.remove(self.run_dir / name)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             self.state = JobState(method, dict(options))
-            self.state.save(self.run_dir)
+            self.state.save(self.store)
         self.tracker: Tracker | None = None
         self.parent: RunRef | None = None
         self.pool: WorkerPool | None = None
@@ -186,7 +188,7 @@ class JobRuntime:
             self.parent = self.tracker.start_run(self.experiment, run_name, tags={"kd.method": self.method, **(tags or {})},
                                                  params=params or self.state.options)
             self.state.parent_run_id = self.parent.run_id
-            self.state.save(self.run_dir)
+            self.state.save(self.store)
         else:
             self.parent = self.tracker.reopen(self.state.parent_run_id)
         with self.tracker.scope(self.parent):
@@ -227,7 +229,8 @@ class JobRuntime:
                 assert isinstance(step, TrainStep)
                 self.progress.step_started(step.name, f"Ray Train, {step.workers} workers")
                 with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)
-                    results[i] = train_on_ray_train(step, ws, ws_ref, runs[i], self.run_dir / "ray_train")
+                    results[i] = train_on_ray_train(step, ws, ws_ref, runs[i],
+                                                    self.store.location_of(self.run_dir / "ray_train"))
                 self.progress.step_finished(step.name)
                 self._finish(step, runs[i], results[i], ws)
         self.progress.stage_finished()
@@ -244,7 +247,7 @@ class JobRuntime:
                   **step.tags},
             params=_step_params(step))
         self.state.steps[step.name] = {"run_id": run.run_id, "finished": False}
-        self.state.save(self.run_dir)
+        self.state.save(self.store)
         return run
 
     def _finish(self, step: Step, run: RunRef, result: Result, ws: Workspace) -> None:
@@ -263,14 +266,14 @@ class JobRuntime:
             view = ws.view(step.task) if step.task else ws
             register = self.state.options.get("register_as")
             example = serving_input(view.task, view.examples(step.sources[0].split if step.sources else step.split)[0])
-            self.tracker.log_model(run, step.name, result["model_dir"], serving_description(view.task, ws.windows),
+            self.tracker.log_model(run, step.name, ws.local(result["model_dir"]), serving_description(view.task, ws.windows),
                                    example,
                                    tags={"kd.method": self.method, "kd.step": step.name, **step.tags},
                                    registered_name=f"{register}.{step.name}" if register and
                                    step.tags.get("kd.role") == "student" else None)
         self.tracker.end_run(run)
         self.state.steps[step.name]["finished"] = True
-        self.state.save(self.run_dir)
+        self.state.save(self.store)
 
     # ------------------------------------------------------------------ summary
 
@@ -278,12 +281,18 @@ class JobRuntime:
         """Write the summary and its table (once, atomically) and log them on the parent run."""
         assert self.tracker is not None and self.parent is not None
         summary = {**summary, "mlflow_run_id": self.parent.run_id, "tracking_uri": self.tracking_uri,
-                   "run_dir": str(self.run_dir)}
-        write_atomic(self.run_dir / TABLE_FILE, table + "\n")
-        write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+                   "run_dir": self.store.location}
+        _write(self.store, TABLE_FILE, table + "\n")
+        _write(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
+
+
+def _write(store: RunStore, name: str, text: str) -> None:
+    """Write the run directory's file ``name`` atomically, into its store."""
+    write_atomic(store.local_root / name, text)
+    store.push(store.local_root / name)
 
 
 def _data_parallel(step: Step) -> bool:

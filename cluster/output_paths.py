@@ -18,7 +18,8 @@ results folder instead, as Ray Tune's ``~/ray_results``:
   results folder when relative).
 
 Input paths (data files, configs) are not outputs: they keep resolving against the working
-directory, where the uploaded repository is.
+directory, where the uploaded repository is. A run directory given as a ``pyarrow.fs`` URI
+(``s3://bucket/runs/imm``; :mod:`kd_core.run_store`) is durable already and kept as given.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from kd_core.run_store import is_uri
 
 RESULTS_ENV = "KD_RESULTS_DIR"
 DEFAULT_RESULTS_DIR = "~/kd_results"
@@ -63,8 +66,16 @@ def output_path(path: str | Path) -> Path:
     return path if path.is_absolute() else (output_base() / path).resolve()
 
 
-def job_run_dir(run_dir: str, is_default: bool) -> Path:
-    """A job's absolute run directory; a default one of a submitted job ends in the submission id (module doc)."""
+def output_location(location: str | Path) -> str:
+    """A run directory as given (a URI) or as an absolute :func:`output_path`."""
+    return str(location) if is_uri(location) else str(output_path(location))
+
+
+def job_run_dir(run_dir: str, is_default: bool) -> str:
+    """A job's run directory: a URI as given, a path made absolute; a default one of a submitted job ends in the
+    submission id (module doc)."""
+    if is_uri(run_dir):
+        return run_dir
     resolved = output_path(run_dir)
     job = submission_id()
-    return resolved / job if is_default and job else resolved
+    return str(resolved / job if is_default and job else resolved)

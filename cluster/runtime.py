@@ -22,11 +22,15 @@ import ray
 from ray._raylet import Config as RayConfig
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
-#: Passed on to every worker: offline hub settings, and the MLflow client's credentials and TLS settings for a
-#: tracking server (visible in the Ray dashboard's runtime env, like any env var given to Ray).
+#: Passed on to every worker: offline hub settings, the MLflow client's credentials and TLS settings for a
+#: tracking server, and the object-store credentials of a URI run directory (:mod:`kd_core.run_store`), all
+#: visible in the Ray dashboard's runtime env, like any env var given to Ray. (On a cloud cluster, instance
+#: roles / workload identity are better than keys.)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME",
                  "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                 "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH")
+                 "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                 "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def connect(tracking_uri: str, address: str | None = None) -> None:

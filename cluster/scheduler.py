@@ -16,6 +16,8 @@ from kd_core.errors import KDError
 STEP_TIMEOUT_S = 24 * 3600.0
 #: Seconds a new worker may take to start (e.g. waiting for a node with a free GPU) before the job gives up.
 STARTUP_TIMEOUT_S = 3600.0
+#: How long shutting down waits for the workers to remove their staging folders (a busy one is not waited for).
+CLOSE_TIMEOUT_S = 5.0
 
 Call = Callable[[ray.actor.ActorHandle], ray.ObjectRef]
 
@@ -87,6 +89,9 @@ class WorkerPool:
         return results
 
     def shutdown(self) -> None:
+        """Let every live worker clean up (its staging folders), then stop it."""
+        closing = [worker.close.remote() for worker in self.workers]
+        ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)  # a dead worker's call just fails
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []

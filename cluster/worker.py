@@ -24,6 +24,7 @@ from cluster.tracking import RunRef, Tracker
 from kd_core.engine.execute import Result, execute
 from kd_core.engine.steps import Step
 from kd_core.engine.workspace import Workspace
+from kd_core.run_store import clear_staging
 
 
 class StepWorker:
@@ -34,6 +35,10 @@ class StepWorker:
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()  # the driver prints progress per stage (cluster.progress)
         self.device = device_for_actor()
+
+    def close(self) -> None:
+        """Remove this worker's local copies of a URI run directory (:func:`kd_core.run_store.clear_staging`)."""
+        clear_staging()
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads(),

@@ -69,7 +69,7 @@ def run(config: A2DJobConfig, address: str | None = None, resume: bool = False, 
     started = time.perf_counter()
     ws = workspace(config)
     runtime = JobRuntime("a2d", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.run_dir = runtime.run_dir
+    ws.relocate(runtime.store.location)
     with runtime.session(address, config.max_concurrency, "a2d", tags={"kd.task": ws.task.name}, quiet=quiet) as job:
         results = job.drive(a2d_recipe(config.settings, ws), ws)
         summary = summarise(results, config.settings, ws)

@@ -75,7 +75,7 @@ def run(config: IMMJobConfig, address: str | None = None, resume: bool = False, 
     started = time.perf_counter()
     ws = workspace(config)
     runtime = JobRuntime("imm", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.run_dir = runtime.run_dir
+    ws.relocate(runtime.store.location)
     workers = config.max_concurrency or len(domain_names(ws))
     with runtime.session(address, workers, f"imm {config.method}", tags={"kd.task": ws.task.name}, quiet=quiet) as job:
         results = job.drive(imm_recipe(config.settings, ws), ws)

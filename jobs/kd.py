@@ -61,7 +61,7 @@ def run(config: KDJobConfig, address: str | None = None, resume: bool = False, q
     started = time.perf_counter()
     ws = build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
     runtime = JobRuntime("kd", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.run_dir = runtime.run_dir
+    ws.relocate(runtime.store.location)
     with runtime.session(address, config.max_concurrency, f"kd {config.task}",
                          tags={"kd.task": config.task}, quiet=quiet) as job:
         results = job.drive(hinton_recipe(config.settings), ws)

@@ -75,7 +75,7 @@ def run(config: MTDNNJobConfig, address: str | None = None, resume: bool = False
     started = time.perf_counter()
     ws = workspace(config)
     runtime = JobRuntime("mtdnn", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.run_dir = runtime.run_dir
+    ws.relocate(runtime.store.location)
     tasks = ",".join(ws.task.describe()["with_teacher"])
     with runtime.session(address, config.max_concurrency, f"mtdnn {config.tasks}",
                          tags={"kd.task": ws.task.name, "kd.teacher_tasks": tasks}, quiet=quiet) as job:

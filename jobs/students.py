@@ -74,7 +74,7 @@ def prepare(config: StudentsJobConfig, run_dir: str | Path | None = None) -> tup
     """The workspace and the reused teacher steps, with every check that needs no cluster (bad input stops here)."""
     ws = build_students_workspace(config.data, config.teacher_model, run_dir or config.run_dir)
     plan_students(config.settings)
-    reused = METHODS["students"].reused_teachers(config.settings, ws, Path(config.knowledge_from)) \
+    reused = METHODS["students"].reused_teachers(config.settings, ws, config.knowledge_from) \
         if config.knowledge_from else {}
     return ws, reused
 
@@ -84,7 +84,7 @@ def run(config: StudentsJobConfig, address: str | None = None, resume: bool = Fa
     started = time.perf_counter()
     ws, reused = prepare(config)
     runtime = JobRuntime("students", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.run_dir = runtime.run_dir
+    ws.relocate(runtime.store.location)
     for name, result in reused.items():  # finished steps of the earlier run: the engine does not run them again
         if not ws.result_path(name).exists():
             write_atomic(ws.result_path(name), json.dumps(result, indent=1))

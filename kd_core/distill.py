@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,12 +67,12 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
     """Run the recipe here (module doc); returns the summary."""
     started = time.perf_counter()
     ws = workspace(config)
-    ws.run_dir = Path(config.run_dir).resolve()
-    shutil.rmtree(ws.run_dir / "steps", ignore_errors=True)  # a fresh run: no earlier step is reused
+    ws.store.remove(ws.run_dir / "steps")  # a fresh run: no earlier step is reused
     results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True)
     summary = describe(results, config, ws)
-    summary.update(run_dir=str(ws.run_dir), seconds=round(time.perf_counter() - started, 1))
+    summary.update(run_dir=ws.store.location, seconds=round(time.perf_counter() - started, 1))
     write_atomic(ws.run_dir / "summary.json", json.dumps(summary, indent=1))
+    ws.store.push(ws.run_dir / "summary.json")
     return summary
 
 

@@ -35,4 +35,4 @@ class ModelError(KDError):
 
 
 class StorageError(KDError):
-    """The run directory cannot be written: full, read-only, or not a directory."""
+    """The run directory cannot be written or read: full, read-only, not a directory, or its store refuses."""

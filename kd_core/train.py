@@ -190,6 +190,7 @@ def train(
     epoch_end: Callable[[int, int], None] | None = None,
     extra: torch.nn.Module | None = None,
     perturb: Perturb | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
@@ -199,7 +200,8 @@ def train(
     task's ``forward``; by default the span-QA :func:`~kd_core.models.qa_forward`);
     ``question_tokens`` is above 0 when the objective needs attention maps.
     ``epoch_end(epoch, step)`` is called after every epoch (1-based; a fractional last epoch
-    counts), before its checkpoint is written. ``extra`` and ``perturb``: module doc.
+    counts), before its checkpoint is written. ``on_checkpoint(folder)`` is called after each
+    checkpoint is written (to copy it to shared storage). ``extra`` and ``perturb``: module doc.
     """
     rank, world = shard
     if not 0 <= rank < world:
@@ -265,6 +267,8 @@ def train(
         due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if ckpt is not None and rank == 0 and due:
             save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics)
+            if on_checkpoint is not None:
+                on_checkpoint(ckpt)
     bar.close()
     trained.eval()
     return TrainResult(steps=step, last_metrics=metrics, resumed_from_step=start_step)

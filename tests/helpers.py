@@ -1,11 +1,15 @@
-"""Small shared pieces for tests: hand-made examples, a job's MLflow run tree, waiting on a job to kill it."""
+"""Small shared pieces for tests: hand-made examples, a job's MLflow run tree, waiting on a job to kill it, an S3
+server."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -78,3 +82,63 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float, log: Path) -> No
         assert proc.poll() is None, f"job ended before it could be killed:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3 API on 127.0.0.1 (moto's server) with one bucket: a job's ``uri``, its ``env``, a client ``fs``."""
+
+    endpoint: str
+    bucket: str
+    env: dict[str, str]
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}?endpoint_override={self.endpoint}&scheme=http"
+
+    @property
+    def fs(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint, scheme="http", access_key=self.env["AWS_ACCESS_KEY_ID"],
+                                 secret_key=self.env["AWS_SECRET_ACCESS_KEY"], region=self.env["AWS_DEFAULT_REGION"])
+
+    def keys(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix`` (``bucket/...`` paths) with its modification time in ns."""
+        import pyarrow.fs as pafs
+
+        found = self.fs.get_file_info(pafs.FileSelector(f"{self.bucket}/{prefix}", recursive=True, allow_not_found=True))
+        return {info.path: info.mtime_ns for info in found if info.type == pafs.FileType.File}
+
+
+@contextmanager
+def s3_server(tmp: Path) -> Iterator[S3Server]:
+    """Start ``moto_server`` on a free port with a bucket ``kd-runs`` (credentials are moto's dummy ones)."""
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    log = (tmp / "moto.log").open("w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp / "moto.log").read_text()
+                time.sleep(0.2)
+        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="testing",
+                          secret_key="testing", region="us-east-1", allow_bucket_creation=True).create_dir("kd-runs")
+        yield S3Server(f"127.0.0.1:{port}", "kd-runs", env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

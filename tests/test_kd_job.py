@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import socket
 import urllib.request
 
 import mlflow
@@ -18,7 +17,7 @@ import pytest
 from jobs.kd import KDJobConfig, main, run
 from kd_core.engine.prepare import build_workspace
 from kd_core.cli import run_cli
-from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
+from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking, s3_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
@@ -92,9 +91,7 @@ def test_mlflow_models_serve_answers_a_request(uninterrupted, tmp_path):
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
     texts = list(_test_split(summary)["text_a"])[:3]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path / "serve.log"
     bin_dir = Path(sys.executable).parent  # as in an activated venv: the server runs `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -128,41 +125,52 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
+def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session,
+                                                                                           tmp_path):
+    """The run directory in a real S3 API (moto's server): every file goes through the store; the resumed job's
+    new driver and workers start with empty staging folders, so its checkpoint and teachers come from S3."""
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address
-    run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     log = tmp_path / "killed.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir),
-                                 "--tracking-uri", uri, "--address", address],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        # Kill the driver while the student trains (its first epoch's checkpoint is on disk).
-        wait_for(lambda: (run_dir / "steps/student/checkpoint/state.json").exists(), proc, 300, log)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert not (run_dir / "summary.json").exists()
-    done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
-    assert {p.parent.name for p in done_before} >= {"teacher-0", "teacher-1", "knowledge"}
-    parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
+    with s3_server(tmp_path) as s3:
+        run_dir, prefix = s3.uri("runs/kd"), "runs/kd"
+        env = {**os.environ, **s3.env}
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", run_dir,
+                                     "--tracking-uri", uri, "--address", address],
+                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            # Kill the driver while the student trains (its first epoch's checkpoint is in the store).
+            wait_for(lambda: f"kd-runs/{prefix}/steps/student/checkpoint.latest" in s3.keys(prefix), proc, 300, log)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        before = s3.keys(prefix)
+        assert f"kd-runs/{prefix}/summary.json" not in before
+        done_before = {key: stamp for key, stamp in before.items() if key.endswith("/result.json")}
+        assert {key.split("/")[-2] for key in done_before} >= {"teacher-0", "teacher-1", "knowledge"}
+        parent_id = json.loads(s3.fs.open_input_stream(f"kd-runs/{prefix}/state.json").read())["parent_run_id"]
 
-    refused = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--tau", "3"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "--tau" in refused.stderr and "2.0" in refused.stderr
-    # the driver's progress: a start line per stage, naming its steps (a log is not a terminal)
-    assert "] stage 1 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
-    resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--teachers", "2",
-                              "--address", address, "--json", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "[kd " not in resumed.stderr and "featurize" not in resumed.stderr  # --quiet
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert summary["models"] == expected["models"]  # the same numbers as the uninterrupted job
+        refused = subprocess.run([sys.executable, "jobs/kd.py", "--resume", run_dir, "--tau", "3"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "--tau" in refused.stderr and "2.0" in refused.stderr
+        # the driver's progress: a start line per stage, naming its steps (a log is not a terminal)
+        assert "] stage 1 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
+        resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", run_dir, "--teachers", "2",
+                                  "--address", address, "--json", "--quiet"], cwd=ROOT, env=env, capture_output=True,
+                                 text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "[kd " not in resumed.stderr and "featurize" not in resumed.stderr  # --quiet
+        summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+        after = s3.keys(prefix)
+        student = json.loads(s3.fs.open_input_stream(f"kd-runs/{prefix}/steps/student/result.json").read())
+    assert summary["models"] == expected["models"]  # the same numbers as the uninterrupted job on a local disk
+    assert summary["run_dir"] == run_dir and student["model_dir"] == s3.uri(f"{prefix}/steps/student/model")
+    assert set(summary["reused_steps"]) == {key.split("/")[-2] for key in done_before}
+    assert all(after[key] == stamp for key, stamp in done_before.items())  # nothing finished was written again
+    assert student["resumed_from_step"] > 0  # from the checkpoint in S3
+    assert f"kd-runs/{prefix}/summary.json" in after and f"kd-runs/{prefix}/steps/student/model/model.safetensors" in after
+    assert not [key for key in after if ".partial" in key or "checkpoint" in key]  # no temporary or spent objects
     assert summary["mlflow_run_id"] == parent_id
-    assert set(summary["reused_steps"]) == {p.parent.name for p in done_before}
-    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())
-    assert json.loads((run_dir / "steps/student/result.json").read_text())["resumed_from_step"] > 0
-
     _, parent, children = job_tree(uri, parent_id)
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,10 @@ import pandas as pd
 import pytest
 
 from jobs.kd import KDJobConfig, run
-from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking
+from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking
 from tuning.sweep import SweepConfig, run_sweep
 
 TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -39,7 +32,7 @@ def _healthy(url: str) -> bool:
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 with a SQLite backend; artifacts live where the *server* puts them."""
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(

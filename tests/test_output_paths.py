@@ -26,16 +26,18 @@ def test_outside_a_submitted_job_relative_outputs_stay_under_the_working_directo
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert submission_id() is None
-    assert job_run_dir("runs/imm", is_default=True) == tmp_path.resolve() / "runs" / "imm"
+    assert job_run_dir("runs/imm", is_default=True) == str(tmp_path.resolve() / "runs" / "imm")
     assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
 def test_a_submitted_job_writes_relative_outputs_to_the_results_folder(submitted, tmp_path):
     assert submission_id() == "raysubmit_abc" and results_root() == submitted.resolve()
     results = submitted.resolve()
-    assert job_run_dir("runs/imm", is_default=True) == results / "runs" / "imm" / "raysubmit_abc"
-    assert job_run_dir("runs/mine", is_default=False) == results / "runs" / "mine"
-    assert job_run_dir(str(tmp_path / "abs"), is_default=False) == tmp_path / "abs"
+    assert job_run_dir("runs/imm", is_default=True) == str(results / "runs" / "imm" / "raysubmit_abc")
+    assert job_run_dir("runs/mine", is_default=False) == str(results / "runs" / "mine")
+    assert job_run_dir(str(tmp_path / "abs"), is_default=False) == str(tmp_path / "abs")
+    assert job_run_dir("s3://bucket/runs/imm?region=eu-west-1", is_default=False) == \
+        "s3://bucket/runs/imm?region=eu-west-1"  # a store's URI is durable already: kept as given
     assert output_path("~/x") == Path("~/x").expanduser()
     assert default_tracking_uri() == resolve_tracking_uri(None) == f"sqlite:///{results}/mlflow.db"
     assert resolve_tracking_uri("sqlite:///team.db") == f"sqlite:///{results}/team.db"

@@ -61,7 +61,7 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
         for value in param.values:
             spec.check_searchable(settings, ws, param.name, value)
         spec.check_changes_trials(settings, ws, param.name, param.values)
-    reused = spec.reused_teachers(settings, ws, Path(knowledge_from)) if knowledge_from else None
+    reused = spec.reused_teachers(settings, ws, knowledge_from) if knowledge_from else None
     return RecipeSweep(spec, data, settings, ws, reused)
 
 

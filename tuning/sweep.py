@@ -42,6 +42,7 @@ from cluster.runtime import connect  # noqa: E402
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
 
 from cluster.output_paths import job_run_dir  # noqa: E402
+from kd_core.run_store import is_uri  # noqa: E402
 from cluster.tracking import Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
@@ -89,6 +90,10 @@ class SweepConfig:
             if not ok:
                 raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
         check_tracking_uri(self.tracking_uri, "sweep")
+        for name in ("run_dir", "knowledge_from"):
+            if is_uri(getattr(self, name) or ""):
+                raise ConfigError("sweep", name, "a sweep's run directory is a local or shared-file-system path (a "
+                                  "URI run directory is for jobs: --run-dir s3://...)")
 
     @property
     def samples(self) -> int:
@@ -100,7 +105,7 @@ class SweepConfig:
 
     @property
     def root(self) -> Path:
-        return job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None)
+        return Path(job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None))
 
 
 @dataclass

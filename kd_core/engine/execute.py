@@ -56,9 +56,8 @@ Wrap = Callable[[PreTrainedModel], torch.nn.Module]
 
 
 def stored_result(step: Step, ws: Workspace) -> Result | None:
-    """The result of ``step`` if it has finished (its result file exists), else ``None``."""
-    path = ws.result_path(step.name)
-    return json.loads(path.read_text()) if path.exists() else None
+    """The result of ``step`` if it has finished (its result file exists in the run's store), else ``None``."""
+    return ws.result(step.name)
 
 
 def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: CallbacksFor | None = None,
@@ -72,12 +71,12 @@ def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: Ca
     in ``DistributedDataParallel``); only rank 0 evaluates, saves the model and writes the
     result (other ranks return ``{}``).
     """
-    task = getattr(step, "task", None)
-    if task is not None:
-        ws = ws.view(task)
     done = stored_result(step, ws)
     if done is not None:
         return done
+    task = getattr(step, "task", None)
+    if task is not None:
+        ws = ws.view(task)
     with writing(ws.run_dir / "steps" / step.name, f"step {step.name}"):  # a full or read-only run dir: one line
         return _execute(step, ws, device, callbacks_for, on_epoch, progress, shard, wrap)
 
@@ -105,7 +104,7 @@ def _execute(step: Step, ws: Workspace, device: str, callbacks_for: CallbacksFor
         raise TypeError(f"not a step: {step!r}")
     result.update(kind=type(step).__name__.removesuffix("Step").lower(), name=step.name,
                   seconds=round(time.perf_counter() - started, 3))
-    write_atomic(ws.result_path(step.name), json.dumps(result, indent=1))
+    ws.save_result(step.name, result)
     return result
 
 
@@ -113,7 +112,7 @@ def _execute(step: Step, ws: Workspace, device: str, callbacks_for: CallbacksFor
 
 
 def model_source(model: str, ws: Workspace) -> str:
-    """A model name as a loadable source: ``"@step"`` -> the folder that train step's result names.
+    """A model name as a source: ``"@step"`` -> the folder that train step's result names (a path or URI).
 
     Going through the result (not a fixed path) lets a sweep's trials share teacher steps
     that ran once elsewhere: a trial's run directory holds their result files only.
@@ -121,15 +120,15 @@ def model_source(model: str, ws: Workspace) -> str:
     step = referenced_step(model)
     if step is None:
         return model
-    done = ws.result_path(step)
-    if not done.exists():
+    done = ws.result(step)
+    if done is None:
         raise ConfigError("engine", model, f"step {step!r} has not trained a model yet")
-    return json.loads(done.read_text())["model_dir"]
+    return done["model_dir"]
 
 
 def load_model(model: str, seed: int, tokenizer: str, ws: Workspace, device: str) -> PreTrainedModel:
     """The model ``model`` with the task's head, reading features of tokenizer ``tokenizer``."""
-    source = model_source(model, ws)
+    source = ws.local(model_source(model, ws))
     wanted = ws.tokenizer(tokenizer)
     loaded, own = ws.task.build_model(source, seed, wanted if is_preset(source) else None)
     if own.get_vocab() != wanted.get_vocab():
@@ -208,6 +207,10 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
     hooks: list[EpochHook] = [on_epoch] if on_epoch is not None else []
     if step.score_epochs:
         hooks.append(_report_scores(callbacks))
+    if shard[0] == 0:  # a step re-run on another node resumes from the checkpoint in the run's store
+        ws.store.pull_version(folder / "checkpoint")
+        if step.keep_best:
+            ws.store.pull_version(folder / "best")
     best = BestEpoch(folder / "best", ws.task.primary_metric, ws.tokenizer(step.tokenizer)) if step.keep_best else None
     if best is not None:
         hooks.append(best.consider)
@@ -217,7 +220,7 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
                     checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=forward,
                     shard=shard, epoch_end=_epoch_scores(step, ws, model, hooks) if hooks and shard[0] == 0 else None,
                     extra=None if layers is None or not len(layers.projections) else layers.projections,
-                    perturb=perturb)
+                    perturb=perturb, on_checkpoint=lambda checkpoint: _persist(ws, checkpoint, best))
     if layers is not None:
         layers.remove()
     model = unwrap(wrapped)
@@ -234,12 +237,20 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
         shutil.rmtree(partial, ignore_errors=True)
         save_model(model.cpu(), ws.tokenizer(step.tokenizer), partial)
         replace_dir(partial, folder / "model")
-    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # optimizer states are no longer needed
-    shutil.rmtree(folder / "best", ignore_errors=True)
-    return {"model_dir": str(folder / "model"), "scores": {step.eval_split: scores},
+    for spent in ("checkpoint", "best"):  # optimizer states and the best-so-far copy are no longer needed
+        shutil.rmtree(folder / spent, ignore_errors=True)
+        ws.store.drop_versions(folder / spent)
+    return {"model_dir": ws.location(folder / "model"), "scores": {step.eval_split: scores},
             "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
             "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
             "last_metrics": outcome.last_metrics, **chosen}
+
+
+def _persist(ws: Workspace, checkpoint: Path, best: BestEpoch | None) -> None:
+    """Copy a new checkpoint (and the best epoch's model it goes with) to the run's store (module doc)."""
+    if best is not None and best.folder.exists():
+        ws.store.push_version(best.folder)
+    ws.store.push_version(checkpoint)
 
 
 class BestEpoch:
@@ -272,7 +283,7 @@ class BestEpoch:
 
 def _init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:
     """A BiLSTM student's word vectors from the word embeddings of the trained model ``step.embeddings_from``."""
-    source = model_source(step.embeddings_from, ws)
+    source = ws.local(model_source(step.embeddings_from, ws))
     if is_preset(source):
         raise ConfigError("engine", step.name, f"embeddings_from names an untrained preset {source!r}; name a trained "
                           "model ('@step' or a path)")
@@ -334,7 +345,7 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
                         tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
     table = attach_manifest(ws.task.collect(model, features, arrays, **dict(step.options)), manifest)
     path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
-    return {"path": str(path), "rows": table.num_rows, "bytes": path.stat().st_size}
+    return {"path": ws.location(path), "rows": table.num_rows, "bytes": path.stat().st_size}
 
 
 def _merge(step: MergeStep, ws: Workspace) -> Result:
@@ -352,7 +363,7 @@ def _merge(step: MergeStep, ws: Workspace) -> Result:
     teachers = [teacher for manifest in manifests for teacher in manifest.teachers]
     table = attach_manifest(merged, first.with_teachers(teachers))
     path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
-    return {"path": str(path), "rows": table.num_rows, "bytes": path.stat().st_size, "members": len(tables)}
+    return {"path": ws.location(path), "rows": table.num_rows, "bytes": path.stat().st_size, "members": len(tables)}
 
 
 def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
@@ -367,7 +378,7 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
     combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
     options: dict[str, float] = {}
     if step.threshold_from is not None:  # SQuAD v2: the null threshold chosen by that (dev) evaluation
-        chosen = json.loads(ws.result_path(step.threshold_from).read_text())["scores"]
+        chosen = _finished(step.threshold_from, ws, step.name)["scores"]
         if "best_f1_threshold" in chosen:
             options["null_threshold"] = chosen["best_f1_threshold"]
     scores = ws.task.scores(ws.examples(step.split), features, arrays, combined, **options)
@@ -377,11 +388,8 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
 
 def _select(step: SelectStep, ws: Workspace) -> Result:
     kept: tuple[str, Result] | None = None
-    for name in step.candidates:
-        done = ws.result_path(name)
-        if not done.exists():
-            raise ConfigError("engine", step.name, f"candidate {name!r} has not finished")
-        candidate = json.loads(done.read_text())
+    candidates = {name: _finished(name, ws, step.name) for name in step.candidates}
+    for name, candidate in candidates.items():
         if step.split not in candidate.get("scores", {}):
             raise ConfigError("engine", step.name, f"candidate {name!r} has no scores on {step.split!r}")
         if kept is None or candidate["scores"][step.split][ws.task.primary_metric] > kept[1]["primary"]:
@@ -390,8 +398,7 @@ def _select(step: SelectStep, ws: Workspace) -> Result:
     name, result = kept
     return {"kept": name, "model_dir": result["model_dir"], "primary": result["primary"],
             "scores": {step.split: result["scores"][step.split]},
-            "candidates": {c: json.loads(ws.result_path(c).read_text())["scores"][step.split][ws.task.primary_metric]
-                           for c in step.candidates}}
+            "candidates": {c: done["scores"][step.split][ws.task.primary_metric] for c, done in candidates.items()}}
 
 
 def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
@@ -400,7 +407,7 @@ def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
     for label, name, tokenizer in step.models:
         model = load_model(name, 0, tokenizer, ws, device).eval()
         _, arrays = ws.features(tokenizer, step.split)
-        source = Path(model_source(name, ws))
+        source = Path(ws.local(model_source(name, ws)))
         sizes[label] = {"parameters": count_parameters(model),
                         "disk_bytes": sum(f.stat().st_size for f in source.glob("*.safetensors")) if source.is_dir()
                         else 0}
@@ -412,8 +419,16 @@ def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
 
 
 def knowledge_path(step_name: str, ws: Workspace) -> str:
-    """Where the collect or merge step ``step_name`` wrote its table (it must have finished)."""
-    done = ws.result_path(step_name)
-    if not done.exists():
+    """Where the collect or merge step ``step_name`` wrote its table (it must have finished), as a local path."""
+    done = ws.result(step_name)
+    if done is None:
         raise ConfigError("engine", step_name, "its knowledge has not been collected yet")
-    return json.loads(done.read_text())["path"]
+    return ws.local(done["path"])
+
+
+def _finished(name: str, ws: Workspace, needed_by: str) -> Result:
+    """The result of step ``name``, which step ``needed_by`` reads (it must have finished)."""
+    done = ws.result(name)
+    if done is None:
+        raise ConfigError("engine", needed_by, f"step {name!r} has not finished")
+    return done

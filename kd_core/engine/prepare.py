@@ -146,7 +146,7 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
         if len(rows) == 0:
             raise ConfigError("data", name, "split is empty")
     tokenizers = tokenizers_for(task, train, teacher_model, student_model, options.vocab_size)
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), str(run_dir))
     ws.check_features()
     return ws
 
@@ -159,7 +159,7 @@ def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer
     splits = {f"{name}.{part}": examples for name, domain in by_domain.items() for part, examples in domain.items()}
     splits[ALL_DEV] = concatenate_datasets([domain.dev for domain in by_domain.values()])
     ws = Workspace(SpanQATask(max_answer_length=max_answer_length), splits, {tokenizer_name: tokenizer},
-                   FeatureConfig(data.max_length, data.doc_stride), Path(run_dir))
+                   FeatureConfig(data.max_length, data.doc_stride), str(run_dir))
     ws.check_features()
     return ws
 
@@ -217,7 +217,7 @@ def build_workspace(options: DataOptions, teacher_model: str, student_model: str
             raise ConfigError("data", name, "split is empty")
     tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, options.vocab_size,
                                 options.student_vocab_size)
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), str(run_dir))
     ws.check_features()
     return ws
 
@@ -310,7 +310,7 @@ def build_multitask_workspace(data: MultiTaskData, teacher_model: str, student_m
     for name in ("train", "dev", "test"):
         splits[name] = concatenate_datasets([splits[f"{d.name}.{name}"] for d in definitions])
     tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, data.vocab_size)
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), str(run_dir))
     ws.check_features()
     return ws
 
@@ -380,6 +380,6 @@ def build_students_workspace(data: StudentsData, teacher_model: str, run_dir: st
                                                                    task.pair))
     tokenizers = {"teacher": teacher_tokenizer(task, splits["train"], teacher_model, data.vocab_size),
                   "words": train_word_tokenizer(task.texts(splits["train"]), vocab_size=data.word_vocab_size)}
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), Path(run_dir))
+    ws = Workspace(task, splits, tokenizers, FeatureConfig(data.max_length, 0), str(run_dir))
     ws.check_features()
     return ws

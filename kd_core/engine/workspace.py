@@ -2,12 +2,18 @@
 
 Features depend on (tokenizer, split) only, so they are made once per pair and cached;
 every step that reads the same split with the same tokenizer shares them. The workspace is
-plain picklable data (datasets, tokenizers, a path), so the same object can be handed to a
-Ray worker that executes steps.
+plain picklable data (datasets, tokenizers, a run directory), so the same object can be
+handed to a Ray worker that executes steps.
+
+The run directory is a local path or a ``pyarrow.fs`` URI (:mod:`kd_core.run_store`): steps
+write under ``run_dir`` (the folder itself, or this process's staging folder of the URI) and
+read other steps' results and files through :meth:`Workspace.result` and
+:meth:`Workspace.local`, which go to the store.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,29 +25,47 @@ from transformers import PreTrainedTokenizerFast
 from kd_core.data.features import FeatureConfig
 from kd_core.errors import ConfigError
 from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
+from kd_core.run_files import write_atomic
+from kd_core.run_store import RESULT_NAME, RunStore
 from kd_core.tasks.base import Task
 
-RESULT_FILE = "result.json"
+RESULT_FILE = RESULT_NAME
 
 
 @dataclass
 class Workspace:
-    """See the module doc. ``splits`` maps a split name (``train``, ``dev``, ``test``) to examples."""
+    """See the module doc. ``splits`` maps a split name (``train``, ``dev``, ``test``) to examples.
+
+    ``run_dir`` is given as a path or URI; after construction it is the local folder steps
+    write in, and ``store`` is where the run directory really is.
+    """
 
     task: Task
     splits: dict[str, Dataset]
     tokenizers: dict[str, PreTrainedTokenizerFast]
     windows: FeatureConfig
     run_dir: Path
+    store: RunStore = field(init=False, repr=False)
     _features: dict[tuple[str, str], tuple[Dataset, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
     _hashes: dict[str, str] = field(default_factory=dict, repr=False)  # tokenizer and split fingerprints
     _views: dict[str, Workspace] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.run_dir = Path(self.run_dir)
+        self.store = RunStore(str(self.run_dir))
+        self.run_dir = self.store.local_root
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_features": {}, "_views": {}}  # a worker rebuilds features rather than receive copies
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.run_dir = self.store.local_root  # another process: its own staging folder of a URI run directory
+
+    def relocate(self, location: str | Path) -> None:
+        """Put the run directory at ``location`` (a path or URI), e.g. where the job runtime resolved it."""
+        self.store = RunStore(str(location))
+        self.run_dir = self.store.local_root
+        self._views.clear()
 
     def view(self, task: str) -> Workspace:
         """Task ``task`` of a multi-task workspace on its own: its splits ``<task>.<split>`` named ``<split>``.
@@ -53,7 +77,7 @@ class Workspace:
             part = self.task.part(task)
             prefix = f"{task}."
             splits = {name.removeprefix(prefix): rows for name, rows in self.splits.items() if name.startswith(prefix)}
-            self._views[task] = Workspace(part, splits, self.tokenizers, self.windows, self.run_dir)
+            self._views[task] = Workspace(part, splits, self.tokenizers, self.windows, self.store.location)
         return self._views[task]
 
     def examples(self, split: str) -> Dataset:
@@ -100,3 +124,21 @@ class Workspace:
 
     def result_path(self, name: str) -> Path:
         return self.step_dir(name) / RESULT_FILE
+
+    def result(self, name: str) -> dict[str, Any] | None:
+        """The result of step ``name`` as the run directory's store holds it, ``None`` if it has not finished."""
+        text = self.store.read_text(self.result_path(name))
+        return json.loads(text) if text is not None else None
+
+    def save_result(self, name: str, result: dict[str, Any]) -> None:
+        """Write step ``name``'s result file last and atomically, after its other files (into the store)."""
+        write_atomic(self.result_path(name), json.dumps(result, indent=1))
+        self.store.push(self.step_dir(name))
+
+    def location(self, path: Path) -> str:
+        """How a result names the file or folder ``path`` of this run: its path, or its URI (any node can read it)."""
+        return self.store.location_of(path)
+
+    def local(self, location: str) -> str:
+        """A local path for a location a result named (fetched once from the store when it is a URI)."""
+        return self.store.local(location)

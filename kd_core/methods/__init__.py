@@ -30,6 +30,7 @@ from kd_core.knowledge.manifest import check_manifest, read_manifest
 from kd_core.knowledge.table import read_knowledge
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
+from kd_core.run_store import is_uri
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.methods.imm import TOKENIZER, IMMSettings, imm_progress, imm_recipe
@@ -97,15 +98,20 @@ class MethodSpec:
         drive(self.recipe(settings, ws), plan)
         return planned
 
-    def reused_teachers(self, settings: Any, ws: Workspace, run_dir: Path) -> dict[str, Result]:
+    def reused_teachers(self, settings: Any, ws: Workspace, run_dir: str | Path) -> dict[str, Result]:
         """The teacher steps' results of an earlier job (or sweep) of this method in ``run_dir``, knowledge checked.
 
         Every teacher step the recipe plans must have finished there, and every knowledge
         table must have been made for these features (task, data, tokenizer): a table of
         another task or data is refused with one line, before any cluster work.
         """
+        if is_uri(run_dir):
+            raise ConfigError(str(run_dir), "knowledge_from", "reused teachers are read from a local or shared-file-"
+                              "system path, not a URI")
         if not (run_dir / "steps").is_dir() and (run_dir / "teachers" / "steps").is_dir():
             run_dir = run_dir / "teachers"  # a sweep's run directory: its teacher steps
+
+        run_dir = Path(run_dir)
 
         def stored(steps: Sequence[Step]) -> list[Result]:
             results = []
