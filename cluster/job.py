@@ -211,6 +211,9 @@ class JobRuntime:
         results: list[Result | None] = [stored_result(step, ws) for step in steps]
         reused = [step.name for step, result in zip(steps, results) if result is not None]
         self.reused_steps += reused
+        for step, result in zip(steps, results):  # finished as the driver died, before its child run was closed
+            if result is not None and not self.state.steps.get(step.name, {"finished": True})["finished"]:
+                self._finish(step, self._child(step, ws), result, ws)
         todo = [i for i, result in enumerate(results) if result is None]
         self.progress.stage_started([steps[i].name for i in todo], reused)
         runs = {i: self._child(steps[i], ws) for i in todo}

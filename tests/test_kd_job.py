@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import urllib.request
 
 import mlflow
+from mlflow.tracking import MlflowClient
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,6 +124,29 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(uninterrupted, ray_session,
+                                                                                       tmp_path):
+    """The race of a driver killed between a step's result file and the end of its child run: on resume the
+    step is reused (not run again) and its run is finished, with its metrics."""
+    summary, uri = uninterrupted
+    run_dir, store = tmp_path / "run", tmp_path / "mlflow.db"
+    shutil.copytree(summary["run_dir"], run_dir)
+    shutil.copy(uri.removeprefix("sqlite:///"), store)
+    client = MlflowClient(f"sqlite:///{store}")
+    parent = client.get_run(summary["mlflow_run_id"])
+    cut = client.create_run(parent.info.experiment_id, tags={"mlflow.parentRunId": parent.info.run_id}).info.run_id
+    state = json.loads((run_dir / "state.json").read_text())
+    state["options"].update(run_dir=str(run_dir), tracking_uri=f"sqlite:///{store}")
+    state["steps"]["eval-student"] = {"run_id": cut, "finished": False}  # RUNNING, no metrics: as the kill left it
+    (run_dir / "state.json").write_text(json.dumps(state))
+    (run_dir / "summary.json").unlink()
+
+    resumed = run(KDJobConfig(**state["options"]), resume=True, quiet=True)
+    assert resumed["models"] == summary["models"] and "eval-student" in resumed["reused_steps"]
+    closed = client.get_run(cut)
+    assert closed.info.status == "FINISHED" and closed.data.metrics["test/accuracy"] == summary["models"]["student"]["test"]
 
 
 @pytest.mark.slow
