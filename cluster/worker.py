@@ -3,8 +3,12 @@
 A worker holds no model between calls: every step starts from what is on disk (a base
 model or a finished step's output) and ends with its result on disk. The workspace comes
 with each call as an object reference that the driver holds for the whole job, so a worker
-that Ray restarts (``max_restarts=2``) gets it again when the call is retried
-(``max_task_retries=1``), and the retried step resumes from its last checkpoint. Nothing is
+that Ray restarts (``max_restarts=2``) gets it again when the call is retried, and the
+retried step resumes from its last checkpoint. Calls are retried for as long as the worker
+can be restarted (``max_task_retries=-1``): a lost node makes its actor unreachable for a
+while before Ray declares it dead and restarts it elsewhere, and each attempt in that window
+fails; a fixed retry count would be spent there. Retries stay bounded by the restarts: a
+step that kills its worker every time ends after three deaths. Nothing is
 passed to the constructor through the object store (a restarted actor could not fetch it
 again, ray-project/ray#53727).
 """
@@ -57,6 +61,7 @@ class StepWorker:
 
 
 def create_worker(placement: Placement) -> ray.actor.ActorHandle:
-    """Start a :class:`StepWorker` with ``placement``'s resources; restartable twice, calls retried once."""
-    remote = ray.remote(max_restarts=2, max_task_retries=1)(StepWorker)
+    """Start a :class:`StepWorker` with ``placement``'s resources; restartable twice, calls retried while it can be
+    (module doc)."""
+    remote = ray.remote(max_restarts=2, max_task_retries=-1)(StepWorker)
     return remote.options(**placement.actor_options()).remote(placement.torch_threads)

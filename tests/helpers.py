@@ -3,6 +3,7 @@ server."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -142,3 +143,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_processes_mentioning(text: str) -> None:
+    """SIGTERM (then SIGKILL) every process whose command line mentions ``text``, e.g. one Ray node's temp dir
+    (``ray stop`` would stop every Ray cluster of the user)."""
+    import psutil
+
+    victims = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(text in part for part in proc.info["cmdline"] or []):
+                victims.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in victims:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(victims, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue

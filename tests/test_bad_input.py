@@ -9,6 +9,7 @@ import pytest
 import jobs.imm
 import jobs.kd
 import jobs.mtdnn
+import tuning.sweep
 from cluster.job import JobState
 from kd_core.cli import run_cli
 
@@ -73,6 +74,10 @@ ROWS = [
     ("resume-without-state", jobs.kd, ["--resume", "nowhere"], {}, "state.json is missing"),
     ("run-directory-unwritable", jobs.kd, ["--run-dir", "a-file/run"], {"a-file": "not a folder"},
      "a-file/run: run directory: cannot write: Not a directory"),
+    ("run-directory-bad-uri", jobs.kd, ["--run-dir", "s3://bucket/run?colour=blue"], {},
+     "s3://bucket/run?colour=blue: run directory: not a file system URI pyarrow can open"),
+    ("sweep-run-directory-uri", tuning.sweep, ["--method", "kd", "--run-dir", "s3://bucket/sweep"], {},
+     "sweep: --run-dir: a sweep's run directory is a local or shared-file-system path"),
 ]
 NOT_CHECK = {"run-directory-unwritable"}  # --check writes nothing: these rows run the job (stopped before Ray)
 

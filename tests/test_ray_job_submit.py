@@ -3,37 +3,21 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.helpers import stop_processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ports of our own, so that this cluster does not collide with the test session's local one.
 GCS_PORT, DASHBOARD_PORT, AGENT_PORT, AGENT_GRPC_PORT, RUNTIME_ENV_PORT, METRICS_PORT = 6391, 8291, 52391, 52392, 52393, 52394
-
-
-def _stop_cluster(temp_dir: str) -> None:
-    """Kill this cluster's processes only (``ray stop`` would stop every Ray cluster of the user)."""
-    victims = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                victims.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    for proc in victims:
-        proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(victims, timeout=15)
-    for proc in alive:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +37,7 @@ def head_node():
     try:
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{DASHBOARD_PORT}"}
     finally:
-        _stop_cluster(temp_dir)
+        stop_processes_mentioning(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -77,20 +77,22 @@ def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_che
     ray_session.kill(worker, no_restart=True)
 
 
-def test_a_worker_that_dies_every_time_ends_with_an_error_not_a_crash_loop(ray_session):
-    """Restarts and retries are bounded: a call whose worker dies each time fails after one retry; after two
-    restarts the worker stays dead, and a later call fails at once."""
+def test_a_worker_that_dies_every_time_ends_with_an_error_not_a_crash_loop(ray_session, tmp_path):
+    """Restarts and retries are bounded: a call whose worker dies each time is retried while the worker can be
+    restarted, and fails once its two restarts are spent (three deaths); the worker stays dead, and a later call
+    fails at once."""
     worker = create_worker(ONE_THREAD)
+    deaths = tmp_path / "deaths"
 
-    def die(actor):  # runs in the worker's process, which it kills
+    def die(actor, record):  # runs in the worker's process, which it kills
+        with open(record, "a") as out:
+            out.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
     started = time.monotonic()
     with pytest.raises(ray_session.exceptions.RayActorError):
-        ray_session.get(worker.__ray_call__.remote(die), timeout=300)  # the call, then its one retry: 2 deaths
-    assert ray_session.get(worker.info.remote(), timeout=120)["pid"]  # the second restart answers
-    with pytest.raises(ray_session.exceptions.RayActorError):
-        ray_session.get(worker.__ray_call__.remote(die), timeout=300)  # third death: no restarts left
+        ray_session.get(worker.__ray_call__.remote(die, str(deaths)), timeout=300)  # the call and its retries
+    assert len(set(deaths.read_text().split())) == 3  # three processes: the first and its two restarts
     with pytest.raises(ray_session.exceptions.RayActorError):
         ray_session.get(worker.info.remote(), timeout=60)  # dead for good, at once
     assert time.monotonic() - started < 300
