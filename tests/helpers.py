@@ -168,3 +168,19 @@ def stop_processes_mentioning(text: str) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
+
+
+def help_text(main) -> str:
+    """What ``main(["--help"])`` prints (argparse exits 0 after printing), run in this process."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["--help"])
+        except SystemExit as done:
+            assert done.code == 0, done.code
+        else:
+            raise AssertionError("--help did not exit")
+    return out.getvalue()

@@ -19,7 +19,7 @@ from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 from kd_core.metrics import squad_scores
-from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
+from tests.helpers import help_text, job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
@@ -186,8 +186,8 @@ def test_bad_options_exit_2_before_cluster_work(tmp_path, monkeypatch, capsys, a
 
 
 def test_help_lists_the_contract_options():
-    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "a2d.py"), "--help"], capture_output=True, text=True)
+    text = help_text(main)
     for option in ("--train", "--dev", "--eval", "--teacher-model", "--student-model", "--members", "--tau", "--gamma",
                    "--delta", "--top-k", "--epochs", "--seed", "--student-workers", "--run-dir", "--tracking-uri",
                    "--max-concurrency", "--no-kd", "--check", "--json", "--config", "--resume"):
-        assert option in result.stdout
+        assert option in text

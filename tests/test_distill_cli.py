@@ -1,5 +1,7 @@
 """The single-process distillation from the command line, end to end, and its bad-input behaviour."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -8,6 +10,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForQuestionAnswering
 
+from kd_core.cli import run_cli
+from kd_core.distill import main
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 
@@ -15,7 +19,12 @@ TINY = ["--synthetic-per-domain", "12", "--teacher-epochs", "1", "--epochs", "1"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kd_core.distill", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    """``python -m kd_core.distill ARGS`` in ``cwd``, run in this process (the same ``main`` and exit codes, without
+    an interpreter start-up per call; ``test_help`` runs the real command)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_cli(main, list(args))
+    return subprocess.CompletedProcess(["kd_core.distill", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):

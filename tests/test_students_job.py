@@ -1,15 +1,13 @@
 """jobs/students.py on a real local Ray and a real MLflow store: the run tree, the per-student table, teacher reuse,
 bad settings refused before any cluster work."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jobs.students import StudentsJobConfig, main, run
 from kd_core.cli import run_cli
-from tests.helpers import job_tree, mlflow_tracking
+from tests.helpers import help_text, job_tree, mlflow_tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = """tasks:
@@ -93,9 +91,8 @@ def test_knowledge_of_another_task_is_refused_before_cluster_work(finished, tmp_
 
 
 def test_help_and_check_without_cluster_work(tmp_path, monkeypatch, capsys, tasks_file):
-    result = subprocess.run([sys.executable, "jobs/students.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0 and "--layer-loss" in result.stdout and "--assistant" in result.stdout
+    text = help_text(main)
+    assert "--layer-loss" in text and "--assistant" in text
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "students.yaml"
     config.write_text(f"tasks: {tasks_file}\nstudents: [scratch, bilstm]\nnoise: 0.1\n")
