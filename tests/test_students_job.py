@@ -1,7 +1,6 @@
 """jobs/students.py on a real local Ray and a real MLflow store: the run tree, the per-student table, teacher reuse,
 bad settings refused before any cluster work."""
 
-from pathlib import Path
 
 import pytest
 
@@ -9,7 +8,6 @@ from jobs.students import StudentsJobConfig, main, run
 from kd_core.cli import run_cli
 from tests.helpers import help_text, job_tree, mlflow_tracking
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = """tasks:
   - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 120}
   - {name: rating, synthetic: rating, kind: regression, size: 60}
