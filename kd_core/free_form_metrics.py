@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU
-
 
 def free_form_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float]:
     """``{"bleu_1", "bleu_4", "rouge_l"}`` over the questions of ``references`` (module doc)."""
+    # Imported here: rouge-score imports nltk (1.3 s), and every Ray worker imports this module.
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
     ids = [q for q, refs in references.items() if refs]
     if not ids:
         raise ValueError("free_form_scores needs at least one question with a reference answer")

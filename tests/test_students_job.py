@@ -1,7 +1,6 @@
 """jobs/students.py on a real local Ray and a real MLflow store: the run tree, the per-student table, teacher reuse,
 bad settings refused before any cluster work."""
 
-
 import pytest
 
 from jobs.students import StudentsJobConfig, main, run
