@@ -34,6 +34,7 @@ options such as an S3 endpoint go in the URI's query (``s3://bucket/run?endpoint
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import re
 import shutil
@@ -77,7 +78,7 @@ class RunStore:
             object.__setattr__(self, "location", str(Path(self.location).expanduser().resolve()))
             return
         try:
-            pafs.FileSystem.from_uri(self.location)
+            _filesystem(self.location)
         except (ValueError, OSError) as err:  # pyarrow.lib.ArrowInvalid is a ValueError
             raise StorageError(self.location, "run directory", f"not a file system URI pyarrow can open: "
                                f"{str(err).splitlines()[0]}") from err
@@ -115,15 +116,15 @@ class RunStore:
         location_base, _ = _uri_parts(location)
         if self.remote and location_base.startswith(base + "/"):
             target = self.local_root / location_base[len(base) + 1:]
-        else:  # another store's file (a sweep's shared teachers): kept apart, by its URI
+        else:  # another store's file (results of a run directory copied from one store to another name the first)
             target = self.local_root / "fetched" / hashlib.sha256(location_base.encode()).hexdigest()[:16] / \
                 Path(location_base).name
         if not target.exists():
-            _download(location, target)
+            _download(*_filesystem(location), target, location)
         return str(target)
 
     def _remote_path(self, path: Path) -> tuple[pafs.FileSystem, str]:
-        fs, root = pafs.FileSystem.from_uri(self.location)
+        fs, root = _filesystem(self.location)
         return fs, f"{root.rstrip('/')}/{path.relative_to(self.local_root).as_posix()}".rstrip("/")
 
     # ------------------------------------------------------------------ reading
@@ -147,7 +148,7 @@ class RunStore:
         with _storage(self.location, "read"):
             if fs.get_file_info(remote).type == pafs.FileType.NotFound:
                 return False
-        _download(self.location_of(path), path)
+        _download(fs, remote, path, self.location)
         return True
 
     # ------------------------------------------------------------------ writing
@@ -190,8 +191,7 @@ class RunStore:
             version = self._current_version(fs, remote)
         if version is None:
             return False
-        base, query = _uri_parts(self.location)
-        _download(f"{base}/{path.relative_to(self.local_root).as_posix()}.versions/{version}{query}", path)
+        _download(fs, f"{remote}.versions/{version}", path, self.location)
         return True
 
     def drop_versions(self, path: Path) -> None:
@@ -249,13 +249,19 @@ def _put(fs: pafs.FileSystem, file: Path, target: str) -> None:
         raise
 
 
-def _download(location: str, target: Path) -> None:
-    """Copy the store's file or folder ``location`` to ``target`` via a temporary name, so ``target`` is whole."""
+@functools.lru_cache(maxsize=64)
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The file system of ``uri`` and the path in it, made once per process (S3 may ask for the bucket's region)."""
+    return pafs.FileSystem.from_uri(uri)
+
+
+def _download(fs: pafs.FileSystem, remote: str, target: Path, location: str) -> None:
+    """Copy the file or folder ``remote`` of ``fs`` (``location`` names it in errors) to ``target`` via a temporary
+    name, so ``target`` is whole or absent."""
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _storage(location, "read"):
-            fs, remote = pafs.FileSystem.from_uri(location)
             kind = fs.get_file_info(remote).type
             if kind == pafs.FileType.NotFound:
                 raise StorageError(location, "read", "not found in the store")
@@ -266,7 +272,10 @@ def _download(location: str, target: Path) -> None:
             shutil.rmtree(target)
         partial.replace(target)
     finally:
-        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -6,6 +6,10 @@ trains (``<step dir>/checkpoint``) and resumes from there when run again after a
 an interrupted job finishes with the same weights as an uninterrupted one. Models are saved
 by writing a temporary folder and renaming it.
 
+With a run directory in an object store (:mod:`kd_core.run_store`) results are read from the
+store, a step's files are uploaded when it ends and its checkpoints as they are written, and
+a step that starts again (on any node) first fetches its last checkpoint from there.
+
 Knowledge is read through its manifest: a table made for other features (another task,
 data, tokenizer or window setting; see :func:`~kd_core.knowledge.manifest.check_manifest`)
 is refused before training starts.
@@ -247,9 +251,10 @@ def _train(step: TrainStep, ws: Workspace, device: str, callbacks: list[MetricsC
 
 
 def _persist(ws: Workspace, checkpoint: Path, best: BestEpoch | None) -> None:
-    """Copy a new checkpoint (and the best epoch's model it goes with) to the run's store (module doc)."""
-    if best is not None and best.folder.exists():
+    """Copy a new checkpoint (and the best epoch's model it goes with, when that changed) to the run's store."""
+    if best is not None and best.unsaved:
         ws.store.push_version(best.folder)
+        best.unsaved = False
     ws.store.push_version(checkpoint)
 
 
@@ -264,6 +269,7 @@ class BestEpoch:
         self.folder, self.metric, self.tokenizer = folder, metric, tokenizer
         record = folder / "best.json"
         self.chosen: dict[str, Any] | None = json.loads(record.read_text()) if record.exists() else None
+        self.unsaved = False  # a better epoch was kept here since the run's store last got a copy
 
     @property
     def model_dir(self) -> Path:
@@ -279,6 +285,7 @@ class BestEpoch:
         self.chosen = {"epoch": epoch, "scores": scores}
         write_atomic(partial / "best.json", json.dumps(self.chosen))
         replace_dir(partial, self.folder)
+        self.unsaved = True
 
 
 def _init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:
