@@ -65,8 +65,8 @@ JOB_OUTPUTS = ("steps", STATE_FILE, SUMMARY_FILE, TABLE_FILE)
 class JobOptions:
     """Where a job keeps its outputs and records, and how many workers it runs (validated)."""
 
-    run_dir: str = option("runs/job", "run directory: models, knowledge, results, state (absolute under ray job "
-                          "submit)", "job")
+    run_dir: str = option("runs/job", "run directory: models, knowledge, results, state; a path (absolute under "
+                          "ray job submit) or a pyarrow.fs URI such as s3://bucket/run", "job")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                       "sqlite:///<cwd>/mlflow.db)", "job")
     experiment: str = option("kd", "MLflow experiment name", "job")

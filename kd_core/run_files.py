@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,13 +63,3 @@ def replace_dir(source: Path, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     source.rename(target)
-
-
-def remove_outputs(run_dir: Path, names: Iterable[str]) -> None:
-    """Delete the files and folders ``names`` of an earlier run in ``run_dir`` (a new run starts clean)."""
-    for name in names:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)

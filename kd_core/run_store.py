@@ -61,6 +61,14 @@ def is_uri(location: str | Path) -> bool:
     return _SCHEME.match(str(location)) is not None
 
 
+def join(location: str, *parts: str) -> str:
+    """``location`` (a path or a URI, whose query stays at the end) with ``parts`` appended."""
+    if not is_uri(location):
+        return str(Path(location, *parts))
+    base, query = _uri_parts(location)
+    return "/".join([base, *parts]) + query
+
+
 def _uri_parts(uri: str) -> tuple[str, str]:
     """``(base, query)`` of ``uri``: ``s3://b/run?x=1`` -> ``("s3://b/run", "?x=1")``."""
     base, _, query = uri.partition("?")

@@ -93,8 +93,11 @@ class S3Server:
     bucket: str
     env: dict[str, str]
 
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}?endpoint_override={self.endpoint}&scheme=http"
+    def uri(self, key: str, credentials: bool = False) -> str:
+        """``s3://`` URI of ``key``; with ``credentials`` (moto's dummy ones) in it, for processes that do not
+        have ``env`` (the test session's Ray workers)."""
+        user = f"{self.env['AWS_ACCESS_KEY_ID']}:{self.env['AWS_SECRET_ACCESS_KEY']}@" if credentials else ""
+        return f"s3://{user}{self.bucket}/{key}?endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
 
     @property
     def fs(self):

@@ -76,8 +76,8 @@ ROWS = [
      "a-file/run: run directory: cannot write: Not a directory"),
     ("run-directory-bad-uri", jobs.kd, ["--run-dir", "s3://bucket/run?colour=blue"], {},
      "s3://bucket/run?colour=blue: run directory: not a file system URI pyarrow can open"),
-    ("sweep-run-directory-uri", tuning.sweep, ["--method", "kd", "--run-dir", "s3://bucket/sweep"], {},
-     "sweep: --run-dir: a sweep's run directory is a local or shared-file-system path"),
+    ("sweep-knowledge-from-uri", tuning.sweep, ["--method", "kd", "--knowledge-from", "s3://bucket/run"], {},
+     "sweep: --knowledge-from: reused teachers are read from a local or shared-file-system path"),
 ]
 NOT_CHECK = {"run-directory-unwritable"}  # --check writes nothing: these rows run the job (stopped before Ray)
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from jobs.kd import KDJobConfig, run
-from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking
+from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking, s3_server
 from tuning.sweep import SweepConfig, run_sweep
 
 TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
@@ -76,13 +76,24 @@ def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, 
 
 @pytest.mark.slow
 def test_a_sweep_logs_its_trials_to_a_tracking_server(mlflow_server, ray_session, tmp_path):
+    """A team's set-up: the tracking server, and the sweep's run directory in an object store (a real S3 API)."""
     url, _ = mlflow_server
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=str(tmp_path / "sweep"),
-                                    job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
-                                    tracking_uri=url, experiment="served-sweep"))
+    with s3_server(tmp_path) as s3:
+        run_dir = s3.uri("sweeps/kd", credentials=True)
+        summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=run_dir,
+                                        job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
+                                        tracking_uri=url, experiment="served-sweep"))
+        stored = s3.keys("sweeps/kd")
     assert os.environ.get("MLFLOW_TRACKING_URI") == before  # Tune's callback set MLflow's global only for the sweep
     assert summary["tracking_uri"] == url and summary["trials"] == 2 and summary["failed"] == 0
+    prefix = "kd-runs/sweeps/kd"
+    assert summary["run_dir"] == run_dir and summary["best_model"] == s3.uri("sweeps/kd/best", credentials=True)
+    assert {f"{prefix}/summary.json", f"{prefix}/trials.csv", f"{prefix}/best/model.safetensors",
+            f"{prefix}/teachers/steps/teacher-0/model/model.safetensors"} <= set(stored)
+    assert len([k for k in stored if k.endswith("/output/model.safetensors")]) == 2  # each trial's best epoch
+    assert len([k for k in stored if k.endswith("teacher-0/model/model.safetensors")]) == 1  # trained once
+    assert not [k for k in stored if ".partial" in k]  # (a trial stopped at its last report keeps its checkpoint)
     _, parent, children = job_tree(url, summary["mlflow_run_id"])  # over HTTP, from the trials' own processes
     assert parent.info.status == "FINISHED"
     trials = [r for r in children if r.data.tags.get("kd.role") == "trial"]

@@ -11,7 +11,6 @@ searched setting that would change a teacher step is refused before any cluster 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +24,7 @@ from kd_core.engine.steps import Step
 from kd_core.engine.workspace import Workspace
 from kd_core.errors import ConfigError
 from kd_core.methods import METHODS, MethodSpec
+from kd_core.run_store import join
 from tuning.spaces import Param
 
 
@@ -43,7 +43,7 @@ class RecipeSweep:
         return self.spec.horizon(self.settings)
 
 
-def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dict[str, Param], run_dir: Path,
+def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dict[str, Param], run_dir: str,
                          knowledge_from: str | None) -> RecipeSweep:
     """Validate options, space and data (module doc); no cluster work."""
     spec = METHODS[method]
@@ -56,7 +56,7 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
     data = build_config(spec.data, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
     own = {k: v for k, v in job.items() if k in setting_fields}
     settings = build_config(spec.settings, {**spec.sweep_defaults, **own}, {"seed": seed}, "sweep.job")
-    ws = spec.workspace(data, settings, run_dir / "teachers")
+    ws = spec.workspace(data, settings, join(run_dir, "teachers"))
     for param in space.values():
         for value in param.values:
             spec.check_searchable(settings, ws, param.name, value)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.tracking import RunRef, Tracker, scatter_panels
+from kd_core.run_store import RunStore
 from tuning.trials import TRIAL_OUTPUT
 
 if TYPE_CHECKING:
     from tuning.sweep import Prepared, SweepConfig
 
 
-def summarise(config: SweepConfig, p: Prepared, grid: Any, run_dir: Path, passes: int) -> dict[str, Any]:
+def summarise(config: SweepConfig, p: Prepared, grid: Any, store: RunStore, passes: int) -> dict[str, Any]:
+    """The sweep's summary; the best trial's output model is copied to ``best/`` in the sweep's run directory."""
     trials = []
     for result in grid:
         history = result.metrics_dataframe
@@ -32,25 +33,28 @@ def summarise(config: SweepConfig, p: Prepared, grid: Any, run_dir: Path, passes
         errors = [t["error"] for t in trials if t["error"]]
         raise RuntimeError(f"no trial reported {config.metric}; first error: {errors[0] if errors else 'none'}")
     best = max(finished, key=lambda t: t["best"])
-    output = run_dir / "trials" / best["trial_id"] / TRIAL_OUTPUT
-    if output.exists():
-        shutil.copytree(output, run_dir / "best")
+    output, best_dir = store.local_root / "trials" / best["trial_id"] / TRIAL_OUTPUT, store.local_root / "best"
+    if store.pull(output):  # fetched from the store when the run directory is a URI
+        shutil.copytree(output, best_dir)
+        store.push(best_dir)
     return {
         "method": config.method, "metric": config.metric, "best_config": best["config"], "best_metric": best["best"],
-        "best_trial": best["trial_id"], "best_model": str(run_dir / "best"), "trials": len(trials),
+        "best_trial": best["trial_id"], "best_model": store.location_of(best_dir), "trials": len(trials),
         "stopped_early": sum(1 for t in finished if t["reports"] < p.horizon(t["config"])), "failed": sum(1 for t in trials if t["error"]),
         "max_t": p.max_t, "teacher_passes": passes, "trial_results": trials,
     }
 
 
-def log_results(tracker: Tracker, parent: RunRef, p: Prepared, summary: dict[str, Any], run_dir: Path) -> None:
+def log_results(tracker: Tracker, parent: RunRef, p: Prepared, summary: dict[str, Any], store: RunStore) -> None:
     rows = [{"trial_id": t["trial_id"], **t["config"], f"best_{summary['metric']}": t["best"],
              f"last_{summary['metric']}": t["last"], "reports": t["reports"], "error": t["error"] or ""}
             for t in summary["trial_results"]]
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(_csv(row[c]) for c in columns) for row in rows]
-    (run_dir / "trials.csv").write_text("\n".join(lines) + "\n")
-    tracker.log_artifact(parent, run_dir / "trials.csv")
+    table = store.local_root / "trials.csv"
+    table.write_text("\n".join(lines) + "\n")
+    store.push(table)
+    tracker.log_artifact(parent, table)
     finished = [t for t in summary["trial_results"] if t["best"] is not None]
     points = {name: ([t["config"][name] for t in finished], [t["best"] for t in finished]) for name in p.space}
     log_x = [name for name, param in p.space.items() if param.kind == "loguniform"]

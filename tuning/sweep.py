@@ -18,6 +18,9 @@ One sweep is one MLflow parent run and, in order:
 3. **Results** (:mod:`tuning.results`): the best config and its metric (printed, logged as params/metrics), the
    results table ``trials.csv`` and ``plots/metric_vs_hyperparameters.png`` on the parent, and
    the best trial's model(s) copied to ``<run dir>/best`` in ``save_pretrained`` form.
+
+The run directory (``teachers/``, ``trials/<id>/``, ``ray_results/``, ``best/``) is a path or a
+``pyarrow.fs`` URI: every file goes through :mod:`kd_core.run_store`, as in a job.
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ from cluster.runtime import connect  # noqa: E402
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
 
 from cluster.output_paths import job_run_dir  # noqa: E402
-from kd_core.run_store import is_uri  # noqa: E402
+from kd_core.run_store import RunStore, is_uri, join  # noqa: E402
 from cluster.tracking import Tracker, check_tracking_uri, resolve_tracking_uri  # noqa: E402
 from kd_core.cli import print_summary, run_cli  # noqa: E402
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.errors import ConfigError  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
 from kd_core.options import add_options, cli_values, option, options_error  # noqa: E402
-from kd_core.run_files import remove_outputs  # noqa: E402
+from kd_core.run_files import write_atomic  # noqa: E402
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep, run_teachers  # noqa: E402
 from tuning.results import format_summary, log_results, summarise  # noqa: E402
 from tuning.spaces import SEARCHES, Param, param_space, parse_space  # noqa: E402
@@ -72,7 +75,8 @@ class SweepConfig:
                                         "(RUN_DIR) instead of running them")
     space: dict[str, Any] = field(default_factory=dict)  # from the config file's space: mapping
     job: dict[str, Any] = field(default_factory=dict)  # the config file's job: mapping and --set
-    run_dir: str | None = option(None, "where teachers, trials and the best model go (default runs/sweep-<method>)")
+    run_dir: str | None = option(None, "where teachers, trials and the best model go: a path or a URI such as "
+                                 "s3://bucket/sweep (default runs/sweep-<method>)")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                       "sqlite:///<cwd>/mlflow.db)")
     experiment: str = option("sweep", "MLflow experiment name")
@@ -90,10 +94,9 @@ class SweepConfig:
             if not ok:
                 raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
         check_tracking_uri(self.tracking_uri, "sweep")
-        for name in ("run_dir", "knowledge_from"):
-            if is_uri(getattr(self, name) or ""):
-                raise ConfigError("sweep", name, "a sweep's run directory is a local or shared-file-system path (a "
-                                  "URI run directory is for jobs: --run-dir s3://...)")
+        if is_uri(self.knowledge_from or ""):
+            raise ConfigError("sweep", "knowledge_from", "reused teachers are read from a local or shared-file-system "
+                              "path, not a URI")
 
     @property
     def samples(self) -> int:
@@ -104,8 +107,9 @@ class SweepConfig:
         return RECIPE_METRIC
 
     @property
-    def root(self) -> Path:
-        return Path(job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None))
+    def root(self) -> str:
+        """The sweep's run directory: an absolute path, or a URI (:mod:`kd_core.run_store`)."""
+        return job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None)
 
 
 @dataclass
@@ -143,9 +147,11 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     """Run the whole sweep (module doc) and return its summary."""
     started = time.perf_counter()
     p = prepare(config)
-    run_dir = config.root
+    store = RunStore(config.root)
+    run_dir = store.local_root  # where this process writes: the run dir, or its staging folder
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    remove_outputs(run_dir, SWEEP_OUTPUTS)
+    for name in SWEEP_OUTPUTS:
+        store.remove(run_dir / name)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     connect(tracking_uri, address)
@@ -164,7 +170,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         threads = max(1, int(resources_total.get("CPU", 1)) // concurrent)
         teachers, passes = run_teachers(p.recipe, tracker, parent)
         trainable = tune.with_resources(tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(
-            config.method, p.recipe.settings, p.recipe.ws, teachers, str(run_dir / "trials"), threads)), resources)
+            config.method, p.recipe.settings, p.recipe.ws, teachers, join(store.location, "trials"), threads)), resources)
         # Seeded: the same sweep samples the same configurations (random and grid as well as Optuna).
         search_alg: Any = BasicVariantGenerator(random_state=config.seed)
         if config.search == "optuna":
@@ -181,7 +187,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
                                         reduction_factor=config.reduction_factor),
             ),
             run_config=tune.RunConfig(
-                name=f"sweep-{config.method}", storage_path=str(run_dir / "ray_results"),
+                name=f"sweep-{config.method}", storage_path=join(store.location, "ray_results"),
                 callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=config.experiment,
                                                 tags={**parent.child_tags(), "kd.role": "trial",
                                                       "kd.method": config.method})],
@@ -192,11 +198,12 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         with _use_tracking_uri(tracking_uri):
             grid = tuner.fit()
         tracker.finish_children(parent)  # trials whose runs Tune left open
-        summary = summarise(config, p, grid, run_dir, passes)
-        summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=str(run_dir),
+        summary = summarise(config, p, grid, store, passes)
+        summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=store.location,
                        seconds=round(time.perf_counter() - started, 1))
-        log_results(tracker, parent, p, summary, run_dir)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        log_results(tracker, parent, p, summary, store)
+        write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+        store.push(run_dir / "summary.json")
     return summary
 
 

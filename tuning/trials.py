@@ -16,12 +16,10 @@ Outputs are saved before each report: the scheduler may stop the trial at a repo
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +32,7 @@ from kd_core.engine.steps import Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.methods import METHODS
 from kd_core.models import save_model
-from kd_core.run_files import write_atomic
+from kd_core.run_store import clear_staging, join
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
 TRIAL_OUTPUT = "output"
@@ -42,9 +40,9 @@ TRIAL_OUTPUT = "output"
 RECIPE_METRIC = "dev_metric"
 
 
-def trial_dir(trials_root: str) -> Path:
-    """This trial's folder (named by its Tune trial id)."""
-    return Path(trials_root) / tune.get_context().get_trial_id()
+def trial_dir(trials_root: str) -> str:
+    """This trial's run directory (named by its Tune trial id): a path, or a URI under a URI sweep's."""
+    return join(trials_root, tune.get_context().get_trial_id())
 
 
 @dataclass(frozen=True)
@@ -67,8 +65,8 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
     root = trial_dir(inputs.trials_root)
     ws = replace(inputs.ws, run_dir=root, _features={}, _hashes={})
     for name, result in inputs.teachers.items():
-        write_atomic(ws.result_path(name), json.dumps(result, indent=1))
-    output = root / TRIAL_OUTPUT
+        ws.save_result(name, result)
+    output = ws.run_dir / TRIAL_OUTPUT
     best = -math.inf
     target = spec.metric_step_of(settings)
 
@@ -80,6 +78,7 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
         if metric > best:
             best = metric
             save_model(model, ws.tokenizer(step.tokenizer), output)
+            ws.store.push(output)
         tune.report({RECIPE_METRIC: metric, "epoch": epoch, **{f"dev/{name}": value for name, value in scores.items()}})
 
     results: dict[str, Result] = dict(inputs.teachers)
@@ -96,8 +95,12 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
                 best = progress.metric
                 shutil.rmtree(output, ignore_errors=True)
                 for name, model_dir in progress.models.items():
-                    shutil.copytree(model_dir, output / name)
+                    shutil.copytree(ws.local(model_dir), output / name)
+                ws.store.push(output)
             tune.report({RECIPE_METRIC: progress.metric, "index": progress.index})
         return done
 
-    drive(spec.recipe(settings, ws), run_and_report, done=inputs.teachers)
+    try:
+        drive(spec.recipe(settings, ws), run_and_report, done=inputs.teachers)
+    finally:
+        clear_staging()  # Tune may reuse this process for another trial: no copies of this one's files
