@@ -108,10 +108,9 @@ class MethodSpec:
         if is_uri(run_dir):
             raise ConfigError(str(run_dir), "knowledge_from", "reused teachers are read from a local or shared-file-"
                               "system path, not a URI")
+        run_dir = Path(run_dir)
         if not (run_dir / "steps").is_dir() and (run_dir / "teachers" / "steps").is_dir():
             run_dir = run_dir / "teachers"  # a sweep's run directory: its teacher steps
-
-        run_dir = Path(run_dir)
 
         def stored(steps: Sequence[Step]) -> list[Result]:
             results = []
