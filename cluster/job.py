@@ -163,8 +163,7 @@ class JobRuntime:
             self.state = JobState.load(self.store, method)
         else:
             with writing(self.store.location, "run directory"):  # unwritable: one line, before any cluster work
-                for name in JOB_OUTPUTS:
-                    self.store.remove(self.run_dir / name)
+                self.store.remove(*JOB_OUTPUTS)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             self.state = JobState(method, dict(options))
             self.state.save(self.store)

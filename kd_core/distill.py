@@ -67,7 +67,7 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
     """Run the recipe here (module doc); returns the summary."""
     started = time.perf_counter()
     ws = workspace(config)
-    ws.store.remove(ws.run_dir / "steps")  # a fresh run: no earlier step is reused
+    ws.store.remove("steps")  # a fresh run: no earlier step is reused
     results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True)
     summary = describe(results, config, ws)
     summary.update(run_dir=ws.store.location, seconds=round(time.perf_counter() - started, 1))

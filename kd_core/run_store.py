@@ -111,24 +111,21 @@ class RunStore:
 
     def location_of(self, path: Path) -> str:
         """How results name the local file ``path`` (under :attr:`local_root`): its path, or its URI in the store."""
-        if not self.remote:
-            return str(path)
-        base, query = _uri_parts(self.location)
-        return f"{base}/{path.relative_to(self.local_root).as_posix()}{query}"
+        return str(path) if not self.remote else join(self.location, path.relative_to(self.local_root).as_posix())
 
     def local(self, location: str) -> str:
         """A local path for ``location`` (a path, a model name or a URI), fetching a URI's file or folder once."""
         if not is_uri(location):
             return location
-        base, query = _uri_parts(self.location) if self.remote else ("", "")
+        base, _ = _uri_parts(self.location)
         location_base, _ = _uri_parts(location)
         if self.remote and location_base.startswith(base + "/"):
             target = self.local_root / location_base[len(base) + 1:]
         else:  # another store's file (results of a run directory copied from one store to another name the first)
             target = self.local_root / "fetched" / hashlib.sha256(location_base.encode()).hexdigest()[:16] / \
                 Path(location_base).name
-        if not target.exists():
-            _download(*_filesystem(location), target, location)
+        if not target.exists() and not _download(*_filesystem(location), target, location):
+            raise StorageError(location, "read", "not found in the store")
         return str(target)
 
     def _remote_path(self, path: Path) -> tuple[pafs.FileSystem, str]:
@@ -152,12 +149,7 @@ class RunStore:
         """Fetch the store's file or folder ``path`` into the staging folder (replacing it); whether it exists."""
         if not self.remote:
             return path.exists()
-        fs, remote = self._remote_path(path)
-        with _storage(self.location, "read"):
-            if fs.get_file_info(remote).type == pafs.FileType.NotFound:
-                return False
-        _download(fs, remote, path, self.location)
-        return True
+        return _download(*self._remote_path(path), path, self.location)
 
     # ------------------------------------------------------------------ writing
 
@@ -184,9 +176,7 @@ class RunStore:
             previous = self._current_version(fs, remote)
             for file in sorted(f for f in path.rglob("*") if f.is_file()):
                 _put(fs, file, f"{remote}.versions/{version}/{file.relative_to(path).as_posix()}")
-            with fs.open_output_stream(f"{remote}.latest.partial") as stream:
-                stream.write(version.encode())
-            fs.move(f"{remote}.latest.partial", f"{remote}.latest")
+            _put(fs, version.encode(), f"{remote}.latest")
             if previous is not None:
                 fs.delete_dir(f"{remote}.versions/{previous}")
 
@@ -199,8 +189,7 @@ class RunStore:
             version = self._current_version(fs, remote)
         if version is None:
             return False
-        _download(fs, f"{remote}.versions/{version}", path, self.location)
-        return True
+        return _download(fs, f"{remote}.versions/{version}", path, self.location)
 
     def drop_versions(self, path: Path) -> None:
         """Delete every stored version of the folder ``path`` (the step that wrote them has finished)."""
@@ -220,21 +209,24 @@ class RunStore:
         with fs.open_input_stream(f"{remote}.latest") as stream:
             return stream.read().decode().strip()
 
-    def remove(self, path: Path) -> None:
-        """Delete the file or folder ``path`` in the store and in the staging folder (a fresh job starts clean)."""
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-        if not self.remote:
-            return
-        fs, remote = self._remote_path(path)
-        with _storage(self.location, "write"):
-            kind = fs.get_file_info(remote).type
-            if kind == pafs.FileType.Directory:
-                fs.delete_dir(remote)
-            elif kind == pafs.FileType.File:
-                fs.delete_file(remote)
+    def remove(self, *names: str) -> None:
+        """Delete the files and folders ``names`` of the run directory, in the store and in the staging folder (a
+        fresh run starts clean)."""
+        for name in names:
+            path = self.local_root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            if not self.remote:
+                continue
+            fs, remote = self._remote_path(path)
+            with _storage(self.location, "write"):
+                kind = fs.get_file_info(remote).type
+                if kind == pafs.FileType.Directory:
+                    fs.delete_dir(remote)
+                elif kind == pafs.FileType.File:
+                    fs.delete_file(remote)
 
 
 def clear_staging() -> None:
@@ -244,12 +236,17 @@ def clear_staging() -> None:
     _STAGING.clear()
 
 
-def _put(fs: pafs.FileSystem, file: Path, target: str) -> None:
-    """Write ``file`` to ``target`` under a temporary name, then move it into place (module doc)."""
+def _put(fs: pafs.FileSystem, source: Path | bytes, target: str) -> None:
+    """Write the local file (or the bytes) ``source`` to ``target`` under a temporary name, then move it into place
+    (module doc)."""
     parent = target.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     partial = f"{target}.{uuid.uuid4().hex[:8]}.partial"
-    pafs.copy_files(str(file), partial, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    if isinstance(source, bytes):
+        with fs.open_output_stream(partial) as stream:
+            stream.write(source)
+    else:
+        pafs.copy_files(str(source), partial, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     try:
         fs.move(partial, target)
     except BaseException:
@@ -263,22 +260,23 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
-def _download(fs: pafs.FileSystem, remote: str, target: Path, location: str) -> None:
+def _download(fs: pafs.FileSystem, remote: str, target: Path, location: str) -> bool:
     """Copy the file or folder ``remote`` of ``fs`` (``location`` names it in errors) to ``target`` via a temporary
-    name, so ``target`` is whole or absent."""
+    name, so ``target`` is whole or absent; ``False`` when the store has no ``remote``."""
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _storage(location, "read"):
             kind = fs.get_file_info(remote).type
             if kind == pafs.FileType.NotFound:
-                raise StorageError(location, "read", "not found in the store")
+                return False
             if kind == pafs.FileType.Directory:
                 partial.mkdir()  # copy_files creates the folders below the destination, not the destination
             pafs.copy_files(remote, str(partial), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         if target.is_dir():
             shutil.rmtree(target)
         partial.replace(target)
+        return True
     finally:
         if partial.is_dir():
             shutil.rmtree(partial, ignore_errors=True)

@@ -92,7 +92,7 @@ def test_remove_clears_the_store_and_the_staging_folder(store, s3):
     path.parent.mkdir(parents=True)
     path.write_text("{}")
     store.push(path.parent)
-    store.remove(store.local_root / "steps")
+    store.remove("steps")
     assert s3.keys(_prefix(store)) == {} and not (store.local_root / "steps").exists()
 
 

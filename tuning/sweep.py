@@ -150,8 +150,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     store = RunStore(config.root)
     run_dir = store.local_root  # where this process writes: the run dir, or its staging folder
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    for name in SWEEP_OUTPUTS:
-        store.remove(run_dir / name)
+    store.remove(*SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     connect(tracking_uri, address)
