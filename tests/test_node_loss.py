@@ -20,9 +20,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_PORT, DASHBOARD_PORT = 6395, 8295  # the dashboard serves the state API (which node each actor is on)
 #: Ports of the two nodes (node manager, object manager, dashboard agent http/grpc, runtime env agent, metrics,
 #: worker range), apart from the test session's cluster and tests/test_ray_job_submit.py's.
-HEAD_PORTS = dict(node=6396, objects=6397, agent=52401, agent_grpc=52402, runtime_env=52403, metrics=52404,
+#: All below Linux's ephemeral range (32768-60999), where any outgoing connection may already hold one.
+HEAD_PORTS = dict(node=6396, objects=6397, agent=29401, agent_grpc=29402, runtime_env=29403, metrics=29404,
                   workers=(20400, 20499))
-SPARE_PORTS = dict(node=6398, objects=6399, agent=52411, agent_grpc=52412, runtime_env=52413, metrics=52414,
+SPARE_PORTS = dict(node=6398, objects=6399, agent=29411, agent_grpc=29412, runtime_env=29413, metrics=29414,
                    workers=(20500, 20599))
 KD_TINY = ["--synthetic-size", "240", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "8",
            "--batch-size", "16", "--max-concurrency", "1", "--quiet"]

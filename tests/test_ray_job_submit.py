@@ -16,8 +16,9 @@ from tests.helpers import stop_processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-# Ports of our own, so that this cluster does not collide with the test session's local one.
-GCS_PORT, DASHBOARD_PORT, AGENT_PORT, AGENT_GRPC_PORT, RUNTIME_ENV_PORT, METRICS_PORT = 6391, 8291, 52391, 52392, 52393, 52394
+# Ports of our own, so that this cluster does not collide with the test session's local one; all below Linux's
+# ephemeral range (32768-60999), where any outgoing connection may already hold one.
+GCS_PORT, DASHBOARD_PORT, AGENT_PORT, AGENT_GRPC_PORT, RUNTIME_ENV_PORT, METRICS_PORT = 6391, 8291, 29391, 29392, 29393, 29394
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +27,16 @@ def head_node():
     # Jobs run with the cluster's environment: no tracking URI that an earlier test left in this process's.
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(
-        [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(GCS_PORT),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(DASHBOARD_PORT), "--num-cpus", "2",
-         "--dashboard-agent-listen-port", str(AGENT_PORT), "--dashboard-agent-grpc-port", str(AGENT_GRPC_PORT),
-         "--runtime-env-agent-port", str(RUNTIME_ENV_PORT), "--metrics-export-port", str(METRICS_PORT),
-         "--object-store-memory", "300000000", "--temp-dir", temp_dir, "--disable-usage-stats"],
-        check=True, env=env, capture_output=True, timeout=120,
-    )
-    try:
+    try:  # a failed start still leaves processes behind: stopped below too
+        started = subprocess.run(
+            [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(GCS_PORT),
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(DASHBOARD_PORT), "--num-cpus", "2",
+             "--dashboard-agent-listen-port", str(AGENT_PORT), "--dashboard-agent-grpc-port", str(AGENT_GRPC_PORT),
+             "--runtime-env-agent-port", str(RUNTIME_ENV_PORT), "--metrics-export-port", str(METRICS_PORT),
+             "--object-store-memory", "300000000", "--temp-dir", temp_dir, "--disable-usage-stats"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{DASHBOARD_PORT}"}
     finally:
         stop_processes_mentioning(temp_dir)
