@@ -59,7 +59,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         if kind is bool:
             if default:
                 target.add_argument(f"--no-{field.name.replace('_', '-')}", dest=field.name, action="store_false",
-                                    default=None, help=help_text)
+                                    default=None, help=f"turn off: {help_text} (on by default)")
             else:
                 target.add_argument(*names, dest=field.name, action="store_true", default=None, help=help_text)
             continue

@@ -22,3 +22,15 @@ def ray_session():
              log_to_driver=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def kd_job(ray_session, tmp_path_factory):
+    """``(summary, tracking URI)`` of one finished kd job (``tests.helpers.KD_TINY``), shared by the kd job's tests
+    and the sweep that reuses a job's teachers."""
+    from jobs.kd import KDJobConfig, run
+    from tests.helpers import KD_TINY
+
+    root = tmp_path_factory.mktemp("kd")
+    uri = f"sqlite:///{root}/mlflow.db"
+    return run(KDJobConfig(**KD_TINY, run_dir=str(root / "run"), tracking_uri=uri, register_as="kd-test")), uri

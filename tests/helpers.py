@@ -3,7 +3,6 @@ server."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,9 @@ import mlflow
 
 from kd_core.data.schema import examples_to_dataset
 from kd_core.models import train_wordpiece_tokenizer
+
+#: The kd job of the ``kd_job`` fixture (tests/conftest.py): tiny, two teachers.
+KD_TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
 
 
 def example(id_: str, context: str, question: str, answer: str | None, domain: str = "toy") -> dict:
@@ -149,8 +151,8 @@ def free_port() -> int:
 
 
 def stop_processes_mentioning(text: str) -> None:
-    """SIGTERM (then SIGKILL) every process whose command line mentions ``text``, e.g. one Ray node's temp dir
-    (``ray stop`` would stop every Ray cluster of the user)."""
+    """SIGKILL every process whose command line mentions ``text``, e.g. one throwaway Ray node's temp dir (``ray
+    stop`` would stop every Ray cluster of the user; a graceful stop only costs time here), and wait for them."""
     import psutil
 
     victims = []
@@ -162,15 +164,10 @@ def stop_processes_mentioning(text: str) -> None:
             continue
     for proc in victims:
         try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(victims, timeout=15)
-    for proc in alive:
-        try:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
+    psutil.wait_procs(victims, timeout=15)
 
 
 def help_text(main) -> str:

@@ -109,7 +109,8 @@ def test_the_logged_student_answers_questions_as_its_evaluation_did(uninterrupte
 
 
 @pytest.mark.slow
-def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
+def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path,
+                                                                              capsys):
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
@@ -128,13 +129,12 @@ def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(u
     assert {p.parent.name for p in done_before} >= {"member-0", "member-1", "knowledge"}
     parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
 
-    refused = subprocess.run([sys.executable, "jobs/a2d.py", "--resume", str(run_dir), "--gamma", "1"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "--gamma" in refused.stderr and "0.3" in refused.stderr
-    resumed = subprocess.run([sys.executable, "jobs/a2d.py", "--resume", str(run_dir), "--members", "2",
-                              "--address", address, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    # The new driver runs in this process (already on the cluster): the same main and exit codes.
+    assert run_cli(main, ["--resume", str(run_dir), "--gamma", "1"]) == 2
+    refused = capsys.readouterr().err
+    assert "--gamma" in refused and "0.3" in refused
+    assert run_cli(main, ["--resume", str(run_dir), "--members", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("members_f1", "ensemble_f1", "student_f1", "eval"):
         assert summary[key] == expected[key]  # the same numbers as the uninterrupted job
     assert summary["mlflow_run_id"] == parent_id

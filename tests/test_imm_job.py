@@ -97,7 +97,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
 
 
 @pytest.mark.slow
-def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path):
+def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path, capsys):
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
@@ -117,13 +117,12 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(uninterrupted, ray_ses
     assert {p.parent.name for p in done_before} >= {"theta-sports-0", "theta-medicine-0", "theta-finance-0"}
     parent_id = json.loads((run_dir / "state.json").read_text())["parent_run_id"]
 
-    refused = subprocess.run([sys.executable, "jobs/imm.py", "--resume", str(run_dir), "--epochs", "3"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "--epochs" in refused.stderr and "2.0" in refused.stderr
-    resumed = subprocess.run([sys.executable, "jobs/imm.py", "--resume", str(run_dir), "--address", address, "--json"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    # The new driver runs in this process (already on the cluster): the same main and exit codes.
+    assert run_cli(main, ["--resume", str(run_dir), "--epochs", "3"]) == 2
+    refused = capsys.readouterr().err
+    assert "--epochs" in refused and "2.0" in refused
+    assert run_cli(main, ["--resume", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["iterations_f1"] == expected["iterations_f1"]
     assert summary["kept"] == expected["kept"]
     assert summary["mlflow_run_id"] == parent_id  # the same parent run, reopened

@@ -19,26 +19,18 @@ import pytest
 from jobs.kd import KDJobConfig, main, run
 from kd_core.engine.prepare import build_workspace
 from kd_core.cli import run_cli
-from tests.helpers import (free_port, help_text, job_tree, logged_model, logged_model_files, mlflow_tracking,
+from tests.helpers import (KD_TINY, free_port, help_text, job_tree, logged_model, logged_model_files, mlflow_tracking,
                            s3_server, wait_for)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
 CLI_TINY = ["--synthetic-size", "240", "--teachers", "2", "--teacher-epochs", "2", "--epochs", "3",
             "--batch-size", "16"]
 STEPS = {"teacher-0", "teacher-1", "knowledge-0", "knowledge-1", "knowledge", "student", "student-no-kd",
          "eval-teacher", "eval-student", "eval-student-no-kd"}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("kd")
-    uri = f"sqlite:///{root}/mlflow.db"
-    return run(KDJobConfig(**TINY, run_dir=str(root / "run"), tracking_uri=uri, register_as="kd-test")), uri
-
-
-def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
-    summary, uri = uninterrupted
+def test_kd_job_end_to_end_with_one_mlflow_run_per_step(kd_job):
+    summary, uri = kd_job
     assert summary["task"] == "sentiment" and summary["primary_metric"] == "accuracy"
     assert summary["task_definition"]["labels"] == ["negative", "positive"]
     assert set(summary["models"]) == {"teacher", "student", "student_no_kd"}
@@ -67,12 +59,12 @@ def test_kd_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
 
 
 def _test_split(summary):
-    config = KDJobConfig(**TINY)
+    config = KDJobConfig(**KD_TINY)
     return build_workspace(config.data, config.teacher_model, config.student_model, summary["run_dir"]).examples("test")
 
 
-def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(uninterrupted):
-    summary, uri = uninterrupted
+def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(kd_job):
+    summary, uri = kd_job
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
     with mlflow_tracking(uri):
@@ -89,8 +81,8 @@ def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(uninterrup
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_request(uninterrupted, tmp_path):
-    summary, uri = uninterrupted
+def test_mlflow_models_serve_answers_a_request(kd_job, tmp_path):
+    summary, uri = kd_job
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     model = logged_model(client, next(r for r in children if r.data.tags["kd.step"] == "student"))
     texts = list(_test_split(summary)["text_a"])[:3]
@@ -127,11 +119,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(uninterrupted, ray_session,
+def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(kd_job, ray_session,
                                                                                        tmp_path):
     """The race of a driver killed between a step's result file and the end of its child run: on resume the
     step is reused (not run again) and its run is finished, with its metrics."""
-    summary, uri = uninterrupted
+    summary, uri = kd_job
     run_dir, store = tmp_path / "run", tmp_path / "mlflow.db"
     shutil.copytree(summary["run_dir"], run_dir)
     shutil.copy(uri.removeprefix("sqlite:///"), store)
@@ -151,11 +143,11 @@ def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_r
 
 
 @pytest.mark.slow
-def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrupted_result(uninterrupted, ray_session,
-                                                                                           tmp_path):
+def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrupted_result(kd_job, ray_session,
+                                                                                           tmp_path, capsys):
     """The run directory in a real S3 API (moto's server): every file goes through the store; the resumed job's
     new driver and workers start with empty staging folders, so its checkpoint and teachers come from S3."""
-    expected, _ = uninterrupted
+    expected, _ = kd_job
     address = ray_session.get_runtime_context().gcs_address
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     log = tmp_path / "killed.log"
@@ -176,9 +168,12 @@ def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrup
         assert {key.split("/")[-2] for key in done_before} >= {"teacher-0", "teacher-1", "knowledge"}
         parent_id = json.loads(s3.fs.open_input_stream(f"kd-runs/{prefix}/state.json").read())["parent_run_id"]
 
-        refused = subprocess.run([sys.executable, "jobs/kd.py", "--resume", run_dir, "--tau", "3"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 2 and "--tau" in refused.stderr and "2.0" in refused.stderr
+        with pytest.MonkeyPatch.context() as patch:  # refused by this process's main, reading state.json from S3
+            for name, value in s3.env.items():
+                patch.setenv(name, value)
+            assert run_cli(main, ["--resume", run_dir, "--tau", "3"]) == 2
+        refused = capsys.readouterr().err
+        assert "--tau" in refused and "2.0" in refused
         # the driver's progress: a start line per stage, naming its steps (a log is not a terminal)
         assert "] stage 1 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
         resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", run_dir, "--teachers", "2",
@@ -233,19 +228,21 @@ def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_after(tmp_path, ray_session):
+def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_after(tmp_path, ray_session, capsys):
     """A run directory on a 1 MiB file system fills up mid-job: one line and exit 2, no finished-looking
     half-written file; grown to 64 MiB, ``--resume`` finishes the job."""
     disk = tmp_path / "disk"
     disk.mkdir()
+    SMALL = ["--synthetic-size", "160", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "1", "--batch-size", "16",
+             "--no-baseline"]
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
     try:
         run_dir, uri = disk / "run", f"sqlite:///{tmp_path}/mlflow.db"
         address = ray_session.get_runtime_context().gcs_address
-        full = subprocess.run([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri",
-                               uri, "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        full = subprocess.run([sys.executable, "jobs/kd.py", *SMALL, "--run-dir", str(run_dir), "--tracking-uri", uri,
+                               "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert full.returncode == 2, full.stderr[-3000:]
         last = full.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: {run_dir}/steps/") and "No space left on device" in last
@@ -260,11 +257,12 @@ def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_
         assert parent.info.status == "FAILED"
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        resumed = subprocess.run([sys.executable, "jobs/kd.py", "--resume", str(run_dir), "--address", address,
-                                  "--json", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert json.loads(resumed.stdout.strip().splitlines()[-1])["mlflow_run_id"] == parent_id
+        assert run_cli(main, ["--resume", str(run_dir), "--json"]) == 0  # the new driver: this process
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mlflow_run_id"] == parent_id
         _, parent, children = job_tree(uri, parent_id)
-        assert parent.info.status == "FINISHED" and sorted(r.data.tags["kd.step"] for r in children) == sorted(STEPS)
+        assert parent.info.status == "FINISHED"
+        assert sorted(r.data.tags["kd.step"] for r in children) == ["eval-student", "eval-teacher", "knowledge",
+                                                                     "knowledge-0", "student", "teacher-0"]
+        assert all(r.info.status == "FINISHED" for r in children)
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)

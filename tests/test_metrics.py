@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -271,13 +273,23 @@ def _write_json(path: Path, value: object) -> Path:
 
 
 def _run_evaluate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kd_core.evaluate", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """``python -m kd_core.evaluate ARGS`` run in this process (its ``__main__`` is one ``run_cli(main)`` call):
+    the exit status, stdout and stderr it would give. ``test_evaluate_cli_missing_file`` runs the real module."""
+    from kd_core.cli import run_cli
+    from kd_core.evaluate import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(main, [str(a) for a in args])
+        except SystemExit as done:  # argparse: --help, or a usage error
+            code = int(done.code or 0)
+    return subprocess.CompletedProcess(["kd_core.evaluate", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def _run_evaluate_module(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kd_core.evaluate", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.filterwarnings("ignore:Unanswered question")
@@ -385,7 +397,7 @@ def test_evaluate_cli_bad_input(tmp_path: Path, data_bytes: bytes, predictions_b
 
 def test_evaluate_cli_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-file.json"
-    result = _run_evaluate(missing, _write_json(tmp_path / "p.json", {}))
+    result = _run_evaluate_module(missing, _write_json(tmp_path / "p.json", {}))
     lines = result.stderr.splitlines()
     assert result.returncode == 2
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing}: file: cannot read")

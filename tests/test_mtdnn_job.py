@@ -101,7 +101,8 @@ def test_students_share_initialisation_and_the_kd_student_reads_every_teacher(un
 
 
 @pytest.mark.slow
-def test_a_killed_mtdnn_driver_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path, tasks_file):
+def test_a_killed_mtdnn_driver_resumes_to_the_uninterrupted_result(uninterrupted, ray_session, tmp_path, tasks_file,
+                                                                   capsys):
     expected, _ = uninterrupted
     address = ray_session.get_runtime_context().gcs_address
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
@@ -117,10 +118,9 @@ def test_a_killed_mtdnn_driver_resumes_to_the_uninterrupted_result(uninterrupted
     assert not (run_dir / "summary.json").exists()
     done_before = {p: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
     assert {p.parent.name for p in done_before} >= {"sentiment-knowledge", "preference-knowledge"}
-    resumed = subprocess.run([sys.executable, "jobs/mtdnn.py", "--resume", str(run_dir), "--address", address,
-                              "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    # The new driver runs in this process (already on the cluster): the same main and exit codes.
+    assert run_cli(main, ["--resume", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["tasks"] == expected["tasks"]  # the same numbers as the uninterrupted job
     assert set(summary["reused_steps"]) == {p.parent.name for p in done_before}
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in done_before.items())

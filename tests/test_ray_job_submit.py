@@ -58,7 +58,8 @@ def _submit(entrypoint: str, env: dict, submit_options: list[str] | None = None)
 
 def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
     summary = _submit(f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 "
-                      f"--vocab-size 400 --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db --json",
+                      f"--vocab-size 400 --no-baseline --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db "
+                      "--json",
                       head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and len(summary["members_f1"]) == 2
     assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()
@@ -89,7 +90,7 @@ def test_mtdnn_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
         "tasks:\n  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], "
         "size: 60}\n  - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}\n")
     summary = _submit(f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/tasks.yaml --members 2 --teacher-epochs 1 "
-                      f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --run-dir {tmp_path}/run "
+                      f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-vanilla --run-dir {tmp_path}/run "
                       f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "mtdnn"
     assert summary["with_teacher"] == ["sentiment"] and set(summary["tasks"]) == {"sentiment", "rating"}
@@ -102,7 +103,7 @@ def test_students_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
         "size: 60}\n")
     summary = _submit(f"{sys.executable} jobs/students.py --tasks {tmp_path}/tasks.yaml --teacher-model tiny-bert "
                       f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
-                      f"--speed-examples 8 --speed-repeats 1 --run-dir {tmp_path}/run "
+                      f"--speed-examples 8 --speed-repeats 1 --no-baseline --run-dir {tmp_path}/run "
                       f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
     assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "students"
     assert set(summary["models"]) == {"teacher", "layers", "scratch", "bilstm"}

@@ -12,7 +12,7 @@ from kd_core.cli import run_cli
 from kd_core.errors import ConfigError, DataError
 from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
 from tuning.sweep import SweepConfig, main, prepare, run_sweep
-from tests.helpers import job_tree
+from tests.helpers import KD_TINY, job_tree
 
 JOB = {"synthetic_per_domain": 16, "teacher_epochs": 2, "epochs": 3, "vocab_size": 400}
 
@@ -111,32 +111,26 @@ KD_JOB = {"synthetic_size": 160, "teacher_epochs": 2, "epochs": 2, "batch_size":
 
 
 @pytest.mark.slow
-def test_a_recipe_sweep_runs_its_teacher_steps_once_and_reuses_a_jobs_knowledge(ray_session, tmp_path):
-    from jobs.kd import KDJobConfig, run
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_sweep(SweepConfig(method="kd", num_samples=3, max_concurrent=2, job=KD_JOB,
-                                    run_dir=str(tmp_path / "sweep"), tracking_uri=uri))
-    assert summary["teacher_passes"] == 1 and summary["trials"] == 3 and summary["failed"] == 0
+def test_a_recipe_sweep_reuses_a_jobs_teachers_and_searches_the_students_settings(kd_job, tmp_path):
+    """Sweeping kd from a finished job: no teacher step runs again; each trial trains its own student from the job's
+    knowledge. (A recipe sweep that trains its teachers once: tests/test_mlflow_server.py, the mtdnn and students
+    sweeps below.)"""
+    job, uri = kd_job
+    summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, job=KD_TINY,
+                                    knowledge_from=job["run_dir"], run_dir=str(tmp_path / "sweep"), tracking_uri=uri))
+    assert summary["teacher_passes"] == 0 and summary["trials"] == 2 and summary["failed"] == 0
     assert summary["metric"] == "dev_metric" and set(summary["best_config"]) == {"tau", "alpha"}
     assert (Path(summary["best_model"]) / "model.safetensors").exists()
-    assert len(list((tmp_path / "sweep").rglob("steps/teacher-0/model"))) == 1  # the teacher trained once
-    assert len(list((tmp_path / "sweep").rglob("steps/knowledge-0/knowledge.parquet"))) == 1  # and read once
+    assert not list((tmp_path / "sweep").rglob("teacher-*/model"))  # the job's teachers, not new ones
     assert not list((tmp_path / "sweep").rglob("steps/student-no-kd"))  # no baseline in the trials
-    client, parent, children = job_tree(uri, summary["mlflow_run_id"])
-    roles = sorted(r.data.tags.get("kd.role") for r in children)
-    assert roles == ["teacher", "trial", "trial", "trial"]
+    _, _, children = job_tree(uri, summary["mlflow_run_id"])
+    assert [r.data.tags.get("kd.role") for r in children] == ["trial", "trial"]
     # Trials with different settings computed different students from the same teacher.
     students = [load_file(str(p)) for p in (tmp_path / "sweep" / "trials").glob("*/output/model.safetensors")]
-    assert len(students) == 3
+    assert len(students) == 2
     assert not all(torch.equal(a, b) for a, b in zip(students[0].values(), students[1].values()))
-
-    job = run(KDJobConfig(**KD_JOB, run_dir=str(tmp_path / "job"), tracking_uri=uri))
-    again = run_sweep(SweepConfig(method="kd", num_samples=1, job=KD_JOB, knowledge_from=job["run_dir"],
-                                  run_dir=str(tmp_path / "again"), tracking_uri=uri))
-    assert again["teacher_passes"] == 0 and again["failed"] == 0
     with pytest.raises(DataError, match="made for data fingerprint"):
-        prepare(SweepConfig(method="kd", job={**KD_JOB, "synthetic_size": 200}, knowledge_from=job["run_dir"],
+        prepare(SweepConfig(method="kd", job={**KD_TINY, "synthetic_size": 200}, knowledge_from=job["run_dir"],
                             run_dir=str(tmp_path / "other")))
 
 
