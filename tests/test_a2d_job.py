@@ -148,7 +148,7 @@ def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(u
 @pytest.mark.slow
 def test_a_student_with_two_workers_trains_data_parallel_on_ray_train(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = A2DJobConfig(**{**TINY, "epochs": 1}, student_workers=2, run_dir=str(tmp_path / "run"),
+    config = A2DJobConfig(**{**TINY, "epochs": 1, "members": 1}, student_workers=2, run_dir=str(tmp_path / "run"),
                           tracking_uri=uri)
     summary = run(config)
     steps = Path(summary["run_dir"]) / "steps"

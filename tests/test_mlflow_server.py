@@ -54,7 +54,8 @@ def mlflow_server(tmp_path_factory):
 @pytest.mark.slow
 def test_a_job_logs_its_run_tree_and_models_to_a_tracking_server(mlflow_server, ray_session, tmp_path):
     url, server_root = mlflow_server
-    summary = run(KDJobConfig(**TINY, run_dir=str(tmp_path / "run"), tracking_uri=url, experiment="served"))
+    summary = run(KDJobConfig(**TINY, baseline=False, run_dir=str(tmp_path / "run"), tracking_uri=url,
+                              experiment="served"))
     assert summary["tracking_uri"] == url
 
     client, parent, children = job_tree(url, summary["mlflow_run_id"])  # every query below goes over HTTP

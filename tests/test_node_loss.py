@@ -27,24 +27,30 @@ SPARE_PORTS = dict(node=6398, objects=6399, agent=29411, agent_grpc=29412, runti
                    workers=(20500, 20599))
 KD_TINY = ["--synthetic-size", "240", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "8",
            "--batch-size", "16", "--max-concurrency", "1", "--no-baseline", "--quiet"]
-#: Run with the cluster's address: a detached actor holding the head's only CPU (so the job's worker must start on
-#: the spare node), or ("free", dashboard URL) removing it and printing the state and (last) node of every step
-#: worker.
+#: Run with the cluster's address: "hold" waits for the spare node, starts a detached actor holding the head's only
+#: CPU (so the job's worker must start on the spare node) and prints the spare node's id; ("free", dashboard URL)
+#: removes it and prints the state and (last) node of every step worker.
 BLOCKER = """
-import json, sys, ray
+import json, sys, time, ray
 ray.init(address=sys.argv[1], logging_level="ERROR")
 if sys.argv[2] == "hold":
+    deadline = time.monotonic() + 90
+    while not [n for n in ray.nodes() if n["Alive"] and "spare" in n["Resources"]] and time.monotonic() < deadline:
+        time.sleep(0.5)
     @ray.remote(num_cpus=1, resources={"head": 1})
     class Blocker:
         def ready(self):
             return True
     ray.get(Blocker.options(name="blocker", namespace="kd-test", lifetime="detached").remote().ready.remote())
+    print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "spare" in n["Resources"]))
 else:
     from ray.util.state import list_actors
     ray.kill(ray.get_actor("blocker", namespace="kd-test"))
     workers = list_actors(address=sys.argv[3], filters=[("class_name", "=", "StepWorker")])
     print(json.dumps([(actor.state, actor.node_id) for actor in workers]))
 """
+#: The head notices a dead node after 4 missed health checks 1 s apart (Ray's default: 5, 3 s apart).
+HEALTH_CHECKS = '{"health_check_period_ms": 1000, "health_check_timeout_ms": 2000, "health_check_failure_threshold": 4}'
 
 
 def _node_args(ports: dict, temp_dir: str) -> list[str]:
@@ -54,16 +60,6 @@ def _node_args(ports: dict, temp_dir: str) -> list[str]:
             str(ports["runtime_env"]), "--metrics-export-port", str(ports["metrics"]), "--min-worker-port",
             str(ports["workers"][0]), "--max-worker-port", str(ports["workers"][1]), "--num-cpus", "1",
             "--object-store-memory", "200000000", "--temp-dir", temp_dir, "--disable-usage-stats"]
-
-
-SPARE_NODE = """
-import sys, time, ray
-ray.init(address=sys.argv[1], logging_level="ERROR")
-deadline = time.monotonic() + 90
-while not [n for n in ray.nodes() if n["Alive"] and "spare" in n["Resources"]] and time.monotonic() < deadline:
-    time.sleep(0.5)
-print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "spare" in n["Resources"]))
-"""
 
 
 @pytest.mark.slow
@@ -76,18 +72,17 @@ def test_a_lost_node_s_step_is_rescheduled_on_the_head_and_resumes_from_its_chec
     spare = None
     try:
         subprocess.run([RAY, "start", "--head", "--port", str(HEAD_PORT), "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(DASHBOARD_PORT),
+                        "--dashboard-port", str(DASHBOARD_PORT), "--system-config", HEALTH_CHECKS,
                         "--resources", '{"head": 1}', *_node_args(HEAD_PORTS, head_dir)],
                        check=True, env=env, capture_output=True, timeout=120)
         with (tmp_path / "spare.log").open("w") as spare_log:
             spare = subprocess.Popen([RAY, "start", "--address", address, "--resources", '{"spare": 1}', "--block",
                                       *_node_args(SPARE_PORTS, spare_dir)], env=env, stdout=spare_log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        joined = subprocess.run([sys.executable, "-c", SPARE_NODE, address], env=env, capture_output=True, text=True,
-                                timeout=180)
-        assert joined.returncode == 0, joined.stderr[-2000:] + (tmp_path / "spare.log").read_text()[-2000:]
-        spare_id = joined.stdout.strip().splitlines()[-1]
-        subprocess.run([sys.executable, "-c", BLOCKER, address, "hold"], env=env, check=True, timeout=120)
+        held = subprocess.run([sys.executable, "-c", BLOCKER, address, "hold"], env=env, capture_output=True, text=True,
+                              timeout=180)
+        assert held.returncode == 0, held.stderr[-2000:] + (tmp_path / "spare.log").read_text()[-2000:]
+        spare_id = held.stdout.strip().splitlines()[-1]
         with s3_server(tmp_path) as s3:
             run_dir, prefix = s3.uri("runs/node-loss"), "kd-runs/runs/node-loss"
             job_env = {**env, **s3.env}
@@ -111,6 +106,7 @@ def test_a_lost_node_s_step_is_rescheduled_on_the_head_and_resumes_from_its_chec
             summary = json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))
             student = json.loads(s3.fs.open_input_stream(f"{prefix}/steps/student/result.json").read())
         assert student["resumed_from_step"] > 0, log.read_text()[-5000:]  # from the checkpoint in S3, on the head
+        assert "[kd " not in log.read_text() and "featurize" not in log.read_text()  # --quiet: no progress
         assert summary["models"]["student"]["test"] is not None
     finally:
         if spare is not None and spare.poll() is None:

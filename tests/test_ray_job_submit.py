@@ -43,34 +43,25 @@ def head_node():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _submit(entrypoint: str, env: dict, submit_options: list[str] | None = None) -> dict:
-    """Submit ``entrypoint`` with the repository as working dir; return the JSON summary it printed last."""
+def _submit(entrypoint: str, env: dict, submit_options: list[str] | None = None) -> list[dict]:
+    """Submit the shell command ``entrypoint`` with the repository as working dir; return the JSON summaries it
+    printed, in order. (``ray job submit`` quotes each word after ``--``: a command list goes through ``bash -c``.)"""
     for _ in range(12):  # the dashboard's job agent comes up a few seconds after `ray start` returns
         result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", *(submit_options or []), "--",
-                                 *entrypoint.split()],
+                                 "bash", "-c", entrypoint],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in result.stderr:
             break
         time.sleep(5)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
-
-
-def test_a2d_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
-    summary = _submit(f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 "
-                      f"--vocab-size 400 --no-baseline --run-dir {tmp_path}/run --tracking-uri sqlite:///{tmp_path}/mlflow.db "
-                      "--json",
-                      head_node)
-    assert summary["run_dir"] == f"{tmp_path}/run" and len(summary["members_f1"]) == 2
-    assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()
-    assert (tmp_path / "mlflow.db").exists()
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 def test_imm_job_submitted_without_path_options_keeps_its_results_in_the_results_folder(head_node, tmp_path):
     """No --run-dir, no --tracking-uri: outputs go to $KD_RESULTS_DIR (~/kd_results), not into Ray's temporary copy."""
     results = tmp_path / "kd_results"
     runtime_env = json.dumps({"env_vars": {"KD_RESULTS_DIR": str(results)}})
-    summary = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
+    summary, = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
                       f"--baselines single --vocab-size 400 --json", head_node,
                       ["--runtime-env-json", runtime_env])
     run_dir = Path(summary["run_dir"])
@@ -85,26 +76,32 @@ def test_imm_job_submitted_without_path_options_keeps_its_results_in_the_results
     assert "_ray_pkg_" not in summary["run_dir"] + summary["tracking_uri"]
 
 
-def test_mtdnn_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
-    (tmp_path / "tasks.yaml").write_text(
+def test_a2d_mtdnn_and_students_jobs_run_unchanged_under_ray_job_submit(head_node, tmp_path):
+    """One submission whose entrypoint runs the three jobs one after the other (one submission's start-up, not
+    three): each is the same command a user submits."""
+    (tmp_path / "mtdnn.yaml").write_text(
         "tasks:\n  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], "
         "size: 60}\n  - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}\n")
-    summary = _submit(f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/tasks.yaml --members 2 --teacher-epochs 1 "
-                      f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-vanilla --run-dir {tmp_path}/run "
-                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
-    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "mtdnn"
-    assert summary["with_teacher"] == ["sentiment"] and set(summary["tasks"]) == {"sentiment", "rating"}
-    assert (tmp_path / "run" / "steps" / "student" / "model" / "model.safetensors").exists()
-
-
-def test_students_job_runs_unchanged_under_ray_job_submit(head_node, tmp_path):
-    (tmp_path / "tasks.yaml").write_text(
+    (tmp_path / "students.yaml").write_text(
         "tasks:\n  - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], "
         "size: 60}\n")
-    summary = _submit(f"{sys.executable} jobs/students.py --tasks {tmp_path}/tasks.yaml --teacher-model tiny-bert "
-                      f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
-                      f"--speed-examples 8 --speed-repeats 1 --no-baseline --run-dir {tmp_path}/run "
-                      f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json", head_node)
-    assert summary["run_dir"] == f"{tmp_path}/run" and summary["method"] == "students"
-    assert set(summary["models"]) == {"teacher", "layers", "scratch", "bilstm"}
-    assert (tmp_path / "run" / "steps" / "bilstm" / "model" / "model.safetensors").exists()
+    tracking = f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json"
+    a2d, mtdnn, students = _submit(
+        f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 --vocab-size 400 "
+        f"--no-baseline --run-dir {tmp_path}/a2d {tracking} && "
+        f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/mtdnn.yaml --members 2 --teacher-epochs 1 "
+        f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-vanilla --run-dir {tmp_path}/mtdnn {tracking} && "
+        f"{sys.executable} jobs/students.py --tasks {tmp_path}/students.yaml --teacher-model tiny-bert "
+        f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
+        f"--speed-examples 8 --speed-repeats 1 --no-baseline --run-dir {tmp_path}/students {tracking}", head_node)
+    assert a2d["run_dir"] == f"{tmp_path}/a2d" and len(a2d["members_f1"]) == 2
+    assert (tmp_path / "a2d" / "steps" / "student" / "model" / "model.safetensors").exists()
+    assert mtdnn["run_dir"] == f"{tmp_path}/mtdnn" and mtdnn["method"] == "mtdnn"
+    assert mtdnn["with_teacher"] == ["sentiment"] and set(mtdnn["tasks"]) == {"sentiment", "rating"}
+    assert (tmp_path / "mtdnn" / "steps" / "student" / "model" / "model.safetensors").exists()
+    assert students["run_dir"] == f"{tmp_path}/students" and students["method"] == "students"
+    assert set(students["models"]) == {"teacher", "layers", "scratch", "bilstm"}
+    assert (tmp_path / "students" / "steps" / "bilstm" / "model" / "model.safetensors").exists()
+    runs = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()])
+    assert {a2d["mlflow_run_id"], mtdnn["mlflow_run_id"], students["mlflow_run_id"]} <= {r.info.run_id for r in runs}

@@ -66,7 +66,7 @@ def test_students_job_end_to_end_with_the_table_and_plot_in_mlflow(finished):
 
 def test_a_second_run_reuses_the_teacher_and_gets_the_same_students(finished, tmp_path, tasks_file):
     first, _, root = finished
-    summary = run(StudentsJobConfig(**TINY, tasks=tasks_file, knowledge_from=str(root / "run"),
+    summary = run(StudentsJobConfig(**TINY, baseline=False, tasks=tasks_file, knowledge_from=str(root / "run"),
                                     run_dir=str(tmp_path / "run"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert {"teacher-0", "teacher-1", "teacher", "knowledge"} <= set(summary["reused_steps"])
     assert not (tmp_path / "run/steps/teacher-0/model").exists()  # nothing trained again
