@@ -119,8 +119,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(kd_job, ray_session,
-                                                                                       tmp_path):
+def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(kd_job, ray_session, tmp_path):
     """The race of a driver killed between a step's result file and the end of its child run: on resume the
     step is reused (not run again) and its run is finished, with its metrics."""
     summary, uri = kd_job
@@ -144,7 +143,7 @@ def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_r
 
 @pytest.mark.slow
 def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrupted_result(kd_job, ray_session,
-                                                                                           tmp_path, capsys):
+                                                                                            tmp_path, capsys):
     """The run directory in a real S3 API (moto's server): every file goes through the store; the resumed job's
     new driver (this process) and workers start with empty staging folders, so its checkpoint and teachers come
     from S3. The credentials are in the URI: the test session's workers started without them (a job of its own
@@ -227,7 +226,7 @@ def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_
     half-written file; grown to 64 MiB, ``--resume`` finishes the job."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    SMALL = ["--synthetic-size", "160", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "1", "--batch-size", "16",
+    small = ["--synthetic-size", "160", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "1", "--batch-size", "16",
              "--no-baseline"]
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
@@ -235,7 +234,7 @@ def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_
     try:
         run_dir, uri = disk / "run", f"sqlite:///{tmp_path}/mlflow.db"
         address = ray_session.get_runtime_context().gcs_address
-        full = subprocess.run([sys.executable, "jobs/kd.py", *SMALL, "--run-dir", str(run_dir), "--tracking-uri", uri,
+        full = subprocess.run([sys.executable, "jobs/kd.py", *small, "--run-dir", str(run_dir), "--tracking-uri", uri,
                                "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert full.returncode == 2, full.stderr[-3000:]
         last = full.stderr.strip().splitlines()[-1]

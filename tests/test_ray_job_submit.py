@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import stop_processes_mentioning
 
+pytestmark = pytest.mark.slow  # a cluster of its own and whole jobs submitted to it
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ports of our own, so that this cluster does not collide with the test session's local one; all below Linux's
@@ -62,8 +63,8 @@ def test_imm_job_submitted_without_path_options_keeps_its_results_in_the_results
     results = tmp_path / "kd_results"
     runtime_env = json.dumps({"env_vars": {"KD_RESULTS_DIR": str(results)}})
     summary, = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
-                      f"--baselines single --vocab-size 400 --json", head_node,
-                      ["--runtime-env-json", runtime_env])
+                       f"--baselines single --vocab-size 400 --json", head_node,
+                       ["--runtime-env-json", runtime_env])
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == results / "runs" / "imm" and run_dir.name.startswith("raysubmit_")
     assert summary["tracking_uri"] == f"sqlite:///{results}/mlflow.db"

@@ -65,6 +65,7 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_sweep(SweepConfig(num_samples=6, max_concurrent=2, job=JOB, run_dir=str(tmp_path / "sweep"),
