@@ -119,12 +119,14 @@ class RunStore:
             return location
         base, _ = _uri_parts(self.location)
         location_base, _ = _uri_parts(location)
-        if self.remote and location_base.startswith(base + "/"):
+        if self.remote and location_base.startswith(base + "/"):  # this store's file: its file system, made once
             target = self.local_root / location_base[len(base) + 1:]
+            found = target.exists() or self.pull(target)
         else:  # another store's file (results of a run directory copied from one store to another name the first)
             target = self.local_root / "fetched" / hashlib.sha256(location_base.encode()).hexdigest()[:16] / \
                 Path(location_base).name
-        if not target.exists() and not _download(*_filesystem(location), target, location):
+            found = target.exists() or _download(*_filesystem(location), target, location)
+        if not found:
             raise StorageError(location, "read", "not found in the store")
         return str(target)
 
