@@ -55,6 +55,7 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
         if str(field.type).startswith("tuple") and field.name in values:
             values[field.name] = _as_tuple(values[field.name])
     hints = typing.get_type_hints(cls)
+    values = {name: _yaml_float(hints.get(name), value) for name, value in values.items()}
     for name, value in values.items():
         wrong = _type_problem(hints.get(name), value)
         if wrong:
@@ -87,6 +88,21 @@ def _type_problem(annotation: Any, value: Any) -> str | None:
         if kind in (bool, str) and isinstance(value, kind):
             return None
     return f"expected {' or '.join(_SCALARS[kind] for kind in scalars)}, got {value!r}"
+
+
+def _yaml_float(annotation: Any, value: Any) -> Any:
+    """A number field's value written ``1e-3``: PyYAML (YAML 1.1) reads a float without a dot as a string.
+
+    Where the field takes a float and no string, such a string becomes the float it spells;
+    anything else is left for :func:`_type_problem` to judge.
+    """
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if not isinstance(value, str) or float not in allowed or str in allowed:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _as_tuple(value: Any) -> Any:

@@ -46,6 +46,11 @@ def test_a_config_file_is_overridden_by_the_command_line(tmp_path):
     assert (config.top_k, config.name, config.domains) == (3, "cli", ("p", "q"))
     path.write_text("domains: p, q\n")  # a tuple written as one string, as on the command line (also --set)
     assert _parse(["--config", str(path)]).domains == ("p", "q")
+    path.write_text("learning_rate: 5e-5\ntau: 1E2\n")  # YAML 1.1 reads a float without a dot as a string
+    assert (_parse(["--config", str(path)]).learning_rate, _parse(["--config", str(path)]).tau) == (5e-5, 100.0)
+    path.write_text("tau: hot\n")
+    with pytest.raises(ConfigError, match="tau: expected a number, got 'hot'"):
+        _parse(["--config", str(path)])
     path.write_text("top_kk: 3\n")
     with pytest.raises(ConfigError, match="top_kk: unknown option"):
         _parse(["--config", str(path)])
