@@ -1,9 +1,24 @@
 """Does KD help every student kind? The students recipe per seed, in one process; means over seeds.
 
-For every seed: per student kind, the test metric with KD and without (same student, same
-initialisation, gold labels only), the teacher's, and each model's size and speed-up. Prints
-one JSON object with the per-seed numbers and the means. ``--set KEY=VALUE`` overrides any
-recipe or data option (e.g. ``--set augment=true``, ``--set tasks=glue``). Never run as a test.
+For every seed: per student kind, the dev and test metric with KD and without (same student,
+same initialisation, gold labels only), the teacher's, and each model's size and speed-up.
+``--set KEY=VALUE`` overrides any recipe or data option (e.g. ``--set augment=true``,
+``--set tasks=glue``).
+
+``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds, per seed, the students trained with other
+settings (e.g. ``mse-only:loss=mse,alpha=1``), in their own run directory. A variant reuses
+every teacher step whose definition it shares with the base run (the teacher, and its
+knowledge unless the transfer set changes), so its students distil from the same teacher.
+Its no-KD students are not retrained unless it says ``baseline=true``: its ``gain_vs_base``
+is its test metric minus the base run's no-KD student's (a fair gain when the variant
+changes only the distillation; say ``baseline=true`` when it changes the students' training).
+``--breakdown`` (classification tasks) adds, per model, its test accuracy on the examples
+whose words are all in the BiLSTM's word vocabulary (``test_known_words``) and on those with
+at least one word outside it (``test_unknown_words``, read as ``[UNK]`` by the BiLSTM; the
+BERTs spell every word in word pieces), and the share of test examples on which it predicts
+what the teacher predicts (``agrees_with_teacher``); and per seed the share of such test
+examples and the unknown-word rate and mean length of the train and test splits. Prints one
+JSON object with the per-seed numbers and the means. Never run as a test.
 
     python bench/students_seeds.py --seeds 0 1 2 > bench/results/students_seeds_<date>.json
 """
@@ -12,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -19,49 +35,163 @@ import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from kd_core.config_files import build_config, parse_overrides  # noqa: E402
-from kd_core.engine.local import run_locally  # noqa: E402
+from kd_core.engine.execute import execute  # noqa: E402
+from kd_core.engine.local import drive  # noqa: E402
 from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
+from kd_core.engine.steps import CollectStep, model_ref  # noqa: E402
+from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.knowledge.table import read_knowledge, unfixed  # noqa: E402
+from kd_core.methods import METHODS  # noqa: E402
 from kd_core.methods.students import StudentsSettings, students_recipe, summarise  # noqa: E402
+from kd_core.run_files import write_atomic  # noqa: E402
 
-FIELDS = ("test", "test_no_kd", "kd_gain", "parameters", "speedup_b1", "speedup_b32")
+FIELDS = ("dev", "test", "dev_no_kd", "test_no_kd", "kd_gain", "parameters", "speedup_b1", "speedup_b32")
+DATA_KEYS = {f.name for f in fields(StudentsData)}
+
+
+def configs(values: dict[str, Any], seed: int) -> tuple[StudentsData, StudentsSettings]:
+    """The data and recipe settings of ``values`` (option name -> value) for ``seed``."""
+    data = build_config(StudentsData, {k: v for k, v in values.items() if k in DATA_KEYS}, {"seed": seed}, "--set")
+    settings = build_config(StudentsSettings, {k: v for k, v in values.items() if k not in DATA_KEYS},
+                            {"seed": seed}, "--set")
+    return data, settings
+
+
+def run(data: StudentsData, settings: StudentsSettings, run_dir: Path,
+        teachers: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], Workspace]:
+    """One recipe run in ``run_dir`` (the base run's equal teacher steps reused); (its teacher steps, summary, workspace)."""
+    ws = build_students_workspace(data, settings.teacher_model, run_dir)
+    shared: dict[str, Any] = {}
+    if teachers is not None:
+        shared = {step.name: teachers["results"][step.name] for step in METHODS["students"].teacher_plan(settings, ws)
+                  if teachers["plan"].get(step.name) == step}
+        for name, result in shared.items():  # the variant's run directory holds the shared results
+            write_atomic(ws.result_path(name), json.dumps(result))
+    results = drive(students_recipe(settings, ws), lambda steps: [execute(step, ws) for step in steps], done=shared)
+    plan = {step.name: step for step in METHODS["students"].teacher_plan(settings, ws)}
+    summary = summarise(results, settings, ws.task.name, ws.task.primary_metric)
+    return {"plan": plan, "results": results}, summary, ws
+
+
+def unknown_words(ws: Workspace, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per example of ``split``: (words the BiLSTM reads as ``[UNK]``, words), by its word tokenizer."""
+    tokenizer = ws.tokenizers["words"]
+    examples = ws.splits[split]
+    texts = [f"{a} {b}" if b else a for a, b in zip(examples["text_a"], examples["text_b"])]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return (np.array([sum(i == tokenizer.unk_token_id for i in row) for row in ids]),
+            np.array([len(row) for row in ids]))
+
+
+def test_predictions(ws: Workspace, name: str) -> dict[str, int]:
+    """Example id -> the class the model of train step ``name`` predicts on the test split."""
+    tokenizer = "words" if name.startswith("bilstm") else "teacher"
+    result = execute(CollectStep(f"test-logits-{name}", model_ref(name), tokenizer, split="test", teacher=False), ws)
+    table = read_knowledge(ws.local(result["path"]))
+    logits = unfixed(table.column("logits"), (ws.task.num_outputs,), np.float32)
+    return dict(zip(table.column("example_id").to_pylist(), logits.argmax(axis=1).tolist()))
+
+
+def breakdown(ws: Workspace, models: dict[str, dict[str, Any]], settings: StudentsSettings) -> dict[str, Any]:
+    """Adds each model's accuracy on test examples with and without BiLSTM-unknown words and its agreement
+    with the teacher to ``models``; returns the splits' unknown-word rates and lengths."""
+    test = ws.splits["test"]
+    gold = dict(zip(test["id"], test["label"]))
+    unknown, length = unknown_words(ws, "test")
+    train_unknown, train_length = unknown_words(ws, "train")
+    known = dict(zip(test["id"], (unknown == 0).tolist()))
+    trained = ["teacher", *[n for kind in settings.students for n in (kind, f"{kind}-no-kd")
+                            if ws.result(n) is not None]]
+    predicted = {name: test_predictions(ws, name) for name in trained}
+
+    def accuracy(name: str, keep: bool) -> float | None:
+        hits = [predicted[name][i] == gold[i] for i in gold if known[i] == keep]
+        return 100 * statistics.mean(hits) if hits else None  # None: no such test example
+
+    for name in trained:
+        row = models.setdefault(name.removesuffix("-no-kd"), {})
+        suffix = "_no_kd" if name.endswith("-no-kd") else ""
+        row[f"test_known_words{suffix}"] = accuracy(name, True)
+        row[f"test_unknown_words{suffix}"] = accuracy(name, False)
+        row[f"agrees_with_teacher{suffix}"] = 100 * statistics.mean(
+            predicted[name][i] == predicted["teacher"][i] for i in gold)
+    return {"test_examples": len(gold), "test_share_all_words_known": 100 * statistics.mean(known.values()),
+            "unknown_word_rate": {"train": 100 * float(train_unknown.sum() / train_length.sum()),
+                                  "test": 100 * float(unknown.sum() / length.sum())},
+            "mean_words": {"train": float(train_length.mean()), "test": float(length.mean())}}
+
+
+def rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model, the reported fields of a summary."""
+    return {name: {f: row[f] for f in FIELDS if f in row} for name, row in summary["models"].items()}
+
+
+def means(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per model and field, the mean over the seeds that have a value (``None`` where none has)."""
+    first = per_seed[0]["models"]
+
+    def mean(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.mean(present) if present else None
+
+    return {name: {f: mean([s["models"][name][f] for s in per_seed]) for f in first[name]} for name in first}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--breakdown", action="store_true",
+                   help="test accuracy with and without BiLSTM-unknown words, agreement with the teacher")
     args = p.parse_args()
     overrides = parse_overrides(args.set)
-    data_keys = {f.name for f in fields(StudentsData)}
+    variants = {}
+    for spec in args.variant:
+        name, _, changes = spec.partition(":")
+        variants[name] = {**overrides, "baseline": False, **parse_overrides(changes.split(","))}
     per_seed: list[dict] = []
+    variant_seeds: dict[str, list[dict]] = {name: [] for name in variants}
     started = time.perf_counter()
     for seed in args.seeds:
-        data = build_config(StudentsData, {k: v for k, v in overrides.items() if k in data_keys}, {"seed": seed},
-                            "--set")
-        settings = build_config(StudentsSettings, {k: v for k, v in overrides.items() if k not in data_keys},
-                                {"seed": seed}, "--set")
-        with tempfile.TemporaryDirectory() as run_dir:
-            ws = build_students_workspace(data, settings.teacher_model, run_dir)
-            summary = summarise(run_locally(students_recipe(settings, ws), ws), settings, ws.task.name,
-                                ws.task.primary_metric)
-        per_seed.append({"seed": seed, "models": {name: {f: row[f] for f in FIELDS if f in row}
-                                                  for name, row in summary["models"].items()}})
-        print(json.dumps(per_seed[-1]), file=sys.stderr, flush=True)
-    names = list(per_seed[0]["models"])
-    mean = {name: {f: statistics.mean(s["models"][name][f] for s in per_seed) for f in FIELDS
-                   if f in per_seed[0]["models"][name]} for name in names}
+        with tempfile.TemporaryDirectory(prefix=f"students-seeds-{seed}-") as tmp:
+            root = Path(tmp)
+            data, settings = configs(overrides, seed)
+            teachers, summary, ws = run(data, settings, root / "base")
+            per_seed.append({"seed": seed, "models": rows(summary)})
+            if args.breakdown:
+                per_seed[-1]["splits"] = breakdown(ws, per_seed[-1]["models"], settings)
+            print(json.dumps(per_seed[-1]), file=sys.stderr, flush=True)
+            for name, values in variants.items():
+                data, settings = configs(values, seed)
+                _, variant, ws = run(data, settings, root / name, teachers)
+                models = rows(variant)
+                if args.breakdown:
+                    breakdown(ws, models, settings)
+                for kind, row in models.items():
+                    if "test_no_kd" in per_seed[-1]["models"].get(kind, {}):
+                        row["gain_vs_base"] = row["test"] - per_seed[-1]["models"][kind]["test_no_kd"]
+                variant_seeds[name].append({"seed": seed, "models": models})
+                print(json.dumps({"variant": name, **variant_seeds[name][-1]}), file=sys.stderr, flush=True)
+    mean = means(per_seed)
     print(json.dumps({
         "benchmark": "students_seeds", "seeds": args.seeds, "overrides": overrides, "task": summary["task"],
         "primary_metric": summary["primary_metric"], "per_seed": per_seed, "mean": mean,
         "kd_beats_no_kd": {name: row["kd_gain"] > 0 for name, row in mean.items() if "kd_gain" in row},
-        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "variants": {name: {"settings": variants[name], "per_seed": variant_seeds[name],
+                            "mean": means(variant_seeds[name])} for name in variants},
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/students_seeds.py " + " ".join(sys.argv[1:]),
     }))
 
