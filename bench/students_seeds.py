@@ -159,6 +159,10 @@ def main() -> None:
     for spec in args.variant:
         name, _, changes = spec.partition(":")
         variants[name] = {**overrides, "baseline": False, **parse_overrides(changes.split(","))}
+    if args.breakdown:
+        (definition,) = configs(overrides, args.seeds[0])[0].multitask().definitions()
+        if definition.task().kind != "classification":
+            p.error(f"--breakdown reads class predictions; task {definition.name!r} is {definition.task().kind}")
     per_seed: list[dict] = []
     variant_seeds: dict[str, list[dict]] = {name: [] for name in variants}
     started = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -90,6 +91,10 @@ def _type_problem(annotation: Any, value: Any) -> str | None:
     return f"expected {' or '.join(_SCALARS[kind] for kind in scalars)}, got {value!r}"
 
 
+#: A finite decimal number, exponent allowed (what YAML 1.2 would read as a float; not ``inf`` or ``nan``).
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _yaml_float(annotation: Any, value: Any) -> Any:
     """A number field's value written ``1e-3``: PyYAML (YAML 1.1) reads a float without a dot as a string.
 
@@ -97,12 +102,9 @@ def _yaml_float(annotation: Any, value: Any) -> Any:
     anything else is left for :func:`_type_problem` to judge.
     """
     allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if not isinstance(value, str) or float not in allowed or str in allowed:
-        return value
-    try:
+    if isinstance(value, str) and float in allowed and str not in allowed and _DECIMAL.fullmatch(value.strip()):
         return float(value)
-    except ValueError:
-        return value
+    return value
 
 
 def _as_tuple(value: Any) -> Any:

@@ -48,9 +48,10 @@ def test_a_config_file_is_overridden_by_the_command_line(tmp_path):
     assert _parse(["--config", str(path)]).domains == ("p", "q")
     path.write_text("learning_rate: 5e-5\ntau: 1E2\n")  # YAML 1.1 reads a float without a dot as a string
     assert (_parse(["--config", str(path)]).learning_rate, _parse(["--config", str(path)]).tau) == (5e-5, 100.0)
-    path.write_text("tau: hot\n")
-    with pytest.raises(ConfigError, match="tau: expected a number, got 'hot'"):
-        _parse(["--config", str(path)])
+    for word in ("hot", "inf", "1e"):
+        path.write_text(f"tau: {word}\n")
+        with pytest.raises(ConfigError, match=f"tau: expected a number, got '{word}'"):
+            _parse(["--config", str(path)])
     path.write_text("top_kk: 3\n")
     with pytest.raises(ConfigError, match="top_kk: unknown option"):
         _parse(["--config", str(path)])
