@@ -51,7 +51,7 @@ from kd_core.engine.steps import CollectStep, model_ref  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.knowledge.table import read_knowledge, unfixed  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
-from kd_core.methods.students import StudentsSettings, students_recipe, summarise  # noqa: E402
+from kd_core.methods.students import StudentsSettings, plan_students, students_recipe, summarise  # noqa: E402
 from kd_core.run_files import write_atomic  # noqa: E402
 
 FIELDS = ("dev", "test", "dev_no_kd", "test_no_kd", "kd_gain", "parameters", "speedup_b1", "speedup_b32")
@@ -70,14 +70,13 @@ def run(data: StudentsData, settings: StudentsSettings, run_dir: Path,
         teachers: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], Workspace]:
     """One recipe run in ``run_dir`` (the base run's equal teacher steps reused); (its teacher steps, summary, workspace)."""
     ws = build_students_workspace(data, settings.teacher_model, run_dir)
+    plan = {step.name: step for step in METHODS["students"].teacher_plan(settings, ws)}
     shared: dict[str, Any] = {}
     if teachers is not None:
-        shared = {step.name: teachers["results"][step.name] for step in METHODS["students"].teacher_plan(settings, ws)
-                  if teachers["plan"].get(step.name) == step}
+        shared = {name: teachers["results"][name] for name, step in plan.items() if teachers["plan"].get(name) == step}
         for name, result in shared.items():  # the variant's run directory holds the shared results
             write_atomic(ws.result_path(name), json.dumps(result))
     results = drive(students_recipe(settings, ws), lambda steps: [execute(step, ws) for step in steps], done=shared)
-    plan = {step.name: step for step in METHODS["students"].teacher_plan(settings, ws)}
     summary = summarise(results, settings, ws.task.name, ws.task.primary_metric)
     return {"plan": plan, "results": results}, summary, ws
 
@@ -92,9 +91,8 @@ def unknown_words(ws: Workspace, split: str) -> tuple[np.ndarray, np.ndarray]:
             np.array([len(row) for row in ids]))
 
 
-def test_predictions(ws: Workspace, name: str) -> dict[str, int]:
-    """Example id -> the class the model of train step ``name`` predicts on the test split."""
-    tokenizer = "words" if name.startswith("bilstm") else "teacher"
+def test_predictions(ws: Workspace, name: str, tokenizer: str) -> dict[str, int]:
+    """Example id -> the class the model of train step ``name`` (read through ``tokenizer``) predicts on test."""
     result = execute(CollectStep(f"test-logits-{name}", model_ref(name), tokenizer, split="test", teacher=False), ws)
     table = read_knowledge(ws.local(result["path"]))
     logits = unfixed(table.column("logits"), (ws.task.num_outputs,), np.float32)
@@ -109,9 +107,10 @@ def breakdown(ws: Workspace, models: dict[str, dict[str, Any]], settings: Studen
     unknown, length = unknown_words(ws, "test")
     train_unknown, train_length = unknown_words(ws, "train")
     known = dict(zip(test["id"], (unknown == 0).tolist()))
-    trained = ["teacher", *[n for kind in settings.students for n in (kind, f"{kind}-no-kd")
-                            if ws.result(n) is not None]]
-    predicted = {name: test_predictions(ws, name) for name in trained}
+    tokenizers = {"teacher": "teacher", **{f"{plan.kind}{suffix}": plan.tokenizer for plan in plan_students(settings)
+                                           for suffix in ("", "-no-kd")}}
+    trained = [name for name in tokenizers if ws.result(name) is not None]
+    predicted = {name: test_predictions(ws, name, tokenizers[name]) for name in trained}
 
     def accuracy(name: str, keep: bool) -> float | None:
         hits = [predicted[name][i] == gold[i] for i in gold if known[i] == keep]

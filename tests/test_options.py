@@ -47,7 +47,8 @@ def test_a_config_file_is_overridden_by_the_command_line(tmp_path):
     path.write_text("domains: p, q\n")  # a tuple written as one string, as on the command line (also --set)
     assert _parse(["--config", str(path)]).domains == ("p", "q")
     path.write_text("learning_rate: 5e-5\ntau: 1E2\n")  # YAML 1.1 reads a float without a dot as a string
-    assert (_parse(["--config", str(path)]).learning_rate, _parse(["--config", str(path)]).tau) == (5e-5, 100.0)
+    config = _parse(["--config", str(path)])
+    assert (config.learning_rate, config.tau) == (5e-5, 100.0)
     for word in ("hot", "inf", "1e"):
         path.write_text(f"tau: {word}\n")
         with pytest.raises(ConfigError, match=f"tau: expected a number, got '{word}'"):
