@@ -39,7 +39,7 @@ from kd_core.distill import DistillConfig, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
 from kd_core.methods import METHODS  # noqa: E402
-from kd_core.methods.a2d import a2d_recipe  # noqa: E402
+from kd_core.methods.a2d import a2d_recipe, summarise  # noqa: E402
 from kd_core.run_files import write_atomic  # noqa: E402
 
 VARIANTS = {
@@ -53,7 +53,7 @@ VARIANTS = {
 
 
 def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
-    """Every variant's student dev F1 (and the no-KD student's) for one seed."""
+    """Every variant's student dev F1 (and the members', the ensemble's and the no-KD student's) for one seed."""
     root = Path(tempfile.mkdtemp(prefix=f"a2d-terms-{seed}-"))
     config = replace(base, seed=seed, run_dir=str(root / "teachers"))
     ws = workspace(config)
@@ -72,6 +72,7 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
         results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws) for s in steps], done=shared)
         out[name] = results["eval-student-dev"]["primary"]
         if not changes:
+            out.update({f"member {i}": f1 for i, f1 in enumerate(summarise(results, variant, vws)["members_f1"])})
             out["CE (no knowledge)"] = results["student-no-kd"]["primary"]
             out["ensemble"] = results["eval-ensemble-dev"]["primary"]
         print(json.dumps({"seed": seed, name: out[name]}), file=sys.stderr, flush=True)
