@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from kd_core.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.distill import DistillConfig, workspace  # noqa: E402
@@ -93,8 +95,9 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "a2d_terms", "config": values, "split": "dev (A2D makes no choice on it)",
         "per_seed": runs, "mean": {n: statistics.mean(r[n] for r in runs.values()) for n in names},
-        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/a2d_terms.py " + " ".join(sys.argv[1:]),
     }))
     return 0

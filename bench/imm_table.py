@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
@@ -91,8 +93,9 @@ def main() -> None:
         "splits": {"dev": "validation carved from each domain's training data: every choice",
                    "test": "each domain's test split: reported, never used for a choice"},
         "mean": {name: mean(runs) for name, runs in per_seed.items()}, "per_seed": per_seed,
-        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/imm_table.py " + " ".join(sys.argv[1:]),
     }))
 
