@@ -2,9 +2,13 @@
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from jobs.a2d import A2DJobConfig
+from jobs.imm import IMMJobConfig
+from kd_core.config_files import build_config, read_config_file
 from kd_core.errors import ConfigError
 from kd_core.options import add_options, config_from_cli, option
 
@@ -69,12 +73,6 @@ def test_errors_name_the_option_as_the_user_writes_it():
 @pytest.mark.parametrize("name", ["imm_mrqa_domains.yaml", "a2d_xquad.yaml"])
 def test_shipped_config_files_are_valid_options_of_their_job(name):
     """A renamed option or a value of the wrong type in a shipped config file fails here, not in a user's run."""
-    from pathlib import Path
-
-    from jobs.a2d import A2DJobConfig
-    from jobs.imm import IMMJobConfig
-    from kd_core.config_files import build_config, read_config_file
-
     path = Path(__file__).resolve().parents[1] / "configs" / name
     job = {"imm": IMMJobConfig, "a2d": A2DJobConfig}[name.split("_")[0]]
     values = read_config_file(path)
