@@ -12,10 +12,14 @@ those steps). Variants are named by what the student's loss contains:
 * ``ATT, then CE+KD+ANS`` (``stagewise``);
 * ``CE+KD+ANS+ATT, confusing per window`` (the earlier rule, against the paper's per question).
 
-Prints one JSON object: per variant the student's dev F1 per seed and the mean. Runs in this
-process (no Ray, no MLflow). Never run as a test.
+Prints one JSON object: per variant the student's dev F1 per seed and the mean. With ``--out FILE``
+it also writes that object after every finished seed (``"complete": false`` until the last), so
+a long run stopped early keeps the seeds it finished. Runs in this process (no Ray, no MLflow).
+Never run as a test.
 
     python bench/a2d_terms.py --seeds 0 1 2 > bench/results/a2d_terms_<date>.json
+    python bench/a2d_terms.py --config configs/a2d_xquad.yaml --set teacher_model=M --set student_model=M \
+        --out bench/results/a2d_terms_xquad_<date>.json
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides  # noqa: E402
+from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.distill import DistillConfig, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
@@ -56,50 +60,66 @@ VARIANTS = {
 
 def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
     """Every variant's student dev F1 (and the members', the ensemble's and the no-KD student's) for one seed."""
-    root = Path(tempfile.mkdtemp(prefix=f"a2d-terms-{seed}-"))
-    config = replace(base, seed=seed, run_dir=str(root / "teachers"))
-    ws = workspace(config)
-    spec = METHODS["a2d"]
-    settings = replace(config.settings, baseline=True)
-    teachers = drive(a2d_recipe(settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
-    base_plan = {step.name: step for step in spec.teacher_plan(settings, ws)}
-    out: dict[str, float] = {}
-    for name, changes in VARIANTS.items():
-        variant = replace(settings, baseline=not changes, **changes)
-        vws = replace(ws, run_dir=root / name.replace(" ", "_").replace(",", ""))
-        shared = {step.name: teachers[step.name] for step in spec.teacher_plan(variant, vws)
-                  if base_plan.get(step.name) == step}
-        for step_name, result in shared.items():  # the variant's run directory holds the shared results
-            write_atomic(vws.result_path(step_name), json.dumps(result))
-        results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws) for s in steps], done=shared)
-        out[name] = results["eval-student-dev"]["primary"]
-        if not changes:
-            out.update({f"member {i}": f1 for i, f1 in enumerate(summarise(results, variant, vws)["members_f1"])})
-            out["CE (no knowledge)"] = results["student-no-kd"]["primary"]
-            out["ensemble"] = results["eval-ensemble-dev"]["primary"]
-        print(json.dumps({"seed": seed, name: out[name]}), file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"a2d-terms-{seed}-") as tmp:
+        root = Path(tmp)
+        config = replace(base, seed=seed, run_dir=str(root / "teachers"))
+        ws = workspace(config)
+        spec = METHODS["a2d"]
+        settings = replace(config.settings, baseline=True)
+        teachers = drive(a2d_recipe(settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
+        base_plan = {step.name: step for step in spec.teacher_plan(settings, ws)}
+        out: dict[str, float] = {}
+        for name, changes in VARIANTS.items():
+            variant = replace(settings, baseline=not changes, **changes)
+            vws = replace(ws, run_dir=root / name.replace(" ", "_").replace(",", ""))
+            shared = {step.name: teachers[step.name] for step in spec.teacher_plan(variant, vws)
+                      if base_plan.get(step.name) == step}
+            for step_name, result in shared.items():  # the variant's run directory holds the shared results
+                write_atomic(vws.result_path(step_name), json.dumps(result))
+            results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws) for s in steps], done=shared)
+            out[name] = results["eval-student-dev"]["primary"]
+            if not changes:
+                out.update({f"member {i}": f1 for i, f1 in enumerate(summarise(results, variant, vws)["members_f1"])})
+                out["CE (no knowledge)"] = results["student-no-kd"]["primary"]
+                out["ensemble"] = results["eval-ensemble-dev"]["primary"]
+            print(json.dumps({"seed": seed, name: out[name]}), file=sys.stderr, flush=True)
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of python -m kd_core.distill (repeatable), e.g. --set epochs=6")
-    args = p.parse_args()
-    values = {"members": 2, **parse_overrides(args.overrides)}
-    base = build_config(DistillConfig, values, {}, source="overrides")
-    started = time.perf_counter()
-    runs = {seed: one_seed(base, seed) for seed in args.seeds}
-    names = list(runs[args.seeds[0]])
-    print(json.dumps({
+def report(values: dict, runs: dict[int, dict[str, float]], complete: bool, started: float) -> dict:
+    """The benchmark's JSON object for the seeds finished so far."""
+    names = list(next(iter(runs.values())))
+    return {
         "benchmark": "a2d_terms", "config": values, "split": "dev (A2D makes no choice on it)",
+        "seeds": list(runs), "complete": complete,
         "per_seed": runs, "mean": {n: statistics.mean(r[n] for r in runs.values()) for n in names},
         "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/a2d_terms.py " + " ".join(sys.argv[1:]),
-    }))
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--config", help="a jobs/a2d.py config file (YAML/JSON); --set overrides it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of python -m kd_core.distill (repeatable), e.g. --set epochs=6")
+    p.add_argument("--out", type=Path, help="also write the results to FILE after every finished seed")
+    args = p.parse_args()
+    values = {"members": 2, **(read_config_file(args.config) if args.config else {}),
+              **parse_overrides(args.overrides)}
+    for key in ("run_dir", "experiment", "tracking_uri", "max_concurrency", "register_as"):  # the job's own options
+        values.pop(key, None)
+    base = build_config(DistillConfig, values, {}, source=args.config or "overrides")
+    started = time.perf_counter()
+    runs: dict[int, dict[str, float]] = {}
+    for seed in args.seeds:
+        runs[seed] = one_seed(base, seed)
+        if args.out:
+            write_atomic(args.out, json.dumps(report(values, runs, seed == args.seeds[-1], started)) + "\n")
+    print(json.dumps(report(values, runs, True, started)))
     return 0
 
 

@@ -6,7 +6,9 @@ data, splits, tokenizer and single-domain models. ``--variant NAME:KEY=VALUE[,KE
 adds IMM runs with other settings on the same seeds (e.g. the ablations -KD1, -KD2, -SIMI, or
 another ``kd_target``); a variant runs IMM alone and reuses nothing. Prints one JSON object.
 ``--set KEY=VALUE`` overrides any data or recipe option (``--set config=FILE`` is not read:
-pass ``--config``). Never run as a test.
+pass ``--config``). With ``--out FILE`` the object is also written after every finished seed
+(``"complete": false`` until the last), so a long run stopped early keeps the seeds it
+finished. Never run as a test.
 
     python bench/imm_table.py --seeds 0 1 2 --variant minus-KD1:no_kd1=true --variant minus-SIMI:no_similarity=true
 """
@@ -35,6 +37,7 @@ from kd_core.data.domains import DataSettings  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
 from kd_core.methods.imm import METHODS, TOKENIZER, IMMSettings, imm_recipe, summarise  # noqa: E402
+from kd_core.run_files import write_atomic  # noqa: E402
 
 
 def run_once(values: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -60,6 +63,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]")
     p.add_argument("--variants-only", action="store_true", help="run the variants without the table of every method")
+    p.add_argument("--out", type=Path, help="also write the results to FILE after every finished seed")
     args = p.parse_args()
     base = {**(read_config_file(args.config) if args.config else {}), **parse_overrides(args.set)}
     for key in ("run_dir", "experiment", "tracking_uri", "max_concurrency"):
@@ -77,19 +81,29 @@ def main() -> None:
             print(json.dumps({"seed": seed, "variant": name, **{m: round(s["average_test_f1"], 2)
                                                                 for m, s in per_seed[name][-1].items()}}),
                   file=sys.stderr, flush=True)
+        done = args.seeds[:args.seeds.index(seed) + 1]
+        if args.out:
+            write_atomic(args.out, json.dumps(report(base, variants, done, per_seed, done == args.seeds, started)) + "\n")
+    print(json.dumps(report(base, variants, args.seeds, per_seed, True, started)))
 
-    def mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {}
-        for method in runs[0]:
-            out[method] = {split: {d: statistics.mean(r[method][f"{split}_f1"][d] for r in runs)
-                                   for d in runs[0][method][f"{split}_f1"]} for split in ("dev", "test")}
-            for split in ("dev", "test"):
-                out[method][split]["average"] = statistics.mean(r[method][f"average_{split}_f1"] for r in runs)
-        return out
 
-    print(json.dumps({
-        "benchmark": "imm_table", "seeds": args.seeds, "config": base, "variants": {n: v for n, v in variants.items()
-                                                                                 if n != "table"},
+def mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, the mean over seeds of each domain's and the average dev and test F1."""
+    out = {}
+    for method in runs[0]:
+        out[method] = {split: {d: statistics.mean(r[method][f"{split}_f1"][d] for r in runs)
+                               for d in runs[0][method][f"{split}_f1"]} for split in ("dev", "test")}
+        for split in ("dev", "test"):
+            out[method][split]["average"] = statistics.mean(r[method][f"average_{split}_f1"] for r in runs)
+    return out
+
+
+def report(base: dict[str, Any], variants: dict[str, dict[str, Any]], seeds: list[int],
+           per_seed: dict[str, list[dict[str, Any]]], complete: bool, started: float) -> dict[str, Any]:
+    """The benchmark's JSON object for the seeds finished so far."""
+    return {
+        "benchmark": "imm_table", "seeds": seeds, "complete": complete, "config": base,
+        "variants": {n: v for n, v in variants.items() if n != "table"},
         "splits": {"dev": "validation carved from each domain's training data: every choice",
                    "test": "each domain's test split: reported, never used for a choice"},
         "mean": {name: mean(runs) for name, runs in per_seed.items()}, "per_seed": per_seed,
@@ -97,8 +111,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/imm_table.py " + " ".join(sys.argv[1:]),
-    }))
-
+    }
 
 if __name__ == "__main__":
     main()
