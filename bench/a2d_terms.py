@@ -66,7 +66,8 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
         ws = workspace(config)
         spec = METHODS["a2d"]
         settings = replace(config.settings, baseline=True)
-        teachers = drive(a2d_recipe(settings, ws), lambda steps: [execute(s, ws) for s in steps], until=is_teacher)
+        teachers = drive(a2d_recipe(settings, ws), lambda steps: [execute(s, ws, progress=True) for s in steps],
+                         until=is_teacher)
         base_plan = {step.name: step for step in spec.teacher_plan(settings, ws)}
         out: dict[str, float] = {}
         for name, changes in VARIANTS.items():
@@ -76,7 +77,8 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
                       if base_plan.get(step.name) == step}
             for step_name, result in shared.items():  # the variant's run directory holds the shared results
                 write_atomic(vws.result_path(step_name), json.dumps(result))
-            results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws) for s in steps], done=shared)
+            results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws, progress=True) for s in steps],
+                            done=shared)
             out[name] = results["eval-student-dev"]["primary"]
             if not changes:
                 out.update({f"member {i}": f1 for i, f1 in enumerate(summarise(results, variant, vws)["members_f1"])})
