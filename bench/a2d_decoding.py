@@ -27,15 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kd_core.config_files import build_config, parse_overrides  # noqa: E402
-from kd_core.decode import predict_answers  # noqa: E402
-from kd_core.distill import DistillConfig, workspace  # noqa: E402
-from kd_core.engine.execute import execute, load_model  # noqa: E402
+from jobs.distill import DistillConfig, workspace  # noqa: E402
+from kd_core.engine.execute import execute  # noqa: E402
+from kd_core.engine.inputs import load_model  # noqa: E402
 from kd_core.engine.steps import TrainStep  # noqa: E402
-from kd_core.losses import masked_log_softmax  # noqa: E402
+from kd_core.evaluation.decode import predict_answers  # noqa: E402
+from kd_core.evaluation.predict import ModelOutputs, ensemble_outputs, references_of, run_model  # noqa: E402
+from kd_core.evaluation.squad_metrics import span_f1, squad_scores  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.methods.a2d import a2d_recipe  # noqa: E402
-from kd_core.metrics import span_f1, squad_scores  # noqa: E402
-from kd_core.predict import ensemble_outputs, ModelOutputs, references_of, run_model  # noqa: E402
+from kd_core.objectives.losses import masked_log_softmax  # noqa: E402
 
 
 def normalised(logits: np.ndarray, span_mask: np.ndarray) -> np.ndarray:
@@ -77,7 +78,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of python -m kd_core.distill (repeatable), e.g. --set teacher_epochs=12")
+                   help="an option of python jobs/distill.py (repeatable), e.g. --set teacher_epochs=12")
     args = p.parse_args()
     values = {"members": 2, **parse_overrides(args.overrides)}
     runs = []

@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
-from kd_core.distill import DistillConfig, workspace  # noqa: E402
+from jobs.distill import DistillConfig, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
-from kd_core.methods import METHODS  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
+from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.methods.a2d import a2d_recipe, summarise  # noqa: E402
-from kd_core.run_files import write_atomic  # noqa: E402
+from kd_core.methods.registry import METHODS  # noqa: E402
 
 VARIANTS = {
     "CE+KD+ANS+ATT": {},
@@ -107,7 +107,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--config", help="a jobs/a2d.py config file (YAML/JSON); --set overrides it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of python -m kd_core.distill (repeatable), e.g. --set epochs=6")
+                   help="an option of python jobs/distill.py (repeatable), e.g. --set epochs=6")
     p.add_argument("--out", type=Path, help="also write the results to FILE after every finished seed")
     args = p.parse_args()
     values = {"members": 2, **(read_config_file(args.config) if args.config else {}),

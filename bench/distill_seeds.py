@@ -1,6 +1,6 @@
 """Does knowledge help? Student F1 with and without A2D knowledge, over several seeds, side by side.
 
-Runs the single-process distillation (``kd_core.distill``) once per seed with ``baseline`` (``--compare``)
+Runs the single-process distillation (``jobs.distill``) once per seed with ``baseline`` (``--compare``)
 on, so the KD student and the no-KD baseline see the same data, tokenizer, teacher and
 student initialisation; prints one JSON object with per-seed and mean F1.
 
@@ -15,8 +15,8 @@ import statistics
 import sys
 from dataclasses import replace
 
-from kd_core.config_files import build_config, parse_overrides
-from kd_core.distill import DistillConfig, run_distillation
+from jobs.distill import DistillConfig, run_distillation
+from kd_core.io.config_files import build_config, parse_overrides
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 The same student (same arrays, knowledge, objective, seed and torch threads) is trained
 
-* **bare**: kd_core's loop in this process on in-memory arrays (:func:`kd_core.train.train`);
+* **bare**: kd_core's loop in this process on in-memory arrays (:func:`kd_core.training.loop.train`);
 * **engine**: a :class:`~kd_core.engine.steps.TrainStep` executed by a Ray
   :class:`~cluster.worker.StepWorker`: the workspace through the object store, knowledge read
   from its Parquet table (manifest checked), per-step MLflow logging, evaluation, saving;
@@ -33,17 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from cluster.runtime import Placement, connect  # noqa: E402
 from cluster.data_parallel import train_on_ray_train  # noqa: E402
+from cluster.runtime import Placement, connect  # noqa: E402
 from cluster.tracking import Tracker  # noqa: E402
 from cluster.worker import create_worker  # noqa: E402
-from kd_core.engine.execute import execute, knowledge_for, objective_for  # noqa: E402
+from kd_core.engine.execute import execute  # noqa: E402
+from kd_core.engine.inputs import knowledge_for, objective_for  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.engine.steps import TermSpec, TrainStep  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, hinton_recipe  # noqa: E402
-from kd_core.models import save_model  # noqa: E402
-from kd_core.train import TrainConfig, train  # noqa: E402
+from kd_core.models.build import save_model  # noqa: E402
+from kd_core.training.loop import TrainConfig, train  # noqa: E402
 
 
 def main() -> None:

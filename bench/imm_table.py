@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
-from kd_core.methods.imm import METHODS, TOKENIZER, IMMSettings, imm_recipe, summarise  # noqa: E402
-from kd_core.run_files import write_atomic  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
+from kd_core.io.run_files import write_atomic  # noqa: E402
+from kd_core.methods.imm import METHODS, TOKENIZER, IMMSettings, imm_recipe  # noqa: E402
+from kd_core.methods.imm_summary import summarise  # noqa: E402
 
 
 def run_once(values: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, hinton_recipe  # noqa: E402
 
 

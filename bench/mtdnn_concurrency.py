@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from cluster.runtime import connect  # noqa: E402
 from cluster.scheduler import WorkerPool  # noqa: E402
 from cluster.tracking import default_tracking_uri  # noqa: E402
-from kd_core.engine.execute import load_model  # noqa: E402
+from kd_core.engine.inputs import load_model  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace  # noqa: E402
 from kd_core.engine.steps import TrainStep  # noqa: E402

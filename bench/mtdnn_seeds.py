@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.methods.mtdnn import MTDNNSettings, mtdnn_recipe, summarise  # noqa: E402
 
 

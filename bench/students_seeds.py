@@ -43,16 +43,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from kd_core.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive  # noqa: E402
 from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
 from kd_core.engine.steps import CollectStep, model_ref  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
+from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge, unfixed  # noqa: E402
-from kd_core.methods import METHODS  # noqa: E402
+from kd_core.methods.registry import METHODS  # noqa: E402
 from kd_core.methods.students import StudentsSettings, plan_students, students_recipe, summarise  # noqa: E402
-from kd_core.run_files import write_atomic  # noqa: E402
 
 FIELDS = ("dev", "test", "dev_no_kd", "test_no_kd", "kd_gain", "parameters", "speedup_b1", "speedup_b32")
 DATA_KEYS = {f.name for f in fields(StudentsData)}

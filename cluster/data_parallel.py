@@ -25,10 +25,10 @@ from ray.train.torch import TorchTrainer
 from transformers.utils import logging as hf_logging
 
 from cluster.tracking import RunRef, Tracker
-from kd_core.engine.execute import Result, execute, stored_result
-from kd_core.engine.steps import Step, TrainStep
+from kd_core.engine.execute import execute, stored_result
+from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
-from kd_core.run_store import clear_staging, is_uri
+from kd_core.io.run_store import clear_staging, is_uri
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ A job built on the engine is: options -> a workspace -> a recipe -> a summary. T
 does everything around that, once for every job:
 
 * **Run directory.** A local path or a ``pyarrow.fs`` URI (``s3://...``; every file goes
-  through :mod:`kd_core.run_store`). A fresh job removes an earlier job's outputs there
+  through :mod:`kd_core.io.run_store`). A fresh job removes an earlier job's outputs there
   (``steps/``, ``state.json``, the summary) first; the steps write ``steps/<name>/...``.
 * **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
   run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
@@ -42,15 +42,15 @@ from cluster.progress import StageProgress
 from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
-from kd_core.engine.execute import Result, stored_result
+from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive
-from kd_core.engine.steps import EvaluateStep, SelectStep, Step, TrainStep
+from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
-from kd_core.options import cli_values, config_from_cli, flag, option, options_error
-from kd_core.run_files import write_atomic, writing
-from kd_core.run_store import RunStore
-from kd_core.serving import serving_description, serving_input
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
+from kd_core.io.run_files import write_atomic, writing
+from kd_core.io.run_store import RunStore
+from kd_core.serving.description import serving_description, serving_input
 
 STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"

@@ -19,7 +19,7 @@ results folder instead, as Ray Tune's ``~/ray_results``:
 
 Input paths (data files, configs) are not outputs: they keep resolving against the working
 directory, where the uploaded repository is. A run directory given as a ``pyarrow.fs`` URI
-(``s3://bucket/runs/imm``; :mod:`kd_core.run_store`) is durable already and kept as given.
+(``s3://bucket/runs/imm``; :mod:`kd_core.io.run_store`) is durable already and kept as given.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import json
 import os
 from pathlib import Path
 
-from kd_core.run_store import is_uri
+from kd_core.io.run_store import is_uri
 
 RESULTS_ENV = "KD_RESULTS_DIR"
 DEFAULT_RESULTS_DIR = "~/kd_results"

@@ -23,7 +23,7 @@ from ray._raylet import Config as RayConfig
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Passed on to every worker: offline hub settings, the MLflow client's credentials and TLS settings for a
-#: tracking server, and the object-store credentials of a URI run directory (:mod:`kd_core.run_store`), all
+#: tracking server, and the object-store credentials of a URI run directory (:mod:`kd_core.io.run_store`), all
 #: visible in the Ray dashboard's runtime env, like any env var given to Ray. (On a cloud cluster, instance
 #: roles / workload identity are better than keys.)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME",

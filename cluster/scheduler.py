@@ -10,7 +10,7 @@ import ray
 
 from cluster.runtime import model_placement
 from cluster.worker import create_worker
-from kd_core.errors import KDError
+from kd_core.io.errors import KDError
 
 #: Seconds any single step may take before the job gives up on it (no silent hangs).
 STEP_TIMEOUT_S = 24 * 3600.0

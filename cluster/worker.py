@@ -25,10 +25,10 @@ from transformers.utils import logging as hf_logging
 
 from cluster.runtime import Placement, device_for_actor
 from cluster.tracking import RunRef, Tracker
-from kd_core.engine.execute import Result, execute
-from kd_core.engine.steps import Step
+from kd_core.engine.execute import execute
+from kd_core.engine.steps import Result, Step
 from kd_core.engine.workspace import Workspace
-from kd_core.run_store import clear_staging
+from kd_core.io.run_store import clear_staging
 
 
 class StepWorker:
@@ -41,7 +41,7 @@ class StepWorker:
         self.device = device_for_actor()
 
     def close(self) -> None:
-        """Remove this worker's local copies of a URI run directory (:func:`kd_core.run_store.clear_staging`)."""
+        """Remove this worker's local copies of a URI run directory (:func:`kd_core.io.run_store.clear_staging`)."""
         clear_staging()
 
     def info(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """IMM on Ray: domain models improve each other over K iterations (``python jobs/imm.py --help``).
 
-Thin entry point: options (generated from the config dataclasses; a ``--config`` file plus
-overrides), checked with the data before any cluster work; then the recipe
+Thin entry point (:class:`cluster.job_cli.Job`): options (generated from the config dataclasses;
+a ``--config`` file plus overrides), checked with the data before any cluster work; then the recipe
 :func:`kd_core.methods.imm.imm_recipe` runs on the job runtime (:mod:`cluster.job`): every
 domain's step of a stage at once on Ray workers (one model per device), every step a child
 run in MLflow, resumable with ``--resume``.
@@ -9,24 +9,27 @@ run in MLflow, resumable with ``--resume``.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
 import numpy as np  # noqa: E402
 
-from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
+from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
-from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
+from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
+from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, format_table, imm_recipe, summarise  # noqa: E402
-from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
+from kd_core.io.options import option, part  # noqa: E402
+from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
+from kd_core.methods.imm_summary import format_table, summarise  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -53,37 +56,39 @@ class IMMJobConfig(IMMSettings, DataSettings, JobOptions):
         return part(IMMSettings, self)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python jobs/imm.py",
-        description="Iterative multi-source mutual knowledge transfer for MRC (Liu et al., IJCAI 2020) on Ray: "
-        "one worker per domain model, every domain's step of a stage at once, every step a child run in MLflow. "
-        "With no options: 3 synthetic domains, tiny models, K=2.",
-    )
-    add_run_flags(p, "continue the run in RUN_DIR with its saved options (others given must equal them)")
-    add_options(p, IMMJobConfig)
-    return p
+class IMMJob(Job[IMMJobConfig]):
+    method = "imm"
+    config_class = IMMJobConfig
+    prog = "python jobs/imm.py"
+    description = ("Iterative multi-source mutual knowledge transfer for MRC (Liu et al., IJCAI 2020) on Ray: one "
+                   "worker per domain model, every domain's step of a stage at once, every step a child run in "
+                   "MLflow. With no options: 3 synthetic domains, tiny models, K=2.")
+    resume_help = "continue the run in RUN_DIR with its saved options (others given must equal them)"
 
+    def prepare(self, config: IMMJobConfig) -> Workspace:
+        """Every domain read, split, tokenised and featurised (bad data stops here, before any cluster work)."""
+        return build_domain_workspace(config.data, config.max_answer_length, TOKENIZER, config.run_dir)
 
-def workspace(config: IMMJobConfig) -> Workspace:
-    """Every domain read, split, tokenised and featurised (bad data stops here, before any cluster work)."""
-    return build_domain_workspace(config.data, config.max_answer_length, TOKENIZER, config.run_dir)
+    def recipe(self, config: IMMJobConfig, ws: Workspace) -> Recipe:
+        return imm_recipe(config.settings, ws)
 
+    def summarise(self, results: dict[str, Result], config: IMMJobConfig, ws: Workspace) -> dict[str, Any]:
+        return summarise(results, config.settings, ws)
 
-def run(config: IMMJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or continue) the job; returns its summary."""
-    started = time.perf_counter()
-    ws = workspace(config)
-    runtime = JobRuntime("imm", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.relocate(runtime.store.location)
-    workers = config.max_concurrency or len(domain_names(ws))
-    with runtime.session(address, workers, f"imm {config.method}", tags={"kd.task": ws.task.name}, quiet=quiet) as job:
-        results = job.drive(imm_recipe(config.settings, ws), ws)
-        summary = summarise(results, config.settings, ws)
-        summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
-        assert job.tracker is not None and job.parent is not None
-        log_summary(job.tracker, job.parent, summary)
-        return job.finish(summary, format_table(summary))
+    def format_table(self, summary: Mapping[str, Any]) -> str:
+        return format_table(summary)
+
+    def workers(self, config: IMMJobConfig, ws: Workspace) -> int:
+        return config.max_concurrency or len(domain_names(ws))
+
+    def run_name(self, config: IMMJobConfig, ws: Workspace) -> str:
+        return f"imm {config.method}"
+
+    def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
+        log_summary(tracker, parent, summary)
+
+    def notes(self, summary: Mapping[str, Any]) -> list[str]:
+        return ["stopped early: no domain improved in the last iteration"] if summary.get("stopped_early") else []
 
 
 def log_summary(tracker: Tracker, parent: RunRef, summary: dict) -> None:
@@ -115,27 +120,8 @@ def methods_table(summary: dict) -> dict[str, dict[str, dict[str, float]]]:
             for m, s in methods.items()}
 
 
-def format_summary(summary: dict) -> str:
-    lines = [format_table(summary)]
-    if summary.get("stopped_early"):
-        lines.append("stopped early: no domain improved in the last iteration")
-    lines.append(f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
-    lines.append(f"run dir: {summary['run_dir']} ({summary['seconds']} s)")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    quiet_progress(args.quiet)
-    config = job_config(IMMJobConfig, "imm", args)
-    if args.check:
-        workspace(config)
-        print("ok: options and data are valid")
-        return 0
-    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
-    print_summary(summary, format_summary(summary), args.json)
-    return 0
-
+JOB = IMMJob()
+parser, run, main = JOB.parser, JOB.run, JOB.main
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(JOB.cli())

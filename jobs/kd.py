@@ -1,26 +1,29 @@
 """Plain teacher -> student distillation (Hinton et al. 2015) on Ray, for any task (``python jobs/kd.py --help``).
 
-Thin entry point: options (generated from the config dataclasses; a ``--config`` file plus
-overrides), checked with the data before any cluster work; then the recipe
-:func:`kd_core.methods.hinton.hinton_recipe` runs on the job runtime (:mod:`cluster.job`):
+Thin entry point (:class:`cluster.job_cli.Job`): options (generated from the config dataclasses;
+a ``--config`` file plus overrides), checked with the data before any cluster work; then the
+recipe :func:`kd_core.methods.hinton.hinton_recipe` runs on the job runtime (:mod:`cluster.job`):
 its steps on Ray workers, every step a child run in MLflow, resumable with ``--resume``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions, JobRuntime, job_config  # noqa: E402
-from kd_core.cli import print_summary, quiet_progress, run_cli  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
+from cluster.job_cli import Job  # noqa: E402
+from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
+from kd_core.engine.steps import Result  # noqa: E402
+from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.io.options import option, part  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
-from kd_core.options import add_options, add_run_flags, option, part  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -44,47 +47,35 @@ class KDJobConfig(HintonSettings, DataOptions, JobOptions):
         return part(HintonSettings, self)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python jobs/kd.py",
-        description="Teacher -> student knowledge distillation (Hinton et al. 2015) for any task on Ray: teacher "
-        "members train at once on workers, their knowledge is collected once, the student and a no-KD baseline "
-        "train at once; everything in MLflow. With no options: the embedded sentiment task, tiny models.",
-    )
-    add_run_flags(p, "continue the job in RUN_DIR with its saved options (others given must equal them)")
-    add_options(p, KDJobConfig)
-    return p
+class KDJob(Job[KDJobConfig]):
+    method = "kd"
+    config_class = KDJobConfig
+    prog = "python jobs/kd.py"
+    description = ("Teacher -> student knowledge distillation (Hinton et al. 2015) for any task on Ray: teacher "
+                   "members train at once on workers, their knowledge is collected once, the student and a no-KD "
+                   "baseline train at once; everything in MLflow. With no options: the embedded sentiment task, "
+                   "tiny models.")
 
+    def prepare(self, config: KDJobConfig) -> Workspace:
+        """The task's data read, split and featurised (bad data or options stop here, before any cluster work)."""
+        return build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
-def run(config: KDJobConfig, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or continue) the job; returns its summary."""
-    started = time.perf_counter()
-    ws = build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
-    runtime = JobRuntime("kd", asdict(config), config.run_dir, config.tracking_uri, config.experiment, resume)
-    ws.relocate(runtime.store.location)
-    with runtime.session(address, config.max_concurrency, f"kd {config.task}",
-                         tags={"kd.task": config.task}, quiet=quiet) as job:
-        results = job.drive(hinton_recipe(config.settings), ws)
+    def recipe(self, config: KDJobConfig, ws: Workspace) -> Recipe:
+        return hinton_recipe(config.settings)
+
+    def summarise(self, results: dict[str, Result], config: KDJobConfig, ws: Workspace) -> dict[str, Any]:
         summary = summarise(results, config.settings, ws.task.name, ws.task.primary_metric)
-        summary.update(task_definition=ws.task.describe(), reused_steps=job.reused_steps,
-                       seconds=round(time.perf_counter() - started, 1))
-        return job.finish(summary, format_table(summary))
+        return {**summary, "task_definition": ws.task.describe()}
+
+    def format_table(self, summary: Mapping[str, Any]) -> str:
+        return format_table(summary)
+
+    def run_name(self, config: KDJobConfig, ws: Workspace) -> str:
+        return f"kd {config.task}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    quiet_progress(args.quiet)
-    config = job_config(KDJobConfig, "kd", args)
-    if args.check:
-        build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
-        print("ok: options and data are valid")
-        return 0
-    summary = run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
-    table = "\n".join([format_table(summary), f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
-                       f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
-    print_summary(summary, table, args.json)
-    return 0
-
+JOB = KDJob()
+parser, run, main = JOB.parser, JOB.run, JOB.main
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(JOB.cli())

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 
 from kd_core.data.schema import examples_to_dataset
-from kd_core.models import train_wordpiece_tokenizer
+from kd_core.models.tokenizers import train_wordpiece_tokenizer
 
 #: The kd job of the ``kd_job`` fixture (tests/conftest.py): tiny, two teachers.
 KD_TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)

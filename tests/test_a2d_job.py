@@ -13,12 +13,12 @@ import pytest
 from transformers import AutoModelForQuestionAnswering
 
 from jobs.a2d import A2DJobConfig, main, run
-from kd_core.cli import run_cli
 from kd_core.data.synthetic import generate
+from kd_core.evaluation.squad_metrics import squad_scores
+from kd_core.io.cli import run_cli
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
-from kd_core.metrics import squad_scores
 from tests.helpers import help_text, job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

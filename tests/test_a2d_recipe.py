@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from kd_core.distill import DistillConfig, workspace
+from jobs.distill import DistillConfig, workspace
 from kd_core.engine.local import run_locally
 from kd_core.engine.steps import MergeStep, TrainStep
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 
 TINY = {"synthetic_per_domain": 12, "vocab_size": 400, "teacher_epochs": 1.0, "epochs": 1.0}

@@ -15,7 +15,7 @@ from kd_core.data.augment import (
 )
 from kd_core.data.schema import SENTENCE_FEATURES, sentences_to_dataset
 from kd_core.data.synthetic_sentences import generate_task
-from kd_core.errors import ConfigError, DataError
+from kd_core.io.errors import ConfigError, DataError
 
 ONLY_MASK = {"p_mask": 1.0, "p_pos": 0.0, "p_ng": 0.0}
 ONLY_POS = {"p_mask": 0.0, "p_pos": 1.0, "p_ng": 0.0}

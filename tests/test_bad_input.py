@@ -9,9 +9,9 @@ import pytest
 import jobs.imm
 import jobs.kd
 import jobs.mtdnn
-import tuning.sweep
+import jobs.sweep
 from cluster.job import JobState
-from kd_core.cli import run_cli
+from kd_core.io.cli import run_cli
 
 CONTEXT = "Lyon Rovers won the super cup in 2003 after a long final."
 
@@ -76,7 +76,7 @@ ROWS = [
      "a-file/run: run directory: cannot write: Not a directory"),
     ("run-directory-bad-uri", jobs.kd, ["--run-dir", "s3://bucket/run?colour=blue"], {},
      "s3://bucket/run?colour=blue: run directory: not a file system URI pyarrow can open"),
-    ("sweep-knowledge-from-uri", tuning.sweep, ["--method", "kd", "--knowledge-from", "s3://bucket/run"], {},
+    ("sweep-knowledge-from-uri", jobs.sweep, ["--method", "kd", "--knowledge-from", "s3://bucket/run"], {},
      "sweep: --knowledge-from: reused teachers are read from a local or shared-file-system path"),
 ]
 NOT_CHECK = {"run-directory-unwritable"}  # --check writes nothing: these rows run the job (stopped before Ray)

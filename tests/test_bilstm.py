@@ -5,11 +5,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from kd_core.bilstm import (
-    BiLSTMConfig, BiLSTMForSequenceClassification, init_embeddings_from_teacher, train_word_tokenizer,
-)
-from kd_core.errors import ConfigError
-from kd_core.models import SPECIAL_TOKENS, train_wordpiece_tokenizer
+from kd_core.io.errors import ConfigError
+from kd_core.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, init_embeddings_from_teacher
+from kd_core.models.tokenizers import SPECIAL_TOKENS, train_word_tokenizer, train_wordpiece_tokenizer
 
 TEXTS = ["the cat sat", "the dog sat", "a cat ran"]
 

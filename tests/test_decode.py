@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kd_core.decode import Span, batch_top_k_spans, best_span, predict_answers, span_text, top_k_spans
-from kd_core.errors import ConfigError
+from kd_core.evaluation.decode import Span, batch_top_k_spans, best_span, predict_answers, span_text, top_k_spans
+from kd_core.io.errors import ConfigError
 
 NEG = -100.0
 
@@ -58,7 +58,7 @@ def test_single_models_and_ensembles_are_decoded_from_window_log_probabilities()
     import numpy as np
     from datasets import Dataset
 
-    from kd_core.predict import ModelOutputs, answers_from_outputs, ensemble_outputs
+    from kd_core.evaluation.predict import ModelOutputs, answers_from_outputs, ensemble_outputs
 
     context = "Paris is the capital of France."
     offsets = [[-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [30, 31]]
@@ -82,7 +82,7 @@ def test_squad_v2_sets_predict_no_answer_when_the_null_score_wins():
     import numpy as np
     from datasets import Dataset
 
-    from kd_core.predict import ModelOutputs, scores_from_outputs
+    from kd_core.evaluation.predict import ModelOutputs, scores_from_outputs
 
     context = "Paris is the capital of France."
     offsets = [[-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [30, 31]]

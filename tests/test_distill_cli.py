@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForQuestionAnswering
 
-from kd_core.cli import run_cli
-from kd_core.distill import main
+from jobs.distill import main
+from kd_core.io.cli import run_cli
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 
@@ -19,12 +19,12 @@ TINY = ["--synthetic-per-domain", "12", "--teacher-epochs", "1", "--epochs", "1"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m kd_core.distill ARGS`` in ``cwd``, run in this process (the same ``main`` and exit codes, without
+    """``python jobs/distill.py ARGS`` in ``cwd``, run in this process (the same ``main`` and exit codes, without
     an interpreter start-up per call; ``test_help`` runs the real command)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = run_cli(main, list(args))
-    return subprocess.CompletedProcess(["kd_core.distill", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["jobs/distill.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
@@ -85,7 +85,8 @@ def test_bad_data_file_and_config_file(tmp_path):
 
 
 def test_help():
-    result = subprocess.run([sys.executable, "-m", "kd_core.distill", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "jobs" / "distill.py"), "--help"],
+                            capture_output=True, text=True)
     assert result.returncode == 0 and "--teacher-model" in result.stdout
 
 

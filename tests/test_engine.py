@@ -8,15 +8,16 @@ import torch
 from safetensors.torch import load_file
 
 from kd_core.data.features import FeatureConfig
-from kd_core.engine.execute import execute, load_model
+from kd_core.engine.execute import execute
+from kd_core.engine.inputs import load_model
 from kd_core.engine.local import drive, is_teacher, run_locally
 from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import TermSpec, TrainStep
-from kd_core.errors import ConfigError, DataError
+from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.manifest import read_manifest, weights_hash
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
-from kd_core.train import TrainConfig
+from kd_core.training.loop import TrainConfig
 
 TINY = HintonSettings(teacher_epochs=2, epochs=2, batch_size=32)
 STEPS = {"teacher-0", "knowledge-0", "knowledge", "student", "student-no-kd", "eval-teacher", "eval-student",
@@ -117,9 +118,9 @@ def test_invalid_steps_and_settings_are_refused():
 
 
 def test_sentence_tasks_refuse_span_terms_and_span_collect_options(tmp_path):
-    from kd_core.engine.execute import objective_for
+    from kd_core.engine.inputs import objective_for
     from kd_core.engine.steps import CollectStep
-    from kd_core.tasks import synthetic_task
+    from kd_core.tasks.synthetic import synthetic_task
 
     with pytest.raises(ConfigError, match="has no loss term 'answer_margin'"):
         objective_for((TermSpec("answer_margin", 0.3),), synthetic_task("sentiment"))

@@ -4,8 +4,8 @@ import pytest
 
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.schema import examples_to_dataset
-from kd_core.decode import span_text
-from kd_core.errors import ConfigError
+from kd_core.evaluation.decode import span_text
+from kd_core.io.errors import ConfigError
 from tests.helpers import example, toy_examples, toy_tokenizer
 
 

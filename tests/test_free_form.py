@@ -8,8 +8,8 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
 from kd_core.data.free_form import best_rouge_span, load_free_form, rouge_l, rouge_tokens
-from kd_core.errors import DataError
-from kd_core.free_form_metrics import free_form_scores
+from kd_core.evaluation.free_form_metrics import free_form_scores
+from kd_core.io.errors import DataError
 
 
 def test_the_label_is_the_span_of_highest_rouge_l_against_any_reference():
@@ -84,8 +84,8 @@ def test_a_free_form_file_loads_with_span_labels_and_keeps_the_written_answers(t
 
 
 def test_a_reader_trained_on_free_form_answers_is_scored_with_bleu_and_rouge_l(tmp_path):
+    from jobs.distill import DistillConfig, workspace
     from kd_core.data.synthetic import generate
-    from kd_core.distill import DistillConfig, workspace
     from kd_core.engine.local import run_locally
     from kd_core.methods.a2d import A2DSettings, a2d_recipe
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from jobs.imm import IMMJobConfig, main, run
-from kd_core.cli import run_cli
-from tuning.sweep import SweepConfig, run_sweep
+from kd_core.io.cli import run_cli
 from tests.helpers import help_text, job_tree, logged_model_files, wait_for
+from tuning.config import SweepConfig
+from tuning.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)

@@ -9,14 +9,15 @@ import pytest
 from kd_core.data.domains import DataSettings, domain_sources, load_domain_examples, parse_domain
 from kd_core.data.schema import examples_to_dataset
 from kd_core.data.split import limit_by_context
-from kd_core.engine.execute import execute, knowledge_for
+from kd_core.engine.execute import execute
+from kd_core.engine.inputs import knowledge_for
 from kd_core.engine.mixture import mixture_arrays, upsample_indices
 from kd_core.engine.prepare import build_domain_workspace
 from kd_core.engine.steps import CollectStep, Source
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 from kd_core.knowledge.table import read_knowledge, unfixed, write_knowledge
-from kd_core.methods.imm import IMMSettings, imm_outcome, imm_recipe, similarity_weights
-
+from kd_core.methods.imm import IMMSettings, imm_recipe, similarity_weights
+from kd_core.methods.imm_summary import imm_outcome
 from tests.helpers import example
 
 DOMAINS = ("sports", "medicine", "finance")

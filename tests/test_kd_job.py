@@ -6,21 +6,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
-import urllib.request
-
 import mlflow
-from mlflow.tracking import MlflowClient
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from jobs.kd import KDJobConfig, main, run
 from kd_core.engine.prepare import build_workspace
-from kd_core.cli import run_cli
-from tests.helpers import (KD_TINY, free_port, help_text, job_tree, logged_model, logged_model_files, mlflow_tracking,
-                           s3_server, wait_for)
+from kd_core.io.cli import run_cli
+from tests.helpers import (
+    KD_TINY,
+    free_port,
+    help_text,
+    job_tree,
+    logged_model,
+    logged_model_files,
+    mlflow_tracking,
+    s3_server,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_TINY = ["--synthetic-size", "240", "--teachers", "2", "--teacher-epochs", "2", "--epochs", "3",

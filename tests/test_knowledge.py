@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core.errors import ConfigError, DataError
+from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.span import knowledge_arrays, knowledge_metadata, member_table, merge_knowledge
 from kd_core.knowledge.table import read_knowledge, write_knowledge
-from kd_core.losses import teacher_probabilities
+from kd_core.objectives.losses import teacher_probabilities
 
 CONTEXT = "alpha beta gamma delta"
 OFFSETS = [[-1, -1], [0, 5], [6, 10], [11, 16], [17, 22]]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from kd_core.errors import ConfigError
-from kd_core.layer_capture import LayerCapture
-from kd_core.layer_losses import hidden_mse_loss
+from kd_core.io.errors import ConfigError
+from kd_core.models.layer_capture import LayerCapture
+from kd_core.objectives.layer_losses import hidden_mse_loss
 
 
 def tiny_config(**overrides) -> BertConfig:

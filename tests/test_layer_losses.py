@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kd_core import layer_losses, losses
+from kd_core.objectives import layer_losses, losses
 
 LN3 = math.log(3.0)
 

@@ -23,7 +23,7 @@ from kd_core.data.loaders import (
     load_squad,
 )
 from kd_core.data.schema import EXAMPLE_COLUMNS, EXAMPLE_FEATURES
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 
 SHARED = Path("/work/shared/data")
 XQUAD = SHARED / "squad11" / "xquad.en.json"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kd_core import losses
+from kd_core.objectives import losses
 
 LN3 = math.log(3.0)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kd_core.metrics import (
+from kd_core.evaluation.squad_metrics import (
     adversarial_scores,
     exact_match,
-    is_adversarial,
     f1_score,
+    is_adversarial,
     max_over_references,
     normalize_answer,
     span_exact_match,
@@ -273,10 +273,10 @@ def _write_json(path: Path, value: object) -> Path:
 
 
 def _run_evaluate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``python -m kd_core.evaluate ARGS`` run in this process (its ``__main__`` is one ``run_cli(main)`` call):
+    """``python jobs/evaluate.py ARGS`` run in this process (its ``__main__`` is one ``run_cli(main)`` call):
     the exit status, stdout and stderr it would give. ``test_evaluate_cli_missing_file`` runs the real module."""
-    from kd_core.cli import run_cli
-    from kd_core.evaluate import main
+    from jobs.evaluate import main
+    from kd_core.io.cli import run_cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -284,11 +284,11 @@ def _run_evaluate(*args: str | Path) -> subprocess.CompletedProcess[str]:
             code = run_cli(main, [str(a) for a in args])
         except SystemExit as done:  # argparse: --help, or a usage error
             code = int(done.code or 0)
-    return subprocess.CompletedProcess(["kd_core.evaluate", *map(str, args)], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["jobs/evaluate.py", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def _run_evaluate_module(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kd_core.evaluate", *map(str, args)], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "jobs/evaluate.py", *map(str, args)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -465,7 +465,7 @@ V2_MARGINS = {"q1": -2.0, "q2": -1.0, "q3": 0.5, "q4": 3.0}  # null score minus 
 
 
 def test_squad_v2_null_rule_breakdown_and_best_threshold() -> None:
-    from kd_core.metrics import answers_at_threshold, best_null_threshold, squad_v2_scores
+    from kd_core.evaluation.squad_metrics import answers_at_threshold, best_null_threshold, squad_v2_scores
 
     # t = 0: q1, q2 answered (margin <= 0), q3, q4 null. F1: q1 1, q2 0, q3 0 (gold "c"), q4 1 (null and unanswerable).
     at_zero = answers_at_threshold(V2_ANSWERS, V2_MARGINS, 0.0)

@@ -15,7 +15,8 @@ import pytest
 
 from jobs.kd import KDJobConfig, run
 from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking, s3_server
-from tuning.sweep import SweepConfig, run_sweep
+from tuning.config import SweepConfig
+from tuning.sweep import run_sweep
 
 TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
 

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from kd_core.batches import feature_arrays, batch_at
+from kd_core.data.batches import batch_at, feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
-from kd_core.errors import ConfigError, ModelError
-from kd_core.models import (
-    build_preset_model, enable_attention_outputs, load_qa_model, load_sequence_model, qa_forward, question_passage_attention, save_model,
-)
+from kd_core.io.errors import ConfigError, ModelError
+from kd_core.models.build import build_preset_model, load_qa_model, load_sequence_model, save_model
+from kd_core.models.forward import enable_attention_outputs, qa_forward, question_passage_attention
 from tests.helpers import toy_examples, toy_tokenizer
 
 
@@ -87,7 +86,7 @@ def test_pickled_weights_are_never_loaded(tmp_path):
 
 
 def test_shallower_student_copies_exactly_the_chosen_teacher_layers():
-    from kd_core.models import every_other_layer, keep_layers
+    from kd_core.models.build import every_other_layer, keep_layers
 
     tok, arrays = _batch()
     teacher = build_preset_model("bert-L4-H32-A2-I64", tok, seed=3)
@@ -110,7 +109,8 @@ def test_shallower_student_copies_exactly_the_chosen_teacher_layers():
 
 
 def test_shape_names_build_bert_and_bilstm_models():
-    from kd_core.models import is_preset, load_sequence_model
+    from kd_core.models.build import load_sequence_model
+    from kd_core.models.presets import is_preset
 
     tok, _ = _batch()
     model, _ = load_sequence_model("bert-L3-H48-A4-I96", 0, 2, tok)
@@ -124,7 +124,7 @@ def test_shape_names_build_bert_and_bilstm_models():
 
 
 def test_tokenizer_building_is_deterministic_and_spells_unknown_words():
-    from kd_core.models import train_wordpiece_tokenizer
+    from kd_core.models.tokenizers import train_wordpiece_tokenizer
 
     texts = ["Lyon Rovers won the cup", "the dose is 200 mg", "Who won the cup?"] * 3
     a, b = train_wordpiece_tokenizer(texts, vocab_size=60), train_wordpiece_tokenizer(list(reversed(texts)), vocab_size=60)

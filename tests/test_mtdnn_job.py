@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.mtdnn import MTDNNJobConfig, main, run
-from kd_core.cli import run_cli
+from kd_core.io.cli import run_cli
 from tests.helpers import help_text, job_tree, logged_model_files, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

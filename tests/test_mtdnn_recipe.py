@@ -7,9 +7,9 @@ import pytest
 from kd_core.engine.local import drive
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace
 from kd_core.engine.steps import TrainStep
-from kd_core.errors import ConfigError
-from kd_core.methods import METHODS
+from kd_core.io.errors import ConfigError
 from kd_core.methods.mtdnn import MTDNNSettings, mtdnn_recipe
+from kd_core.methods.registry import METHODS
 
 TASKS = """tasks:
   - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 40}
@@ -88,7 +88,7 @@ def test_invalid_settings_are_refused(bad, message):
 
 def test_a_train_step_refuses_a_dropout_outside_0_1():
     from kd_core.engine.steps import TermSpec
-    from kd_core.train import TrainConfig
+    from kd_core.training.loop import TrainConfig
 
     with pytest.raises(ConfigError, match="dropout"):
         TrainStep("x", "tiny-bert", 0, "t", (TermSpec("hard"),), TrainConfig(), dropout=1.0)

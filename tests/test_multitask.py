@@ -11,12 +11,12 @@ import torch
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.schema import sentences_to_dataset
-from kd_core.engine.execute import objective_for
+from kd_core.engine.inputs import objective_for
 from kd_core.engine.steps import TermSpec
-from kd_core.errors import ConfigError, ModelError
+from kd_core.io.errors import ConfigError, ModelError
 from kd_core.knowledge.table import METADATA_KEY, fixed, with_metadata
-from kd_core.models import train_wordpiece_tokenizer
-from kd_core.multihead import load_multitask_model, single_task_from_multitask
+from kd_core.models.multihead import load_multitask_model, single_task_from_multitask
+from kd_core.models.tokenizers import train_wordpiece_tokenizer
 from kd_core.tasks.multitask import MultiTask
 from kd_core.tasks.sentence import ClassificationTask, RegressionTask, SentenceOutput
 

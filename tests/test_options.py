@@ -8,9 +8,9 @@ import pytest
 
 from jobs.a2d import A2DJobConfig
 from jobs.imm import IMMJobConfig
-from kd_core.config_files import build_config, read_config_file
-from kd_core.errors import ConfigError
-from kd_core.options import add_options, config_from_cli, option
+from kd_core.io.config_files import build_config, read_config_file
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import add_options, config_from_cli, option
 
 
 @dataclass(frozen=True)

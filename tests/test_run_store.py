@@ -1,11 +1,11 @@
-"""kd_core.run_store against a real S3 API (moto's server on 127.0.0.1) and local paths."""
+"""kd_core.io.run_store against a real S3 API (moto's server on 127.0.0.1) and local paths."""
 
 import json
 
 import pytest
 
-from kd_core.errors import StorageError
-from kd_core.run_store import RunStore, clear_staging, is_uri
+from kd_core.io.errors import StorageError
+from kd_core.io.run_store import RunStore, clear_staging, is_uri
 from tests.helpers import s3_server
 
 

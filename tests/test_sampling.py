@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core.errors import ConfigError
-from kd_core.sampling import RowBatches, TaskBatches, batch_plan
+from kd_core.io.errors import ConfigError
+from kd_core.training.sampling import RowBatches, TaskBatches, batch_plan
 
 
 def test_data_parallel_shards_split_each_global_batch():

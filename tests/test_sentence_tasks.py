@@ -9,10 +9,10 @@ import torch
 
 from kd_core.data.schema import sentences_to_dataset
 from kd_core.data.synthetic_sentences import SENTENCE_TASKS, generate_task, vocabulary
-from kd_core.errors import ConfigError, DataError
-from kd_core.sentence_metrics import classification_scores, regression_scores
-from kd_core.tasks import ClassificationTask, RegressionTask, synthetic_task
-from kd_core.tasks.sentence import SentenceOutput
+from kd_core.evaluation.sentence_metrics import classification_scores, regression_scores
+from kd_core.io.errors import ConfigError, DataError
+from kd_core.tasks.sentence import ClassificationTask, RegressionTask, SentenceOutput
+from kd_core.tasks.synthetic import synthetic_task
 
 
 def test_classification_scores_match_hand_computed_values():

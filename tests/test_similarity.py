@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kd_core.data.similarity import cosine_similarity_matrix, domain_similarity
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 
 def test_similarity_matches_hand_computed_tfidf():

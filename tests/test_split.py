@@ -7,7 +7,7 @@ from datasets import Dataset
 
 from kd_core.data.schema import examples_to_dataset
 from kd_core.data.split import carve_by_context, split_by_context
-from kd_core.errors import ConfigError, DataError
+from kd_core.io.errors import ConfigError, DataError
 
 
 def make_dataset(n_contexts: int, per_context: int = 3, domain: str = "wiki") -> Dataset:

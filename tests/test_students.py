@@ -9,17 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kd_core.engine.execute import execute, knowledge_for, load_model
+from kd_core.engine.execute import execute
+from kd_core.engine.inputs import knowledge_for, load_model
 from kd_core.engine.local import drive
 from kd_core.engine.prepare import StudentsData, build_students_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.table import read_knowledge
-from kd_core.layer_distillation import LayerDistillation, uniform_layer_map
 from kd_core.methods.students import StudentsSettings, plan_students, students_recipe
-from kd_core.noise import NoisyTeacher
-from kd_core.train import TrainConfig
+from kd_core.objectives.layer_distillation import LayerDistillation, uniform_layer_map
+from kd_core.objectives.noise import NoisyTeacher
+from kd_core.training.loop import TrainConfig
 
 TASKS = """tasks:
   - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 240}
@@ -95,7 +96,7 @@ def test_bilstm_word_vectors_start_from_the_teachers_embeddings(taught, tmp_path
     teacher_dir = str(taught.step_dir("teacher") / "model")
     step = TrainStep("b", "bilstm-E64-H16", 0, "words", (TermSpec("hard"),), TrainConfig(epochs=0.01),
                      embeddings_from=teacher_dir)
-    from kd_core.engine.execute import _init_embeddings
+    from kd_core.engine.train_step import init_embeddings as _init_embeddings
 
     model = load_model(step.model, 0, "words", ws, "cpu")
     _init_embeddings(model, step, ws)

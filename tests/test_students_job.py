@@ -4,7 +4,7 @@ bad settings refused before any cluster work."""
 import pytest
 
 from jobs.students import StudentsJobConfig, main, run
-from kd_core.cli import run_cli
+from kd_core.io.cli import run_cli
 from tests.helpers import help_text, job_tree, mlflow_tracking
 
 TASKS = """tasks:

@@ -3,16 +3,17 @@
 from pathlib import Path
 
 import pytest
-from ray import tune
-
 import torch
+from ray import tune
 from safetensors.torch import load_file
 
-from kd_core.cli import run_cli
-from kd_core.errors import ConfigError, DataError
-from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
-from tuning.sweep import SweepConfig, main, prepare, run_sweep
+from jobs.sweep import main
+from kd_core.io.cli import run_cli
+from kd_core.io.errors import ConfigError, DataError
 from tests.helpers import KD_TINY, job_tree
+from tuning.config import SweepConfig, prepare
+from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
+from tuning.sweep import run_sweep
 
 JOB = {"synthetic_per_domain": 16, "teacher_epochs": 2, "epochs": 3, "vocab_size": 400}
 

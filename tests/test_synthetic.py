@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from kd_core.data.synthetic import DOMAINS, generate, generate_examples
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kd_core.data.task_defs import TASKS_DIR, TaskDef, load_task_defs, read_task_file
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace
-from kd_core.errors import ConfigError, DataError
+from kd_core.io.errors import ConfigError, DataError
+from kd_core.tasks.definitions import TASKS_DIR, TaskDef, load_task_defs, read_task_file
 
 
 def test_shipped_glue_definitions_name_the_papers_metrics():

@@ -2,17 +2,17 @@
 
 import json
 
-
 import pytest
 import torch
 
-from kd_core.batches import feature_arrays
+from kd_core.data.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.data.synthetic import generate
-from kd_core.errors import ConfigError
-from kd_core.models import build_preset_model, train_wordpiece_tokenizer
-from kd_core.objectives import Objective, ce_term, kd_term
-from kd_core.train import TrainConfig, train
+from kd_core.io.errors import ConfigError
+from kd_core.models.build import build_preset_model
+from kd_core.models.tokenizers import train_wordpiece_tokenizer
+from kd_core.objectives.terms import Objective, ce_term, kd_term
+from kd_core.training.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

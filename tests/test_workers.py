@@ -16,7 +16,7 @@ from kd_core.engine.execute import execute
 from kd_core.engine.prepare import SpanQAData, build_span_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep, model_ref
 from kd_core.knowledge.table import read_knowledge, unfixed
-from kd_core.train import TrainConfig
+from kd_core.training.loop import TrainConfig
 
 ONE_THREAD = Placement(num_cpus=0.5, num_gpus=0.0, torch_threads=1)
 DATA = SpanQAData(synthetic_per_domain=20, vocab_size=500, seed=1)

@@ -1,4 +1,4 @@
-"""Sweeping any engine recipe (:data:`kd_core.methods.METHODS`): teacher steps once, then the trials.
+"""Sweeping any engine recipe (:data:`kd_core.methods.registry.METHODS`): teacher steps once, then the trials.
 
 Nothing here knows a method. The recipe marks its teacher steps; the sweep drives the recipe
 until its first non-teacher step on a pool of workers (once for all trials), or reads those
@@ -17,14 +17,13 @@ import ray
 
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker
-from kd_core.config_files import build_config
-from kd_core.engine.execute import Result
 from kd_core.engine.local import drive, is_teacher
-from kd_core.engine.steps import Step
+from kd_core.engine.steps import Result, Step
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
-from kd_core.methods import METHODS, MethodSpec
-from kd_core.run_store import join
+from kd_core.io.config_files import build_config
+from kd_core.io.errors import ConfigError
+from kd_core.io.run_store import join
+from kd_core.methods.registry import METHODS, MethodSpec
 from tuning.spaces import Param
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cluster.tracking import RunRef, Tracker, scatter_panels
-from kd_core.run_store import RunStore
+from kd_core.io.run_store import RunStore
+from tuning.config import Prepared, SweepConfig
 from tuning.trials import TRIAL_OUTPUT
-
-if TYPE_CHECKING:
-    from tuning.sweep import Prepared, SweepConfig
 
 
 def summarise(config: SweepConfig, p: Prepared, grid: Any, store: RunStore, passes: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ray import tune
 
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 SEARCHES = ("random", "grid", "optuna")
@@ -97,7 +97,7 @@ def parse_space(method: str, overrides: Mapping[str, Any] | None = None) -> dict
     """The method's default space with ``overrides`` (``{name: {kind: values}}``) replacing entries.
 
     Whether each name is a setting of the method (and may be searched) is the method's check
-    (:meth:`kd_core.methods.MethodSpec.check_searchable`).
+    (:meth:`kd_core.methods.registry.MethodSpec.check_searchable`).
     """
     if method not in DEFAULT_SPACES:
         raise ConfigError("sweep", "method", f"no search space for {method!r}; known: {', '.join(DEFAULT_SPACES)}")

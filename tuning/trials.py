@@ -26,13 +26,13 @@ import torch
 from ray import tune
 from transformers import PreTrainedModel
 
-from kd_core.engine.execute import Result, execute
+from kd_core.engine.execute import execute
 from kd_core.engine.local import drive
-from kd_core.engine.steps import Step, TrainStep
+from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
-from kd_core.methods import METHODS
-from kd_core.models import save_model
-from kd_core.run_store import clear_staging, join
+from kd_core.io.run_store import clear_staging, join
+from kd_core.methods.registry import METHODS
+from kd_core.models.build import save_model
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
 TRIAL_OUTPUT = "output"

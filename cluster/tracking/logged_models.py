@@ -28,7 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import kd_core
-from kd_core.serving import SERVING_FILE
+from kd_core.serving.description import SERVING_FILE
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"

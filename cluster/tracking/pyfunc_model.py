@@ -15,11 +15,11 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from kd_core.serving import Predictor
+from kd_core.serving.predictor import Predictor
 
 
 class DistilledModel(PythonModel):
-    """A table of inputs in, a table of answers out (:class:`kd_core.serving.Predictor`)."""
+    """A table of inputs in, a table of answers out (:class:`kd_core.serving.predictor.Predictor`)."""
 
     def load_context(self, context: PythonModelContext) -> None:
         self.predictor = Predictor.load(context.artifacts["model"], context.artifacts["serving"])

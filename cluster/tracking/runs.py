@@ -267,7 +267,7 @@ class Tracker:
             self.client.log_batch(self._check_store(run), metrics=chunk)
 
     def metrics_callback(self, run: RunRef, prefix: str = "", every: int = 1) -> Callable[[dict[str, float]], None]:
-        """A ``kd_core.train`` metrics callback that logs to ``run``.
+        """A ``kd_core.training.loop`` metrics callback that logs to ``run``.
 
         Each call receives a dict with a ``"step"`` entry (e.g. ``{"step": 10, "epoch": 0.5,
         "lr": ..., "loss": ..., "loss/ce": ..., "weight/ce": ...}``); every other entry is logged

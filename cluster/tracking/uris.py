@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from cluster.output_paths import output_base, output_path
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 DEFAULT_DB_NAME = "mlflow.db"
 SQLITE_PREFIX = "sqlite:///"

@@ -59,8 +59,8 @@ from kd_core.data.schema import (
     SENTENCE_FEATURES,
     sentences_to_dataset,
 )
-from kd_core.errors import ConfigError, DataError
-from kd_core.options import option
+from kd_core.io.errors import ConfigError, DataError
+from kd_core.io.options import option
 
 MASK_TOKEN = "[MASK]"
 

@@ -28,10 +28,10 @@ from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.split import carve_by_context, limit_by_context, split_by_context
 from kd_core.data.synthetic import generate
-from kd_core.errors import ConfigError
-from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
-from kd_core.options import option
-
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
+from kd_core.models.presets import is_preset
+from kd_core.models.tokenizers import load_tokenizer, train_wordpiece_tokenizer
 
 #: The union of every domain's dev split (a model of all domains, e.g. IMM's ``mix``, chooses on it).
 ALL_DEV = "all.dev"

@@ -23,7 +23,7 @@ from typing import Any
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerFast
 
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 FEATURE_FEATURES = Features(
     {

@@ -4,7 +4,7 @@ An extractive reader can only point at spans, so each question's **training labe
 context span with the highest ROUGE-L against the reference answers (Kočiský et al. 2018's
 "oracle" span; the span-reader baselines of NarrativeQA train on it). Evaluation scores the
 predicted span against the written answers with BLEU-1, BLEU-4 and ROUGE-L
-(:mod:`kd_core.free_form_metrics`).
+(:mod:`kd_core.evaluation.free_form_metrics`).
 
 ROUGE-L here is the F-measure of the longest common subsequence ``LCS`` of the two token lists,
 ``P = LCS / |candidate|``, ``R = LCS / |reference|``, ``F = 2 P R / (P + R)``, over the tokens of
@@ -25,7 +25,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from kd_core.data.schema import examples_to_dataset
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 

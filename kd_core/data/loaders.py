@@ -1,7 +1,7 @@
 """Load extractive-QA examples from SQuAD JSON, MRQA jsonl(.gz) or the Hugging Face hub.
 
 Every loader returns the one example schema of :mod:`kd_core.data.schema` and validates its
-input on the way: any problem raises :class:`~kd_core.errors.DataError` whose message reads
+input on the way: any problem raises :class:`~kd_core.io.errors.DataError` whose message reads
 ``<source>: <where>: <what>``. ``where`` names the example in one scheme for all formats:
 
 * SQuAD JSON: the JSON path, ``data[0].paragraphs[3].qas[1]``;
@@ -48,10 +48,26 @@ from datasets import Dataset, load_dataset
 
 from kd_core.data.free_form import load_free_form
 from kd_core.data.validation import (
-    REALIGN_WINDOW, Answer, Collector, LoadReport, flag_field, is_int, json_object, json_type, jsonl_records, list_field,
-    optional_text, parse_json_document, place_answer, question_where, require_answers, shown, strip_answer, text_field,
+    REALIGN_WINDOW,
+    Answer,
+    Collector,
+    LoadReport,
+    flag_field,
+    is_int,
+    json_object,
+    json_type,
+    jsonl_records,
+    list_field,
+    optional_text,
+    parse_json_document,
+    place_answer,
+    question_where,
+    require_answers,
+    shown,
+    strip_answer,
+    text_field,
 )
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 
 __all__ = ["REALIGN_WINDOW", "LoadReport", "load_examples", "load_examples_with_report", "load_hf", "load_mrqa",
            "load_squad"]

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 
 def cosine_similarity_matrix(questions_by_domain: Mapping[str, Sequence[str]]) -> np.ndarray:

@@ -58,11 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from datasets import Dataset
 
 from kd_core.data.schema import examples_to_dataset
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 MAX_QUESTIONS_PER_CONTEXT = 3
 MIN_SENTENCES, MAX_SENTENCES = 4, 8

@@ -44,7 +44,7 @@ import yaml
 from datasets import Dataset
 
 from kd_core.data.schema import sentences_to_dataset
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 
 VOCAB_FILE = Path(__file__).with_name("vocab") / "sentences.yaml"
 

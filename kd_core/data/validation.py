@@ -19,7 +19,7 @@ from typing import IO, Any
 from datasets import Dataset
 
 from kd_core.data.schema import examples_to_dataset
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 
 logger = logging.getLogger("kd_core.data")
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kd_core.engine.execute import Result, execute
-from kd_core.engine.steps import Step
+from kd_core.engine.execute import execute
+from kd_core.engine.steps import Result, Step
 from kd_core.engine.workspace import Workspace
 
 Recipe = Callable[[Mapping[str, Result]], list[Step]]

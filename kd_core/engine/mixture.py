@@ -4,7 +4,7 @@ A mixture (:class:`~kd_core.engine.steps.Source` s; IMM's ``phi_i`` on the other
 up-samples every part to the size of the largest (:func:`upsample_indices`), so each part
 contributes equally often per epoch, and gives every row its part's weight in a ``weight``
 column; the objective then averages per-example losses as ``sum_b w_b L_b / sum_b w_b``
-(:func:`kd_core.losses.weighted_mean`). A one-part mixture is the split as it is, with the
+(:func:`kd_core.objectives.losses.weighted_mean`). A one-part mixture is the split as it is, with the
 weight column. Knowledge is read per part, checked against that part's features.
 """
 

@@ -6,7 +6,7 @@ own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domains.DataSettings`: splits ``<domain>.train``, ``<domain>.dev``
 (validation carved from the training data) and ``<domain>.test``, and ``all.dev``, the union of
 the dev splits; one tokenizer for all), the tasks of a multi-task job
-(:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.data.task_defs`; splits
+(:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.tasks.definitions`; splits
 ``<task>.train/dev/test`` and ``train/dev/test`` holding every task), and the one task of a
 different-students job (:class:`StudentsData`: a task of a definitions file, a word-level
 tokenizer ``words`` for a BiLSTM, and optionally the split ``transfer``: the training split
@@ -33,20 +33,22 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerFast
 
-from kd_core.bilstm import train_word_tokenizer
 from kd_core.data.augment import AugmentSettings, augment, embedded_lexicon, read_lexicon, transfer_set
 from kd_core.data.domains import ALL_DEV, DataSettings, load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
 from kd_core.data.synthetic_sentences import generate_task
-from kd_core.data.task_defs import TASKS_DIR, TaskDef, load_task_defs, read_task_file, synthetic_examples
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
-from kd_core.models import is_preset, load_tokenizer, train_wordpiece_tokenizer
-from kd_core.options import option
-from kd_core.tasks import SpanQATask, Task, synthetic_task
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
+from kd_core.models.presets import is_preset
+from kd_core.models.tokenizers import load_tokenizer, train_word_tokenizer, train_wordpiece_tokenizer
+from kd_core.tasks.base import Task
+from kd_core.tasks.definitions import TASKS_DIR, TaskDef, load_task_defs, read_task_file, synthetic_examples
 from kd_core.tasks.multitask import MultiTask
+from kd_core.tasks.span_qa import SpanQATask
+from kd_core.tasks.synthetic import synthetic_task
 
 SPAN_DOMAINS = ("sports", "medicine", "finance")
 
@@ -273,7 +275,7 @@ def _sample(rows: Dataset, limit: int | None, seed: int) -> Dataset:
 
 
 def task_splits(definition: TaskDef, data: MultiTaskData, task: Task) -> dict[str, Dataset]:
-    """``{"train", "dev", "test"}`` of one task (:mod:`kd_core.data.task_defs`: test held out, dev from train)."""
+    """``{"train", "dev", "test"}`` of one task (:mod:`kd_core.tasks.definitions`: test held out, dev from train)."""
     root = Path(data.data_root) if data.data_root else data.definitions_file.parent
     if definition.synthetic is not None:
         train, test = task.split(synthetic_examples(definition, data.seed), data.test_fraction, data.seed)

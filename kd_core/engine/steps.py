@@ -21,12 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kd_core.errors import ConfigError
-from kd_core.objectives import Schedule
-from kd_core.train import TrainConfig
+from kd_core.io.errors import ConfigError
+from kd_core.objectives.terms import Schedule
+from kd_core.training.loop import TrainConfig
 
 #: Loss terms of the model's layers, against a teacher run alongside the student
-#: (:mod:`kd_core.layer_distillation`): any task's transformer student can use them.
+#: (:mod:`kd_core.objectives.layer_distillation`): any task's transformer student can use them.
 LAYER_TERMS = ("hidden_mse", "hidden_cos", "attention_map", "relation")
 #: ``hard`` (gold labels) and ``soft`` (the teacher at ``tau``) exist for every task; span QA adds
 #: A2D's ``answer_margin`` and ``attention`` and IMM's KD term (``prediction_mse``,
@@ -43,8 +43,8 @@ KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse", "gold
 class TermSpec:
     """One loss term of an objective, as data: its kind (:data:`TERM_KINDS`), weight and temperature.
 
-    The weight is a number or a schedule over training progress (:class:`~kd_core.objectives.Linear`,
-    :class:`~kd_core.objectives.Complement`: IMM's annealed ``lambda`` and ``1 - lambda``).
+    The weight is a number or a schedule over training progress (:class:`~kd_core.objectives.terms.Linear`,
+    :class:`~kd_core.objectives.terms.Complement`: IMM's annealed ``lambda`` and ``1 - lambda``).
     """
 
     kind: str
@@ -102,9 +102,9 @@ class TrainStep:
     carrying its part's weight. ``keep_layers`` cuts the loaded model to the transformer
     layers it names before training (a shallower student initialised from chosen layers of
     a pretrained or trained teacher). ``embeddings_from`` initialises a BiLSTM student's word
-    embeddings from that model's (:func:`~kd_core.bilstm.init_embeddings_from_teacher`).
+    embeddings from that model's (:func:`~kd_core.models.bilstm.init_embeddings_from_teacher`).
     ``teacher_noise = sigma > 0`` perturbs the teacher logits the knowledge terms read, drawn
-    per epoch (:mod:`kd_core.noise`). Layer terms (:data:`LAYER_TERMS`) compare the student's
+    per epoch (:mod:`kd_core.objectives.noise`). Layer terms (:data:`LAYER_TERMS`) compare the student's
     layers with those of ``layer_teacher`` (a model run alongside, frozen, on the same features):
     student layer ``s`` with teacher layer ``t`` for every ``(s, t)`` of ``layer_map``, through
     a learned linear projection when the widths differ (``projection``); ``relation`` uses
@@ -244,7 +244,7 @@ class SelectStep:
 
 @dataclass(frozen=True)
 class SpeedStep:
-    """Time ``models`` (``(label, model, tokenizer)`` triples) side by side on ``split`` (:mod:`kd_core.speed`).
+    """Time ``models`` (``(label, model, tokenizer)`` triples) side by side on ``split`` (:mod:`kd_core.evaluation.speed`).
 
     The first model is the reference of the speed-ups. ``examples`` rows of ``split`` are read
     at batch size 1 (latency) and 32 (throughput) by every model in turn, ``repeats`` rounds;
@@ -265,3 +265,5 @@ class SpeedStep:
 
 
 Step = TrainStep | CollectStep | MergeStep | EvaluateStep | SelectStep | SpeedStep
+#: What a step returns and writes as its result file (JSON-able: paths, scores, counts).
+Result = dict[str, Any]

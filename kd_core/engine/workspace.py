@@ -5,7 +5,7 @@ every step that reads the same split with the same tokenizer shares them. The wo
 plain picklable data (datasets, tokenizers, a run directory), so the same object can be
 handed to a Ray worker that executes steps.
 
-The run directory is a local path or a ``pyarrow.fs`` URI (:mod:`kd_core.run_store`): steps
+The run directory is a local path or a ``pyarrow.fs`` URI (:mod:`kd_core.io.run_store`): steps
 write under ``run_dir`` (the folder itself, or this process's staging folder of the URI) and
 read other steps' results and files through :meth:`Workspace.result` and
 :meth:`Workspace.local`, which go to the store.
@@ -23,10 +23,10 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
+from kd_core.io.run_files import write_atomic
+from kd_core.io.run_store import RESULT_NAME, RunStore
 from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
-from kd_core.run_files import write_atomic
-from kd_core.run_store import RESULT_NAME, RunStore
 from kd_core.tasks.base import Task
 
 RESULT_FILE = RESULT_NAME

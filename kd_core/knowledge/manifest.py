@@ -15,7 +15,7 @@ A reader describes the features it is about to pair the knowledge with as a
 the task, tokenizer, window settings and data: teacher logits are per token position, so
 another tokenizer or stride would silently pair them with the wrong tokens. Example-keyed
 tables must match the task and the data only: a student with its own tokenizer reads them.
-A mismatch raises :class:`~kd_core.errors.DataError` naming the file and the field.
+A mismatch raises :class:`~kd_core.io.errors.DataError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 from kd_core.knowledge.table import metadata_entry, with_metadata
 
 #: 3: sentence-task tables carry a ``gold`` column (false for rows without a gold label).

@@ -41,15 +41,14 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel
 
-from kd_core.batches import num_question_tokens
-from kd_core.decode import batch_top_k_spans
-from kd_core.errors import ConfigError, DataError
-from kd_core.losses import masked_log_softmax
-from kd_core.models import enable_attention_outputs
-from kd_core.metrics import normalize_answer, token_f1_zero
+from kd_core.data.batches import num_question_tokens
+from kd_core.evaluation.decode import batch_top_k_spans
+from kd_core.evaluation.predict import run_model
+from kd_core.evaluation.squad_metrics import normalize_answer, token_f1_zero
+from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
-from kd_core.predict import run_model
-
+from kd_core.models.forward import enable_attention_outputs
+from kd_core.objectives.losses import masked_log_softmax
 
 #: How the confusing answer is chosen (module doc).
 CONFUSING_RULES = ("question", "window")

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd_core.errors import DataError
+from kd_core.io.errors import DataError
 
 #: Schema metadata key of a table's shape information (kind, members, widths).
 METADATA_KEY = b"kd_knowledge"

@@ -12,7 +12,7 @@ Steps (names are the run directory's ``steps/<name>``):
 3. ``student`` (seed ``seed + 1``, optionally cut to its first ``student_layers`` layers):
    ``L = L_CE + lambda tau^2 L_KD + gamma L_ANS + delta L_ATT`` (Eq. 1 with the vanilla-KD
    weight ``lambda = kd_weight``; every span term sums its start and end parts, see
-   :mod:`kd_core.losses`; span CE only with ``no_kd``, which skips steps 2);
+   :mod:`kd_core.objectives.losses`; span CE only with ``no_kd``, which skips steps 2);
    ``student-no-kd`` the same on CE only (``baseline``). ``stagewise`` trains instead in two
    stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
    ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
@@ -30,18 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
-from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
+from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
 from kd_core.knowledge.span import CONFUSING_RULES
-from kd_core.options import option
-from kd_core.train import TrainConfig
+from kd_core.training.loop import TrainConfig
 
 #: Split names of the evaluations the summary reads.
 DEV = "dev"
-#: Scores of an adversarial SQuAD evaluation file (:func:`kd_core.predict.scores_from_outputs`).
+#: Scores of an adversarial SQuAD evaluation file (:func:`kd_core.evaluation.predict.scores_from_outputs`).
 ADVERSARIAL_KEYS = ("adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match")
 
 

@@ -25,13 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
+from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
-from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Step, TermSpec, TrainStep, model_ref
-from kd_core.errors import ConfigError
-from kd_core.options import option
-from kd_core.train import TrainConfig
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
+from kd_core.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)

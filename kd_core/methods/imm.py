@@ -41,10 +41,10 @@ and ``no_kd2`` (``theta`` without it) change the steps only.
 
 **The KD term** (``kd_target``): the paper's L2/L4 and the authors' released code differ:
 ``"distributions"`` (the default) is the MSE between the student's and teacher's span
-distributions over every legal position (:func:`~kd_core.losses.prediction_mse_loss`);
+distributions over every legal position (:func:`~kd_core.objectives.losses.prediction_mse_loss`);
 ``"gold"`` is the paper's, the squared error of the two predictions at the gold positions
-only (:func:`~kd_core.losses.gold_prediction_mse_loss`); ``"logits"`` is the released code's,
-the MSE of raw logits (:func:`~kd_core.losses.span_logit_mse_loss`). We keep the distributions:
+only (:func:`~kd_core.objectives.losses.gold_prediction_mse_loss`); ``"logits"`` is the released code's,
+the MSE of raw logits (:func:`~kd_core.objectives.losses.span_logit_mse_loss`). We keep the distributions:
 they carry the teacher's whole belief (not only at the gold span, where CE already pulls), and
 are bounded like the NLL they are mixed with (raw logits are unbounded and shift-invariant).
 """
@@ -53,23 +53,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from kd_core.data.domains import ALL_DEV
 from kd_core.data.similarity import domain_similarity
-from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
-    CollectStep, EvaluateStep, SelectStep, Source, Step, TermSpec, TrainStep, model_ref,
+    CollectStep,
+    EvaluateStep,
+    Result,
+    SelectStep,
+    Source,
+    Step,
+    TermSpec,
+    TrainStep,
+    model_ref,
 )
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
-from kd_core.methods.progress import Progress
-from kd_core.objectives import Complement, parse_schedule
-from kd_core.options import option
-from kd_core.train import TrainConfig
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
+from kd_core.objectives.terms import Complement, parse_schedule
+from kd_core.training.loop import TrainConfig
 
 METHODS = ("imm", "single", "mix", "ft", "mft", "ms-ft", "ms-mft", "bam")
 #: The KD term of each ``kd_target`` (module doc).
@@ -312,9 +317,6 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
     return staged(stages)
 
 
-# ---------------------------------------------------------------------------- the summary
-
-
 def iterations_done(results: Mapping[str, Result], names: Sequence[str]) -> int:
     """How many transfer iterations have finished (every domain's select step stored)."""
     ran = 0
@@ -332,107 +334,3 @@ def final_step(method: str, domain: str, iterations: int) -> str:
     if method == "mix":
         return "mix"
     return f"{method}-{domain}"
-
-
-def dev_score(results: Mapping[str, Result], method: str, domain: str, iterations: int) -> float:
-    """The validation F1 of ``method``'s final model for ``domain`` (``mix``: its one model scored on the domain)."""
-    step = f"mix-eval-{domain}" if method == "mix" else final_step(method, domain, iterations)
-    return float(results[step]["primary"])
-
-
-def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Sequence[str]) -> dict[str, Any]:
-    """Per domain: dev F1 of the kept model after each iteration run, whether each new model was kept."""
-    ran = iterations_done(results, names)
-    history = {d: [results[f"theta-{d}-0"]["primary"]] for d in names}
-    kept = {d: [True] for d in names}
-    for k in range(1, ran + 1):
-        for d in names:
-            select = results[f"select-{d}-{k}"]
-            history[d].append(select["primary"])
-            kept[d].append(select["kept"] == f"theta-{d}-{k}")
-    final = {d: results[current_model(d, ran)]["model_dir"] for d in names}
-    return {"iterations_f1": history, "kept": kept, "stopped_early": ran < settings.iterations,
-            "final_models": final}
-
-
-def imm_progress(results: Mapping[str, Result], ws: Workspace) -> Progress | None:
-    """After iteration ``k >= 1``'s select steps: the average dev F1 of the kept models and the models themselves."""
-    names = domain_names(ws)
-    ran = iterations_done(results, names)
-    if ran == 0:
-        return None
-    kept = {d: results[f"select-{d}-{ran}"] for d in names}
-    return Progress(ran, float(np.mean([r["primary"] for r in kept.values()])),
-                    {d: r["model_dir"] for d, r in kept.items()})
-
-
-def method_scores(results: Mapping[str, Result], method: str, names: Sequence[str]) -> dict[str, Any]:
-    """Dev (validation: choices) and test (reported) F1 per domain of a method's final models, and their averages."""
-    ran = iterations_done(results, names)
-    dev = {d: dev_score(results, method, d, ran) for d in names}
-    test = {d: float(results[f"test-{method}-{d}"]["primary"]) for d in names}
-    return {"dev_f1": dev, "test_f1": test, "average_dev_f1": float(np.mean(list(dev.values()))),
-            "average_test_f1": float(np.mean(list(test.values())))}
-
-
-def timings(results: Mapping[str, Result]) -> dict[str, float]:
-    """Seconds of each stage, the longest of its steps (they run at once): ``<stage>_<iteration>_s``.
-
-    IMM's stages are ``theta``, ``phi`` and ``knowledge`` per iteration; a baseline's steps and the
-    test evaluations count under their name without the domain (``ft-pretrain_0_s``, ``test-imm_0_s``).
-    """
-    out: dict[str, float] = {}
-    for name, result in results.items():
-        if result.get("kind") == "select":
-            continue
-        kind, _, rest = name.partition("-")
-        if kind in ("theta", "phi", "knowledge"):
-            key = f"{kind}_{rest.rsplit('-', 1)[1]}_s"
-        else:
-            key = f"{name.rsplit('-', 1)[0] if '-' in name else name}_0_s"
-        out[key] = max(out.get(key, 0.0), float(result["seconds"]))
-    return out
-
-
-#: What the summary's two splits are (the summary, MLflow and the README say which numbers are on which).
-SPLITS = {"dev": "validation questions carved from each domain's training data: every choice (keep-the-best, a "
-                 "model's best epoch) is made on them",
-          "test": "each domain's own evaluation file (or contexts split off its data): reported, never used for a "
-                  "choice"}
-
-
-def summarise(results: Mapping[str, Result], settings: IMMSettings, ws: Workspace) -> dict[str, Any]:
-    """The job's summary: per method dev and test F1 per domain, IMM's dev history, similarity and timings."""
-    names = domain_names(ws)
-    ran = iterations_done(results, names)
-    scores = {method: method_scores(results, method, names) for method in settings.methods}
-    similarity = similarity_weights(settings, ws)
-    history = imm_outcome(results, settings, names) if settings.method == "imm" else {}
-    return {
-        "method": settings.method,
-        "splits": SPLITS,
-        **history,
-        **scores[settings.method],
-        "final_models": {d: results[final_step(settings.method, d, ran)]["model_dir"] for d in names},
-        "baselines": {m: score for m, score in scores.items() if m != settings.method},
-        "similarity": {n: dict(zip(names, map(float, row))) for n, row in zip(names, similarity)},
-        "timings": timings(results),
-    }
-
-
-def format_table(summary: Mapping[str, Any]) -> str:
-    """F1 per method and domain on dev (choices) and test (reported), averages last; then IMM's dev history."""
-    names = list(summary["dev_f1"])
-    methods = {summary["method"]: summary, **summary.get("baselines", {})}
-    head = f"{'F1':<18}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'average':>13}"
-    lines = [head]
-    for split in ("test", "dev"):
-        for method, scores in methods.items():
-            values = [scores[f"{split}_f1"][n] for n in names] + [scores[f"average_{split}_f1"]]
-            lines.append(f"{f'{method} {split}':<18}" + "".join(f"{v:>13.2f}" for v in values))
-    lines.append("test: reported, never used for a choice; dev: validation carved from training data (choices)")
-    if "iterations_f1" in summary:
-        history = summary["iterations_f1"]
-        lines.append("IMM dev F1 of the kept model after each iteration:")
-        lines += [f"  {n:<16}" + " -> ".join(f"{v:.2f}" for v in history[n]) for n in names]
-    return "\n".join(lines)

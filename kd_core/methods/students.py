@@ -21,15 +21,15 @@ Steps (names are the run directory's ``steps/<name>``):
      ``(0, 2, 4, ...)``), initialised from the trained teacher's weights;
    * ``scratch``: a small BERT of the given shape, randomly initialised, the teacher's
      tokenizer;
-   * ``bilstm``: a BiLSTM (:mod:`kd_core.bilstm`) with its own word-level tokenizer, its word
+   * ``bilstm``: a BiLSTM (:mod:`kd_core.models.bilstm`) with its own word-level tokenizer, its word
      vectors random or initialised from the teacher's word embeddings.
 
    ``L_kd`` (``loss``): ``soft`` (``tau^2`` times the cross-entropy to the softened teacher),
    ``mse`` (squared distance of the logits, Tang et al.) or ``hard`` (cross-entropy to the
    teacher's argmax); the teacher's logits may be perturbed afresh every epoch (``noise``,
-   :mod:`kd_core.noise`). ``L_layer`` (``layer_loss``, transformer students only): hidden
+   :mod:`kd_core.objectives.noise`). ``L_layer`` (``layer_loss``, transformer students only): hidden
    states (MSE or cosine), attention maps, or MiniLM self-attention relations against the
-   teacher's (or assistant's) mapped layers (:mod:`kd_core.layer_distillation`); the
+   teacher's (or assistant's) mapped layers (:mod:`kd_core.objectives.layer_distillation`); the
    ``layers`` student maps its layer ``i`` to the teacher layer it was copied from, the
    ``scratch`` student maps uniformly (its last layer to the teacher's last) unless
    ``layer_map`` says otherwise. The gold-label loss is 0 on augmented rows.
@@ -37,7 +37,7 @@ Steps (names are the run directory's ``steps/<name>``):
    training split with the gold-label loss only.
 5. ``eval-<model>``: every model on the **test** split (choices are made on dev); ``speed``:
    every distilled student, the assistant and the teacher timed side by side in one
-   process (:mod:`kd_core.speed`), so speed-ups are ratios measured under the same load.
+   process (:mod:`kd_core.evaluation.speed`), so speed-ups are ratios measured under the same load.
 """
 
 from __future__ import annotations
@@ -46,17 +46,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kd_core.engine.execute import Result
 from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
-    CollectStep, EvaluateStep, SelectStep, SpeedStep, Step, TermSpec, TrainStep, model_ref,
+    CollectStep,
+    EvaluateStep,
+    Result,
+    SelectStep,
+    SpeedStep,
+    Step,
+    TermSpec,
+    TrainStep,
+    model_ref,
 )
 from kd_core.engine.workspace import Workspace
-from kd_core.errors import ConfigError
-from kd_core.layer_distillation import LAYER_KINDS, check_layer_map, uniform_layer_map
-from kd_core.models import every_other_layer, model_shape
-from kd_core.options import option
-from kd_core.train import TrainConfig
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import option
+from kd_core.models.build import every_other_layer
+from kd_core.models.presets import model_shape
+from kd_core.objectives.layer_distillation import LAYER_KINDS, check_layer_map, uniform_layer_map
+from kd_core.training.loop import TrainConfig
 
 STUDENT_KINDS = ("layers", "scratch", "bilstm")
 #: ``loss`` option -> the term kind (:data:`~kd_core.engine.steps.TERM_KINDS`).

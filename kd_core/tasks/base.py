@@ -21,9 +21,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.split import split_by_groups
-from kd_core.errors import ConfigError
+from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import fingerprint
-from kd_core.objectives import Term
+from kd_core.objectives.terms import Term
 
 Outputs = dict[str, np.ndarray]
 

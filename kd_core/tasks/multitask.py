@@ -3,7 +3,7 @@
 A :class:`MultiTask` is made of sentence tasks (:mod:`kd_core.tasks.sentence`, the
 *parts*). Its examples are the parts' examples in one set, told apart by their ``task``
 column; each feature carries ``task_index``, the position of its task among the parts. The
-model is a :class:`~kd_core.multihead.BertForMultiTask` (a shared encoder, one head per
+model is a :class:`~kd_core.models.multihead.BertForMultiTask` (a shared encoder, one head per
 part) and every loss term is the part's own term applied to the part's rows:
 
 * ``hard``: the part's gold-label loss (cross-entropy, or squared error for regression);
@@ -36,10 +36,12 @@ from torch import Tensor
 from transformers import BertConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
-from kd_core.errors import ConfigError
-from kd_core.models import PRESETS, is_preset, load_tokenizer, model_inputs
-from kd_core.multihead import BertForMultiTask, load_multitask_model, multitask_config
-from kd_core.objectives import Term
+from kd_core.io.errors import ConfigError
+from kd_core.models.forward import model_inputs
+from kd_core.models.multihead import BertForMultiTask, load_multitask_model, multitask_config
+from kd_core.models.presets import PRESETS, is_preset
+from kd_core.models.tokenizers import load_tokenizer
+from kd_core.objectives.terms import Term
 from kd_core.tasks.base import Outputs, ids_fingerprint
 from kd_core.tasks.sentence import INPUT_COLUMNS, SentenceOutput, SentenceTask
 

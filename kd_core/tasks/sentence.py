@@ -35,15 +35,23 @@ from datasets import Dataset
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from kd_core import losses
-from kd_core.batches import iterate_batches
+from kd_core.data.batches import iterate_batches
 from kd_core.data.features import FeatureConfig
-from kd_core.errors import ConfigError, DataError
+from kd_core.evaluation.sentence_metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_scores,
+    regression_scores,
+)
+from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
-from kd_core.models import is_preset, load_sequence_model, load_tokenizer, model_inputs
-from kd_core.multihead import is_multitask_checkpoint, single_task_from_multitask
-from kd_core.objectives import Term
-from kd_core.sentence_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, classification_scores, regression_scores
+from kd_core.models.build import load_sequence_model
+from kd_core.models.forward import model_inputs
+from kd_core.models.multihead import is_multitask_checkpoint, single_task_from_multitask
+from kd_core.models.presets import is_preset
+from kd_core.models.tokenizers import load_tokenizer
+from kd_core.objectives import losses
+from kd_core.objectives.terms import Term
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
 
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
@@ -185,7 +193,7 @@ class ClassificationTask(SentenceTask):
         return {"teacher_logits": unfixed(taken.column("logits"), (int(meta["members"]), self.num_outputs), np.float32)}
 
     def hard_term(self) -> Term:
-        """``-log softmax(z)_y`` (:func:`~kd_core.losses.hard_classification_loss`); 0 without a gold label."""
+        """``-log softmax(z)_y`` (:func:`~kd_core.objectives.losses.hard_classification_loss`); 0 without a gold label."""
 
         def fn(out: SentenceOutput, b: Mapping[str, Tensor]) -> Tensor:
             labels = b["label"]
@@ -196,7 +204,7 @@ class ClassificationTask(SentenceTask):
         return Term("ce", fn)
 
     def soft_term(self, tau: float) -> Term:
-        """``tau^2 * -sum_c q(c) log softmax(z/tau)_c`` (:func:`~kd_core.losses.soft_classification_loss`)."""
+        """``tau^2 * -sum_c q(c) log softmax(z/tau)_c`` (:func:`~kd_core.objectives.losses.soft_classification_loss`)."""
         if not tau > 0:
             raise ConfigError(self.name, "tau", f"must be > 0, got {tau}")
         return Term("kd", lambda out, b: losses.soft_classification_loss(out.logits, b["teacher_logits"], tau),
@@ -264,7 +272,7 @@ class RegressionTask(SentenceTask):
         return {"teacher_values": unfixed(taken.column("values"), (int(meta["members"]),), np.float32)}
 
     def hard_term(self) -> Term:
-        """``(y_hat - y)^2`` (:func:`~kd_core.losses.regression_mse_loss`); 0 without a gold score."""
+        """``(y_hat - y)^2`` (:func:`~kd_core.objectives.losses.regression_mse_loss`); 0 without a gold score."""
 
         def fn(out: SentenceOutput, b: Mapping[str, Tensor]) -> Tensor:
             scores = b["score"]

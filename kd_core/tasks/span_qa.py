@@ -19,17 +19,31 @@ import pyarrow as pa
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from kd_core.batches import feature_arrays
+from kd_core.data.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize
+from kd_core.evaluation.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.knowledge.span import (
-    ConfusingRule, KnowledgeConfig, knowledge_arrays, knowledge_metadata, member_knowledge, member_logits, merge_knowledge,
+    ConfusingRule,
+    KnowledgeConfig,
+    knowledge_arrays,
+    knowledge_metadata,
+    member_knowledge,
+    member_logits,
+    merge_knowledge,
 )
-from kd_core.models import QAOutput, load_qa_model, qa_forward
-from kd_core.objectives import (
-    Constant, Term, answer_margin_term, attention_term, ce_term, gold_prediction_mse_term, kd_term,
-    prediction_mse_term, span_logit_mse_term,
+from kd_core.models.build import load_qa_model
+from kd_core.models.forward import QAOutput, qa_forward
+from kd_core.objectives.terms import (
+    Constant,
+    Term,
+    answer_margin_term,
+    attention_term,
+    ce_term,
+    gold_prediction_mse_term,
+    kd_term,
+    prediction_mse_term,
+    span_logit_mse_term,
 )
-from kd_core.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
 
 
@@ -126,7 +140,7 @@ class SpanQATask(Task):
     def scores(self, examples: Dataset, features: Dataset, arrays: Mapping[str, np.ndarray],
                outputs: Outputs, null_threshold: float = 0.0) -> dict[str, float]:
         """EM and F1, with SQuAD v2's null rule at ``null_threshold`` and breakdown, and adversarial scores, when
-        the examples call for them (:func:`~kd_core.predict.scores_from_outputs`)."""
+        the examples call for them (:func:`~kd_core.evaluation.predict.scores_from_outputs`)."""
         result = scores_from_outputs(examples, features, arrays,
                                      ModelOutputs(outputs["start_logits"], outputs["end_logits"]),
                                      self.max_answer_length, null_threshold)

@@ -1,0 +1,133 @@
+"""A job's command line and run, once for every ``jobs/<method>.py``: the options to the summary.
+
+:class:`Job` is a :class:`~kd_core.io.cli.Command` whose run is always the same: options
+(``--resume RUN_DIR``: the saved ones, :func:`cluster.job.job_config`) -> a workspace
+(:meth:`Job.prepare`, every check before any cluster work) -> the method's recipe on the job
+runtime (:class:`cluster.job.JobRuntime`: run directory, Ray workers, one MLflow child run per
+step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the method's own
+charts and metrics on the parent run (:meth:`Job.log`) -> ``summary.json`` and its table,
+printed with the MLflow run and the run directory. A job file says only what is its own: the
+config dataclass, the description, the workspace, the recipe, the summary and its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any, ClassVar, TypeVar
+
+from cluster.job import JobRuntime, job_config
+from cluster.tracking import RunRef, Tracker
+from kd_core.engine.local import Recipe
+from kd_core.engine.steps import Result
+from kd_core.engine.workspace import Workspace
+from kd_core.io.cli import Command, quiet_progress
+from kd_core.io.run_files import write_atomic
+
+C = TypeVar("C")
+
+
+class RayCommand(Command[C]):
+    """A command that runs on a Ray cluster: ``--address`` besides the config's options."""
+
+    def add_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().add_flags(parser)
+        parser.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
+
+
+class Job(RayCommand[C]):
+    """A method's job on Ray (module doc); a subclass fills in what is its own."""
+
+    #: The method's name: its ``state.json``, MLflow tag ``kd.method`` and ``--resume`` check.
+    method: ClassVar[str]
+    resume_help: ClassVar[str] = "continue the job in RUN_DIR with its saved options (others given must equal them)"
+
+    # ------------------------------------------------------------------ what a job says of its own
+
+    def prepare(self, config: C) -> Workspace:
+        """The workspace: every input read and featurised, settings checked (bad input stops here)."""
+        raise NotImplementedError
+
+    def recipe(self, config: C, ws: Workspace) -> Recipe:
+        """The method's recipe for ``config`` on ``ws``."""
+        raise NotImplementedError
+
+    def summarise(self, results: dict[str, Result], config: C, ws: Workspace) -> dict[str, Any]:
+        """The method's summary of the finished steps."""
+        raise NotImplementedError
+
+    def format_table(self, summary: Mapping[str, Any]) -> str:
+        """The method's table (written beside the summary as ``summary_table.txt``)."""
+        raise NotImplementedError
+
+    def reused(self, config: C, ws: Workspace) -> dict[str, Result]:
+        """Finished steps of an earlier run to take as they are (checked here, before any cluster work)."""
+        return {}
+
+    def workers(self, config: C, ws: Workspace) -> int:
+        """Workers, i.e. steps at once."""
+        return config.max_concurrency  # type: ignore[attr-defined]
+
+    def run_name(self, config: C, ws: Workspace) -> str:
+        """The parent run's name in MLflow."""
+        return self.method
+
+    def tags(self, config: C, ws: Workspace) -> dict[str, str]:
+        """The parent run's tags besides ``kd.method``."""
+        return {"kd.task": ws.task.name}
+
+    def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
+        """The method's own charts, tables and metrics on the parent run (none by default)."""
+
+    def notes(self, summary: Mapping[str, Any]) -> list[str]:
+        """Lines printed after the table (not written with it)."""
+        return []
+
+    # ------------------------------------------------------------------ the same for every job
+
+    def add_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().add_flags(parser)
+        parser.add_argument("--resume", metavar="RUN_DIR", help=self.resume_help)
+        parser.add_argument("--quiet", action="store_true", help="no progress lines or bars (the summary is still "
+                            "printed)")
+
+    def start(self, args: argparse.Namespace) -> None:
+        quiet_progress(args.quiet)
+
+    def config(self, args: argparse.Namespace) -> C:
+        return job_config(self.config_class, self.method, args)
+
+    def check(self, config: C) -> None:
+        self.reused(config, self.prepare(config))
+
+    def execute(self, config: C, args: argparse.Namespace) -> dict[str, Any]:
+        return self.run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
+
+    def run(self, config: C, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+        """Run (or continue) the job; returns its summary (module doc)."""
+        started = time.perf_counter()
+        ws = self.prepare(config)
+        reused = self.reused(config, ws)
+        options: Any = config
+        runtime = JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,
+                             resume)
+        ws.relocate(runtime.store.location)
+        for name, result in reused.items():  # finished steps of the earlier run: the engine does not run them again
+            if not ws.result_path(name).exists():
+                write_atomic(ws.result_path(name), json.dumps(result, indent=1))
+        with runtime.session(address, self.workers(config, ws), self.run_name(config, ws),
+                             tags=self.tags(config, ws), quiet=quiet) as job:
+            results = job.drive(self.recipe(config, ws), ws)
+            summary = self.summarise(results, config, ws)
+            summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
+            assert job.tracker is not None and job.parent is not None
+            self.log(job.tracker, job.parent, summary, ws)
+            return job.finish(summary, self.format_table(summary))
+
+    def table(self, summary: dict[str, Any]) -> str:
+        return "\n".join([self.format_table(summary), *self.notes(summary),
+                          f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
+                          f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])

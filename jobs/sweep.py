@@ -1,0 +1,59 @@
+"""Ray Tune sweep of any method's distillation hyperparameters (``python jobs/sweep.py --help``).
+
+Thin entry point (:class:`cluster.job_cli.RayCommand`): the sweep's options (a ``--config``
+file with its ``space:`` and ``job:`` mappings, ``--set`` for the base job's options, the
+command line over both; :mod:`tuning.config`) are checked with the space and the data before
+any cluster work; then :func:`tuning.sweep.run_sweep` runs the recipe's teacher steps once and
+the trials on Ray Tune, every trial a child run in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script and under `ray job submit`
+
+from cluster.job_cli import RayCommand  # noqa: E402
+from tuning.config import Prepared, SweepConfig, config_from, prepare  # noqa: E402
+from tuning.results import format_summary  # noqa: E402
+from tuning.sweep import run_sweep  # noqa: E402
+
+
+class Sweep(RayCommand[SweepConfig]):
+    config_class = SweepConfig
+    prog = "python jobs/sweep.py"
+    description = ("Ray Tune sweep of any method's distillation hyperparameters: the recipe's teacher steps run "
+                   "once, every trial continues the recipe from them, ASHA stops weak trials, MLflow nests one run "
+                   "per trial.")
+    checked = "options, search space and data"
+    config_help = "YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping"
+    check_help = "validate options, space and data, then exit"
+    skip = ("space", "job")
+
+    def add_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().add_flags(parser)
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps "
+                            "default to members=1)")
+
+    def config(self, args: argparse.Namespace) -> SweepConfig:
+        return config_from(args)
+
+    def prepare(self, config: SweepConfig) -> Prepared:
+        return prepare(config)
+
+    def execute(self, config: SweepConfig, args: argparse.Namespace) -> dict[str, Any]:
+        return run_sweep(config, address=args.address)
+
+    def table(self, summary: dict[str, Any]) -> str:
+        return format_summary(summary)
+
+
+SWEEP = Sweep()
+parser, main = SWEEP.parser, SWEEP.main
+
+if __name__ == "__main__":
+    sys.exit(SWEEP.cli())

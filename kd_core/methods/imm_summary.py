@@ -1,0 +1,129 @@
+"""IMM's summary: per method dev and test F1 per domain, IMM's dev history, similarity, timings, the table.
+
+What a method scored with its final models (:func:`~kd_core.methods.imm.final_step`) and
+what a sweep reads after every iteration (:func:`imm_progress`); the splits are those of the
+recipe's evaluation protocol (:mod:`kd_core.methods.imm`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kd_core.engine.steps import Result
+from kd_core.engine.workspace import Workspace
+from kd_core.methods.imm import (
+    IMMSettings,
+    current_model,
+    domain_names,
+    final_step,
+    iterations_done,
+    similarity_weights,
+)
+from kd_core.methods.progress import Progress
+
+
+def dev_score(results: Mapping[str, Result], method: str, domain: str, iterations: int) -> float:
+    """The validation F1 of ``method``'s final model for ``domain`` (``mix``: its one model scored on the domain)."""
+    step = f"mix-eval-{domain}" if method == "mix" else final_step(method, domain, iterations)
+    return float(results[step]["primary"])
+
+
+def imm_outcome(results: Mapping[str, Result], settings: IMMSettings, names: Sequence[str]) -> dict[str, Any]:
+    """Per domain: dev F1 of the kept model after each iteration run, whether each new model was kept."""
+    ran = iterations_done(results, names)
+    history = {d: [results[f"theta-{d}-0"]["primary"]] for d in names}
+    kept = {d: [True] for d in names}
+    for k in range(1, ran + 1):
+        for d in names:
+            select = results[f"select-{d}-{k}"]
+            history[d].append(select["primary"])
+            kept[d].append(select["kept"] == f"theta-{d}-{k}")
+    final = {d: results[current_model(d, ran)]["model_dir"] for d in names}
+    return {"iterations_f1": history, "kept": kept, "stopped_early": ran < settings.iterations,
+            "final_models": final}
+
+
+def imm_progress(results: Mapping[str, Result], ws: Workspace) -> Progress | None:
+    """After iteration ``k >= 1``'s select steps: the average dev F1 of the kept models and the models themselves."""
+    names = domain_names(ws)
+    ran = iterations_done(results, names)
+    if ran == 0:
+        return None
+    kept = {d: results[f"select-{d}-{ran}"] for d in names}
+    return Progress(ran, float(np.mean([r["primary"] for r in kept.values()])),
+                    {d: r["model_dir"] for d, r in kept.items()})
+
+
+def method_scores(results: Mapping[str, Result], method: str, names: Sequence[str]) -> dict[str, Any]:
+    """Dev (validation: choices) and test (reported) F1 per domain of a method's final models, and their averages."""
+    ran = iterations_done(results, names)
+    dev = {d: dev_score(results, method, d, ran) for d in names}
+    test = {d: float(results[f"test-{method}-{d}"]["primary"]) for d in names}
+    return {"dev_f1": dev, "test_f1": test, "average_dev_f1": float(np.mean(list(dev.values()))),
+            "average_test_f1": float(np.mean(list(test.values())))}
+
+
+def timings(results: Mapping[str, Result]) -> dict[str, float]:
+    """Seconds of each stage, the longest of its steps (they run at once): ``<stage>_<iteration>_s``.
+
+    IMM's stages are ``theta``, ``phi`` and ``knowledge`` per iteration; a baseline's steps and the
+    test evaluations count under their name without the domain (``ft-pretrain_0_s``, ``test-imm_0_s``).
+    """
+    out: dict[str, float] = {}
+    for name, result in results.items():
+        if result.get("kind") == "select":
+            continue
+        kind, _, rest = name.partition("-")
+        if kind in ("theta", "phi", "knowledge"):
+            key = f"{kind}_{rest.rsplit('-', 1)[1]}_s"
+        else:
+            key = f"{name.rsplit('-', 1)[0] if '-' in name else name}_0_s"
+        out[key] = max(out.get(key, 0.0), float(result["seconds"]))
+    return out
+
+
+#: What the summary's two splits are (the summary, MLflow and the README say which numbers are on which).
+SPLITS = {"dev": "validation questions carved from each domain's training data: every choice (keep-the-best, a "
+                 "model's best epoch) is made on them",
+          "test": "each domain's own evaluation file (or contexts split off its data): reported, never used for a "
+                  "choice"}
+
+
+def summarise(results: Mapping[str, Result], settings: IMMSettings, ws: Workspace) -> dict[str, Any]:
+    """The job's summary: per method dev and test F1 per domain, IMM's dev history, similarity and timings."""
+    names = domain_names(ws)
+    ran = iterations_done(results, names)
+    scores = {method: method_scores(results, method, names) for method in settings.methods}
+    similarity = similarity_weights(settings, ws)
+    history = imm_outcome(results, settings, names) if settings.method == "imm" else {}
+    return {
+        "method": settings.method,
+        "splits": SPLITS,
+        **history,
+        **scores[settings.method],
+        "final_models": {d: results[final_step(settings.method, d, ran)]["model_dir"] for d in names},
+        "baselines": {m: score for m, score in scores.items() if m != settings.method},
+        "similarity": {n: dict(zip(names, map(float, row))) for n, row in zip(names, similarity)},
+        "timings": timings(results),
+    }
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """F1 per method and domain on dev (choices) and test (reported), averages last; then IMM's dev history."""
+    names = list(summary["dev_f1"])
+    methods = {summary["method"]: summary, **summary.get("baselines", {})}
+    head = f"{'F1':<18}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'average':>13}"
+    lines = [head]
+    for split in ("test", "dev"):
+        for method, scores in methods.items():
+            values = [scores[f"{split}_f1"][n] for n in names] + [scores[f"average_{split}_f1"]]
+            lines.append(f"{f'{method} {split}':<18}" + "".join(f"{v:>13.2f}" for v in values))
+    lines.append("test: reported, never used for a choice; dev: validation carved from training data (choices)")
+    if "iterations_f1" in summary:
+        history = summary["iterations_f1"]
+        lines.append("IMM dev F1 of the kept model after each iteration:")
+        lines += [f"  {n:<16}" + " -> ".join(f"{v:.2f}" for v in history[n]) for n in names]
+    return "\n".join(lines)

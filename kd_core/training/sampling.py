@@ -1,0 +1,98 @@
+"""Which rows make each training batch: plain shuffled rows, or MT-DNN's single-task batches.
+
+A :class:`BatchPlan` gives the number of steps per epoch and, for ``(epoch, offset)``, the
+rows of that batch. Plans are pure functions of their seed and the epoch, so a run resumed
+at any step sees the same batches as an uninterrupted one.
+
+* :class:`RowBatches`: epoch ``e`` is a permutation drawn from a generator seeded with
+  ``(seed, e)``, cut into consecutive batches. Data parallel (``shard=(rank, world)``): each
+  global batch of ``batch_size * world`` rows is dealt out to the ranks (the last one is
+  completed from the start of the epoch order, so every rank gets rows).
+* :class:`TaskBatches` (MT-DNN's Algorithm 1): every task's rows are shuffled and packed
+  into mini-batches of that task only, then all tasks' batches are shuffled together; each
+  row is seen exactly once per epoch, and an epoch has ``sum_t ceil(n_t / batch_size)``
+  steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from kd_core.io.errors import ConfigError
+
+SAMPLERS = ("rows", "tasks")
+
+
+class BatchPlan(Protocol):
+    """See the module doc."""
+
+    steps_per_epoch: int
+
+    def rows(self, epoch: int, offset: int) -> np.ndarray:
+        """This process's rows of batch ``offset`` of epoch ``epoch``."""
+        ...
+
+
+def _permutation(size: int, seed: int) -> np.ndarray:
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).numpy()
+
+
+class RowBatches:
+    """Shuffled rows in consecutive batches (module doc)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)) -> None:
+        self.size, self.seed, self.shard = size, seed, shard
+        self.global_batch = batch_size * shard[1]
+        self.steps_per_epoch = math.ceil(size / self.global_batch)
+
+    def rows(self, epoch: int, offset: int) -> np.ndarray:
+        order = _permutation(self.size, self.seed * 100_003 + epoch)
+        rows = order[offset * self.global_batch : (offset + 1) * self.global_batch]
+        rank, world = self.shard
+        if world == 1:
+            return rows
+        if len(rows) < self.global_batch:
+            rows = np.concatenate([rows, np.resize(order, self.global_batch - len(rows))])
+        return rows[rank::world]
+
+
+class TaskBatches:
+    """Single-task batches shuffled across tasks (module doc); ``tasks[i]`` is row ``i``'s task index."""
+
+    def __init__(self, tasks: np.ndarray, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)) -> None:
+        if shard[1] != 1:
+            raise ConfigError("train", "sampler", "single-task batches are not split across data-parallel workers")
+        self.tasks, self.batch_size, self.seed = np.asarray(tasks), batch_size, seed
+        self.groups = [np.flatnonzero(self.tasks == t) for t in np.unique(self.tasks)]
+        self.steps_per_epoch = sum(math.ceil(len(g) / batch_size) for g in self.groups)
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """Every batch of epoch ``epoch``, in the order they are trained on."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            batches = []
+            for index, group in enumerate(self.groups):
+                shuffled = group[_permutation(len(group), (self.seed * 100_003 + epoch) * 101 + index)]
+                batches += [shuffled[i : i + self.batch_size] for i in range(0, len(shuffled), self.batch_size)]
+            order = _permutation(len(batches), self.seed * 100_003 + epoch)
+            self._epoch = (epoch, [batches[i] for i in order])
+        return self._epoch[1]
+
+    def rows(self, epoch: int, offset: int) -> np.ndarray:
+        return self.batches(epoch)[offset]
+
+
+def batch_plan(sampler: str, arrays: dict[str, np.ndarray], batch_size: int, seed: int,
+               shard: tuple[int, int] = (0, 1)) -> BatchPlan:
+    """The plan ``sampler`` (:data:`SAMPLERS`) makes for ``arrays`` (``tasks`` reads their ``task_index``)."""
+    if sampler == "rows":
+        return RowBatches(len(arrays["input_ids"]), batch_size, seed, shard)
+    if sampler == "tasks":
+        if "task_index" not in arrays:
+            raise ConfigError("train", "sampler", "single-task batches need a task index per row (a multi-task set)")
+        return TaskBatches(arrays["task_index"], batch_size, seed, shard)
+    raise ConfigError("train", "sampler", f"must be one of {SAMPLERS}, got {sampler!r}")

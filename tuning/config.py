@@ -1,0 +1,115 @@
+"""A sweep's options and its preparation: everything checked and loaded before any cluster work.
+
+:class:`SweepConfig` holds the method, the search, ASHA's settings, the teachers' knowledge
+and the base job options (a config file's ``job:`` mapping and ``--set``), validated at
+construction; :func:`prepare` checks the space and its values against the method's recipe,
+loads the data and checks reused knowledge (:class:`Prepared`); :func:`config_from` reads
+the options from a command line (:mod:`jobs.sweep`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cluster.output_paths import job_run_dir
+from cluster.tracking import check_tracking_uri
+from kd_core.io.config_files import build_config, parse_overrides, read_config_file
+from kd_core.io.errors import ConfigError
+from kd_core.io.options import cli_values, option, options_error
+from kd_core.io.run_store import is_uri
+from kd_core.methods.registry import METHODS
+from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep
+from tuning.spaces import SEARCHES, Param, param_space, parse_space
+from tuning.trials import RECIPE_METRIC
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
+
+    method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd, mtdnn or students")
+    search: str = option("random", "random, grid (choices become grid axes) or optuna")
+    num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
+    max_concurrent: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
+    grace_period: int = option(1, "ASHA: reports (epochs or iterations) every trial makes")
+    reduction_factor: float = option(2.0, "ASHA: keep 1/factor of the trials per rung")
+    knowledge_from: str | None = option(None, "reuse the teacher steps of an earlier job or sweep of the method "
+                                        "(RUN_DIR) instead of running them")
+    space: dict[str, Any] = field(default_factory=dict)  # from the config file's space: mapping
+    job: dict[str, Any] = field(default_factory=dict)  # the config file's job: mapping and --set
+    run_dir: str | None = option(None, "where teachers, trials and the best model go: a path or a URI such as "
+                                 "s3://bucket/sweep (default runs/sweep-<method>)")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                      "sqlite:///<cwd>/mlflow.db)")
+    experiment: str = option("sweep", "MLflow experiment name")
+    seed: int = option(0, "seed of the search and of the base job")
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError("sweep", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
+        checks = {"num_samples": self.num_samples is None or self.num_samples >= 1,
+                  "max_concurrent": self.max_concurrent is None or self.max_concurrent >= 1,
+                  "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
+        check_tracking_uri(self.tracking_uri, "sweep")
+        if is_uri(self.knowledge_from or ""):
+            raise ConfigError("sweep", "knowledge_from", "reused teachers are read from a local or shared-file-system "
+                              "path, not a URI")
+
+    @property
+    def samples(self) -> int:
+        return self.num_samples or METHODS[self.method].samples
+
+    @property
+    def metric(self) -> str:
+        return RECIPE_METRIC
+
+    @property
+    def root(self) -> str:
+        """The sweep's run directory: an absolute path, or a URI (:mod:`kd_core.io.run_store`)."""
+        return job_run_dir(self.run_dir or f"runs/sweep-{self.method}", is_default=self.run_dir is None)
+
+
+@dataclass
+class Prepared:
+    """A validated sweep: the config, the space and the recipe's sweep; everything before cluster work."""
+
+    config: SweepConfig
+    space: dict[str, Param]
+    recipe: RecipeSweep
+
+    @property
+    def max_t(self) -> int:
+        """ASHA's horizon: the most reports any configuration of the space makes."""
+        spec, settings = self.recipe.spec, self.recipe.settings
+        return max([self.recipe.horizon, *(spec.horizon(replace(settings, **{p.name: v}))
+                                           for p in self.space.values() for v in p.values)])
+
+    def horizon(self, trial_config: dict[str, Any]) -> int:
+        """Reports a trial makes unless ASHA stops it."""
+        return self.recipe.spec.horizon(replace(self.recipe.settings, **trial_config))
+
+
+def prepare(config: SweepConfig) -> Prepared:
+    """Validate the job options, the space and its values, load the data, check reused knowledge."""
+    space = parse_space(config.method, config.space)
+    param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
+    recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root, config.knowledge_from)
+    return Prepared(config, space, recipe)
+
+
+def config_from(args: argparse.Namespace) -> SweepConfig:
+    """The sweep's options: the config file (with its ``space:`` and ``job:``), the command line over it."""
+    values = read_config_file(args.config) if args.config else {}
+    job = {**values.pop("job", {}), **parse_overrides(args.set)}
+    try:
+        return build_config(SweepConfig, {**values, "job": job}, cli_values(SweepConfig, args),
+                            args.config or "options")
+    except ConfigError as err:
+        raise options_error(err, SweepConfig) from err
