@@ -33,8 +33,7 @@ C = TypeVar("C")
 class RayCommand(Command[C]):
     """A command that runs on a Ray cluster: ``--address`` besides the config's options."""
 
-    def add_flags(self, parser: argparse.ArgumentParser) -> None:
-        super().add_flags(parser)
+    def run_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a new local cluster)")
 
 
@@ -88,9 +87,11 @@ class Job(RayCommand[C]):
 
     # ------------------------------------------------------------------ the same for every job
 
-    def add_flags(self, parser: argparse.ArgumentParser) -> None:
-        super().add_flags(parser)
+    def run_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().run_flags(parser)
         parser.add_argument("--resume", metavar="RUN_DIR", help=self.resume_help)
+
+    def extra_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--quiet", action="store_true", help="no progress lines or bars (the summary is still "
                             "printed)")
 

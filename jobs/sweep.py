@@ -33,8 +33,7 @@ class Sweep(RayCommand[SweepConfig]):
     check_help = "validate options, space and data, then exit"
     skip = ("space", "job")
 
-    def add_flags(self, parser: argparse.ArgumentParser) -> None:
-        super().add_flags(parser)
+    def extra_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps "
                             "default to members=1)")

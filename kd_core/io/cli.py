@@ -87,11 +87,19 @@ class Command(Generic[C]):
 
     # ------------------------------------------------------------------ the same everywhere
 
+    def run_flags(self, parser: argparse.ArgumentParser) -> None:
+        """Flags of how the command runs (listed after ``--config``; none here)."""
+
+    def extra_flags(self, parser: argparse.ArgumentParser) -> None:
+        """Flags listed after ``--json`` (none here)."""
+
     def add_flags(self, parser: argparse.ArgumentParser) -> None:
-        """The flags that are no option of the config: ``--config``, ``--check``, ``--json``."""
+        """The flags that are no option of the config: ``--config``, the run flags, ``--check``, ``--json``, extras."""
         parser.add_argument("--config", help=self.config_help)
+        self.run_flags(parser)
         parser.add_argument("--check", action="store_true", help=self.check_help)
         parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+        self.extra_flags(parser)
 
     def parser(self) -> argparse.ArgumentParser:
         """The flags, then one option per field of ``config_class``."""

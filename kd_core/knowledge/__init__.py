@@ -6,6 +6,7 @@
   check that refuses a table made for other features.
 * :mod:`~kd_core.knowledge.span`: span-QA member tables, the ensemble merge (confusing
   answer, attention), keyed by feature id.
-* :mod:`~kd_core.knowledge.sentence`: classification (class logits) and regression (value)
-  tables, keyed by example id, so a student with its own tokenizer can read them.
+* classification (class logits) and regression (value) tables, keyed by example id so a student
+  with its own tokenizer can read them, are written and read by their tasks
+  (:mod:`kd_core.tasks.sentence`) with :mod:`~kd_core.knowledge.table`'s columns.
 """
