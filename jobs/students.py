@@ -1,11 +1,12 @@
 """Different students (Sucik 2020) on Ray: one teacher into smaller BERTs and a BiLSTM (``python jobs/students.py --help``).
 
 Thin entry point (:class:`cluster.job_cli.Job`): options (generated from the config dataclasses;
-a ``--config`` file plus overrides), the data, the students' shapes and any reused knowledge are checked before any
-cluster work; then the recipe :func:`kd_core.methods.students.students_recipe` runs on the
-job runtime (:mod:`cluster.job`): the teacher trains and its knowledge is collected once,
-the students (with and without KD) train at once on Ray workers, every model is scored on
-test and timed side by side; every step is a child run in MLflow, the per-student table
+a ``--config`` file plus overrides), the data, the students' shapes and any reused knowledge
+are checked before any cluster work; then the recipe
+:func:`kd_core.methods.students.students_recipe` runs on the job runtime (:mod:`cluster.job`):
+the teacher trains and its knowledge is collected once, the students (with and without KD)
+train at once on Ray workers, every model is scored on test and timed side by side; every
+step is a child run in MLflow, the per-student table
 (``students_table.json``) and the metric-against-speed-up plot (``plots/students.png``) go on
 the parent.
 """

@@ -12,8 +12,9 @@ needs no cluster and no training, so bad input stops before any work), what a ru
 * a :class:`~kd_core.io.errors.KDError` anywhere (bad options, data, files) prints one line
   ``error: <source>: <where>: <what>`` on stderr and exits with status 2 (:func:`run_cli`).
 
-The Ray jobs (``cluster.job_cli``), the sweep and the single-process CLIs in ``jobs/`` are
-its subclasses.
+The Ray jobs (``cluster.job_cli``), the sweep and the single-process distillation in ``jobs/``
+are its subclasses; ``jobs/evaluate.py`` (the official SQuAD script's two positional files,
+no config) shares :func:`run_cli` only.
 """
 
 from __future__ import annotations
