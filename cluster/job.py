@@ -87,9 +87,10 @@ class JobConfig:
     """The options of a job, declared ``class XJobConfig(JobConfig, Settings, Data, JobOptions)`` (a frozen dataclass).
 
     Its options are the method's settings (the second base), its data options (the third) and
-    the job's own (:class:`JobOptions`, the last: listed first, as fields of the earliest base);
-    the settings and the data are also parts of it (:attr:`settings`, :attr:`data`). Each part
-    is validated by its own ``__post_init__``: the data, then the settings, then the job's options.
+    the job's own (:class:`JobOptions`, the last base, so ``--help`` lists them first: a
+    dataclass orders fields from the last base to the first); the settings and the data are
+    also parts of it (:attr:`settings`, :attr:`data`). Each part is validated by its own
+    ``__post_init__``: the data, then the settings, then the job's options.
     """
 
     def __post_init__(self) -> None:
