@@ -29,7 +29,7 @@ from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import option  # noqa: E402
 from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
-from kd_core.methods.imm_summary import format_table, summarise  # noqa: E402
+from kd_core.methods.imm_summary import format_table, methods_table, summarise  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -72,39 +72,28 @@ class IMMJob(Job[IMMJobConfig]):
         return f"imm {config.method}"
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
-        log_summary(tracker, parent, summary)
+        """Similarity (JSON, heat map), dev and test F1 per method and domain, IMM's dev history (plot), timings."""
+        names = list(summary["similarity"])
+        matrix = np.array([[summary["similarity"][i][j] for j in names] for i in names])
+        tracker.log_dict(parent, {"domains": names, "similarity": matrix.tolist()}, "similarity.json")
+        tracker.log_figure(parent, heatmap(matrix, names, "Domain similarity s_ij (row i learns from column j)"),
+                           "plots/similarity.png")
+        tracker.log_dict(parent, {"splits": summary["splits"], "methods": methods_table(summary)}, "methods_table.json")
+        if "iterations_f1" in summary:
+            history = summary["iterations_f1"]
+            width = max(len(v) for v in history.values())
+            average = [float(np.mean([v[min(i, len(v) - 1)] for v in history.values()])) for i in range(width)]
+            for i in range(width):
+                tracker.log_metrics(parent, {**{f"dev_f1/{n}": v[min(i, len(v) - 1)] for n, v in history.items()},
+                                             "average_dev_f1": average[i]}, step=i)
+            tracker.log_figure(parent, line_chart({**history, "average": average}, "iteration", "dev F1",
+                                                  "IMM: dev F1 per domain per iteration"), "plots/f1_per_iteration.png")
+        metrics = {f"{split}/{method}/{name}": value for method, scores in methods_table(summary).items()
+                   for split in ("dev", "test") for name, value in scores[split].items()}
+        tracker.log_metrics(parent, metrics | {f"time/{k}": v for k, v in summary["timings"].items()})
 
     def notes(self, summary: Mapping[str, Any]) -> list[str]:
         return ["stopped early: no domain improved in the last iteration"] if summary.get("stopped_early") else []
-
-
-def log_summary(tracker: Tracker, parent: RunRef, summary: dict) -> None:
-    """Similarity (JSON, heat map); per method dev and test F1 per domain; IMM's dev history (by step, plot); timings."""
-    names = list(summary["similarity"])
-    matrix = np.array([[summary["similarity"][i][j] for j in names] for i in names])
-    tracker.log_dict(parent, {"domains": names, "similarity": matrix.tolist()}, "similarity.json")
-    tracker.log_figure(parent, heatmap(matrix, names, "Domain similarity s_ij (row i learns from column j)"),
-                       "plots/similarity.png")
-    tracker.log_dict(parent, {"splits": summary["splits"], "methods": methods_table(summary)}, "methods_table.json")
-    if "iterations_f1" in summary:
-        history = summary["iterations_f1"]
-        width = max(len(v) for v in history.values())
-        average = [float(np.mean([v[min(i, len(v) - 1)] for v in history.values()])) for i in range(width)]
-        for i in range(width):
-            tracker.log_metrics(parent, {**{f"dev_f1/{n}": v[min(i, len(v) - 1)] for n, v in history.items()},
-                                         "average_dev_f1": average[i]}, step=i)
-        tracker.log_figure(parent, line_chart({**history, "average": average}, "iteration", "dev F1",
-                                              "IMM: dev F1 per domain per iteration"), "plots/f1_per_iteration.png")
-    metrics = {f"{split}/{method}/{name}": value for method, scores in methods_table(summary).items()
-               for split in ("dev", "test") for name, value in scores[split].items()}
-    tracker.log_metrics(parent, metrics | {f"time/{k}": v for k, v in summary["timings"].items()})
-
-
-def methods_table(summary: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """``{method: {"dev" | "test": {domain or "average": F1}}}`` for the main method and every baseline."""
-    methods = {summary["method"]: summary, **summary["baselines"]}
-    return {m: {split: {**s[f"{split}_f1"], "average": s[f"average_{split}_f1"]} for split in ("dev", "test")}
-            for m, s in methods.items()}
 
 
 JOB = IMMJob()

@@ -127,3 +127,10 @@ def format_table(summary: Mapping[str, Any]) -> str:
         lines.append("IMM dev F1 of the kept model after each iteration:")
         lines += [f"  {n:<16}" + " -> ".join(f"{v:.2f}" for v in history[n]) for n in names]
     return "\n".join(lines)
+
+
+def methods_table(summary: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {"dev" | "test": {domain or "average": F1}}}`` for the main method and every baseline."""
+    methods = {summary["method"]: summary, **summary["baselines"]}
+    return {m: {split: {**s[f"{split}_f1"], "average": s[f"average_{split}_f1"]} for split in ("dev", "test")}
+            for m, s in methods.items()}
