@@ -47,7 +47,7 @@ from kd_core.engine.local import Recipe, drive
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
-from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error, part
+from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
@@ -81,32 +81,6 @@ class JobOptions:
         if self.register_as is not None and (not self.register_as.strip() or "/" in self.register_as):
             raise ConfigError("job", "register_as", f"a registered model name, non-empty and without '/', got "
                               f"{self.register_as!r}")
-
-
-class JobConfig:
-    """The options of a job, declared ``class XJobConfig(JobConfig, Settings, Data, JobOptions)`` (a frozen dataclass).
-
-    Its options are the method's settings (the second base), its data options (the third) and
-    the job's own (:class:`JobOptions`, the last base, so ``--help`` lists them first: a
-    dataclass orders fields from the last base to the first); the settings and the data are
-    also parts of it (:attr:`settings`, :attr:`data`). Each part is validated by its own
-    ``__post_init__``: the data, then the settings, then the job's options.
-    """
-
-    def __post_init__(self) -> None:
-        settings, data, job = type(self).__bases__[1:4]
-        for part_class in (data, settings, job):
-            part_class.__post_init__(self)
-
-    @property
-    def settings(self) -> Any:
-        """The method's settings (its recipe's dataclass)."""
-        return part(type(self).__bases__[1], self)
-
-    @property
-    def data(self) -> Any:
-        """The data options (what builds the workspace)."""
-        return part(type(self).__bases__[2], self)
 
 
 @dataclass

@@ -16,19 +16,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobConfig, JobOptions  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, bar_chart  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.io.options import option  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, format_table, summarise, summary_metrics  # noqa: E402
 
 
 @dataclass(frozen=True)
-class A2DJobConfig(JobConfig, A2DSettings, SpanQAData, JobOptions):
+class A2DJobConfig(MethodConfig, A2DSettings, SpanQAData, JobOptions):
     """Every option of ``jobs/a2d.py``: the data, the recipe's hyperparameters and the job's own."""
 
     run_dir: str = option("runs/a2d", "run directory: models, knowledge, results, state (absolute under ray job "

@@ -29,7 +29,7 @@ from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.cli import Command  # noqa: E402
 from kd_core.io.errors import ConfigError  # noqa: E402
-from kd_core.io.options import option, part  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise  # noqa: E402
@@ -39,7 +39,7 @@ NOT_HERE = ("student_workers",)
 
 
 @dataclass(frozen=True)
-class DistillConfig(A2DSettings, SpanQAData):
+class DistillConfig(MethodConfig, A2DSettings, SpanQAData):
     """Every option of ``python jobs/distill.py``: the A2D settings and the data (validated)."""
 
     members: int = option(1, "teacher ensemble size N", "model")
@@ -47,18 +47,9 @@ class DistillConfig(A2DSettings, SpanQAData):
     run_dir: str = option("runs/distill", "where knowledge, models and the summary go", "job")
 
     def __post_init__(self) -> None:
-        SpanQAData.__post_init__(self)
-        A2DSettings.__post_init__(self)
+        super().__post_init__()
         if self.student_workers != 1:
             raise ConfigError("distill", "student_workers", "one process trains on one worker; use jobs/a2d.py")
-
-    @property
-    def data(self) -> SpanQAData:
-        return part(SpanQAData, self)
-
-    @property
-    def settings(self) -> A2DSettings:
-        return part(A2DSettings, self)
 
 
 def workspace(config: DistillConfig) -> Workspace:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 import numpy as np  # noqa: E402
 
-from cluster.job import JobConfig, JobOptions  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
@@ -27,13 +27,13 @@ from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.io.options import option  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
 from kd_core.methods.imm_summary import format_table, methods_table, summarise  # noqa: E402
 
 
 @dataclass(frozen=True)
-class IMMJobConfig(JobConfig, IMMSettings, DataSettings, JobOptions):
+class IMMJobConfig(MethodConfig, IMMSettings, DataSettings, JobOptions):
     """Every option of ``jobs/imm.py``: the domains, the algorithm's hyperparameters and the job's own."""
 
     run_dir: str = option("runs/imm", "run directory: models, knowledge, results, state (absolute under ray job "

@@ -16,18 +16,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobConfig, JobOptions  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.io.options import option  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
 
 
 @dataclass(frozen=True)
-class KDJobConfig(JobConfig, HintonSettings, DataOptions, JobOptions):
+class KDJobConfig(MethodConfig, HintonSettings, DataOptions, JobOptions):
     """Every option of ``jobs/kd.py``: the data, the recipe's hyperparameters and the job's own."""
 
     run_dir: str = option("runs/kd", "run directory: models, knowledge, results, state (absolute under ray job "

@@ -18,14 +18,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobConfig, JobOptions  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, grouped_bar_chart  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.io.options import option  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.mtdnn import MTDNNSettings, format_table, mtdnn_recipe, summarise  # noqa: E402
 
 TABLE_LABELS = {"single": "single task", "vanilla_mt": "vanilla MT", "mt_kd": "MT-KD", "vanilla_mt_ft": "vanilla MT+ft",
@@ -33,7 +33,7 @@ TABLE_LABELS = {"single": "single task", "vanilla_mt": "vanilla MT", "mt_kd": "M
 
 
 @dataclass(frozen=True)
-class MTDNNJobConfig(JobConfig, MTDNNSettings, MultiTaskData, JobOptions):
+class MTDNNJobConfig(MethodConfig, MTDNNSettings, MultiTaskData, JobOptions):
     """Every option of ``jobs/mtdnn.py``: the tasks, the recipe's hyperparameters and the job's own."""
 
     run_dir: str = option("runs/mtdnn", "run directory: models, knowledge, results, state (absolute under ray job "

@@ -21,14 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobConfig, JobOptions  # noqa: E402
+from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, labelled_scatter  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
 from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
-from kd_core.io.options import option  # noqa: E402
+from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.registry import METHODS  # noqa: E402
 from kd_core.methods.students import StudentsSettings, format_table, plan_students, students_recipe, summarise  # noqa: E402
 
@@ -38,7 +38,7 @@ TABLE_COLUMNS = ["parameters", "disk_bytes", "latency_ms_b1", "throughput_b32", 
 
 
 @dataclass(frozen=True)
-class StudentsJobConfig(JobConfig, StudentsSettings, StudentsData, JobOptions):
+class StudentsJobConfig(MethodConfig, StudentsSettings, StudentsData, JobOptions):
     """Every option of ``jobs/students.py``: the data, the recipe's hyperparameters and the job's own."""
 
     knowledge_from: str | None = option(None, "reuse the teacher and its knowledge from an earlier students run "

@@ -125,6 +125,32 @@ def part(cls: type[T], config: Any) -> T:
     return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
 
 
+class MethodConfig:
+    """A config made of parts, declared ``class XConfig(MethodConfig, Settings, Data, *More)`` (a frozen dataclass).
+
+    Its options are the method's settings (the second base), its data options (the third) and
+    any further parts (a job's own options, :class:`cluster.job.JobOptions`; the last base's
+    options come first in ``--help``, as a dataclass orders fields from the last base to the
+    first). The settings and the data are also parts of it (:attr:`settings`, :attr:`data`).
+    Each part is validated by its own ``__post_init__``: the data, the settings, then the others.
+    """
+
+    def __post_init__(self) -> None:
+        settings, data, *more = type(self).__bases__[1:]
+        for part_class in (data, settings, *more):
+            part_class.__post_init__(self)
+
+    @property
+    def settings(self) -> Any:
+        """The method's settings (its recipe's dataclass)."""
+        return part(type(self).__bases__[1], self)
+
+    @property
+    def data(self) -> Any:
+        """The data options (what builds the workspace)."""
+        return part(type(self).__bases__[2], self)
+
+
 def option(default: Any, help: str, group: str | None = None, alias: str | None = None, split: bool = True) -> Any:
     """A dataclass field with its command-line help (and optional help group and alias).
 
