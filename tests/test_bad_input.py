@@ -1,4 +1,4 @@
-"""Every kind of bad input, one row each (the README's "Bad input" table): one line naming the source and the
+"""Every kind of bad input, one row each (the "Bad input" table of docs/data.md): one line naming the source and the
 problem, exit status 2, before any cluster work (no MLflow store, no run directory)."""
 
 import json

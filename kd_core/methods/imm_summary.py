@@ -85,7 +85,7 @@ def timings(results: Mapping[str, Result]) -> dict[str, float]:
     return out
 
 
-#: What the summary's two splits are (the summary, MLflow and the README say which numbers are on which).
+#: What the summary's two splits are (the summary, MLflow and docs/imm.md say which numbers are on which).
 SPLITS = {"dev": "validation questions carved from each domain's training data: every choice (keep-the-best, a "
                  "model's best epoch) is made on them",
           "test": "each domain's own evaluation file (or contexts split off its data): reported, never used for a "
