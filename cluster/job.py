@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import ray
 
 from cluster.data_parallel import train_on_ray_train
+from cluster.model_folders import MODELS_DIR, publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.runtime import connect
@@ -44,7 +45,7 @@ from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive
-from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep
+from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
@@ -58,7 +59,7 @@ TABLE_FILE = "summary_table.txt"
 STATE_VERSION = 1
 T = TypeVar("T")
 #: What a fresh job removes from its run directory first (a resumed job keeps them).
-JOB_OUTPUTS = ("steps", STATE_FILE, SUMMARY_FILE, TABLE_FILE)
+JOB_OUTPUTS = ("steps", MODELS_DIR, STATE_FILE, SUMMARY_FILE, TABLE_FILE)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class JobOptions:
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                       "sqlite:///<cwd>/mlflow.db)", "job")
     experiment: str = option("kd", "MLflow experiment name", "job")
+    run_name: str | None = option(None, "the MLflow parent run's name (default: the method, what it ran on and "
+                                  "the start time, e.g. 'a2d squad 2026-12-06 23:40')", "job")
     max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
     register_as: str | None = option(None, "also register each student in the MLflow Model Registry, as "
                                      "NAME.<step> (every trained model is a logged model anyway)", "job")
@@ -78,6 +81,8 @@ class JobOptions:
         if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")
+        if self.run_name is not None and not self.run_name.strip():
+            raise ConfigError("job", "run_name", "must not be empty")
         if self.register_as is not None and (not self.register_as.strip() or "/" in self.register_as):
             raise ConfigError("job", "register_as", f"a registered model name, non-empty and without '/', got "
                               f"{self.register_as!r}")
@@ -172,6 +177,7 @@ class JobRuntime:
         self.pool: WorkerPool | None = None
         self.progress = StageProgress(method, enabled=False)
         self.reused_steps: list[str] = []
+        self.train_steps: dict[str, TrainStep] = {}  # every train step the recipe ran or reused, by name
 
     @contextmanager
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
@@ -208,6 +214,7 @@ class JobRuntime:
         """Run independent ``steps`` at once on the workers; each gets (or keeps) its child run."""
         assert self.pool is not None
         results: list[Result | None] = [stored_result(step, ws) for step in steps]
+        self.train_steps |= {step.name: step for step in steps if isinstance(step, TrainStep)}
         reused = [step.name for step, result in zip(steps, results) if result is not None]
         self.reused_steps += reused
         for step, result in zip(steps, results):  # finished as the driver died, before its child run was closed
@@ -278,6 +285,18 @@ class JobRuntime:
         self.state.save(self.store)
 
     # ------------------------------------------------------------------ summary
+
+    def final_models(self, results: Mapping[str, Result]) -> dict[str, tuple[str, str]]:
+        """The models a job ends with, by default: ``"<role>/<step>"`` -> (step, model) for every train step
+        with a ``kd.role`` tag whose model no other train step starts from (e.g. not a warm-up stage)."""
+        started_from = {referenced_step(step.model) for step in self.train_steps.values()}
+        return {f"{step.tags['kd.role']}/{name}": (name, results[name]["model_dir"])
+                for name, step in self.train_steps.items()
+                if "kd.role" in step.tags and name not in started_from and name in results}
+
+    def publish(self, models: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        """Copy the job's final ``models`` to ``RUN_DIR/models/`` with an index (:mod:`cluster.model_folders`)."""
+        return publish_models(self.store, models)
 
     def finish(self, summary: dict[str, Any], table: str) -> dict[str, Any]:
         """Write the summary and its table (once, atomically) and log them on the parent run."""

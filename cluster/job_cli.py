@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, ClassVar, TypeVar
@@ -71,12 +72,18 @@ class Job(RayCommand[C]):
         return config.max_concurrency  # type: ignore[attr-defined]
 
     def run_name(self, config: C, ws: Workspace) -> str:
-        """The parent run's name in MLflow."""
-        return self.method
+        """What the parent run's default MLflow name says before the start time: the method and its task."""
+        return f"{self.method} {ws.task.name}"
 
     def tags(self, config: C, ws: Workspace) -> dict[str, str]:
         """The parent run's tags besides ``kd.method``."""
         return {"kd.task": ws.task.name}
+
+    def final_models(self, runtime: JobRuntime, results: dict[str, Result],
+                     summary: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+        """The models the job ends with, ``"<role>/<name>"`` -> (step, model), copied to ``RUN_DIR/models/``
+        (default: :meth:`cluster.job.JobRuntime.final_models`)."""
+        return runtime.final_models(results)
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """The method's own charts, tables and metrics on the parent run (none by default)."""
@@ -119,16 +126,21 @@ class Job(RayCommand[C]):
         for name, result in reused.items():  # finished steps of the earlier run: the engine does not run them again
             if not ws.result_path(name).exists():
                 write_atomic(ws.result_path(name), json.dumps(result, indent=1))
-        with runtime.session(address, self.workers(config, ws), self.run_name(config, ws),
+        run_name = options.run_name or f"{self.run_name(config, ws)} {datetime.now():%Y-%m-%d %H:%M}"
+        with runtime.session(address, self.workers(config, ws), run_name,
                              tags=self.tags(config, ws), quiet=quiet) as job:
             results = job.drive(self.recipe(config, ws), ws)
             summary = self.summarise(results, config, ws)
+            summary["saved_models"] = job.publish(self.final_models(job, results, summary))
             summary.update(reused_steps=job.reused_steps, seconds=round(time.perf_counter() - started, 1))
             assert job.tracker is not None and job.parent is not None
             self.log(job.tracker, job.parent, summary, ws)
             return job.finish(summary, self.format_table(summary))
 
     def table(self, summary: dict[str, Any]) -> str:
-        return "\n".join([self.format_table(summary), *self.notes(summary),
+        saved = summary.get("saved_models", {})
+        models = [f"models ({len(saved)}, Hugging Face folders; index: {summary['run_dir']}/models/index.json):",
+                  *(f"  {key:<28} {path}" for key, path in saved.items())] if saved else []
+        return "\n".join([self.format_table(summary), *self.notes(summary), *models,
                           f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                           f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])

@@ -57,6 +57,9 @@ class A2DJob(Job[A2DJobConfig]):
     def format_table(self, summary: Mapping[str, Any]) -> str:
         return format_table(summary)
 
+    def run_name(self, config: A2DJobConfig, ws: Workspace) -> str:
+        return f"a2d {Path(config.train).name if config.train else 'synthetic'}"
+
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """Dev F1 of the members, the ensemble and the student (bar chart), the speed table, the summary metrics."""
         bars = {f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])}

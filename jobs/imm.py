@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under
 
 import numpy as np  # noqa: E402
 
-from cluster.job import JobOptions  # noqa: E402
+from cluster.job import JobOptions, JobRuntime  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
 from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
 from kd_core.data.domains import DataSettings  # noqa: E402
@@ -69,7 +69,12 @@ class IMMJob(Job[IMMJobConfig]):
         return config.max_concurrency or len(domain_names(ws))
 
     def run_name(self, config: IMMJobConfig, ws: Workspace) -> str:
-        return f"imm {config.method}"
+        return " ".join(dict.fromkeys(["imm", config.method])) + " " + ",".join(domain_names(ws))
+
+    def final_models(self, runtime: JobRuntime, results: dict[str, Result],
+                     summary: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+        """The model each domain ends with (IMM: the kept one after the last iteration), as ``<method>/<domain>``."""
+        return {f"{summary['method']}/{d}": (step, summary["final_models"][d]) for d, step in summary["final_steps"].items()}
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """Similarity (JSON, heat map), dev and test F1 per method and domain, IMM's dev history (plot), timings."""

@@ -10,15 +10,19 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from transformers import AutoModelForQuestionAnswering
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from jobs.a2d import A2DJobConfig, main, run
+from kd_core.data.features import FeatureConfig
+from kd_core.data.schema import examples_to_dataset
 from kd_core.data.synthetic import generate
 from kd_core.evaluation.squad_metrics import squad_scores
 from kd_core.io.cli import run_cli
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
+from kd_core.tasks.span_qa import SpanQATask
 from tests.helpers import help_text, job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +77,7 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1
 
     client, parent, children = job_tree(uri, summary["mlflow_run_id"])
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "a2d"
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("a2d synthetic 20")
     assert parent.data.params["tau"] == "2.0" and parent.data.params["members"] == "2"
     assert parent.data.metrics["student_f1"] == pytest.approx(summary["student_f1"])
     assert parent.data.metrics["eval/addsent.json/student"] == pytest.approx(summary["eval"]["addsent.json"]["student"])
@@ -191,3 +195,63 @@ def test_help_lists_the_contract_options():
                    "--delta", "--top-k", "--epochs", "--seed", "--student-workers", "--run-dir", "--tracking-uri",
                    "--max-concurrency", "--no-kd", "--check", "--json", "--config", "--resume"):
         assert option in text
+
+
+def test_the_saved_student_gives_the_projects_logits_in_plain_hugging_face_code(uninterrupted, tmp_path):
+    """The job's final student, loaded and run with transformers calls only, as a user's own code would."""
+    summary, _ = uninterrupted
+    saved = summary["saved_models"]
+    assert set(saved) == {"member/member-0", "member/member-1", "student/student"}
+    index = json.loads((Path(summary["run_dir"]) / "models/index.json").read_text())["models"]
+    assert index["student/student"] == {"path": "student/student", "role": "student", "step": "student"}
+    folder = Path(saved["student/student"])
+    assert folder == Path(summary["run_dir"]) / "models/student/student"
+
+    # --- plain Hugging Face code: the window settings and inputs come from the saved folder only
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(folder).eval()
+    windows = model.config.kd_serving["windows"]
+    assert tokenizer.model_max_length == windows["max_length"] == 96 and windows["doc_stride"] == 32
+    rows = [(qa["question"], p["context"]) for p in
+            json.loads(write_squad(tmp_path / "addsent.json", seed=9).read_text())["data"][0]["paragraphs"]
+            for qa in p["qas"]][:20]
+    assert len(rows) == 20
+    encoded = tokenizer([q for q, _ in rows], [c for _, c in rows], truncation="only_second",
+                        max_length=tokenizer.model_max_length, stride=windows["doc_stride"],
+                        return_overflowing_tokens=True, padding="max_length", return_tensors="pt")
+    assert "token_type_ids" in encoded  # the segment ids the model was trained with
+    with torch.no_grad():
+        plain = model(input_ids=encoded["input_ids"], token_type_ids=encoded["token_type_ids"],
+                      attention_mask=encoded["attention_mask"])
+
+    # --- the project's own featurisation and inference of the same examples
+    examples = [{"id": str(i), "domain": "", "title": "", "context": c, "question": q,
+                 "answers": {"text": [], "answer_start": []}, "is_impossible": False} for i, (q, c) in enumerate(rows)]
+    task = SpanQATask()
+    project_model, project_tokenizer = task.build_model(str(folder), 0, None)
+    features = task.featurize(examples_to_dataset(examples), project_tokenizer, FeatureConfig(**windows))
+    arrays = task.arrays(features)
+    ours = task.infer(project_model, arrays)
+    assert len(arrays["input_ids"]) == len(encoded["input_ids"])
+    assert (encoded["input_ids"].numpy() == arrays["input_ids"]).all()
+    assert (encoded["token_type_ids"].numpy() == arrays["token_type_ids"]).all()
+    real = encoded["attention_mask"].numpy().astype(bool)
+    for name in ("start_logits", "end_logits"):
+        assert abs(getattr(plain, name).numpy()[real] - ours[name][real]).max() < 1e-4
+
+
+def test_mlflow_shows_the_job_as_a_model_training_run_tree(uninterrupted):
+    """What the MLflow UI reads: the experiment's view, the run's source tags, each logged model linked to its run."""
+    summary, uri = uninterrupted
+    client, parent, children = job_tree(uri, summary["mlflow_run_id"])
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    source = {k: parent.data.tags[k] for k in ("mlflow.user", "mlflow.source.name", "mlflow.source.type")}
+    assert source["mlflow.user"] and source["mlflow.source.type"] == "LOCAL"
+    trained = [r for r in children if r.info.run_name in ("member-0", "member-1", "student")]
+    for run in children:
+        assert {k: run.data.tags.get(k) for k in source} == source
+    for run in trained:
+        model = logged_model(client, run)
+        assert [m.model_id for m in run.outputs.model_outputs] == [model.model_id]
+    assert all(not r.outputs.model_outputs for r in children if r not in trained)

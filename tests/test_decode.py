@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from kd_core.evaluation.decode import Span, batch_top_k_spans, best_span, predict_answers, span_text, top_k_spans
+from kd_core.evaluation.decode import (
+    Span,
+    batch_top_k_spans,
+    best_span,
+    predict_answers,
+    span_text,
+    top_k_spans,
+    whole_words,
+)
 from kd_core.io.errors import ConfigError
 
 NEG = -100.0
@@ -100,3 +108,19 @@ def test_squad_v2_sets_predict_no_answer_when_the_null_score_wins():
     # A threshold above q2's margin (2 x (6 - 0) in log-probabilities = 12) makes the model answer it.
     forced = scores_from_outputs(examples, features, arrays, ModelOutputs(logits, logits), 10, null_threshold=12.5)
     assert forced["NoAns_f1"] == 0.0 and forced["f1"] == 50.0
+
+
+def test_answers_are_whole_words_of_the_passage():
+    context = "He played against the Bears. Then 1990s jazz."
+    # A span cut inside words at both ends ("ainst the Bea") becomes the words it touches.
+    first, last = context.index("ainst"), context.index("Bears") + 3
+    assert whole_words(context, first, last) == (context.index("against"), context.index("Bears") + 5)
+    offsets = [[-1, -1], [first, first + 5], [first + 6, first + 9], [first + 10, last]]
+    assert span_text(context, offsets, 1, 3) == "against the Bears"
+    # Punctuation is not a word: a span ending before the full stop does not take it; one on it stays.
+    bears = context.index("Bears")
+    assert context[slice(*whole_words(context, bears, bears + 5))] == "Bears"
+    assert context[slice(*whole_words(context, bears + 5, bears + 6))] == "."
+    # Digits are word characters: a piece of "1990s" is the whole token.
+    assert context[slice(*whole_words(context, context.index("1990"), context.index("1990") + 4))] == "1990s"
+    assert whole_words(context, 3, 3) == (3, 3)

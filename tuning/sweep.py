@@ -94,7 +94,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
             run_config=tune.RunConfig(
                 name=f"sweep-{config.method}", storage_path=join(store.location, "ray_results"),
                 callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=config.experiment,
-                                                tags={**parent.child_tags(), "kd.role": "trial",
+                                                tags={**tracker.source_tags(parent), **parent.child_tags(), "kd.role": "trial",
                                                       "kd.method": config.method})],
             ),
         )

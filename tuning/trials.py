@@ -32,7 +32,6 @@ from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.io.run_store import clear_staging, join
 from kd_core.methods.registry import METHODS
-from kd_core.models.build import save_model
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
 TRIAL_OUTPUT = "output"
@@ -77,7 +76,7 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
         metric = scores[ws.task.primary_metric]
         if metric > best:
             best = metric
-            save_model(model, ws.tokenizer(step.tokenizer), output)
+            ws.save_model(model, step.tokenizer, output)
             ws.store.push(output)
         tune.report({RECIPE_METRIC: metric, "epoch": epoch, **{f"dev/{name}": value for name, value in scores.items()}})
 

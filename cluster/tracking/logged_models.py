@@ -24,6 +24,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import LoggedModelOutput
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -73,7 +74,8 @@ def signature_for(task: Mapping[str, Any]) -> ModelSignature:
 def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: str, name: str, model_dir: str | Path,
                      description: Mapping[str, Any], input_example: Mapping[str, str],
                      tags: Mapping[str, str] | None = None, registered_name: str | None = None) -> str:
-    """Log ``model_dir`` as a pyfunc logged model of run ``run_id``; returns its model id (``models:/<id>``).
+    """Log ``model_dir`` as a pyfunc logged model of run ``run_id`` and one of its outputs; returns its model id
+    (``models:/<id>``).
 
     ``input_example`` (one input row) is stored with the model, as the UI and serving docs show it.
     """
@@ -99,6 +101,8 @@ def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: st
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
+    # The run's outputs name the model: its page lists it under "Logged models" (source_run_id alone does not).
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
     if registered_name:
         # The logged model's own location as source: a models:/ source would be looked up in the process's
         # default store, not this client's.

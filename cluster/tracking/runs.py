@@ -9,6 +9,11 @@
   opens a run nested under another one (tag ``mlflow.parentRunId``). Every run of the tree carries
   the tag ``kd_job_id`` (the root run's id), so a whole job is one query:
   ``search_runs(filter_string="tags.kd_job_id = '<id>'")``. MLflow itself sets no root-run tag.
+* Runs read well in the MLflow UI: experiments are created as "custom model development"
+  (tag ``mlflow.experimentKind``, so MLflow 3 opens them in its model-training view, not the
+  GenAI one); a root run carries MLflow's standard context tags (``mlflow.user``,
+  ``mlflow.source.name`` and ``.type``, ``mlflow.source.git.commit`` when the job's script is
+  in a git checkout), and every run of its tree carries the same ones.
 * Tracking URIs are made absolute by :mod:`cluster.tracking.uris`; experiments created in a
   SQLite store keep their artifacts beside the database (``<db folder>/mlruns/<experiment>``),
   wherever the creating process runs.
@@ -28,6 +33,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.time import get_current_time_millis
 from mlflow.utils.validation import (
@@ -41,6 +47,11 @@ from cluster.tracking.logged_models import log_served_model
 from cluster.tracking.uris import SQLITE_PREFIX, resolve_tracking_uri
 
 JOB_ID_TAG = "kd_job_id"
+#: The experiment tag MLflow 3's UI picks an experiment's view from, and the value of its model-training view.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+#: MLflow's standard context tags a root run gets from where it was started, copied to every run of its tree.
+SOURCE_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
+               "mlflow.source.git.branch", "mlflow.source.git.repoURL")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _BAD_NAME_CHARS = re.compile(r"[^\w.\- /]")  # MLflow allows these (plus ':' off Windows)
 
@@ -121,6 +132,7 @@ class Tracker:
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)  # the registry in the same store
+        self._source_tags: dict[str, dict[str, str]] = {}  # job id -> its root run's context tags
 
     def __reduce__(self) -> tuple[type[Tracker], tuple[str]]:
         return (Tracker, (self.tracking_uri,))
@@ -138,13 +150,16 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+                return self.client.create_experiment(name, artifact_location=self._artifact_location(name),
+                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
             except MlflowException:
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage != "active":
             raise ValueError(f"experiment {name!r} is deleted; restore it or choose another name")
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by other code: open it in the training view too
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
 
     def start_run(
@@ -157,10 +172,10 @@ class Tracker:
     ) -> RunRef:
         """Open the root run of a job in ``experiment`` (created if missing).
 
-        Its ``kd_job_id`` tag is its own run id.
+        Its ``kd_job_id`` tag is its own run id; it gets MLflow's context tags (module doc).
         """
         experiment_id = self.experiment_id(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(dict(tags or {})))
         ref = RunRef(self.tracking_uri, run.info.run_id, experiment_id, job_id=run.info.run_id)
         self.set_tags(ref, {JOB_ID_TAG: ref.job_id})
         self.log_params(ref, params or {})
@@ -177,11 +192,18 @@ class Tracker:
         """Open a run nested under ``parent``, in its experiment and its job tree."""
         self._check_store(parent)
         run = self.client.create_run(
-            parent.experiment_id, run_name=run_name, tags={**(tags or {}), **parent.child_tags()}
-        )
+            parent.experiment_id, run_name=run_name,
+            tags={**self.source_tags(parent), **(tags or {}), **parent.child_tags()})
         ref = RunRef(self.tracking_uri, run.info.run_id, parent.experiment_id, parent.job_id)
         self.log_params(ref, params or {})
         return ref
+
+    def source_tags(self, run: RunRef) -> dict[str, str]:
+        """MLflow's context tags of ``run``'s root run (who started the job, from which script and commit)."""
+        if run.job_id not in self._source_tags:
+            tags = self.client.get_run(run.job_id).data.tags
+            self._source_tags[run.job_id] = {k: tags[k] for k in SOURCE_TAGS if k in tags}
+        return self._source_tags[run.job_id]
 
     def ref(self, run_id: str) -> RunRef:
         """A :class:`RunRef` for an existing run of this store (its job id read from its tags)."""

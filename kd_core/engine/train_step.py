@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedModel
 
 from kd_core.engine.inputs import load_model, model_source, objective_for, training_arrays
 from kd_core.engine.steps import LAYER_TERMS, Result, TrainStep
@@ -25,7 +25,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.run_files import replace_dir, write_atomic
 from kd_core.models.bilstm import init_embeddings_from_teacher
-from kd_core.models.build import count_parameters, keep_layers, save_model, set_dropout
+from kd_core.models.build import count_parameters, keep_layers, set_dropout
 from kd_core.models.presets import is_preset
 from kd_core.models.tokenizers import load_tokenizer
 from kd_core.objectives.layer_distillation import LayerDistillation
@@ -63,7 +63,8 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
         ws.store.pull_version(folder / "checkpoint")
         if step.keep_best:
             ws.store.pull_version(folder / "best")
-    best = BestEpoch(folder / "best", ws.task.primary_metric, ws.tokenizer(step.tokenizer)) if step.keep_best else None
+    best = BestEpoch(folder / "best", ws.task.primary_metric,
+                     lambda kept, path: ws.save_model(kept, step.tokenizer, path)) if step.keep_best else None
     if best is not None:
         hooks.append(best.consider)
     wrapped = wrap(model) if wrap is not None else model
@@ -87,7 +88,7 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
         scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
         partial = folder / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        save_model(model.cpu(), ws.tokenizer(step.tokenizer), partial)
+        ws.save_model(model.cpu(), step.tokenizer, partial)
         replace_dir(partial, folder / "model")
     for spent in ("checkpoint", "best"):  # optimizer states and the best-so-far copy are no longer needed
         shutil.rmtree(folder / spent, ignore_errors=True)
@@ -113,8 +114,8 @@ class BestEpoch:
     with the best epoch before the crash.
     """
 
-    def __init__(self, folder: Path, metric: str, tokenizer: PreTrainedTokenizerFast) -> None:
-        self.folder, self.metric, self.tokenizer = folder, metric, tokenizer
+    def __init__(self, folder: Path, metric: str, save: Callable[[PreTrainedModel, Path], Any]) -> None:
+        self.folder, self.metric, self.save = folder, metric, save
         record = folder / "best.json"
         self.chosen: dict[str, Any] | None = json.loads(record.read_text()) if record.exists() else None
         self.unsaved = False  # a better epoch was kept here since the run's store last got a copy
@@ -129,7 +130,7 @@ class BestEpoch:
             return
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        save_model(model, self.tokenizer, partial / "model")
+        self.save(model, partial / "model")
         self.chosen = {"epoch": epoch, "scores": scores}
         write_atomic(partial / "best.json", json.dumps(self.chosen))
         replace_dir(partial, self.folder)

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RESULT_NAME, RunStore
 from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
+from kd_core.models.build import save_model
+from kd_core.serving.description import describe_saved_model
 from kd_core.tasks.base import Task
 
 RESULT_FILE = RESULT_NAME
@@ -134,6 +136,22 @@ class Workspace:
         """Write step ``name``'s result file last and atomically, after its other files (into the store)."""
         write_atomic(self.result_path(name), json.dumps(result, indent=1))
         self.store.push(self.step_dir(name))
+
+    def save_model(self, model: PreTrainedModel, tokenizer: str, directory: Path) -> Path:
+        """Save a trained ``model`` and its tokenizer so plain Hugging Face code can use them (``save_pretrained``).
+
+        The saved config names this task's labels and carries its serving description, and the
+        saved tokenizer's ``model_max_length`` is the window length
+        (:func:`~kd_core.serving.description.describe_saved_model`); the workspace's tokenizer is
+        left as it was.
+        """
+        shared = self.tokenizer(tokenizer)
+        length = shared.model_max_length
+        try:
+            describe_saved_model(model, shared, self.task, self.windows)
+            return save_model(model, shared, directory)
+        finally:
+            shared.model_max_length = length
 
     def location(self, path: Path) -> str:
         """How a result names the file or folder ``path`` of this run: its path, or its URI (any node can read it)."""

@@ -105,6 +105,7 @@ def summarise(results: Mapping[str, Result], settings: IMMSettings, ws: Workspac
         **history,
         **scores[settings.method],
         "final_models": {d: results[final_step(settings.method, d, ran)]["model_dir"] for d in names},
+        "final_steps": {d: final_step(settings.method, d, ran) for d in names},
         "baselines": {m: score for m, score in scores.items() if m != settings.method},
         "similarity": {n: dict(zip(names, map(float, row))) for n, row in zip(names, similarity)},
         "timings": timings(results),

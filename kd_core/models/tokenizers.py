@@ -68,7 +68,7 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, lowe
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    return wrap_tokenizer(tokenizer)
+    return wrap_tokenizer(tokenizer, token_types=True)
 
 
 def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 10000, lowercase: bool = True) -> PreTrainedTokenizerFast:
@@ -92,8 +92,13 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 10000, lowercas
     return wrap_tokenizer(tokenizer)
 
 
-def wrap_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
-    """A ``tokenizers`` tokenizer with :data:`SPECIAL_TOKENS` in their BERT roles, as a ``transformers`` one."""
+def wrap_tokenizer(tokenizer: Tokenizer, token_types: bool = False) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` tokenizer with :data:`SPECIAL_TOKENS` in their BERT roles, as a ``transformers`` one.
+
+    With ``token_types`` (a BERT reads segment ids) its encodings, also in plain Hugging Face code
+    loading the saved tokenizer, carry ``token_type_ids``; the BiLSTM reads none.
+    """
+    names = ["input_ids", "token_type_ids", "attention_mask"] if token_types else ["input_ids", "attention_mask"]
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="[UNK]",
@@ -102,6 +107,7 @@ def wrap_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=512,
+        model_input_names=names,
     )
 
 

@@ -4,13 +4,17 @@
 longest answer) and the window settings a model was trained with (no pickle),
 :func:`task_from_description` rebuilds the task, and :func:`serving_input` turns one example
 of the data schema into the input row a served model takes (:mod:`kd_core.serving.predictor`
-lists the rows of each kind).
+lists the rows of each kind). :func:`describe_saved_model` writes the same description into a
+model's own ``config.json`` (``kd_serving``), with the label names and the window length, so
+plain Hugging Face code finds them (docs/models.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError
@@ -31,6 +35,26 @@ def serving_description(task: Task, windows: FeatureConfig) -> dict[str, Any]:
         described["max_answer_length"] = task.max_answer_length
     return {"version": SERVING_VERSION, "task": described,
             "windows": {"max_length": windows.max_length, "doc_stride": windows.doc_stride}}
+
+
+def describe_saved_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: Task,
+                         windows: FeatureConfig) -> None:
+    """Make a model and its tokenizer say, in their own saved files, what plain Hugging Face code needs.
+
+    * ``config.kd_serving``: :func:`serving_description` (task, labels, window length and stride);
+    * ``config.id2label`` / ``label2id``: the task's label names (a classification head), or the
+      task's name for a regression head's one output (``LABEL_0`` otherwise);
+    * the tokenizer's ``model_max_length``: the window length the model was trained with.
+
+    Called on the model and tokenizer just before they are saved; changes nothing the engine reads.
+    """
+    model.config.kd_serving = serving_description(task, windows)
+    if isinstance(task, ClassificationTask):
+        model.config.id2label = dict(enumerate(task.labels))
+        model.config.label2id = {label: i for i, label in enumerate(task.labels)}
+    elif isinstance(task, RegressionTask):
+        model.config.id2label, model.config.label2id = {0: task.name}, {task.name: 0}
+    tokenizer.model_max_length = windows.max_length
 
 
 def task_from_description(described: Mapping[str, Any]) -> Task:
