@@ -184,3 +184,31 @@ def help_text(main) -> str:
         else:
             raise AssertionError("--help did not exit")
     return out.getvalue()
+
+
+def plain_and_project_logits(folder: Path, texts: list[str]):
+    """``(plain, ours, id2label)``: a saved sentence classifier's logits on ``texts`` from plain ``transformers`` code
+    (tokenizer and model from the folder, the window length its tokenizer says), and from the project's own
+    featurisation and inference of the same texts."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    encoded = tokenizer(texts, truncation=True, max_length=tokenizer.model_max_length, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**encoded).logits.numpy()
+
+    from kd_core.data.features import FeatureConfig
+    from kd_core.data.schema import sentences_to_dataset
+    from kd_core.serving.description import task_from_description
+
+    described = model.config.kd_serving
+    task = task_from_description(described["task"])
+    project_model, project_tokenizer = task.build_model(str(folder), 0, None)
+    rows = sentences_to_dataset({"id": str(i), "task": task.name, "text_a": text, "text_b": ""}
+                                for i, text in enumerate(texts))
+    arrays = task.arrays(task.featurize(rows, project_tokenizer, FeatureConfig(**described["windows"])))
+    ours = np.asarray(task.infer(project_model, arrays)["logits"])
+    return plain, ours, model.config.id2label

@@ -26,6 +26,7 @@ from tests.helpers import (
     logged_model,
     logged_model_files,
     mlflow_tracking,
+    plain_and_project_logits,
     s3_server,
     wait_for,
 )
@@ -69,6 +70,17 @@ def test_kd_job_end_to_end_with_one_mlflow_run_per_step(kd_job):
 def _test_split(summary):
     config = KDJobConfig(**KD_TINY)
     return build_workspace(config.data, config.teacher_model, config.student_model, summary["run_dir"]).examples("test")
+
+
+def test_the_saved_student_classifies_in_plain_hugging_face_code_as_in_the_project(kd_job):
+    summary, _ = kd_job
+    assert set(summary["saved_models"]) == {"teacher/teacher-0", "teacher/teacher-1", "student/student",
+                                            "baseline/student-no-kd"}
+    texts = [f"the {noun} was {word}" for noun in ("film", "meal", "book", "show")
+             for word in ("great", "awful", "fine", "boring", "wonderful")]
+    plain, ours, id2label = plain_and_project_logits(Path(summary["saved_models"]["student/student"]), texts)
+    assert id2label == {0: "negative", 1: "positive"}
+    assert plain.shape == ours.shape == (20, 2) and abs(plain - ours).max() < 1e-4
 
 
 def test_the_logged_student_is_a_pyfunc_that_scores_as_its_evaluation(kd_job):

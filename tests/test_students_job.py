@@ -1,11 +1,13 @@
 """jobs/students.py on a real local Ray and a real MLflow store: the run tree, the per-student table, teacher reuse,
 bad settings refused before any cluster work."""
 
+from pathlib import Path
+
 import pytest
 
 from jobs.students import StudentsJobConfig, main, run
 from kd_core.io.cli import run_cli
-from tests.helpers import help_text, job_tree, mlflow_tracking
+from tests.helpers import help_text, job_tree, mlflow_tracking, plain_and_project_logits
 
 TASKS = """tasks:
   - {name: sentiment, synthetic: sentiment, kind: classification, labels: [negative, positive], size: 120}
@@ -62,6 +64,20 @@ def test_students_job_end_to_end_with_the_table_and_plot_in_mlflow(finished):
     assert by_step["bilstm"].data.tags["kd.student"] == "bilstm" and by_step["bilstm"].data.params["tokenizer"] == "words"
     assert "loss/hidden_mse" in by_step["scratch"].data.metrics and "loss/hidden_mse" not in by_step["bilstm"].data.metrics
     assert by_step["layers"].data.params["keep_layers"] == "(0,)"
+
+
+def test_the_saved_bilstm_loads_in_plain_hugging_face_code_after_its_registration_import(finished):
+    """``import kd_core.models.bilstm`` registers the model type; the rest is transformers' Auto classes."""
+    import kd_core.models.bilstm  # noqa: F401  (the one documented import)
+
+    summary, _, _ = finished
+    saved = summary["saved_models"]
+    assert {"student/bilstm", "baseline/bilstm-no-kd", "student/scratch", "student/layers"} <= set(saved)
+    texts = [f"{a} {b} day" for a in ("a good", "a bad", "an odd", "a fine") for b in ("sunny", "rainy", "long", "calm",
+                                                                                     "dull")]
+    plain, ours, id2label = plain_and_project_logits(Path(saved["student/bilstm"]), texts)
+    assert id2label == {0: "negative", 1: "positive"}
+    assert plain.shape == ours.shape == (20, 2) and abs(plain - ours).max() < 1e-4
 
 
 def test_a_second_run_reuses_the_teacher_and_gets_the_same_students(finished, tmp_path, tasks_file):
