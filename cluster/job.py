@@ -279,7 +279,10 @@ class JobRuntime:
                                    example,
                                    tags={"kd.method": self.method, "kd.step": step.name, **step.tags},
                                    registered_name=f"{register}.{step.name}" if register and
-                                   step.tags.get("kd.role") == "student" else None)
+                                   step.tags.get("kd.role") == "student" else None,
+                                   metrics={k: v for k, v in metrics.items() if "/" in k},  # its scores per split
+                                   params={"model": step.model, "task": view.task.name, "objective":
+                                           " + ".join(term.describe() for term in step.objective)})
         self.tracker.end_run(run)
         self.state.steps[step.name]["finished"] = True
         self.state.save(self.store)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import LoggedModelOutput
+from mlflow.entities import LoggedModelOutput, Metric
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -73,9 +74,10 @@ def signature_for(task: Mapping[str, Any]) -> ModelSignature:
 
 def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: str, name: str, model_dir: str | Path,
                      description: Mapping[str, Any], input_example: Mapping[str, str],
-                     tags: Mapping[str, str] | None = None, registered_name: str | None = None) -> str:
+                     tags: Mapping[str, str] | None = None, registered_name: str | None = None,
+                     metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None) -> str:
     """Log ``model_dir`` as a pyfunc logged model of run ``run_id`` and one of its outputs; returns its model id
-    (``models:/<id>``).
+    (``models:/<id>``). ``metrics`` (e.g. its dev scores) and ``params`` are shown on the model's page too.
 
     ``input_example`` (one input row) is stored with the model, as the UI and serving docs show it.
     """
@@ -101,6 +103,12 @@ def log_served_model(client: mlflow.MlflowClient, experiment_id: str, run_id: st
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
+    if params:
+        client.log_model_params(logged.model_id, {k: str(v) for k, v in params.items()})
+    if metrics:
+        stamp = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0, model_id=logged.model_id)
+                                          for k, v in metrics.items()])
     # The run's outputs name the model: its page lists it under "Logged models" (source_run_id alone does not).
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
     if registered_name:

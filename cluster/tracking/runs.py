@@ -319,7 +319,8 @@ class Tracker:
 
     def log_model(self, run: RunRef, name: str, model_dir: str | Path, description: Mapping[str, Any],
                   input_example: Mapping[str, str], tags: Mapping[str, str] | None = None,
-                  registered_name: str | None = None) -> str:
+                  registered_name: str | None = None, metrics: Mapping[str, float] | None = None,
+                  params: Mapping[str, str] | None = None) -> str:
         """Log a ``save_pretrained`` folder as a servable pyfunc logged model of ``run`` (optionally registered
         under ``registered_name``); returns its model id (:mod:`cluster.tracking.logged_models`)."""
         if registered_name:
@@ -329,7 +330,8 @@ class Tracker:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
         return log_served_model(self.client, run.experiment_id, self._check_store(run), name, model_dir, description,
-                                input_example, {**(tags or {}), JOB_ID_TAG: run.job_id}, registered_name)
+                                input_example, {**self.source_tags(run), **(tags or {}), JOB_ID_TAG: run.job_id},
+                                registered_name, metrics=metrics, params=params)
 
     def log_figure(self, run: RunRef, figure: Figure, artifact_file: str) -> None:
         """Save a matplotlib figure as artifact ``artifact_file`` (its extension picks the format)."""
