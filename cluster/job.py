@@ -304,8 +304,8 @@ class JobRuntime:
     def finish(self, summary: dict[str, Any], table: str) -> dict[str, Any]:
         """Write the summary and its table (once, atomically) and log them on the parent run."""
         assert self.tracker is not None and self.parent is not None
-        summary = {**summary, "mlflow_run_id": self.parent.run_id, "tracking_uri": self.tracking_uri,
-                   "run_dir": self.store.location}
+        summary = {**summary, "mlflow_run_id": self.parent.run_id, "mlflow_experiment_id": self.parent.experiment_id,
+                   "tracking_uri": self.tracking_uri, "run_dir": self.store.location}
         _write(self.store, TABLE_FILE, table + "\n")
         _write(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
         self.tracker.log_text(self.parent, table, TABLE_FILE)

@@ -31,6 +31,15 @@ from kd_core.io.run_files import write_atomic
 C = TypeVar("C")
 
 
+def ui_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """How to open a run in the MLflow UI: the page's address (``?workflowType=machine_learning``: MLflow 3.17's
+    UI opens its model-training view from it, not the GenAI one), after ``mlflow ui`` for a local store."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
+
+
 class RayCommand(Command[C]):
     """A command that runs on a Ray cluster: ``--address`` besides the config's options."""
 
@@ -143,4 +152,5 @@ class Job(RayCommand[C]):
                   *(f"  {key:<28} {path}" for key, path in saved.items())] if saved else []
         return "\n".join([self.format_table(summary), *self.notes(summary), *models,
                           f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
+                          f"  see it: {ui_hint(summary['tracking_uri'], summary['mlflow_experiment_id'], summary['mlflow_run_id'])}",
                           f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
