@@ -43,7 +43,7 @@ from cluster.runtime import connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
-from kd_core.engine.local import Recipe, drive
+from kd_core.engine.local import Recipe, drive, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
@@ -202,6 +202,7 @@ class JobRuntime:
     def drive(self, recipe: Recipe, ws: Workspace) -> dict[str, Result]:
         """Run ``recipe`` to its end on the workers (finished steps are read from disk)."""
         ws_ref = ray.put(ws)  # held here for the whole job: a restarted worker's retried call fetches it again
+        self.progress.plan(*stage_plan(recipe))
         return drive(recipe, lambda steps: self.run_steps(steps, ws, ws_ref))
 
     def run_steps(self, steps: Sequence[Step], ws: Workspace, ws_ref: ray.ObjectRef) -> list[Result]:
