@@ -39,7 +39,7 @@ import ray
 from cluster.data_parallel import train_on_ray_train
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
-from cluster.runtime import connect
+from cluster.runtime import announce, connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
@@ -178,10 +178,14 @@ class JobRuntime:
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
         """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
 
-        Unless ``quiet``, the driver prints a progress line per stage (:mod:`cluster.progress`).
+        Unless ``quiet``, the driver prints, on stderr, which cluster it joined and how to watch it (its
+        dashboard, ``ray status``: :func:`cluster.runtime.attach_lines`), then a progress line per stage
+        (:mod:`cluster.progress`).
         """
         self.progress = StageProgress(self.method, enabled=not quiet)
-        connect(self.tracking_uri, address)
+        cluster = connect(self.tracking_uri, address)
+        if not quiet:
+            announce(cluster)
         self.tracker = Tracker(self.tracking_uri)
         if self.state.parent_run_id is None:
             self.parent = self.tracker.start_run(self.experiment, run_name, tags={"kd.method": self.method, **(tags or {})},
