@@ -40,11 +40,11 @@ from cluster.data_parallel import train_on_ray_train
 from cluster.model_folders import MODELS_DIR, publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
-from cluster.runtime import connect
+from cluster.runtime import announce, connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
-from kd_core.engine.local import Recipe, drive
+from kd_core.engine.local import Recipe, drive, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
@@ -184,10 +184,14 @@ class JobRuntime:
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
         """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
 
-        Unless ``quiet``, the driver prints a progress line per stage (:mod:`cluster.progress`).
+        Unless ``quiet``, the driver prints, on stderr, which cluster it joined and how to watch it (its
+        dashboard, ``ray status``: :func:`cluster.runtime.attach_lines`), then a progress line per stage
+        (:mod:`cluster.progress`).
         """
         self.progress = StageProgress(self.method, enabled=not quiet)
-        connect(self.tracking_uri, address)
+        cluster = connect(self.tracking_uri, address)
+        if not quiet:
+            announce(cluster)
         self.tracker = Tracker(self.tracking_uri)
         if self.state.parent_run_id is None:
             self.parent = self.tracker.start_run(self.experiment, run_name, tags={"kd.method": self.method, **(tags or {})},
@@ -208,6 +212,7 @@ class JobRuntime:
     def drive(self, recipe: Recipe, ws: Workspace) -> dict[str, Result]:
         """Run ``recipe`` to its end on the workers (finished steps are read from disk)."""
         ws_ref = ray.put(ws)  # held here for the whole job: a restarted worker's retried call fetches it again
+        self.progress.plan(*stage_plan(recipe))
         return drive(recipe, lambda steps: self.run_steps(steps, ws, ws_ref))
 
     def run_steps(self, steps: Sequence[Step], ws: Workspace, ws_ref: ray.ObjectRef) -> list[Result]:

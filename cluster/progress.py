@@ -1,4 +1,4 @@
-"""The driver's progress: one line per stage (steps done / total, elapsed, what is running where).
+"""The driver's progress: one line per stage (stage k of n, steps done / total, elapsed, what is running where).
 
 A job's recipe yields stages: steps that run at once on the workers. Workers print nothing
 per step (their bars would interleave into noise in ``ray job logs``); the driver prints the
@@ -6,11 +6,17 @@ stage instead, on stderr:
 
 * on a terminal, one line per stage rewritten in place as steps finish::
 
-      [imm 0:01:12] stage 4 | 1/3 steps | theta-medicine-1 @ w1 cpu, theta-finance-1 @ w2 cpu
+      [imm 0:01:12] stage 4 of 11 | 1/3 steps | theta-medicine-1 @ w1 cpu, theta-finance-1 @ w2 cpu
 
   and left on screen, finished, when the stage ends;
 * elsewhere (``ray job logs``, a file), a line when a stage starts and one when it ends, no
   carriage returns.
+
+``0:01:12`` is the time since the job's progress began (``h:mm:ss``); a finished stage also
+says how long it took. ``of 11`` is the recipe's planned number of stages
+(:func:`kd_core.engine.local.stage_plan`): ``of at most 11`` when the method may stop early
+(IMM), left out when the recipe does not know it. A place is ``w<i> <device>``, plus the node's
+address only on a cluster of more than one alive node (:func:`worker_place`).
 
 ``--quiet`` (every job) turns it off.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 
@@ -29,11 +35,32 @@ def clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
+def stage_label(stage: int, planned: int | None = None, at_most: bool = False) -> str:
+    """``stage k of n``, ``stage k of at most n``, or ``stage k`` (``n`` unknown, or passed: no false total)."""
+    if planned is None or stage > planned:
+        return f"stage {stage}"
+    return f"stage {stage} of {'at most ' if at_most else ''}{planned}"
+
+
+def alive_nodes(nodes: Sequence[Mapping[str, object]]) -> int:
+    """How many of ``nodes`` (as ``ray.nodes()`` lists them) are alive."""
+    return sum(1 for node in nodes if node.get("Alive"))
+
+
+def worker_place(index: int, device: str, node: str, nodes: Sequence[Mapping[str, object]]) -> str:
+    """Where a worker runs, for progress lines: ``w<index> <device>``, and its node's address when ``nodes``
+    (as ``ray.nodes()`` lists them) has more than one alive node (on one machine the address says nothing)."""
+    return f"w{index} {device} {node}" if alive_nodes(nodes) > 1 else f"w{index} {device}"
+
+
 class StageProgress:
     """Progress lines of one job (module doc)."""
 
-    def __init__(self, method: str, enabled: bool = True, stream: TextIO | None = None) -> None:
+    def __init__(self, method: str, enabled: bool = True, stream: TextIO | None = None,
+                 planned: int | None = None, at_most: bool = False) -> None:
         self.method = method
+        self.planned = planned
+        self.at_most = at_most
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -43,6 +70,10 @@ class StageProgress:
         self._places: dict[str, str] = {}
         self._done: set[str] = set()
         self._stage_started = 0.0
+
+    def plan(self, planned: int | None, at_most: bool = False) -> None:
+        """The number of stages the job's recipe plans (``at_most``: it may stop before), or None if unknown."""
+        self.planned, self.at_most = planned, at_most
 
     def stage_started(self, names: Sequence[str], reused: Sequence[str] = ()) -> None:
         """A stage's steps to run begin (``reused``: its steps finished before, e.g. by a resumed job)."""
@@ -83,7 +114,7 @@ class StageProgress:
         return self.enabled and bool(self._steps)
 
     def _prefix(self) -> str:
-        return f"[{self.method} {clock(time.monotonic() - self.started)}] stage {self.stage}"
+        return f"[{self.method} {clock(time.monotonic() - self.started)}] {stage_label(self.stage, self.planned, self.at_most)}"
 
     def _rewrite(self) -> None:
         running = ", ".join(f"{name} @ {place}" for name, place in self._places.items() if name not in self._done)

@@ -9,17 +9,26 @@ per concurrently running model (a fraction otherwise: fractional GPUs are schedu
 not isolation), else a CPU share; ``torch_threads`` is set to the CPUs one of the at most
 ``max_concurrency`` models running at once may use, so concurrent workers do not fight for
 cores.
+
+:func:`attach_lines` tells a user how to watch the job's cluster while it runs: the dashboard
+address and the ``ray status --address ...`` command, with the token auth settings it needs.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
+from ray._raylet import AuthenticationMode, get_authentication_mode
 from ray._raylet import Config as RayConfig
+
+from cluster.progress import alive_nodes
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Passed on to every worker: offline hub settings, the MLflow client's credentials and TLS settings for a
@@ -33,16 +42,29 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELIS
                  "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
-def connect(tracking_uri: str, address: str | None = None) -> None:
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster a job joined: what a user needs to watch it (:func:`attach_lines`)."""
+
+    started_here: bool  # a local cluster this process started (it stops with the job)
+    address: str  # the GCS address, as ``ray status --address`` takes it
+    dashboard_url: str | None  # ``http://host:port``, or None without a dashboard
+    nodes: int  # alive nodes
+    token_auth: bool
+
+
+def connect(tracking_uri: str, address: str | None = None) -> Cluster | None:
     """Join (or start) a Ray cluster whose workers see ``MLFLOW_TRACKING_URI = tracking_uri``.
 
     A cluster started here has token auth on, as Ray 2.60 does for a new local cluster, but
     chosen here (``RAY_AUTH_MODE=token`` unless the user set a mode), so Ray does not warn that
     it chose it. Its dashboard listens on 127.0.0.1 only; its gRPC servers (GCS, raylet,
     workers) listen on every interface in Ray 2.60 and refuse callers without the token.
+    Returns the cluster joined, or None when this process was already connected (e.g. a test's
+    session): then it is not this job's to describe.
     """
     if ray.is_initialized():
-        return
+        return None
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,7 +72,59 @@ def connect(tracking_uri: str, address: str | None = None) -> None:
     if local and AUTH_MODE_ENV not in os.environ:
         os.environ[AUTH_MODE_ENV] = "token"
         RayConfig.initialize("")  # Ray read its config at import: re-read it, as ray.init does when it turns auth on
-    ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
+    context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
+    url = context.dashboard_url or None
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return Cluster(started_here=local, address=context.address_info.get("gcs_address") or
+                   ray.get_runtime_context().gcs_address, dashboard_url=url,
+                   nodes=alive_nodes(ray.nodes()), token_auth=get_authentication_mode() == AuthenticationMode.TOKEN)
+
+
+def ray_command() -> str:
+    """``ray``, or the full path of this environment's ``ray`` when the one on PATH is another (or none)."""
+    here = Path(sys.executable).with_name("ray")
+    on_path = shutil.which("ray")
+    if here.exists() and (on_path is None or Path(on_path).resolve() != here.resolve()):
+        return str(here)
+    return "ray"
+
+
+def token_settings(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(env, where)``: the variables a ``ray`` command in another shell needs to reach a token-auth cluster, and
+    where this job's token is (a file, or the ``RAY_AUTH_TOKEN`` variable; the token itself is never printed)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("RAY_AUTH_TOKEN"):
+        return ('RAY_AUTH_MODE=token RAY_AUTH_TOKEN="<the same token>"',
+                "the job's RAY_AUTH_TOKEN variable (set the same in the other shell)")
+    if environ.get("RAY_AUTH_TOKEN_PATH"):
+        path = environ["RAY_AUTH_TOKEN_PATH"]
+        return f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={path}", path
+    return "RAY_AUTH_MODE=token", str(Path.home() / ".ray" / "auth_token")
+
+
+def attach_lines(cluster: Cluster, ray_cli: str = "ray", environ: Mapping[str, str] | None = None) -> list[str]:
+    """What a job prints (on stderr) once connected: which cluster, its dashboard, how to run ``ray status`` on it."""
+    if cluster.started_here:
+        lines = [f"Ray: started a local cluster for this job at {cluster.address} (it stops when the job ends)"]
+    else:
+        lines = [f"Ray: attached to the cluster at {cluster.address} ({cluster.nodes} node"
+                 f"{'s' if cluster.nodes != 1 else ''} alive)"]
+    env, where = token_settings(environ) if cluster.token_auth else ("", "")
+    if cluster.dashboard_url:
+        ask = f" (it asks for the token: paste {where if where.startswith('the ') else f'the contents of {where}'})"
+        lines.append(f"  dashboard:  {cluster.dashboard_url}{ask if cluster.token_auth else ''}")
+    lines.append(f"  status:     {env + ' ' if env else ''}{ray_cli} status --address {cluster.address}")
+    if cluster.token_auth:
+        lines.append(f"  token:      {where}; any ray command from another shell needs {env.split(' ', 1)[0]} too")
+    return lines
+
+
+def announce(cluster: Cluster | None, stream=None) -> None:
+    """Print :func:`attach_lines` of ``cluster`` on ``stream`` (stderr), once; nothing for ``None``."""
+    if cluster is not None:
+        print("\n".join(attach_lines(cluster, ray_command())), file=stream if stream is not None else sys.stderr,
+              flush=True)
 
 
 @dataclass(frozen=True)

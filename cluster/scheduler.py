@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from cluster.progress import worker_place
 from cluster.runtime import model_placement
 from cluster.worker import create_worker
 from kd_core.io.errors import KDError
@@ -35,8 +36,9 @@ class WorkerPool:
         placement = model_placement(self.size, self.size)
         workers = [create_worker(placement) for _ in range(self.size)]
         infos = ray.get([worker.info.remote() for worker in workers], timeout=STARTUP_TIMEOUT_S)
-        #: Where each worker is, for progress lines: ``w<index> <device> <node>``.
-        self.places = [f"w{i} {info['device']} {info['node']}" for i, info in enumerate(infos)]
+        #: Where each worker is, for progress lines: ``w<index> <device>`` (and its node on a multi-node cluster).
+        nodes = ray.nodes()
+        self.places = [worker_place(i, info["device"], info["node"], nodes) for i, info in enumerate(infos)]
         return workers
 
     def threads(self, running: int) -> int:

@@ -101,3 +101,13 @@ def test_squad_v2_extra_splits_apply_the_null_threshold_chosen_on_dev(tmp_path):
         dev, extra = results[f"eval-{who}-dev"]["scores"], results[f"eval-{who}-extra.json"]["scores"]
         assert {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_threshold"} <= set(dev)
         assert dev["null_threshold"] == 0.0 and extra["null_threshold"] == dev["best_f1_threshold"]
+
+
+@pytest.mark.parametrize("changes", [{}, {"stagewise": True, "baseline": True}, {"no_kd": True},
+                                     {"teacher_epochs": 0.0, "members": 2}])
+def test_the_planned_stage_count_is_the_stages_a_run_goes_through(ws, changes):
+    recipe, done, stages = a2d_recipe(A2DSettings(**changes), ws), {}, 0
+    while stage := recipe(done):
+        stages += 1
+        done |= {step.name: {} for step in stage}
+    assert (recipe.planned, recipe.at_most) == (stages, False)

@@ -205,3 +205,30 @@ def test_invalid_imm_hyperparameters_are_refused():
             IMMSettings(**kwargs)
     # The main method is not run again as a baseline (the default baselines include single).
     assert IMMSettings(method="single").baselines == ("ft",)
+
+
+def _stages(recipe, kept_new=DOMAINS):
+    """How many stages a run goes through (the runner's calls), every select keeping ``kept_new``'s new model."""
+    done, count = {}, 0
+    while _run(recipe, done, kept_new):
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("settings", [
+    IMMSettings(iterations=3, baselines=()),
+    IMMSettings(iterations=2, no_kd1=True, no_kd2=True, baselines=("mix", "ft")),
+    IMMSettings(iterations=2, no_kd2=True, baselines=("bam", "ms-mft")),
+    IMMSettings(iterations=1, baselines=("mix", "ft", "mft", "ms-ft", "ms-mft", "bam")),
+    IMMSettings(method="bam", baselines=("single",)),
+    IMMSettings(method="mix", baselines=("ft",)),
+])
+def test_the_planned_stage_count_is_the_stages_a_run_goes_through_when_every_iteration_runs(ws, settings):
+    recipe = imm_recipe(settings, ws)
+    assert recipe.planned == _stages(recipe)
+    assert recipe.at_most == ("imm" in settings.methods and settings.iterations > 1)
+
+
+def test_when_imm_stops_early_it_runs_fewer_stages_than_at_most_planned(ws):
+    recipe = imm_recipe(IMMSettings(iterations=3, baselines=("mix",)), ws)
+    assert recipe.at_most and _stages(recipe, kept_new=()) == recipe.planned - 8  # iterations 2 and 3 skipped

@@ -189,7 +189,7 @@ def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrup
         parent_id = json.loads(s3.fs.open_input_stream(f"kd-runs/{prefix}/state.json").read())["parent_run_id"]
 
         # the driver's progress: a start line per stage, naming its steps (a log is not a terminal)
-        assert "] stage 1 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
+        assert "] stage 1 of 5 | running 2 step(s): teacher-0, teacher-1" in log.read_text()
         assert run_cli(main, ["--resume", run_dir, "--tau", "3"]) == 2  # state.json read from S3
         refused = capsys.readouterr().err
         assert "--tau" in refused and "2.0" in refused

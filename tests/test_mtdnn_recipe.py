@@ -92,3 +92,10 @@ def test_a_train_step_refuses_a_dropout_outside_0_1():
 
     with pytest.raises(ConfigError, match="dropout"):
         TrainStep("x", "tiny-bert", 0, "t", (TermSpec("hard"),), TrainConfig(), dropout=1.0)
+
+
+@pytest.mark.parametrize("changes", [{}, {"teacher_multitask": True, "vanilla": True, "fine_tune_epochs": 1.0},
+                                     {"single_task": True, "members": 1}])
+def test_the_planned_stage_count_is_the_stages_a_run_goes_through(ws, changes):
+    settings = MTDNNSettings(**changes)
+    assert mtdnn_recipe(settings, ws).planned == len(plan(settings, ws))

@@ -218,6 +218,7 @@ def test_a_teacher_assistant_chain_collects_each_knowledge_table_once(tasks_file
     assert stages[:4] == [["teacher"], ["knowledge"], ["assistant"], ["knowledge-assistant"]]
     assert sorted(ran) == sorted(set(ran)) and ran.count("knowledge") == ran.count("knowledge-assistant") == 1
     assert not recipe(results)  # finished
+    assert recipe.planned == len(stages) - 1  # every stage it went through (the last call: nothing left)
     assistant = json.loads(ws.result_path("assistant").read_text())
     assert assistant["last_metrics"]["weight/kd"] == 0.4  # the assistant distils from the teacher as students do
     path = results["knowledge-assistant"]["path"]

@@ -36,7 +36,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cluster.runtime import connect
+from cluster.runtime import announce, connect
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
@@ -59,7 +59,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     store.remove(*SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    connect(tracking_uri, address)
+    announce(connect(tracking_uri, address))
     tracker = Tracker(tracking_uri)
     parent = tracker.start_run(config.experiment, f"sweep {config.method}",
                                tags={"kd.method": config.method, "kd.role": "sweep"},

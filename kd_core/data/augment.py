@@ -59,6 +59,7 @@ from kd_core.data.schema import (
     SENTENCE_FEATURES,
     sentences_to_dataset,
 )
+from kd_core.io.bars import no_progress_bars
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.io.options import option
 
@@ -318,7 +319,10 @@ def _as_sentences(dataset: Dataset, name: str) -> Dataset:
     if missing:
         raise DataError("transfer_set", name, f"lacks the column(s) {', '.join(missing)} of the sentence schema")
     dataset = dataset.select_columns(list(SENTENCE_COLUMNS))
-    return dataset if dataset.features == SENTENCE_FEATURES else dataset.cast(SENTENCE_FEATURES)
+    if dataset.features == SENTENCE_FEATURES:
+        return dataset
+    with no_progress_bars():  # no "Casting the dataset: 100%|" bar
+        return dataset.cast(SENTENCE_FEATURES)
 
 
 def transfer_set(train: Dataset, augmented: Dataset) -> Dataset:

@@ -23,6 +23,7 @@ from typing import Any
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerFast
 
+from kd_core.io.bars import no_progress_bars
 from kd_core.io.errors import ConfigError
 
 FEATURE_FEATURES = Features(
@@ -143,13 +144,14 @@ def featurize(examples: Dataset, tokenizer: PreTrainedTokenizerFast, config: Fea
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("features", "tokenizer", "a fast tokenizer (offset mappings) is required")
     _check_question_lengths(examples, tokenizer, config)
-    return examples.map(
-        _featurize_batch,
-        batched=True,
-        batch_size=256,
-        remove_columns=examples.column_names,
-        features=FEATURE_FEATURES,
-        fn_kwargs={"tokenizer": tokenizer, "config": config},
-        load_from_cache_file=False,
-        desc="featurize",
-    )
+    with no_progress_bars():  # runs in workers and in every pyfunc prediction: no "featurize: 100%|" bar there
+        return examples.map(
+            _featurize_batch,
+            batched=True,
+            batch_size=256,
+            remove_columns=examples.column_names,
+            features=FEATURE_FEATURES,
+            fn_kwargs={"tokenizer": tokenizer, "config": config},
+            load_from_cache_file=False,
+            desc="featurize",
+        )

@@ -23,21 +23,57 @@ Recipe = Callable[[Mapping[str, Result]], list[Step]]
 Runner = Callable[[Sequence[Step]], list[Result]]
 
 
-def staged(stages: Callable[[Mapping[str, Result]], Iterable[Sequence[Step]]]) -> Recipe:
-    """A recipe from its stages: the unfinished steps of the first stage that has any.
+class Staged:
+    """A recipe made of stages (callable like any recipe) that may say how many stages it runs.
 
     ``stages(done)`` yields the stages in order; a stage may be planned from the results of
-    the stages before it (it is only asked for once those have finished).
+    the stages before it (it is only asked for once those have finished). A call returns the
+    unfinished steps of the first stage that has any, so a stage whose steps all ran in an
+    earlier stage is no stage of its own.
+
+    ``planned``: the stages a run goes through (the runner is called once per stage, a resumed
+    run's finished stages included), when the recipe knows it from its settings; ``at_most``:
+    the run may stop before (e.g. IMM when no domain improved). ``None`` when it is not known.
     """
 
-    def next_steps(done: Mapping[str, Result]) -> list[Step]:
-        for stage in stages(done):
+    def __init__(self, stages: Callable[[Mapping[str, Result]], Iterable[Sequence[Step]]],
+                 planned: int | None = None, at_most: bool = False) -> None:
+        self.stages = stages
+        self.planned = planned
+        self.at_most = at_most
+
+    def __call__(self, done: Mapping[str, Result]) -> list[Step]:
+        for stage in self.stages(done):
             pending = [step for step in stage if step.name not in done]
             if pending:
                 return pending
         return []
 
-    return next_steps
+
+def staged(stages: Callable[[Mapping[str, Result]], Iterable[Sequence[Step]]], planned: int | None = None,
+           at_most: bool = False) -> Staged:
+    """A recipe from its stages (:class:`Staged`)."""
+    return Staged(stages, planned, at_most)
+
+
+def in_order(*stages: Sequence[Step]) -> Staged:
+    """A recipe of stages all planned up front (none depends on results): it knows how many it runs.
+
+    An empty stage, or one whose steps all came in earlier stages, is skipped (and not counted).
+    """
+    seen: set[str] = set()
+    planned = 0
+    for stage in stages:
+        names = {step.name for step in stage}
+        if names - seen:
+            planned += 1
+        seen |= names
+    return Staged(lambda done: stages, planned)
+
+
+def stage_plan(recipe: Recipe) -> tuple[int | None, bool]:
+    """``(planned stages or None, at_most)`` of a recipe (:class:`Staged`); ``(None, False)`` for any other."""
+    return getattr(recipe, "planned", None), bool(getattr(recipe, "at_most", False))
 
 
 def is_teacher(step: Step) -> bool:

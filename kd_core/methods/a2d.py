@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.engine.local import Recipe, staged
+from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
@@ -171,8 +171,8 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
                          for split in eval_splits(ws) for who, chosen in evaluated.items()]
 
     if s.stagewise:
-        return staged(lambda done: (members, collects, merge, warm_up, student, evaluations, extra))
-    return staged(lambda done: (members, collects, merge, student + warm_up, evaluations, extra))
+        return in_order(members, collects, merge, warm_up, student, evaluations, extra)
+    return in_order(members, collects, merge, student + warm_up, evaluations, extra)
 
 
 def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspace) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kd_core.engine.local import Recipe, staged
+from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
@@ -88,7 +88,7 @@ def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Reci
     evaluations: list[Step] = [EvaluateStep("eval-teacher", tuple(model_ref(m) for m in members), "teacher")]
     evaluations += [EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student") for step in students]
 
-    return staged(lambda done: (teachers, knowledge, merge, students, evaluations))
+    return in_order(teachers, knowledge, merge, students, evaluations)
 
 
 def summarise(results: Mapping[str, Result], settings: HintonSettings, task: str, primary: str) -> dict[str, Any]:

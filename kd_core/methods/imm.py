@@ -314,7 +314,27 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
                             split=domain_test_split(d), tags=tags(d, ran if m == "imm" else 0, "test", m))
                for m in s.methods for d in names]
 
-    return staged(stages)
+    planned, at_most = planned_stages(s)
+    return staged(stages, planned, at_most)
+
+
+#: Stages of each baseline: FT-style ones pretrain then tune; mix trains then evaluates; BAM reads its teachers too.
+BASELINE_STAGES = {"single": 0, "mix": 2, "ft": 2, "mft": 2, "ms-ft": 2, "ms-mft": 2, "bam": 3}
+
+
+def planned_stages(settings: IMMSettings) -> tuple[int, bool]:
+    """``(stages, at_most)`` of :func:`imm_recipe` for ``settings``: the count if every iteration runs.
+
+    ``at_most`` when IMM may stop early (no domain improved) with more than one iteration left to skip.
+    """
+    s = settings
+    methods = tuple(dict.fromkeys(s.methods))  # a method named twice plans the same steps: no stage of its own
+    reads = not (s.no_kd1 and s.no_kd2)  # each iteration's knowledge stage
+    stages = 1 if any(m in methods for m in ("imm", "single", "bam")) else 0  # the initial theta-<d>-0
+    stages += sum(s.iterations * (4 if reads else 3) if m == "imm" else BASELINE_STAGES[m] for m in methods)
+    if "imm" in methods and "bam" in methods and reads and s.iterations >= 1:
+        stages -= 1  # IMM's first knowledge stage and BAM's are the same steps: the later one is no stage
+    return stages + 1, "imm" in methods and s.iterations > 1  # + the test evaluations
 
 
 def iterations_done(results: Mapping[str, Result], names: Sequence[str]) -> int:

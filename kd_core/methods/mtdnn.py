@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kd_core.engine.local import Recipe, staged
+from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
@@ -172,7 +172,7 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
         assert isinstance(step, TrainStep)
         evaluations.append(EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student", task=step.task))
 
-    return staged(lambda done: (pretraining, teachers, collects, merges, students, fine_tuned, evaluations))
+    return in_order(pretraining, teachers, collects, merges, students, fine_tuned, evaluations)
 
 
 # ---------------------------------------------------------------------------- summary

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kd_core.engine.local import Recipe, staged
+from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import (
     CollectStep,
     EvaluateStep,
@@ -269,7 +269,7 @@ def students_recipe(settings: StudentsSettings, ws: Workspace) -> Recipe:
     timed = [name for name in tokenizers if not name.endswith("-no-kd")]
     speed: list[Step] = [SpeedStep("speed", tuple((name, model_ref(name), tokenizers[name]) for name in timed),
                                    examples=s.speed_examples, repeats=s.speed_repeats)]
-    return staged(lambda done: (teacher, select, knowledge, *chain, students, evaluations, speed))
+    return in_order(teacher, select, knowledge, *chain, students, evaluations, speed)
 
 
 def target_student(settings: StudentsSettings) -> str:

@@ -1,0 +1,32 @@
+"""A recipe's planned number of stages (the "of n" of the progress lines): counted as the runner is called."""
+
+from kd_core.engine.local import drive, in_order, stage_plan, staged
+from kd_core.engine.steps import EvaluateStep
+from kd_core.methods.hinton import HintonSettings, hinton_recipe
+
+
+def _eval(name: str) -> EvaluateStep:
+    return EvaluateStep(name, ("tiny-bert",), "teacher")
+
+
+def _calls(recipe) -> int:
+    calls = []
+    drive(recipe, lambda steps: calls.append(len(steps)) or [{} for _ in steps])
+    return len(calls)
+
+
+def test_in_order_counts_the_stages_that_run_skipping_empty_ones_and_ones_planned_before():
+    a, b, c = _eval("a"), _eval("b"), _eval("c")
+    recipe = in_order([a], [], [a], [a, b], [c])  # [] and the second [a] are no stage; [a, b] runs b
+    assert stage_plan(recipe) == (4 - 1, False) == (_calls(recipe), False)
+
+
+def test_a_recipe_that_does_not_know_its_stages_says_so():
+    assert stage_plan(staged(lambda done: ([_eval("a")],))) == (None, False)
+    assert stage_plan(lambda done: []) == (None, False)  # any callable recipe
+
+
+def test_hinton_plans_its_five_stages():
+    for settings in (HintonSettings(), HintonSettings(teachers=3, baseline=True)):
+        recipe = hinton_recipe(settings)
+        assert recipe.planned == _calls(recipe) == 5
