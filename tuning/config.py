@@ -32,7 +32,7 @@ class SweepConfig:
     method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd, mtdnn or students")
     search: str = option("random", "random, grid (choices become grid axes) or optuna")
     num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
-    max_concurrent: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
+    max_concurrency: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
     grace_period: int = option(1, "ASHA: reports (epochs or iterations) every trial makes")
     reduction_factor: float = option(2.0, "ASHA: keep 1/factor of the trials per rung")
     knowledge_from: str | None = option(None, "reuse the teacher steps of an earlier job or sweep of the method "
@@ -52,7 +52,7 @@ class SweepConfig:
         if self.search not in SEARCHES:
             raise ConfigError("sweep", "search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         checks = {"num_samples": self.num_samples is None or self.num_samples >= 1,
-                  "max_concurrent": self.max_concurrent is None or self.max_concurrent >= 1,
+                  "max_concurrency": self.max_concurrency is None or self.max_concurrency >= 1,
                   "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor > 1}
         for name, ok in checks.items():
             if not ok:

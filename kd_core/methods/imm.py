@@ -106,7 +106,7 @@ class IMMSettings:
                             "code's)", "model")
     epochs: float = option(6.0, "epochs of each single-domain model", "model")
     transfer_epochs: float | None = option(None, "epochs of phi on the other domains (default: --epochs)", "model")
-    finetune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")
+    fine_tune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")
     batch_size: int = option(16, "training batch size", "model")
     learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     max_answer_length: int = option(30, "longest answer span, in tokens", "model")
@@ -130,7 +130,7 @@ class IMMSettings:
         if self.phi_init not in PHI_INITS:
             raise ConfigError("imm", "phi_init", f"must be one of {PHI_INITS}, got {self.phi_init!r}")
         parse_schedule(self.lambda_schedule, "lambda_schedule")
-        for name in ("transfer_epochs", "finetune_epochs"):
+        for name in ("transfer_epochs", "fine_tune_epochs"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError("imm", name, f"must be > 0, got {value}")
@@ -151,7 +151,7 @@ class IMMSettings:
 
     @property
     def theta_epochs(self) -> float:
-        return self.finetune_epochs if self.finetune_epochs is not None else self.epochs
+        return self.fine_tune_epochs if self.fine_tune_epochs is not None else self.epochs
 
 
 # ---------------------------------------------------------------------------- domains of a workspace

@@ -95,8 +95,8 @@ class StudentsSettings:
     teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
     teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
     students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
-    distil_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
-                                            "one, 0,2,4,...)", "model")
+    student_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
+                                      "one, 0,2,4,...)", "model")
     scratch_layers: int = option(2, "scratch student: transformer layers", "model")
     scratch_hidden: int = option(64, "scratch student: hidden size", "model")
     scratch_heads: int = option(2, "scratch student: attention heads", "model")
@@ -130,7 +130,7 @@ class StudentsSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "students", tuple(self.students))
-        object.__setattr__(self, "distil_layers", tuple(int(v) for v in self.distil_layers))
+        object.__setattr__(self, "student_layers", tuple(int(v) for v in self.student_layers))
         object.__setattr__(self, "layer_map", tuple(self.layer_map))
         unknown = [k for k in self.students if k not in STUDENT_KINDS]
         if unknown or not self.students or len(set(self.students)) != len(self.students):
@@ -148,7 +148,7 @@ class StudentsSettings:
                   "scratch_intermediate": self.scratch_intermediate >= 1, "bilstm_hidden": self.bilstm_hidden >= 1,
                   "bilstm_embedding_dim": self.bilstm_embedding_dim >= 1, "speed_examples": self.speed_examples >= 1,
                   "speed_repeats": self.speed_repeats >= 1,
-                  "teacher_restarts": self.teacher_restarts >= 1, "distil_layers": min(self.distil_layers, default=0) >= 0}
+                  "teacher_restarts": self.teacher_restarts >= 1, "student_layers": min(self.student_layers, default=0) >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("students", name, f"invalid value {getattr(self, name)!r}")
@@ -187,9 +187,9 @@ def plan_students(s: StudentsSettings) -> list[StudentPlan]:
     plans = []
     for kind in s.students:
         if kind == "layers":
-            kept = s.distil_layers or every_other_layer(teacher_layers)
+            kept = s.student_layers or every_other_layer(teacher_layers)
             if max(kept) >= teacher_layers or len(set(kept)) != len(kept):
-                raise ConfigError("students", "distil_layers", f"need distinct teacher layers in [0, "
+                raise ConfigError("students", "student_layers", f"need distinct teacher layers in [0, "
                                   f"{teacher_layers - 1}] (the teacher has {teacher_layers}), got {list(kept)}")
             default_map = tuple(enumerate(kept)) if not s.assistant else uniform_layer_map(len(kept), source_layers)
             plan = StudentPlan(kind, model_ref("teacher"), "teacher", keep_layers=kept,
