@@ -45,7 +45,7 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
 
 def test_config_file_with_override_and_check(tmp_path):
     config = tmp_path / "distill.yaml"
-    config.write_text("tau: 3.0\nsynthetic_per_domain: 12\nmax_length: 64\n")
+    config.write_text("tau: 3.0\nsynthetic_size: 12\nmax_length: 64\n")
     result = run("--config", str(config), "--max-length", "80", "--check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
