@@ -29,8 +29,8 @@ from tuning.trials import RECIPE_METRIC
 class SweepConfig:
     """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
 
-    method: str = option("a2d", "the method whose recipe is swept: a2d, imm, kd, mtdnn or students")
-    search: str = option("random", "random, grid (choices become grid axes) or optuna")
+    method: str = option("a2d", "the method whose recipe is swept", choices=tuple(METHODS))
+    search: str = option("random", "random, grid (choices become grid axes) or optuna", choices=SEARCHES)
     num_samples: int | None = option(None, "trials (grid: repeats of the grid); default: the method's (8; 4 for imm)")
     max_concurrency: int | None = option(None, "trials at once (default: one per CPU, or per GPU when present)")
     grace_period: int = option(1, "ASHA: reports (epochs or iterations) every trial makes")

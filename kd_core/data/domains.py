@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerFast
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.split import carve_by_context, limit_by_context, split_by_context
-from kd_core.data.synthetic import generate
+from kd_core.data.synthetic import DOMAINS, generate
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
 from kd_core.models.presets import is_preset
@@ -81,9 +81,10 @@ class DataSettings:
     domains: tuple[str, ...] = option((), "a domain and its data, NAME=TRAIN[,TEST] (SQuAD JSON, MRQA jsonl(.gz) "
                                       "or hf:NAME); repeat for each domain. Without TEST, test is split off TRAIN by "
                                       "context. Default: the embedded synthetic domains", "data", alias="--domain",
-                                      split=False)
+                                      split=False, metavar="NAME=TRAIN[,TEST]")
     data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
-    synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data")
+    synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data",
+                                                choices=DOMAINS)
     synthetic_size: int = option(600, "synthetic questions per domain (at 150, a 24-question dev makes "
                                  "choices by noise)", "data")
     max_train_examples: int | None = option(None, "keep at most this many training questions per domain (whole "

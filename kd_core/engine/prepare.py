@@ -38,7 +38,7 @@ from kd_core.data.domains import ALL_DEV, DataSettings, load_domain_examples, sh
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
-from kd_core.data.synthetic_sentences import generate_task
+from kd_core.data.synthetic_sentences import SENTENCE_TASKS, generate_task
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
@@ -57,7 +57,7 @@ SPAN_DOMAINS = ("sports", "medicine", "finance")
 class DataOptions:
     """Where a job's examples come from and how they are split and tokenised (validated)."""
 
-    task: str = option("sentiment", "embedded task: span_qa, sentiment, entailment, rating, similarity or preference", "data")
+    task: str = option("sentiment", "embedded task", "data", choices=("span_qa", *SENTENCE_TASKS))
     train: str | None = option(None, "span_qa training file: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME", "data")
     dev: str | None = option(None, "dev file (default: split off the training data by group)", "data")
     test: str | None = option(None, "test file (default: split off the training data by group)", "data")

@@ -96,7 +96,7 @@ class Command(Generic[C]):
 
     def add_flags(self, parser: argparse.ArgumentParser) -> None:
         """The flags that are no option of the config: ``--config``, the run flags, ``--check``, ``--json``, extras."""
-        parser.add_argument("--config", help=self.config_help)
+        parser.add_argument("--config", metavar="FILE", help=self.config_help)
         self.run_flags(parser)
         parser.add_argument("--check", action="store_true", help=self.check_help)
         parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")

@@ -51,8 +51,8 @@ class A2DSettings:
     teacher_model: str = option("tiny-bert", "members: preset (tiny-bert, small-bert, tiny-bert-1l), HF id or local "
                                 "path", "model")
     student_model: str = option("tiny-bert-1l", "student: preset, HF id or local path", "model")
-    student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student)",
-                                        "model")
+    student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student; "
+                                        "default: all)", "model")
     members: int = option(2, "ensemble size N (paper: 12)", "model")
     teacher_epochs: float = option(20.0, "epochs of each member (0: the teacher model as it is)", "model")
     epochs: float = option(4.0, "epochs of the student", "model")
@@ -63,7 +63,7 @@ class A2DSettings:
     alpha: float = option(1.0, "weight lambda of the vanilla KD term (0: without it, Table 5)", "model")
     confusing: str = option("question", "confusing answer: 'question' (the paper's: one per question, the wrong "
                             "answer a member is most confident in) or 'window' (per window, by ensemble confidence)",
-                            "model")
+                            "model", choices=CONFUSING_RULES)
     stagewise: bool = option(False, "train attention matching first (student-attention), then the other losses",
                              "model")
     attention_epochs: float = option(1.0, "epochs of the attention stage with --stagewise", "model")

@@ -90,20 +90,20 @@ class IMMSettings:
 
     model: str = option("tiny-bert", "every domain model: preset (tiny-bert, small-bert), HF id or local path",
                         "model")
-    method: str = option("imm", "imm, or a baseline as the main method: single, mix, ft, mft, ms-ft, ms-mft, bam",
-                         "model")
+    method: str = option("imm", "imm, or a baseline as the main method", "model", choices=METHODS)
     baselines: tuple[str, ...] = option(("single", "ft"), "baselines run in the same job, e.g. single,ft,bam ('' for "
-                                        "none)", "model")
+                                        "none)", "model", choices=METHODS[1:])
     iterations: int = option(2, "IMM iterations K (the paper finds 3 enough)", "model", alias="-K")
     lambda_schedule: str = option("linear:0:1", "weight of the NLL: 'linear:0:1' (the paper) or a constant",
-                                  "model")
-    phi_init: str = option("model", "phi_i starts from the base model (model) or from theta_i (theta)", "model")
+                                  "model", metavar="SCHEDULE")
+    phi_init: str = option("model", "phi_i starts from the base model (model) or from theta_i (theta)", "model",
+                          choices=PHI_INITS)
     no_similarity: bool = option(False, "ablation: all s_ij equal", "model")
     no_kd1: bool = option(False, "ablation: phi without the KD term", "model")
     no_kd2: bool = option(False, "ablation: theta without the KD term", "model")
     kd_target: str = option("distributions", "the KD term: MSE of span distributions (distributions), of the "
                             "predictions at the gold span (gold: the paper's) or of raw logits (logits: the released "
-                            "code's)", "model")
+                            "code's)", "model", choices=tuple(KD_TERMS))
     epochs: float = option(6.0, "epochs of each single-domain model", "model")
     transfer_epochs: float | None = option(None, "epochs of phi on the other domains (default: --epochs)", "model")
     fine_tune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")

@@ -62,7 +62,7 @@ class MTDNNSettings:
                                    "training)", "model")
     teacher_learning_rate: float = option(1e-3, "peak learning rate of the teacher members", "model")
     teacher_multitask: bool = option(True, "members are MT-DNN models (multi-task training, then per-task "
-                                     "fine-tuning) as in the paper; --no-teacher-multitask: single-task members",
+                                     "fine-tuning) as in the paper; off: single-task members",
                                      "model")
     teacher_fine_tune_epochs: float = option(3.0, "epochs of each member's per-task fine-tuning (with "
                                              "--teacher-multitask)", "model")

@@ -94,7 +94,7 @@ class StudentsSettings:
     teacher_model: str = option("small-bert", "teacher: preset, bert-L<n>-H<n>-A<n>-I<n>, HF id or path", "model")
     teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
     teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
-    students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
+    students: tuple[str, ...] = option(STUDENT_KINDS, "student kinds", "model", choices=STUDENT_KINDS)
     student_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
                                       "one, 0,2,4,...)", "model")
     scratch_layers: int = option(2, "scratch student: transformer layers", "model")
@@ -103,19 +103,20 @@ class StudentsSettings:
     scratch_intermediate: int = option(256, "scratch student: feed-forward size", "model")
     bilstm_hidden: int = option(16, "bilstm student: LSTM size per direction", "model")
     bilstm_embeddings: str = option("random", "bilstm student: word vectors from the teacher's embeddings or random",
-                                    "model")
+                                    "model", choices=EMBEDDINGS)
     bilstm_embedding_dim: int = option(32, "bilstm student: word vector size when random (with teacher vectors: "
                                        "the teacher's width)", "model")
     assistant: str | None = option(None, "teacher assistant model (preset or shape): teacher -> assistant -> "
                                    "students", "model")
-    loss: str = option("soft", f"distillation loss: {', '.join(KD_LOSSES)}", "distill")
+    loss: str = option("soft", "distillation loss", "distill", choices=tuple(KD_LOSSES))
     tau: float = option(2.0, "temperature of the soft loss", "distill")
     alpha: float = option(0.7, "weight of the distillation loss; the gold-label loss gets 1 - alpha", "distill")
     noise: float = option(0.0, "noisy teacher: std of the multiplicative Gaussian noise on teacher logits", "distill")
-    layer_loss: str = option("none", f"layer loss of transformer students: {', '.join(LAYER_LOSSES)}", "distill")
+    layer_loss: str = option("none", "layer loss of transformer students", "distill", choices=LAYER_LOSSES)
     layer_weight: float = option(1.0, "weight of the layer loss", "distill")
     layer_map: tuple[str, ...] = option((), "STUDENT:TEACHER layer pairs for the layer loss (default: the layers "
-                                        "student's copied layers; uniform for scratch)", "distill")
+                                        "student's copied layers; uniform for scratch)", "distill",
+                                        metavar="S:T[,S:T...]")
     projection: bool = option(True, "learn a projection when student and teacher widths differ", "distill")
     relation_heads: int = option(4, "relation heads of the MiniLM relation loss", "distill")
     epochs: float = option(20.0, "epochs of each student", "model")
