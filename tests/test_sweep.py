@@ -7,7 +7,7 @@ import torch
 from ray import tune
 from safetensors.torch import load_file
 
-from jobs.sweep import main
+from jobs.sweep import SWEEP, main
 from kd_core.io.cli import run_cli
 from kd_core.io.errors import ConfigError, DataError
 from tests.helpers import KD_TINY, job_tree
@@ -63,6 +63,37 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
         assert run_cli(main, [*args, "--set", "synthetic_size=8", "--check"]) == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_sweep_takes_the_methods_own_job_options_as_fixed_settings(tmp_path, monkeypatch, capsys):
+    """``--epochs 2 --members 3`` as the a2d job spells them; ``--set`` and the sweep's own options beside them."""
+    config = SWEEP.config(SWEEP.parse(["--method", "a2d", "--epochs", "2", "--members", "3", "--num-samples", "4",
+                                       "--no-baseline", "--student-layers", "1", "--set", "tau=3", "--seed", "5",
+                                       "--max-concurrency", "2"]))
+    assert (config.method, config.num_samples, config.seed, config.max_concurrency) == ("a2d", 4, 5, 2)
+    assert config.job == {"epochs": 2.0, "members": 3, "baseline": False, "student_layers": 1, "tau": 3}
+    config = SWEEP.config(SWEEP.parse(["--method", "students", "--students", "scratch,bilstm", "--alpha", "0.5"]))
+    assert config.job == {"students": ("scratch", "bilstm"), "alpha": 0.5}
+    path = tmp_path / "sweep.yaml"
+    path.write_text("method: kd\njob: {epochs: 4, members: 2}\n")  # the method from the file picks the parser
+    assert SWEEP.config(SWEEP.parse(["--config", str(path), "--members", "1"])).job == {"epochs": 4, "members": 1}
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, ["--method", "a2d", "--synthetic-size", "8", "--epochs", "2", "--members", "3",
+                          "--num-samples", "4", "--check"]) == 0
+    assert "ok: options, search space and data are valid" in capsys.readouterr().out
+    for argv, message in [(["--epoch", "2"], "sweep: --epoch: not an option of the sweep, nor a setting or data "
+                                             "option of the a2d job"),
+                          (["--epochs", "two"], "sweep: --epochs: invalid float value: 'two'"),
+                          (["--register-as", "x"], "sweep: --register-as: not an option"),  # a job's, not a setting
+                          (["--method", "kd", "--gamma", "1"], "sweep: --gamma: not an option"),  # a2d's, not kd's
+                          (["--kd-weight", "0.5"], "sweep: --kd-weight: is now --alpha"),
+                          (["--members", "0"], "a2d: members: must be >= 1"),
+                          (["--method", "distil", "--epochs", "2"], "--method: must be one of")]:
+        assert run_cli(main, [*argv, "--synthetic-size", "8", "--check"]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], (argv, errors)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 

@@ -1,23 +1,25 @@
 """A sweep's options and its preparation: everything checked and loaded before any cluster work.
 
 :class:`SweepConfig` holds the method, the search, ASHA's settings, the teachers' knowledge
-and the base job options (a config file's ``job:`` mapping and ``--set``), validated at
-construction; :func:`prepare` checks the space and its values against the method's recipe,
-loads the data and checks reused knowledge (:class:`Prepared`); :func:`config_from` reads
-the options from a command line (:mod:`jobs.sweep`).
+and the base job options (fixed settings: a config file's ``job:`` mapping, the method's own
+job options on the command line, ``--set``), validated at construction; :func:`prepare`
+checks the space and its values against the method's recipe, loads the data and checks
+reused knowledge (:class:`Prepared`); :func:`config_from` reads the options from a command
+line (:mod:`jobs.sweep`): the sweep's own first, then the rest with the method's settings and
+data options, spelt as its job spells them (:func:`job_options`).
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from cluster.output_paths import job_run_dir
 from cluster.tracking import check_tracking_uri
 from kd_core.io.config_files import build_config, parse_overrides, read_config_file
 from kd_core.io.errors import ConfigError
-from kd_core.io.options import cli_values, option, options_error
+from kd_core.io.options import add_options, cli_values, option, options_error, refuse_renamed
 from kd_core.io.run_store import is_uri
 from kd_core.methods.registry import METHODS
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep
@@ -104,10 +106,48 @@ def prepare(config: SweepConfig) -> Prepared:
     return Prepared(config, space, recipe)
 
 
+#: Settings or data options of a method that are also the sweep's own options (``--method``, ``--seed``): on a sweep's
+#: command line they are the sweep's (its seed is the base job's too); imm's ``method`` is given as ``--set method=...``.
+SWEEP_OWN = ("method", "seed")
+
+
+def job_parser(method: str) -> argparse.ArgumentParser:
+    """The method's settings and data options as its job spells them (no job-only options such as ``--run-dir``)."""
+    spec = METHODS[method]
+    parser = argparse.ArgumentParser(prog=f"python jobs/sweep.py --method {method}", add_help=False,
+                                     allow_abbrev=False, exit_on_error=False)
+    add_options(parser, spec.settings, skip=SWEEP_OWN)
+    add_options(parser, spec.data, skip=(*SWEEP_OWN, *(f.name for f in fields(spec.settings))))
+    return parser
+
+
+def job_options(method: str, argv: list[str]) -> dict[str, Any]:
+    """The fixed settings given as the method's job options (``["--epochs", "2"]`` -> ``{"epochs": 2.0}``)."""
+    if not argv:
+        return {}
+    if method not in METHODS:
+        raise ConfigError("sweep", "--method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+    spec = METHODS[method]
+    try:
+        args, rest = job_parser(method).parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise ConfigError("sweep", err.argument_name or "options", err.message) from err
+    refuse_renamed(rest, "sweep")
+    if rest:
+        raise ConfigError("sweep", rest[0], f"not an option of the sweep, nor a setting or data option of the "
+                          f"{method} job (python jobs/{method}.py --help)")
+    return {**cli_values(spec.data, args), **cli_values(spec.settings, args)}
+
+
 def config_from(args: argparse.Namespace) -> SweepConfig:
-    """The sweep's options: the config file (with its ``space:`` and ``job:``), the command line over it."""
+    """The sweep's options: the config file (with its ``space:`` and ``job:``), the command line over it.
+
+    The fixed settings are the file's ``job:`` mapping, overridden by ``--set KEY=VALUE`` and by
+    the method's own job options left over from the sweep's parse (``args.job_argv``).
+    """
     values = read_config_file(args.config) if args.config else {}
-    job = {**values.pop("job", {}), **parse_overrides(args.set)}
+    method = args.method or values.get("method", SweepConfig.method)
+    job = {**values.pop("job", {}), **parse_overrides(args.set), **job_options(method, getattr(args, "job_argv", []))}
     try:
         return build_config(SweepConfig, {**values, "job": job}, cli_values(SweepConfig, args),
                             args.config or "options")

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from kd_core.io.config_files import build_config, read_config_file
+from kd_core.io.config_files import RENAMED, build_config, read_config_file
 from kd_core.io.errors import ConfigError
 
 T = TypeVar("T")
@@ -30,6 +30,27 @@ T = TypeVar("T")
 def flag(name: str) -> str:
     """``top_k`` -> ``--top-k``."""
     return "--" + name.replace("_", "-")
+
+
+#: Command-line spellings gone with no config key of their own: old flag -> new flag.
+RENAMED_FLAGS = {"--compare": "--baseline", "--no-vanilla": "--no-baseline"}
+
+
+def renamed_flag(arg: str) -> str | None:
+    """The new spelling of a renamed option (``--kd-weight`` -> ``--alpha``, ``--no-vanilla`` -> ``--no-baseline``)."""
+    name = arg.split("=", 1)[0]
+    if name in RENAMED_FLAGS:
+        return RENAMED_FLAGS[name]
+    key = name[2:].replace("-", "_") if name.startswith("--") else ""
+    return flag(RENAMED[key]) if key in RENAMED else None
+
+
+def refuse_renamed(argv: list[str], source: str = "options") -> None:
+    """A :class:`ConfigError` for the first option of ``argv`` that has been renamed, naming its new name."""
+    for arg in argv:
+        new = renamed_flag(arg)
+        if new:
+            raise ConfigError(source, arg.split("=", 1)[0], f"is now {new}")
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
