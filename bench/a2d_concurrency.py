@@ -35,11 +35,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--members", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--synthetic-per-domain", type=int, default=100)
+    p.add_argument("--synthetic-size", type=int, default=100)
     p.add_argument("--epochs", type=float, default=1.0)
     args = p.parse_args()
     settings = A2DSettings(members=args.members, teacher_epochs=args.epochs)
-    ws = build_span_workspace(SpanQAData(synthetic_per_domain=args.synthetic_per_domain), settings.teacher_model,
+    ws = build_span_workspace(SpanQAData(synthetic_size=args.synthetic_size), settings.teacher_model,
                               settings.student_model, tempfile.mkdtemp(prefix="a2d-concurrency-"))
     recipe = a2d_recipe(settings, ws)
     members = recipe({})

@@ -7,7 +7,7 @@ collects or merges differently, e.g. ``delta = 0`` or ``confusing = window``, re
 those steps). Variants are named by what the student's loss contains:
 
 * ``CE+KD+ANS+ATT`` (Eq. 1, joint; its run also trains ``CE`` alone, the no-KD student);
-* ``CE+ANS+ATT`` (``kd_weight = 0``: without vanilla KD), ``CE+KD+ANS`` (``delta = 0``),
+* ``CE+ANS+ATT`` (``alpha = 0``: without vanilla KD), ``CE+KD+ANS`` (``delta = 0``),
   ``CE+KD+ATT`` (``gamma = 0``);
 * ``ATT, then CE+KD+ANS`` (``stagewise``);
 * ``CE+KD+ANS+ATT, confusing per window`` (the earlier rule, against the paper's per question).
@@ -50,7 +50,7 @@ from kd_core.methods.registry import METHODS  # noqa: E402
 
 VARIANTS = {
     "CE+KD+ANS+ATT": {},
-    "CE+ANS+ATT": {"kd_weight": 0.0},
+    "CE+ANS+ATT": {"alpha": 0.0},
     "CE+KD+ANS": {"delta": 0.0},
     "CE+KD+ATT": {"gamma": 0.0},
     "ATT, then CE+KD+ANS": {"stagewise": True},

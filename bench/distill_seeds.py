@@ -1,10 +1,10 @@
 """Does knowledge help? Student F1 with and without A2D knowledge, over several seeds, side by side.
 
-Runs the single-process distillation (``jobs.distill``) once per seed with ``baseline`` (``--compare``)
+Runs the single-process distillation (``jobs.distill``) once per seed with ``--baseline``
 on, so the KD student and the no-KD baseline see the same data, tokenizer, teacher and
 student initialisation; prints one JSON object with per-seed and mean F1.
 
-    python bench/distill_seeds.py --seeds 0 1 2 --set epochs=6 --set synthetic_per_domain=300
+    python bench/distill_seeds.py --seeds 0 1 2 --set epochs=6 --set synthetic_size=300
 """
 
 from __future__ import annotations

@@ -42,13 +42,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domains", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--synthetic-per-domain", type=int, default=150)
+    p.add_argument("--synthetic-size", type=int, default=150)
     p.add_argument("--epochs", type=float, default=2.0)
     args = p.parse_args()
     settings = IMMSettings(epochs=args.epochs, iterations=1)
     work = Path(tempfile.mkdtemp(prefix="imm-concurrency-"))
     ws = build_domain_workspace(DataSettings(synthetic_domains=DOMAINS[: args.domains],
-                                             synthetic_per_domain=args.synthetic_per_domain),
+                                             synthetic_size=args.synthetic_size),
                                 settings.max_answer_length, TOKENIZER, work / "base")
     names = domain_names(ws)
     recipe = imm_recipe(settings, ws)

@@ -3,7 +3,7 @@
 For every task and seed: the teacher ensemble, the KD student and the no-KD student (same
 architecture, data, initialisation and schedule), each scored on the task's **test** split
 with its primary metric. Prints one JSON object with the per-seed numbers and the means.
-``--set KEY=VALUE`` overrides any recipe or data option (e.g. ``--set teachers=3``).
+``--set KEY=VALUE`` overrides any recipe or data option (e.g. ``--set members=3``).
 Never run as a test.
 """
 

@@ -63,7 +63,7 @@ def main() -> int:
     p.add_argument("--no-teacher-multitask", action="store_true")
     args = p.parse_args()
     settings = MTDNNSettings(teacher_epochs=args.teacher_epochs, teacher_fine_tune_epochs=1.0, epochs=2.0,
-                             teacher_multitask=not args.no_teacher_multitask, single_task=False, vanilla=False)
+                             teacher_multitask=not args.no_teacher_multitask, single_task=False, baseline=False)
     work = Path(tempfile.mkdtemp(prefix="mtdnn-concurrency-"))
     ws = build_multitask_workspace(MultiTaskData(), settings.teacher_model, settings.student_model, work / "base")
     stages = teacher_stages(settings, ws)

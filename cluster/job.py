@@ -47,6 +47,7 @@ from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
+from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
@@ -144,11 +145,12 @@ def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """The saved options of the job in ``run_dir``; any of ``given`` that differs from them is refused."""
     state = JobState.load(RunStore(output_location(run_dir)), method)
+    saved = {RENAMED.get(key, key): value for key, value in state.options.items()}  # a run from before a rename
     for key, value in given.items():
-        if key in state.options and _comparable(state.options[key]) != _comparable(value):
-            raise ConfigError("--resume", flag(key), f"the run was made with {state.options[key]!r}, not "
+        if key in saved and _comparable(saved[key]) != _comparable(value):
+            raise ConfigError("--resume", flag(key), f"the run was made with {saved[key]!r}, not "
                               f"{value!r}; resume with the saved options (or none)")
-    return state.options
+    return saved
 
 
 class JobRuntime:

@@ -4,7 +4,7 @@
 local driver (:func:`kd_core.engine.local.run_locally`): the same steps and results as
 ``jobs/a2d.py``, executed one after another here. Defaults: one teacher (``--members 1``),
 its knowledge written once as Parquet, a student trained with A2D's joint objective
-``L = CE + tau^2 KD + gamma ANS + delta ATT``; ``--compare`` also trains the same student
+``L = CE + tau^2 KD + gamma ANS + delta ATT``; ``--baseline`` also trains the same student
 without knowledge (the baseline). Models are saved in ``save_pretrained`` form under
 ``<run dir>/steps/<step>/model``; the run directory's earlier steps are removed first.
 """
@@ -43,7 +43,7 @@ class DistillConfig(MethodConfig, A2DSettings, SpanQAData):
     """Every option of ``python jobs/distill.py``: the A2D settings and the data (validated)."""
 
     members: int = option(1, "teacher ensemble size N", "model")
-    baseline: bool = option(False, "also train the student without knowledge", "model", alias="--compare")
+    baseline: bool = option(False, "also train the student without knowledge (student-no-kd)", "model")
     run_dir: str = option("runs/distill", "where knowledge, models and the summary go", "job")
 
     def __post_init__(self) -> None:

@@ -1,8 +1,9 @@
 """Ray Tune sweep of any method's distillation hyperparameters (``python jobs/sweep.py --help``).
 
 Thin entry point (:class:`cluster.job_cli.RayCommand`): the sweep's options (a ``--config``
-file with its ``space:`` and ``job:`` mappings, ``--set`` for the base job's options, the
-command line over both; :mod:`tuning.config`) are checked with the space and the data before
+file with its ``space:`` and ``job:`` mappings; on the command line the sweep's own options, then
+the method's job options as fixed settings, e.g. ``--method a2d --epochs 2 --members 3``, and
+``--set KEY=VALUE``; :mod:`tuning.config`) are checked with the space and the data before
 any cluster work; then :func:`tuning.sweep.run_sweep` runs the recipe's teacher steps once and
 the trials on Ray Tune, every trial a child run in MLflow.
 """
@@ -32,11 +33,23 @@ class Sweep(RayCommand[SweepConfig]):
     config_help = "YAML or JSON file with sweep options, a 'space:' and a 'job:' mapping"
     check_help = "validate options, space and data, then exit"
     skip = ("space", "job")
+    epilog = ("Fixed settings: any other option is a setting or data option of the method's job, spelt as that job "
+              "spells it (python jobs/<method>.py --help), e.g. python jobs/sweep.py --method a2d --epochs 2 --members "
+              "3 --num-samples 4 (A2D sweeps default to --members 1, and no sweep trains the baselines unless told). "
+              "--set KEY=VALUE does the same by field name; imm's own --method, which the sweep's --method shadows, is "
+              "--set method=NAME.")
+    allow_abbrev = False  # a job option is never read as an abbreviated sweep option
 
     def extra_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="a base option of the method's job, e.g. --set epochs=4 --set members=2 (A2D sweeps "
-                            "default to members=1)")
+                            help="a fixed setting by its field name, e.g. --set epochs=4 (the same as --epochs 4; "
+                            "also imm's method: --set method=mix)")
+
+    def parse(self, argv: list[str] | None) -> argparse.Namespace:
+        """The sweep's own options; what is left (``args.job_argv``) is the method's job options (:meth:`config`)."""
+        args, rest = self.parser().parse_known_args(argv)
+        args.job_argv = rest
+        return args
 
     def config(self, args: argparse.Namespace) -> SweepConfig:
         return config_from(args)

@@ -18,7 +18,7 @@ from kd_core.data.schema import examples_to_dataset
 from kd_core.models.tokenizers import train_wordpiece_tokenizer
 
 #: The kd job of the ``kd_job`` fixture (tests/conftest.py): tiny, two teachers.
-KD_TINY = dict(synthetic_size=240, teachers=2, teacher_epochs=2, epochs=3, batch_size=16)
+KD_TINY = dict(synthetic_size=240, members=2, teacher_epochs=2, epochs=3, batch_size=16)
 
 
 def example(id_: str, context: str, question: str, answer: str | None, domain: str = "toy") -> dict:

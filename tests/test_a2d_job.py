@@ -26,9 +26,9 @@ from kd_core.tasks.span_qa import SpanQATask
 from tests.helpers import help_text, job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_per_domain=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
+TINY = dict(synthetic_size=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
             baseline=False)
-CLI_TINY = ["--synthetic-per-domain", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500",
+CLI_TINY = ["--synthetic-size", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500",
             "--no-baseline"]
 STEPS = {"member-0", "member-1", "knowledge-0", "knowledge-1", "knowledge", "student", "eval-ensemble-dev",
          "eval-student-dev"}
@@ -167,7 +167,7 @@ def test_a_student_with_two_workers_trains_data_parallel_on_ray_train(ray_sessio
 
 def test_check_validates_without_cluster_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run_cli(main, ["--synthetic-per-domain", "8", "--members", "3", "--check"]) == 0
+    assert run_cli(main, ["--synthetic-size", "8", "--members", "3", "--check"]) == 0
     assert "ok" in capsys.readouterr().out
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
@@ -181,7 +181,7 @@ def test_check_validates_without_cluster_work(tmp_path, monkeypatch, capsys):
 ])
 def test_bad_options_exit_2_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
-    assert run_cli(main, ["--synthetic-per-domain", "8", *args]) == 2
+    assert run_cli(main, ["--synthetic-size", "8", *args]) == 2
     stderr = capsys.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0]

@@ -10,7 +10,7 @@ from kd_core.engine.steps import MergeStep, TrainStep
 from kd_core.io.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 
-TINY = {"synthetic_per_domain": 12, "vocab_size": 400, "teacher_epochs": 1.0, "epochs": 1.0}
+TINY = {"synthetic_size": 12, "vocab_size": 400, "teacher_epochs": 1.0, "epochs": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_joint_student_has_every_term_and_the_merge_the_papers_confusing_rul
 
 
 def test_ablations_are_options(ws):
-    no_kd_term = {s.name: s for s in _plan(A2DSettings(members=1, kd_weight=0.0), ws)}["student"]
+    no_kd_term = {s.name: s for s in _plan(A2DSettings(members=1, alpha=0.0), ws)}["student"]
     assert _terms(no_kd_term) == {"hard": 1.0, "answer_margin": 0.3, "attention": 0.1}
     window = {s.name: s for s in _plan(A2DSettings(members=1, confusing="window"), ws)}["knowledge"]
     assert dict(window.options) == {"confusing": "window"}
@@ -53,9 +53,9 @@ def test_ablations_are_options(ws):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"kd_weight": -1.0}, "kd_weight"), ({"confusing": "ensemble"}, "confusing"),
+    ({"alpha": -1.0}, "alpha"), ({"confusing": "ensemble"}, "confusing"),
     ({"stagewise": True, "delta": 0.0}, "stagewise"), ({"stagewise": True, "no_kd": True}, "stagewise"),
-    ({"kd_weight": 0.0, "gamma": 0.0, "delta": 0.0}, "kd_weight"), ({"attention_epochs": 0.0}, "attention_epochs"),
+    ({"alpha": 0.0, "gamma": 0.0, "delta": 0.0}, "alpha"), ({"attention_epochs": 0.0}, "attention_epochs"),
 ])
 def test_impossible_variants_are_refused(kwargs, field):
     with pytest.raises(ConfigError) as err:

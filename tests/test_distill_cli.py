@@ -15,7 +15,7 @@ from kd_core.io.cli import run_cli
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 
-TINY = ["--synthetic-per-domain", "12", "--teacher-epochs", "1", "--epochs", "1", "--vocab-size", "400"]
+TINY = ["--synthetic-size", "12", "--teacher-epochs", "1", "--epochs", "1", "--vocab-size", "400"]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -28,7 +28,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
-    result = run(*TINY, "--compare", "--json", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    result = run(*TINY, "--baseline", "--json", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("teacher_f1", "student_f1", "student_no_kd_f1", "knowledge_bytes_per_feature", "run_dir"):
@@ -45,7 +45,7 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
 
 def test_config_file_with_override_and_check(tmp_path):
     config = tmp_path / "distill.yaml"
-    config.write_text("tau: 3.0\nsynthetic_per_domain: 12\nmax_length: 64\n")
+    config.write_text("tau: 3.0\nsynthetic_size: 12\nmax_length: 64\n")
     result = run("--config", str(config), "--max-length", "80", "--check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout

@@ -16,8 +16,8 @@ from tuning.config import SweepConfig
 from tuning.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_per_domain=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
-CLI_TINY = ["--synthetic-per-domain", "24", "--epochs", "2", "--iterations", "2", "--vocab-size", "500",
+TINY = dict(synthetic_size=24, epochs=2, iterations=2, vocab_size=500, batch_size=8)
+CLI_TINY = ["--synthetic-size", "24", "--epochs", "2", "--iterations", "2", "--vocab-size", "500",
             "--batch-size", "8"]
 
 
@@ -154,7 +154,7 @@ def test_help_lists_the_contract_options():
 def test_check_validates_config_file_and_data_without_cluster_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "imm.yaml"
-    config.write_text("synthetic_per_domain: 12\nsynthetic_domains: [sports, travel]\nvocab_size: 300\n")
+    config.write_text("synthetic_size: 12\nsynthetic_domains: [sports, travel]\nvocab_size: 300\n")
     assert run_cli(main, ["--config", str(config), "--iterations", "1", "--check"]) == 0
     assert "ok" in capsys.readouterr().out
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()

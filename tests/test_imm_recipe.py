@@ -25,7 +25,7 @@ DOMAINS = ("sports", "medicine", "finance")
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    settings = DataSettings(synthetic_domains=DOMAINS, synthetic_per_domain=12, vocab_size=400)
+    settings = DataSettings(synthetic_domains=DOMAINS, synthetic_size=12, vocab_size=400)
     return build_domain_workspace(settings, 30, "shared", tmp_path_factory.mktemp("imm"))
 
 

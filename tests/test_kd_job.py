@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI_TINY = ["--synthetic-size", "240", "--teachers", "2", "--teacher-epochs", "2", "--epochs", "3",
+CLI_TINY = ["--synthetic-size", "240", "--members", "2", "--teacher-epochs", "2", "--epochs", "3",
             "--batch-size", "16"]
 STEPS = {"teacher-0", "teacher-1", "knowledge-0", "knowledge-1", "knowledge", "student", "student-no-kd",
          "eval-teacher", "eval-student", "eval-student-no-kd"}
@@ -193,7 +193,7 @@ def test_a_job_in_an_s3_run_dir_whose_driver_is_killed_resumes_to_the_uninterrup
         assert run_cli(main, ["--resume", run_dir, "--tau", "3"]) == 2  # state.json read from S3
         refused = capsys.readouterr().err
         assert "--tau" in refused and "2.0" in refused
-        assert run_cli(main, ["--resume", run_dir, "--teachers", "2", "--json"]) == 0
+        assert run_cli(main, ["--resume", run_dir, "--members", "2", "--json"]) == 0
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         after = s3.keys(prefix)
         student = json.loads(s3.fs.open_input_stream(f"kd-runs/{prefix}/steps/student/result.json").read())
@@ -246,7 +246,7 @@ def test_a_full_run_directory_ends_the_job_with_one_line_and_resume_finishes_it_
     half-written file; grown to 64 MiB, ``--resume`` finishes the job."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    small = ["--synthetic-size", "160", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "1", "--batch-size", "16",
+    small = ["--synthetic-size", "160", "--members", "1", "--teacher-epochs", "1", "--epochs", "1", "--batch-size", "16",
              "--no-baseline"]
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:

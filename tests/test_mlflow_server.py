@@ -18,7 +18,7 @@ from tests.helpers import free_port, job_tree, logged_model, logged_model_files,
 from tuning.config import SweepConfig
 from tuning.sweep import run_sweep
 
-TINY = dict(synthetic_size=120, teachers=2, teacher_epochs=1, epochs=2, batch_size=16)
+TINY = dict(synthetic_size=120, members=2, teacher_epochs=1, epochs=2, batch_size=16)
 
 
 def _healthy(url: str) -> bool:
@@ -83,8 +83,8 @@ def test_a_sweep_logs_its_trials_to_a_tracking_server(mlflow_server, ray_session
     before = os.environ.get("MLFLOW_TRACKING_URI")
     with s3_server(tmp_path) as s3:
         run_dir = s3.uri("sweeps/kd", credentials=True)
-        summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, run_dir=run_dir,
-                                        job={"synthetic_size": 120, "teachers": 1, "teacher_epochs": 1, "epochs": 2},
+        summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrency=2, run_dir=run_dir,
+                                        job={"synthetic_size": 120, "members": 1, "teacher_epochs": 1, "epochs": 2},
                                         tracking_uri=url, experiment="served-sweep"))
         stored = s3.keys("sweeps/kd")
     assert os.environ.get("MLFLOW_TRACKING_URI") == before  # Tune's callback set MLflow's global only for the sweep

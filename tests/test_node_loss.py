@@ -25,7 +25,7 @@ HEAD_PORTS = dict(node=6396, objects=6397, agent=29401, agent_grpc=29402, runtim
                   workers=(20400, 20499))
 SPARE_PORTS = dict(node=6398, objects=6399, agent=29411, agent_grpc=29412, runtime_env=29413, metrics=29414,
                    workers=(20500, 20599))
-KD_TINY = ["--synthetic-size", "240", "--teachers", "1", "--teacher-epochs", "1", "--epochs", "8",
+KD_TINY = ["--synthetic-size", "240", "--members", "1", "--teacher-epochs", "1", "--epochs", "8",
            "--batch-size", "16", "--max-concurrency", "1", "--no-baseline", "--quiet"]
 #: Run with the cluster's address: "hold" waits for the spare node, starts a detached actor holding the head's only
 #: CPU (so the job's worker must start on the spare node) and prints the spare node's id; ("free", dashboard URL)

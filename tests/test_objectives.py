@@ -62,11 +62,11 @@ def test_a2d_objective_is_eq1_computed_by_hand():
     ans = (1 - ln2) + 1.0
     # L_ATT = 1/2 sum over passage rows j of ||D_j - E_j||^2 = 1/2 [(1 - .5)^2 + (0 - .5)^2 + 0] (row 0 ignored)
     att = 0.5 * 0.5
-    for kd_weight in (1.0, 0.5):
-        specs = (TermSpec("hard"), TermSpec("soft", kd_weight, 2.0), TermSpec("answer_margin", 0.3),
+    for alpha in (1.0, 0.5):
+        specs = (TermSpec("hard"), TermSpec("soft", alpha, 2.0), TermSpec("answer_margin", 0.3),
                  TermSpec("attention", 0.1))
         total, parts = objective_for(specs, SpanQATask())(out, batch, progress=0.0)
-        expected = ce + kd_weight * 4 * kd + 0.3 * ans + 0.1 * att
+        expected = ce + alpha * 4 * kd + 0.3 * ans + 0.1 * att
         assert total.item() == pytest.approx(expected, rel=1e-5)
         assert parts["loss/ce"] == pytest.approx(ce, rel=1e-5) and parts["loss/att"] == pytest.approx(att)
 

@@ -62,7 +62,7 @@ def test_imm_job_submitted_without_path_options_keeps_its_results_in_the_results
     """No --run-dir, no --tracking-uri: outputs go to $KD_RESULTS_DIR (~/kd_results), not into Ray's temporary copy."""
     results = tmp_path / "kd_results"
     runtime_env = json.dumps({"env_vars": {"KD_RESULTS_DIR": str(results)}})
-    summary, = _submit(f"{sys.executable} jobs/imm.py --synthetic-per-domain 16 --epochs 1 --iterations 1 "
+    summary, = _submit(f"{sys.executable} jobs/imm.py --synthetic-size 16 --epochs 1 --iterations 1 "
                        f"--baselines single --vocab-size 400 --json", head_node,
                        ["--runtime-env-json", runtime_env])
     run_dir = Path(summary["run_dir"])
@@ -88,10 +88,10 @@ def test_a2d_mtdnn_and_students_jobs_run_unchanged_under_ray_job_submit(head_nod
         "size: 60}\n")
     tracking = f"--tracking-uri sqlite:///{tmp_path}/mlflow.db --json"
     a2d, mtdnn, students = _submit(
-        f"{sys.executable} jobs/a2d.py --synthetic-per-domain 12 --teacher-epochs 1 --epochs 1 --vocab-size 400 "
+        f"{sys.executable} jobs/a2d.py --synthetic-size 12 --teacher-epochs 1 --epochs 1 --vocab-size 400 "
         f"--no-baseline --run-dir {tmp_path}/a2d {tracking} && "
         f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/mtdnn.yaml --members 2 --teacher-epochs 1 "
-        f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-vanilla --run-dir {tmp_path}/mtdnn {tracking} && "
+        f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-baseline --run-dir {tmp_path}/mtdnn {tracking} && "
         f"{sys.executable} jobs/students.py --tasks {tmp_path}/students.yaml --teacher-model tiny-bert "
         f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
         f"--speed-examples 8 --speed-repeats 1 --no-baseline --run-dir {tmp_path}/students {tracking}", head_node)

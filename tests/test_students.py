@@ -246,7 +246,7 @@ def test_bad_student_settings_are_refused_at_construction(changes, message):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"distil_layers": (0, 4)}, "the teacher has 4"),
+    ({"student_layers": (0, 4)}, "the teacher has 4"),
     ({"layer_loss": "hidden_mse", "layer_map": ("0:5",)}, "teacher layer 5 does not exist; the teacher has 4 layers"),
     ({"layer_loss": "hidden_mse", "layer_map": ("3:1",)}, "student layer 3 does not exist"),
     ({"layer_loss": "hidden_cos", "projection": False}, "needs the projection"),

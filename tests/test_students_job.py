@@ -119,7 +119,7 @@ def test_help_and_check_without_cluster_work(tmp_path, monkeypatch, capsys, task
     (["--layer-loss", "hidden_mse", "--layer-map", "0:1,1:7"], "teacher layer 7 does not exist; the teacher has 4"),
     (["--layer-loss", "hidden_mse", "--no-projection", "--scratch-hidden", "32"], "needs the projection"),
     (["--noise", "-0.5"], "--noise: invalid value -0.5"),
-    (["--distil-layers", "0,9"], "the teacher has 4"),
+    (["--student-layers", "0,9"], "the teacher has 4"),
     (["--loss", "kl"], "--loss: must be one of soft, mse, hard"),
 ])
 def test_bad_student_settings_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypatch, capsys, tasks_file,

@@ -7,7 +7,7 @@ import torch
 from ray import tune
 from safetensors.torch import load_file
 
-from jobs.sweep import main
+from jobs.sweep import SWEEP, main
 from kd_core.io.cli import run_cli
 from kd_core.io.errors import ConfigError, DataError
 from tests.helpers import KD_TINY, job_tree
@@ -15,7 +15,7 @@ from tuning.config import SweepConfig, prepare
 from tuning.spaces import DEFAULT_SPACES, Param, param_space, parse_space
 from tuning.sweep import run_sweep
 
-JOB = {"synthetic_per_domain": 16, "teacher_epochs": 2, "epochs": 3, "vocab_size": 400}
+JOB = {"synthetic_size": 16, "teacher_epochs": 2, "epochs": 3, "vocab_size": 400}
 
 
 def test_default_spaces_follow_the_papers_and_overrides_replace_entries():
@@ -56,20 +56,51 @@ def test_invalid_values_and_options_are_refused_before_cluster_work(tmp_path, mo
     with pytest.raises(ConfigError, match="changes the teacher steps"):
         prepare(SweepConfig(space={"top_k": {"choice": [2, 4]}}, job=JOB))  # top-K is collected once, by the teachers
     with pytest.raises(ConfigError, match="iterations"):
-        prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_per_domain": 8}))
+        prepare(SweepConfig(method="imm", space={"iterations": {"choice": [-1, 1]}}, job={"synthetic_size": 8}))
     for args, message in [(["--method", "distil"], "must be one of kd, a2d, imm, mtdnn, students"), (["--num-samples", "0"], "--num-samples"),
                           (["--set", "epochs=-1"], "epochs"), (["--knowledge-from", str(tmp_path)], "no finished a2d teacher step"),
                           (["--set", "no_such_option=1"], "no_such_option")]:
-        assert run_cli(main, [*args, "--set", "synthetic_per_domain=8", "--check"]) == 2
+        assert run_cli(main, [*args, "--set", "synthetic_size=8", "--check"]) == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_sweep_takes_the_methods_own_job_options_as_fixed_settings(tmp_path, monkeypatch, capsys):
+    """``--epochs 2 --members 3`` as the a2d job spells them; ``--set`` and the sweep's own options beside them."""
+    config = SWEEP.config(SWEEP.parse(["--method", "a2d", "--epochs", "2", "--members", "3", "--num-samples", "4",
+                                       "--no-baseline", "--student-layers", "1", "--set", "tau=3", "--seed", "5",
+                                       "--max-concurrency", "2"]))
+    assert (config.method, config.num_samples, config.seed, config.max_concurrency) == ("a2d", 4, 5, 2)
+    assert config.job == {"epochs": 2.0, "members": 3, "baseline": False, "student_layers": 1, "tau": 3}
+    config = SWEEP.config(SWEEP.parse(["--method", "students", "--students", "scratch,bilstm", "--alpha", "0.5"]))
+    assert config.job == {"students": ("scratch", "bilstm"), "alpha": 0.5}
+    path = tmp_path / "sweep.yaml"
+    path.write_text("method: kd\njob: {epochs: 4, members: 2}\n")  # the method from the file picks the parser
+    assert SWEEP.config(SWEEP.parse(["--config", str(path), "--members", "1"])).job == {"epochs": 4, "members": 1}
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, ["--method", "a2d", "--synthetic-size", "8", "--epochs", "2", "--members", "3",
+                          "--num-samples", "4", "--check"]) == 0
+    assert "ok: options, search space and data are valid" in capsys.readouterr().out
+    for argv, message in [(["--epoch", "2"], "sweep: --epoch: not an option of the sweep, nor a setting or data "
+                                             "option of the a2d job"),
+                          (["--epochs", "two"], "sweep: --epochs: invalid float value: 'two'"),
+                          (["--register-as", "x"], "sweep: --register-as: not an option"),  # a job's, not a setting
+                          (["--method", "kd", "--gamma", "1"], "sweep: --gamma: not an option"),  # a2d's, not kd's
+                          (["--kd-weight", "0.5"], "sweep: --kd-weight: is now --alpha"),
+                          (["--members", "0"], "a2d: members: must be >= 1"),
+                          (["--method", "distil", "--epochs", "2"], "--method: must be one of")]:
+        assert run_cli(main, [*argv, "--synthetic-size", "8", "--check"]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], (argv, errors)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
 def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_sweep(SweepConfig(num_samples=6, max_concurrent=2, job=JOB, run_dir=str(tmp_path / "sweep"),
+    summary = run_sweep(SweepConfig(num_samples=6, max_concurrency=2, job=JOB, run_dir=str(tmp_path / "sweep"),
                                     tracking_uri=uri))
     assert summary["teacher_passes"] == 1 and summary["trials"] == 6 and summary["failed"] == 0
     assert summary["stopped_early"] >= 1  # ASHA cut some trials before their 3rd epoch
@@ -118,7 +149,7 @@ def test_a_recipe_sweep_reuses_a_jobs_teachers_and_searches_the_students_setting
     knowledge. (A recipe sweep that trains its teachers once: tests/test_mlflow_server.py, the mtdnn and students
     sweeps below.)"""
     job, uri = kd_job
-    summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrent=2, job=KD_TINY,
+    summary = run_sweep(SweepConfig(method="kd", num_samples=2, max_concurrency=2, job=KD_TINY,
                                     knowledge_from=job["run_dir"], run_dir=str(tmp_path / "sweep"), tracking_uri=uri))
     assert summary["teacher_passes"] == 0 and summary["trials"] == 2 and summary["failed"] == 0
     assert summary["metric"] == "dev_metric" and set(summary["best_config"]) == {"tau", "alpha"}
@@ -158,7 +189,7 @@ def test_an_mtdnn_sweep_runs_the_teacher_ensembles_once(ray_session, tmp_path):
     (tmp_path / "tasks.yaml").write_text(MT_TASKS)
     job = {"tasks": str(tmp_path / "tasks.yaml"), "members": 2, "teacher_epochs": 1, "teacher_fine_tune_epochs": 1,
            "epochs": 2, "batch_size": 16, "max_length": 32, "vocab_size": 300}
-    summary = run_sweep(SweepConfig(method="mtdnn", num_samples=2, max_concurrent=2, job=job,
+    summary = run_sweep(SweepConfig(method="mtdnn", num_samples=2, max_concurrency=2, job=job,
                                     run_dir=str(tmp_path / "sweep"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert summary["teacher_passes"] == 1 and summary["trials"] == 2 and summary["failed"] == 0
     assert set(summary["best_config"]) == {"alpha", "tau", "learning_rate"}
@@ -181,7 +212,7 @@ def test_a_students_sweep_trains_the_teacher_once_and_searches_the_kd_settings(r
            "speed_repeats": 1}
     space = {"loss": {"grid": ["mse", "hard"]}, "noise": {"grid": [0.0, 0.5]}, "alpha": {"choice": [0.7]},
              "tau": {"choice": [2.0]}}
-    summary = run_sweep(SweepConfig(method="students", search="grid", num_samples=1, max_concurrent=2, job=job,
+    summary = run_sweep(SweepConfig(method="students", search="grid", num_samples=1, max_concurrency=2, job=job,
                                     space=space, run_dir=str(tmp_path / "sweep"),
                                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert summary["teacher_passes"] == 1 and summary["trials"] == 4 and summary["failed"] == 0
@@ -201,7 +232,7 @@ def test_a_students_sweep_trains_the_teacher_once_and_searches_the_kd_settings(r
 def test_every_parameter_of_the_default_spaces_changes_what_a_trial_computes(method, tmp_path):
     (tmp_path / "mt.yaml").write_text(MT_TASKS)
     (tmp_path / "st.yaml").write_text(ST_TASKS)
-    jobs = {"a2d": JOB, "imm": {"synthetic_per_domain": 8, "vocab_size": 300}, "kd": KD_JOB,
+    jobs = {"a2d": JOB, "imm": {"synthetic_size": 8, "vocab_size": 300}, "kd": KD_JOB,
             "mtdnn": {"tasks": str(tmp_path / "mt.yaml"), "max_length": 32, "vocab_size": 300},
             "students": {"tasks": str(tmp_path / "st.yaml"), "max_length": 32, "vocab_size": 300,
                          "word_vocab_size": 200}}
@@ -218,4 +249,4 @@ def test_a_parameter_that_changes_nothing_a_trial_computes_is_refused(tmp_path):
                         run_dir=str(tmp_path / "b")))
     # IMM's similarity ablation changes the transfer's example weights: it may be searched.
     prepare(SweepConfig(method="imm", space={"no_similarity": {"choice": [False, True]}},
-                        job={"synthetic_per_domain": 8, "vocab_size": 300}, run_dir=str(tmp_path / "c")))
+                        job={"synthetic_size": 8, "vocab_size": 300}, run_dir=str(tmp_path / "c")))

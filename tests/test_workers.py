@@ -19,7 +19,7 @@ from kd_core.knowledge.table import read_knowledge, unfixed
 from kd_core.training.loop import TrainConfig
 
 ONE_THREAD = Placement(num_cpus=0.5, num_gpus=0.0, torch_threads=1)
-DATA = SpanQAData(synthetic_per_domain=20, vocab_size=500, seed=1)
+DATA = SpanQAData(synthetic_size=20, vocab_size=500, seed=1)
 TRAIN = TrainStep("member", "tiny-bert", 7, "teacher", (TermSpec("hard"),),
                   TrainConfig(epochs=3, batch_size=8, seed=3, checkpoint_every=2))
 COLLECT = CollectStep("knowledge", model_ref("member"), "teacher", options=(("top_k", 3), ("with_attention", True)))

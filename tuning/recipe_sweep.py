@@ -20,7 +20,7 @@ from cluster.tracking import RunRef, Tracker
 from kd_core.engine.local import drive, is_teacher
 from kd_core.engine.steps import Result, Step
 from kd_core.engine.workspace import Workspace
-from kd_core.io.config_files import build_config
+from kd_core.io.config_files import build_config, unknown_key
 from kd_core.io.errors import ConfigError
 from kd_core.io.run_store import join
 from kd_core.methods.registry import METHODS, MethodSpec
@@ -50,8 +50,7 @@ def prepare_recipe_sweep(method: str, job: dict[str, Any], seed: int, space: dic
     setting_fields = {f.name for f in fields(spec.settings)}
     unknown = sorted(set(job) - data_fields - setting_fields)
     if unknown:
-        raise ConfigError("sweep.job", unknown[0], f"unknown option of {method}; known: "
-                          f"{', '.join(sorted(data_fields | setting_fields))}")
+        raise unknown_key("sweep.job", unknown[0], data_fields | setting_fields, of=f" of {method}")
     data = build_config(spec.data, {k: v for k, v in job.items() if k in data_fields}, {"seed": seed}, "sweep.job")
     own = {k: v for k, v in job.items() if k in setting_fields}
     settings = build_config(spec.settings, {**spec.sweep_defaults, **own}, {"seed": seed}, "sweep.job")

@@ -71,7 +71,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         gpus = resources_total.get("GPU", 0)
         resources = {"CPU": 1.0, "GPU": 1.0} if gpus >= 1 else {"CPU": 1.0}
         capacity = int(gpus) if gpus >= 1 else int(resources_total.get("CPU", 1))
-        concurrent = config.max_concurrent or max(1, capacity)
+        concurrent = config.max_concurrency or max(1, capacity)
         threads = max(1, int(resources_total.get("CPU", 1)) // concurrent)
         teachers, passes = run_teachers(p.recipe, tracker, parent)
         trainable = tune.with_resources(tune.with_parameters(recipe_trial, inputs=RecipeTrialInputs(

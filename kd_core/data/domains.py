@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerFast
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.split import carve_by_context, limit_by_context, split_by_context
-from kd_core.data.synthetic import generate
+from kd_core.data.synthetic import DOMAINS, generate
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
 from kd_core.models.presets import is_preset
@@ -81,11 +81,12 @@ class DataSettings:
     domains: tuple[str, ...] = option((), "a domain and its data, NAME=TRAIN[,TEST] (SQuAD JSON, MRQA jsonl(.gz) "
                                       "or hf:NAME); repeat for each domain. Without TEST, test is split off TRAIN by "
                                       "context. Default: the embedded synthetic domains", "data", alias="--domain",
-                                      split=False)
+                                      split=False, metavar="NAME=TRAIN[,TEST]")
     data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
-    synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data")
-    synthetic_per_domain: int = option(600, "synthetic questions per domain (at 150, a 24-question dev makes "
-                                       "choices by noise)", "data")
+    synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data",
+                                                choices=DOMAINS)
+    synthetic_size: int = option(600, "synthetic questions per domain (at 150, a 24-question dev makes "
+                                 "choices by noise)", "data")
     max_train_examples: int | None = option(None, "keep at most this many training questions per domain (whole "
                                             "contexts)", "data")
     max_test_examples: int | None = option(None, "keep at most this many test questions per domain", "data")
@@ -105,8 +106,8 @@ class DataSettings:
         object.__setattr__(self, "domains", (self.domains,) if isinstance(self.domains, str) else
                            tuple(self.domains or ()))
         object.__setattr__(self, "synthetic_domains", as_names(self.synthetic_domains))
-        if self.synthetic_per_domain < 4:
-            raise ConfigError("domains", "synthetic_per_domain", f"must be >= 4, got {self.synthetic_per_domain}")
+        if self.synthetic_size < 4:
+            raise ConfigError("domains", "synthetic_size", f"must be >= 4, got {self.synthetic_size}")
         for name in ("max_train_examples", "max_test_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -164,7 +165,7 @@ def load_domain_examples(settings: DataSettings) -> dict[str, DomainSplits]:
     if not sources:
         if len(settings.synthetic_domains) < 2:
             raise ConfigError("domains", "synthetic_domains", "multi-domain transfer needs at least 2 domains")
-        corpus = generate(n_per_domain=settings.synthetic_per_domain, domains=settings.synthetic_domains,
+        corpus = generate(n_per_domain=settings.synthetic_size, domains=settings.synthetic_domains,
                           seed=settings.seed)
         column = list(corpus["domain"])
         return {

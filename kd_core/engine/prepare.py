@@ -38,7 +38,7 @@ from kd_core.data.domains import ALL_DEV, DataSettings, load_domain_examples, sh
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
 from kd_core.data.synthetic import generate
-from kd_core.data.synthetic_sentences import generate_task
+from kd_core.data.synthetic_sentences import SENTENCE_TASKS, generate_task
 from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
@@ -57,7 +57,7 @@ SPAN_DOMAINS = ("sports", "medicine", "finance")
 class DataOptions:
     """Where a job's examples come from and how they are split and tokenised (validated)."""
 
-    task: str = option("sentiment", "embedded task: span_qa, sentiment, entailment, rating, similarity or preference", "data")
+    task: str = option("sentiment", "embedded task", "data", choices=("span_qa", *SENTENCE_TASKS))
     train: str | None = option(None, "span_qa training file: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME", "data")
     dev: str | None = option(None, "dev file (default: split off the training data by group)", "data")
     test: str | None = option(None, "test file (default: split off the training data by group)", "data")
@@ -101,7 +101,7 @@ class SpanQAData:
                                "synthetic corpus)", "data")
     dev: str | None = option(None, "dev data (default: split off the training data by context)", "data")
     eval: tuple[str, ...] = option((), "extra SQuAD-format evaluation file", "data")
-    synthetic_per_domain: int = option(200, "synthetic questions per domain", "data")
+    synthetic_size: int = option(200, "synthetic questions per domain", "data")
     dev_fraction: float = option(0.2, "share of contexts split off as dev when --dev is absent", "data")
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
     max_length: int = option(96, "tokens per window", "data")
@@ -111,7 +111,7 @@ class SpanQAData:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval", tuple(self.eval))
-        checks = {"synthetic_per_domain": self.synthetic_per_domain >= 2, "vocab_size": self.vocab_size >= 100,
+        checks = {"synthetic_size": self.synthetic_size >= 2, "vocab_size": self.vocab_size >= 100,
                   "max_answer_length": self.max_answer_length >= 1, "dev_fraction": 0 < self.dev_fraction < 1}
         for name, ok in checks.items():
             if not ok:
@@ -136,7 +136,7 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
     extra = {name: load_examples(path) for name, path in zip(options.eval_splits, options.eval)}
     task = SpanQATask(max_answer_length=options.max_answer_length)
     if options.train is None:
-        examples = generate(n_per_domain=options.synthetic_per_domain, seed=options.seed)
+        examples = generate(n_per_domain=options.synthetic_size, seed=options.seed)
     else:
         examples = load_examples(options.train)
     if options.dev is None:

@@ -29,7 +29,7 @@ import datasets
 from transformers.utils import logging as hf_logging
 
 from kd_core.io.errors import KDError
-from kd_core.io.options import add_options, config_from_cli
+from kd_core.io.options import add_options, config_from_cli, refuse_renamed
 
 EXIT_BAD_INPUT = 2
 C = TypeVar("C")
@@ -71,6 +71,10 @@ class Command(Generic[C]):
     check_help: ClassVar[str] = "validate options and data, then exit"
     #: Fields of ``config_class`` that are no option of this command.
     skip: ClassVar[tuple[str, ...]] = ()
+    #: Text ``--help`` prints after the options.
+    epilog: ClassVar[str | None] = None
+    #: Whether an option may be abbreviated (``--num`` for ``--num-samples``).
+    allow_abbrev: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ what a command says of its own
 
@@ -96,7 +100,7 @@ class Command(Generic[C]):
 
     def add_flags(self, parser: argparse.ArgumentParser) -> None:
         """The flags that are no option of the config: ``--config``, the run flags, ``--check``, ``--json``, extras."""
-        parser.add_argument("--config", help=self.config_help)
+        parser.add_argument("--config", metavar="FILE", help=self.config_help)
         self.run_flags(parser)
         parser.add_argument("--check", action="store_true", help=self.check_help)
         parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
@@ -104,10 +108,21 @@ class Command(Generic[C]):
 
     def parser(self) -> argparse.ArgumentParser:
         """The flags, then one option per field of ``config_class``."""
-        parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description, epilog=self.epilog,
+                                         allow_abbrev=self.allow_abbrev)
         self.add_flags(parser)
         add_options(parser, self.config_class, skip=self.skip)
         return parser
+
+    def parse(self, argv: list[str] | None) -> argparse.Namespace:
+        """The command line parsed by :meth:`parser`: a renamed option is one line naming its new name, any other
+        unknown option argparse's usage error."""
+        parser = self.parser()
+        args, rest = parser.parse_known_args(argv)
+        refuse_renamed(rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args
 
     def config(self, args: argparse.Namespace) -> C:
         """The config from ``--config`` (if given) overridden by the options set on the command line."""
@@ -122,7 +137,7 @@ class Command(Generic[C]):
 
     def main(self, argv: list[str] | None = None) -> int:
         """Parse ``argv``; check or run; print the table (and the JSON summary); return the exit status."""
-        args = self.parser().parse_args(argv)
+        args = self.parse(argv)
         self.start(args)
         config = self.config(args)
         if args.check:

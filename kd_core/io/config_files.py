@@ -3,7 +3,7 @@
 A config file is YAML or JSON holding a mapping of field names to values; the command line
 overrides any of them (options left unset on the command line keep the file's value, and
 fields missing from both keep the dataclass default). Unknown keys are errors, not typos
-silently ignored.
+silently ignored; a key renamed since (:data:`RENAMED`) is refused naming its new name.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,24 @@ import yaml
 from kd_core.io.errors import ConfigError
 
 T = TypeVar("T")
+
+#: Option names changed for one vocabulary across the jobs and the sweep: old key -> new key.
+RENAMED = {
+    "kd_weight": "alpha",  # a2d, distill
+    "teachers": "members",  # kd
+    "finetune_epochs": "fine_tune_epochs",  # imm
+    "max_concurrent": "max_concurrency",  # sweep
+    "vanilla": "baseline",  # mtdnn
+    "synthetic_per_domain": "synthetic_size",  # a2d, imm, distill
+    "distil_layers": "student_layers",  # students
+}
+
+
+def unknown_key(source: str, key: str, known: Collection[str], of: str = "") -> ConfigError:
+    """The error for ``key``, none of ``known``: a renamed key names its new name, any other lists the known ones."""
+    if RENAMED.get(key) in known:
+        return ConfigError(source, key, f"is now `{RENAMED[key]}`")
+    return ConfigError(source, key, f"unknown option{of}; known: {', '.join(sorted(known))}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -50,7 +68,7 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(file_values) - fields)
     if unknown:
-        raise ConfigError(source, unknown[0], f"unknown option; known: {', '.join(sorted(fields))}")
+        raise unknown_key(source, unknown[0], fields)
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None and k in fields}}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if str(field.type).startswith("tuple") and field.name in values:

@@ -1,9 +1,10 @@
 """Command-line options generated from config dataclasses: one field is one option.
 
 Each field of a (frozen) config dataclass becomes ``--field-name`` with the field's type,
-default and help (``field(metadata={"help": ...})``); ``metadata={"flag": "--lr"}`` adds an
-alias and ``metadata={"group": "data"}`` a help section. Types: ``int``, ``float``, ``str``,
-``bool`` (``--x`` sets true; a default-true field gets ``--no-x``), ``X | None``, and
+default and help (``field(metadata={"help": ...})``, or :func:`option`); ``metadata={"flag": "--lr"}`` adds an
+alias, ``metadata={"group": "data"}`` a help section and ``choices`` the values listed in ``--help``.
+Types: ``int``, ``float``, ``str``,
+``bool`` (``--x`` / ``--no-x``; a field named ``no_x`` is ``--no-x`` alone), ``X | None``, and
 ``tuple[str, ...]`` (comma-separated or repeated; with ``split=False`` repeated only). The same names, with ``_``, are the keys
 of a YAML/JSON ``--config`` file; the command line overrides the file.
 
@@ -20,7 +21,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from kd_core.io.config_files import build_config, read_config_file
+from kd_core.io.config_files import RENAMED, build_config, read_config_file
 from kd_core.io.errors import ConfigError
 
 T = TypeVar("T")
@@ -29,6 +30,27 @@ T = TypeVar("T")
 def flag(name: str) -> str:
     """``top_k`` -> ``--top-k``."""
     return "--" + name.replace("_", "-")
+
+
+#: Command-line spellings gone with no config key of their own: old flag -> new flag.
+RENAMED_FLAGS = {"--compare": "--baseline", "--no-vanilla": "--no-baseline"}
+
+
+def renamed_flag(arg: str) -> str | None:
+    """The new spelling of a renamed option (``--kd-weight`` -> ``--alpha``, ``--no-vanilla`` -> ``--no-baseline``)."""
+    name = arg.split("=", 1)[0]
+    if name in RENAMED_FLAGS:
+        return RENAMED_FLAGS[name]
+    key = name[2:].replace("-", "_") if name.startswith("--") else ""
+    return flag(RENAMED[key]) if key in RENAMED else None
+
+
+def refuse_renamed(argv: list[str], source: str = "options") -> None:
+    """A :class:`ConfigError` for the first option of ``argv`` that has been renamed, naming its new name."""
+    for arg in argv:
+        new = renamed_flag(arg)
+        if new:
+            raise ConfigError(source, arg.split("=", 1)[0], f"is now {new}")
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
@@ -43,9 +65,61 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def user_value(value: Any) -> str:
+    """``value`` as a user writes it on the command line or in a config file: ``0.5``, ``squad,news``, ``none``, ``true``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(user_value(v) for v in value) if value else "none"
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def choices_of(field: dataclasses.Field, kind: Any) -> tuple[str, ...]:
+    """The fixed values a field takes (``option(choices=...)`` or a ``Literal`` type; a tuple's items), or ``()``."""
+    if "choices" in field.metadata:
+        return tuple(field.metadata["choices"])
+    item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+    return tuple(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else ()
+
+
+#: Metavars by what a field holds (its name, or the name's ending), where its type alone says too little.
+_NAMED_METAVARS = {"model": "MODEL", "assistant": "MODEL", "train": "FILE", "dev": "FILE", "test": "FILE",
+                   "eval": "FILE", "pos_lexicon": "FILE", "experiment": "NAME", "register_as": "NAME"}
+_METAVARS = (("_model", "MODEL"), ("_dir", "DIR"), ("_root", "DIR"), ("_from", "RUN_DIR"), ("_uri", "URI"))
+_TYPE_METAVARS = {int: "N", float: "X"}
+
+
+def _metavar(field: dataclasses.Field, kind: Any, choices: tuple[str, ...]) -> str:
+    """A readable metavar: the field's own, ``{a,b}`` for choices, ``N`` / ``X`` for numbers, ``MODEL``, ``DIR``..."""
+    if "metavar" in field.metadata:
+        return str(field.metadata["metavar"])
+    if typing.get_origin(kind) is tuple:
+        if choices:
+            return "{" + ",".join(choices) + "}[,...]"
+        item = typing.get_args(kind)[0]
+        one = _TYPE_METAVARS.get(item, _NAMED_METAVARS.get(field.name, "NAME"))
+        return f"{one}[,{one}...]" if field.metadata.get("split", True) else "VALUE"
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    if kind in _TYPE_METAVARS:
+        return _TYPE_METAVARS[kind]
+    if field.name in _NAMED_METAVARS:
+        return _NAMED_METAVARS[field.name]
+    return next((var for end, var in _METAVARS if field.name.endswith(end)), field.name.upper())
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """Add one option per field of dataclass ``cls`` (module doc), in field order, grouped by ``group``."""
-    hints = typing.get_type_hints(cls)
+    """Add one option per field of dataclass ``cls`` (module doc), in field order, grouped by ``group``.
+
+    Help lists a field's choices (as its metavar, ``{a,b,c}``; the config's own checks refuse
+    other values, with one line, also from a config file) and its default as a user writes it
+    (:func:`user_value`), unless the help text already says what the default is.
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
     groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
@@ -55,23 +129,27 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         target = parser if group_name is None else groups.setdefault(group_name, parser.add_argument_group(group_name))
         names = [flag(field.name), *([field.metadata["flag"]] if "flag" in field.metadata else [])]
         default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "").replace("%", "%%")
+        shown = "" if "default" in help_text.lower() else f" (default: {user_value(default)})"
         if kind is bool:
-            if default:
-                target.add_argument(f"--no-{field.name.replace('_', '-')}", dest=field.name, action="store_false",
-                                    default=None, help=f"turn off: {help_text} (on by default)")
+            if field.name.startswith("no_") and not default:  # --no-kd: no --no-no-kd
+                target.add_argument(*names, dest=field.name, action="store_true", default=None,
+                                    help=f"{help_text}{shown}")
             else:
-                target.add_argument(*names, dest=field.name, action="store_true", default=None, help=help_text)
+                target.add_argument(*names, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                                    help=f"{help_text}{shown}")
             continue
-        shown = f" (default {default})" if default not in (None, "", ()) else ""
+        choices = choices_of(field, kind)
+        metavar = _metavar(field, kind, choices)
         if typing.get_origin(kind) is tuple and not field.metadata.get("split", True):
-            target.add_argument(*names, dest=field.name, action="append", metavar="VALUE",
+            target.add_argument(*names, dest=field.name, action="append", metavar=metavar,
                                 help=f"{help_text}{shown}; repeatable")
         elif typing.get_origin(kind) is tuple:
-            target.add_argument(*names, dest=field.name, action="append", metavar="NAME[,NAME]",
+            target.add_argument(*names, dest=field.name, action="append", metavar=metavar,
                                 help=f"{help_text}{shown}; comma-separated or repeated")
         else:
-            target.add_argument(*names, dest=field.name, type=kind, help=f"{help_text}{shown}")
+            target.add_argument(*names, dest=field.name, type=kind if kind in (int, float) else str, metavar=metavar,
+                                help=f"{help_text}{shown}")
 
 
 def cli_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
@@ -151,12 +229,19 @@ class MethodConfig:
         return part(type(self).__bases__[2], self)
 
 
-def option(default: Any, help: str, group: str | None = None, alias: str | None = None, split: bool = True) -> Any:
+def option(default: Any, help: str, group: str | None = None, alias: str | None = None, split: bool = True,
+           choices: Sequence[str] | None = None, metavar: str | None = None) -> Any:
     """A dataclass field with its command-line help (and optional help group and alias).
 
     ``split=False``: a tuple field's values are taken whole (they may hold commas themselves).
+    ``choices``: the values it takes, listed in ``--help`` (the config's ``__post_init__`` checks them).
+    ``metavar``: the placeholder ``--help`` shows for its value (default: from its type and name).
     """
     metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if metavar is not None:
+        metadata["metavar"] = metavar
     if group is not None:
         metadata["group"] = group
     if alias is not None:

@@ -11,7 +11,7 @@ Steps (names are the run directory's ``steps/<name>``):
    (:mod:`kd_core.knowledge.span`);
 3. ``student`` (seed ``seed + 1``, optionally cut to its first ``student_layers`` layers):
    ``L = L_CE + lambda tau^2 L_KD + gamma L_ANS + delta L_ATT`` (Eq. 1 with the vanilla-KD
-   weight ``lambda = kd_weight``; every span term sums its start and end parts, see
+   weight ``lambda = alpha``; every span term sums its start and end parts, see
    :mod:`kd_core.objectives.losses`; span CE only with ``no_kd``, which skips steps 2);
    ``student-no-kd`` the same on CE only (``baseline``). ``stagewise`` trains instead in two
    stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
@@ -51,8 +51,8 @@ class A2DSettings:
     teacher_model: str = option("tiny-bert", "members: preset (tiny-bert, small-bert, tiny-bert-1l), HF id or local "
                                 "path", "model")
     student_model: str = option("tiny-bert-1l", "student: preset, HF id or local path", "model")
-    student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student)",
-                                        "model")
+    student_layers: int | None = option(None, "keep only the student model's first K layers (shallower student; "
+                                        "default: all)", "model")
     members: int = option(2, "ensemble size N (paper: 12)", "model")
     teacher_epochs: float = option(20.0, "epochs of each member (0: the teacher model as it is)", "model")
     epochs: float = option(4.0, "epochs of the student", "model")
@@ -60,10 +60,10 @@ class A2DSettings:
     gamma: float = option(0.3, "weight of the answer-margin loss", "model")
     delta: float = option(0.1, "weight of the attention MSE (0: no attention is collected)", "model")
     top_k: int = option(4, "teacher spans kept per feature (confusing-answer candidates)", "model")
-    kd_weight: float = option(1.0, "weight lambda of the vanilla KD term (0: without it, Table 5)", "model")
+    alpha: float = option(1.0, "weight lambda of the vanilla KD term (0: without it, Table 5)", "model")
     confusing: str = option("question", "confusing answer: 'question' (the paper's: one per question, the wrong "
                             "answer a member is most confident in) or 'window' (per window, by ensemble confidence)",
-                            "model")
+                            "model", choices=CONFUSING_RULES)
     stagewise: bool = option(False, "train attention matching first (student-attention), then the other losses",
                              "model")
     attention_epochs: float = option(1.0, "epochs of the attention stage with --stagewise", "model")
@@ -84,7 +84,7 @@ class A2DSettings:
             raise ConfigError("a2d", "student_layers", f"must be >= 1, got {self.student_layers}")
         if not self.tau > 0:
             raise ConfigError("a2d", "tau", f"must be > 0, got {self.tau}")
-        for name in ("gamma", "delta", "kd_weight"):
+        for name in ("gamma", "delta", "alpha"):
             if getattr(self, name) < 0:
                 raise ConfigError("a2d", name, f"must be >= 0, got {getattr(self, name)}")
         if self.confusing not in CONFUSING_RULES:
@@ -93,8 +93,8 @@ class A2DSettings:
             raise ConfigError("a2d", "stagewise", "the attention stage needs knowledge and delta > 0")
         if not self.attention_epochs > 0:
             raise ConfigError("a2d", "attention_epochs", f"must be > 0, got {self.attention_epochs}")
-        if not self.no_kd and not self.stagewise and self.kd_weight == self.gamma == self.delta == 0:
-            raise ConfigError("a2d", "kd_weight", "kd_weight, gamma and delta are all 0: the student would use no "
+        if not self.no_kd and not self.stagewise and self.alpha == self.gamma == self.delta == 0:
+            raise ConfigError("a2d", "alpha", "alpha, gamma and delta are all 0: the student would use no "
                               "knowledge; use --no-kd")
         if self.top_k < 1:
             raise ConfigError("a2d", "top_k", f"must be >= 1, got {self.top_k}")
@@ -142,7 +142,7 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
     merge: list[Step] = [] if s.no_kd else [
         MergeStep("knowledge", tuple(step.name for step in collects), "teacher", options=(("confusing", s.confusing),),
                   tags=role)]
-    kd_terms = () if s.no_kd else (TermSpec("soft", s.kd_weight, s.tau), TermSpec("answer_margin", s.gamma),
+    kd_terms = () if s.no_kd else (TermSpec("soft", s.alpha, s.tau), TermSpec("answer_margin", s.gamma),
                                    TermSpec("attention", 0.0 if s.stagewise else s.delta))
     warm_up: list[Step] = [
         TrainStep("student-attention", s.student_model, s.seed + 1, "teacher", (TermSpec("attention", s.delta),),

@@ -2,8 +2,8 @@
 
 Steps (names are the run directory's ``steps/<name>``):
 
-1. ``teacher-<i>`` (``i < teachers``, teacher steps): the teacher (an ensemble of
-   ``teachers`` members differing by seed) trains on gold labels;
+1. ``teacher-<i>`` (``i < members``, teacher steps): the teacher (an ensemble of
+   ``members`` models differing by seed) trains on gold labels;
 2. ``knowledge-<i>`` (teacher steps): each member reads the training split once;
    ``knowledge`` merges them (the task's merge: the mean of the members' probabilities,
    or of their values for regression);
@@ -40,7 +40,7 @@ class HintonSettings:
     teacher_model: str = option("tiny-bert", "teacher: preset (tiny-bert, small-bert, tiny-bert-1l), HF id or path",
                                 "model")
     student_model: str = option("tiny-bert-1l", "student: preset, HF id or path", "model")
-    teachers: int = option(1, "teacher ensemble members (differing by seed)", "model")
+    members: int = option(1, "teacher ensemble members (differing by seed)", "model")
     teacher_epochs: float = option(6.0, "epochs of each teacher member", "model")
     epochs: float = option(6.0, "epochs of the student", "model")
     tau: float = option(2.0, "temperature of the soft targets", "model")
@@ -51,8 +51,8 @@ class HintonSettings:
     baseline: bool = option(True, "also train the same student without knowledge (the no-KD baseline)", "model")
 
     def __post_init__(self) -> None:
-        if self.teachers < 1:
-            raise ConfigError("kd", "teachers", f"must be >= 1, got {self.teachers}")
+        if self.members < 1:
+            raise ConfigError("kd", "members", f"must be >= 1, got {self.members}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError("kd", "alpha", f"must be in [0, 1], got {self.alpha}")
         if not self.tau > 0:
@@ -67,8 +67,8 @@ class HintonSettings:
 def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Recipe:
     """The recipe of the module doc for ``settings`` (the same for every workspace)."""
     s = settings
-    members = [f"teacher-{i}" for i in range(s.teachers)]
-    collects = [f"knowledge-{i}" for i in range(s.teachers)]
+    members = [f"teacher-{i}" for i in range(s.members)]
+    collects = [f"knowledge-{i}" for i in range(s.members)]
     teachers: list[Step] = [
         TrainStep(name, s.teacher_model, s.seed + 1000 * i, "teacher", (TermSpec("hard"),),
                   s.training(s.teacher_epochs, s.seed + 1000 * i), teacher=True, tags={"kd.role": "teacher"})
@@ -93,7 +93,7 @@ def hinton_recipe(settings: HintonSettings, ws: Workspace | None = None) -> Reci
 
 def summarise(results: Mapping[str, Result], settings: HintonSettings, task: str, primary: str) -> dict[str, Any]:
     """The job's summary: per model (teacher ensemble, student, no-KD student) dev and test scores."""
-    models = {"teacher": ([f"teacher-{i}" for i in range(settings.teachers)], "eval-teacher"),
+    models = {"teacher": ([f"teacher-{i}" for i in range(settings.members)], "eval-teacher"),
               "student": (["student"], "eval-student")}
     if settings.baseline:
         models["student_no_kd"] = (["student-no-kd"], "eval-student-no-kd")

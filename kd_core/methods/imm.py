@@ -90,23 +90,23 @@ class IMMSettings:
 
     model: str = option("tiny-bert", "every domain model: preset (tiny-bert, small-bert), HF id or local path",
                         "model")
-    method: str = option("imm", "imm, or a baseline as the main method: single, mix, ft, mft, ms-ft, ms-mft, bam",
-                         "model")
+    method: str = option("imm", "imm, or a baseline as the main method", "model", choices=METHODS)
     baselines: tuple[str, ...] = option(("single", "ft"), "baselines run in the same job, e.g. single,ft,bam ('' for "
-                                        "none)", "model")
+                                        "none)", "model", choices=METHODS[1:])
     iterations: int = option(2, "IMM iterations K (the paper finds 3 enough)", "model", alias="-K")
     lambda_schedule: str = option("linear:0:1", "weight of the NLL: 'linear:0:1' (the paper) or a constant",
-                                  "model")
-    phi_init: str = option("model", "phi_i starts from the base model (model) or from theta_i (theta)", "model")
+                                  "model", metavar="SCHEDULE")
+    phi_init: str = option("model", "phi_i starts from the base model (model) or from theta_i (theta)", "model",
+                          choices=PHI_INITS)
     no_similarity: bool = option(False, "ablation: all s_ij equal", "model")
     no_kd1: bool = option(False, "ablation: phi without the KD term", "model")
     no_kd2: bool = option(False, "ablation: theta without the KD term", "model")
     kd_target: str = option("distributions", "the KD term: MSE of span distributions (distributions), of the "
                             "predictions at the gold span (gold: the paper's) or of raw logits (logits: the released "
-                            "code's)", "model")
+                            "code's)", "model", choices=tuple(KD_TERMS))
     epochs: float = option(6.0, "epochs of each single-domain model", "model")
     transfer_epochs: float | None = option(None, "epochs of phi on the other domains (default: --epochs)", "model")
-    finetune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")
+    fine_tune_epochs: float | None = option(None, "epochs of theta on its own domain (default: --epochs)", "model")
     batch_size: int = option(16, "training batch size", "model")
     learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     max_answer_length: int = option(30, "longest answer span, in tokens", "model")
@@ -130,7 +130,7 @@ class IMMSettings:
         if self.phi_init not in PHI_INITS:
             raise ConfigError("imm", "phi_init", f"must be one of {PHI_INITS}, got {self.phi_init!r}")
         parse_schedule(self.lambda_schedule, "lambda_schedule")
-        for name in ("transfer_epochs", "finetune_epochs"):
+        for name in ("transfer_epochs", "fine_tune_epochs"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError("imm", name, f"must be > 0, got {value}")
@@ -151,7 +151,7 @@ class IMMSettings:
 
     @property
     def theta_epochs(self) -> float:
-        return self.finetune_epochs if self.finetune_epochs is not None else self.epochs
+        return self.fine_tune_epochs if self.fine_tune_epochs is not None else self.epochs
 
 
 # ---------------------------------------------------------------------------- domains of a workspace

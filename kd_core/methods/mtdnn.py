@@ -19,7 +19,7 @@ Steps (``<t>`` a task of the multi-task workspace, :class:`~kd_core.tasks.multit
    teacher and ``L_hard`` on tasks without one (``alpha = 0.5``: the paper's average of the
    two losses). Regression uses squared errors to the gold score and to the teachers' mean.
    Baselines trained at the same time from the same initialisation, data and schedule:
-   ``student-vanilla`` (the multi-task model on gold labels only) and, with
+   with ``baseline``, ``student-vanilla`` (the multi-task model on gold labels only) and, with
    ``single_task``, ``<t>-single`` (the student's architecture on one task).
 4. With ``fine_tune_epochs > 0``: ``<t>-student-ft`` and ``<t>-vanilla-ft``, each task's
    head and the shared encoder fine-tuned on that task alone (as the paper does before its
@@ -62,7 +62,7 @@ class MTDNNSettings:
                                    "training)", "model")
     teacher_learning_rate: float = option(1e-3, "peak learning rate of the teacher members", "model")
     teacher_multitask: bool = option(True, "members are MT-DNN models (multi-task training, then per-task "
-                                     "fine-tuning) as in the paper; --no-teacher-multitask: single-task members",
+                                     "fine-tuning) as in the paper; off: single-task members",
                                      "model")
     teacher_fine_tune_epochs: float = option(3.0, "epochs of each member's per-task fine-tuning (with "
                                              "--teacher-multitask)", "model")
@@ -75,7 +75,8 @@ class MTDNNSettings:
     batch_size: int = option(32, "training batch size (every batch holds one task)", "model")
     fine_tune_epochs: float = option(0.0, "then fine-tune each student per task for this many epochs (0: no)",
                                      "model")
-    vanilla: bool = option(True, "also train the multi-task student without teachers (the baseline)", "model")
+    baseline: bool = option(True, "also train the multi-task student without teachers (student-vanilla: the no-KD "
+                            "baseline)", "model")
     single_task: bool = option(False, "also train the student's architecture on each task alone (the paper's "
                                "single-task column)", "model")
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
@@ -149,7 +150,7 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
                   multi, knowledge=tuple(f"{t}-knowledge" for t in taught) if taught else None, score_epochs=True,
                   tags={"kd.role": "student"}),
     ]
-    if s.vanilla:
+    if s.baseline:
         students.append(TrainStep("student-vanilla", s.student_model, student_seed, "student", (TermSpec("hard"),),
                                   multi, score_epochs=True, tags={"kd.role": "baseline"}))
     if s.single_task:
@@ -162,7 +163,7 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
                                 s.training(s.fine_tune_epochs, s.learning_rate, student_seed), task=t,
                                 tags={"kd.role": "student" if source == "student" else "baseline"})
                       for source, label in (("student", "student"), ("student-vanilla", "vanilla"))
-                      if source == "student" or s.vanilla for t in names]
+                      if source == "student" or s.baseline for t in names]
 
     evaluations: list[Step] = [EvaluateStep(f"eval-{name}", (model_ref(name),), "teacher", task=t)
                                for t in taught for name in members[t]]
@@ -182,11 +183,11 @@ def _columns(settings: MTDNNSettings) -> list[tuple[str, str]]:
     columns = []
     if settings.single_task:
         columns.append(("single", "eval-{t}-single"))
-    if settings.vanilla:
+    if settings.baseline:
         columns.append(("vanilla_mt", "eval-student-vanilla"))
     columns.append(("mt_kd", "eval-student"))
     if settings.fine_tune_epochs > 0:
-        if settings.vanilla:
+        if settings.baseline:
             columns.append(("vanilla_mt_ft", "eval-{t}-vanilla-ft"))
         columns.append(("mt_kd_ft", "eval-{t}-student-ft"))
     columns.append(("ensemble", "eval-{t}-ensemble"))

@@ -32,6 +32,7 @@ from kd_core.engine.prepare import (
 )
 from kd_core.engine.steps import CollectStep, MergeStep, Result, SelectStep, Step
 from kd_core.engine.workspace import Workspace
+from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
 from kd_core.io.run_store import is_uri
 from kd_core.knowledge.manifest import check_manifest, read_manifest
@@ -138,6 +139,8 @@ class MethodSpec:
 
     def check_searchable(self, settings: Any, ws: Workspace, name: str, value: Any, source: str = "sweep") -> Any:
         """``settings`` with ``name = value``; refused if that is no setting or it would change the teachers."""
+        if RENAMED.get(name) in self.settings.__dataclass_fields__:
+            raise ConfigError(source, f"space.{name}", f"is now `space.{RENAMED[name]}`")
         if name not in self.settings.__dataclass_fields__:
             raise ConfigError(source, f"space.{name}", f"not a setting of {self.name}; known: "
                               f"{', '.join(sorted(self.settings.__dataclass_fields__))}")
@@ -173,7 +176,7 @@ METHODS: dict[str, MethodSpec] = {
     "mtdnn": MethodSpec("mtdnn", MTDNNSettings, mtdnn_recipe, horizon=_epochs, metric_step="student",
                         data=MultiTaskData, workspace=lambda d, s, run_dir: build_multitask_workspace(
                             d, s.teacher_model, s.student_model, run_dir),
-                        sweep_defaults={"vanilla": False, "single_task": False, "fine_tune_epochs": 0.0}),
+                        sweep_defaults={"baseline": False, "single_task": False, "fine_tune_epochs": 0.0}),
     "students": MethodSpec("students", StudentsSettings, students_recipe, horizon=_epochs, metric_step=target_student,
                            data=StudentsData, workspace=lambda d, s, run_dir: build_students_workspace(
                                d, s.teacher_model, run_dir),

@@ -94,28 +94,29 @@ class StudentsSettings:
     teacher_model: str = option("small-bert", "teacher: preset, bert-L<n>-H<n>-A<n>-I<n>, HF id or path", "model")
     teacher_epochs: float = option(20.0, "epochs of the teacher", "model")
     teacher_restarts: int = option(3, "teachers trained from different seeds; the best on dev is kept", "model")
-    students: tuple[str, ...] = option(STUDENT_KINDS, f"student kinds: {', '.join(STUDENT_KINDS)}", "model")
-    distil_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
-                                            "one, 0,2,4,...)", "model")
+    students: tuple[str, ...] = option(STUDENT_KINDS, "student kinds", "model", choices=STUDENT_KINDS)
+    student_layers: tuple[int, ...] = option((), "layers student: the teacher layers it keeps (default: every other "
+                                      "one, 0,2,4,...)", "model")
     scratch_layers: int = option(2, "scratch student: transformer layers", "model")
     scratch_hidden: int = option(64, "scratch student: hidden size", "model")
     scratch_heads: int = option(2, "scratch student: attention heads", "model")
     scratch_intermediate: int = option(256, "scratch student: feed-forward size", "model")
     bilstm_hidden: int = option(16, "bilstm student: LSTM size per direction", "model")
     bilstm_embeddings: str = option("random", "bilstm student: word vectors from the teacher's embeddings or random",
-                                    "model")
+                                    "model", choices=EMBEDDINGS)
     bilstm_embedding_dim: int = option(32, "bilstm student: word vector size when random (with teacher vectors: "
                                        "the teacher's width)", "model")
     assistant: str | None = option(None, "teacher assistant model (preset or shape): teacher -> assistant -> "
                                    "students", "model")
-    loss: str = option("soft", f"distillation loss: {', '.join(KD_LOSSES)}", "distill")
+    loss: str = option("soft", "distillation loss", "distill", choices=tuple(KD_LOSSES))
     tau: float = option(2.0, "temperature of the soft loss", "distill")
     alpha: float = option(0.7, "weight of the distillation loss; the gold-label loss gets 1 - alpha", "distill")
     noise: float = option(0.0, "noisy teacher: std of the multiplicative Gaussian noise on teacher logits", "distill")
-    layer_loss: str = option("none", f"layer loss of transformer students: {', '.join(LAYER_LOSSES)}", "distill")
+    layer_loss: str = option("none", "layer loss of transformer students", "distill", choices=LAYER_LOSSES)
     layer_weight: float = option(1.0, "weight of the layer loss", "distill")
     layer_map: tuple[str, ...] = option((), "STUDENT:TEACHER layer pairs for the layer loss (default: the layers "
-                                        "student's copied layers; uniform for scratch)", "distill")
+                                        "student's copied layers; uniform for scratch)", "distill",
+                                        metavar="S:T[,S:T...]")
     projection: bool = option(True, "learn a projection when student and teacher widths differ", "distill")
     relation_heads: int = option(4, "relation heads of the MiniLM relation loss", "distill")
     epochs: float = option(20.0, "epochs of each student", "model")
@@ -130,7 +131,7 @@ class StudentsSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "students", tuple(self.students))
-        object.__setattr__(self, "distil_layers", tuple(int(v) for v in self.distil_layers))
+        object.__setattr__(self, "student_layers", tuple(int(v) for v in self.student_layers))
         object.__setattr__(self, "layer_map", tuple(self.layer_map))
         unknown = [k for k in self.students if k not in STUDENT_KINDS]
         if unknown or not self.students or len(set(self.students)) != len(self.students):
@@ -148,7 +149,7 @@ class StudentsSettings:
                   "scratch_intermediate": self.scratch_intermediate >= 1, "bilstm_hidden": self.bilstm_hidden >= 1,
                   "bilstm_embedding_dim": self.bilstm_embedding_dim >= 1, "speed_examples": self.speed_examples >= 1,
                   "speed_repeats": self.speed_repeats >= 1,
-                  "teacher_restarts": self.teacher_restarts >= 1, "distil_layers": min(self.distil_layers, default=0) >= 0}
+                  "teacher_restarts": self.teacher_restarts >= 1, "student_layers": min(self.student_layers, default=0) >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("students", name, f"invalid value {getattr(self, name)!r}")
@@ -187,9 +188,9 @@ def plan_students(s: StudentsSettings) -> list[StudentPlan]:
     plans = []
     for kind in s.students:
         if kind == "layers":
-            kept = s.distil_layers or every_other_layer(teacher_layers)
+            kept = s.student_layers or every_other_layer(teacher_layers)
             if max(kept) >= teacher_layers or len(set(kept)) != len(kept):
-                raise ConfigError("students", "distil_layers", f"need distinct teacher layers in [0, "
+                raise ConfigError("students", "student_layers", f"need distinct teacher layers in [0, "
                                   f"{teacher_layers - 1}] (the teacher has {teacher_layers}), got {list(kept)}")
             default_map = tuple(enumerate(kept)) if not s.assistant else uniform_layer_map(len(kept), source_layers)
             plan = StudentPlan(kind, model_ref("teacher"), "teacher", keep_layers=kept,
