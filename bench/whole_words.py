@@ -72,8 +72,9 @@ def gold_spans(path: str, vocab_size: int, windows: FeatureConfig, limit: int) -
 
 def predictions(run_dir: Path) -> dict:
     """Every saved model of the job, on its dev split (re-read from the job's own workspace inputs)."""
-    from kd_core.serving.description import task_from_description
     from transformers import AutoModelForQuestionAnswering
+
+    from kd_core.serving.description import task_from_description
 
     state = json.loads((run_dir / "state.json").read_text())
     from kd_core.engine.prepare import SpanQAData, build_span_workspace

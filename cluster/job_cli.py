@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from cluster.job import JobRuntime, job_config

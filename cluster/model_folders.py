@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore

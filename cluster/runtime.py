@@ -69,7 +69,10 @@ def connect(tracking_uri: str, address: str | None = None) -> Cluster | None:
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local and AUTH_MODE_ENV not in os.environ:
+    if AUTH_MODE_ENV not in os.environ and (local or _token_available()):
+        # A cluster started here gets token auth; an existing one is joined with its token when there is one
+        # (`ray start --head` turns auth on when ~/.ray/auth_token exists, and a token-mode client also joins a
+        # cluster without auth: measured with Ray 2.60 here), so --address needs no RAY_AUTH_MODE of the user.
         os.environ[AUTH_MODE_ENV] = "token"
         RayConfig.initialize("")  # Ray read its config at import: re-read it, as ray.init does when it turns auth on
     context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
@@ -79,6 +82,13 @@ def connect(tracking_uri: str, address: str | None = None) -> Cluster | None:
     return Cluster(started_here=local, address=context.address_info.get("gcs_address") or
                    ray.get_runtime_context().gcs_address, dashboard_url=url,
                    nodes=alive_nodes(ray.nodes()), token_auth=get_authentication_mode() == AuthenticationMode.TOKEN)
+
+
+def _token_available() -> bool:
+    """Whether this process has a Ray auth token: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser().is_file()
 
 
 def ray_command() -> str:

@@ -249,9 +249,9 @@ def test_mlflow_shows_the_job_as_a_model_training_run_tree(uninterrupted):
     source = {k: parent.data.tags[k] for k in ("mlflow.user", "mlflow.source.name", "mlflow.source.type")}
     assert source["mlflow.user"] and source["mlflow.source.type"] == "LOCAL"
     trained = [r for r in children if r.info.run_name in ("member-0", "member-1", "student")]
-    for run in children:
-        assert {k: run.data.tags.get(k) for k in source} == source
-    for run in trained:
-        model = logged_model(client, run)
-        assert [m.model_id for m in run.outputs.model_outputs] == [model.model_id]
+    for child in children:
+        assert {k: child.data.tags.get(k) for k in source} == source
+    for child in trained:
+        model = logged_model(client, child)
+        assert [m.model_id for m in child.outputs.model_outputs] == [model.model_id]
     assert all(not r.outputs.model_outputs for r in children if r not in trained)

@@ -21,7 +21,7 @@ def _bar(text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    settings = DataSettings(synthetic_domains=("sports", "finance"), synthetic_per_domain=8, vocab_size=400)
+    settings = DataSettings(synthetic_domains=("sports", "finance"), synthetic_size=8, vocab_size=400)
     return build_domain_workspace(settings, 30, "shared", tmp_path_factory.mktemp("bars"))
 
 

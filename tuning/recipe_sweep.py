@@ -21,7 +21,6 @@ from kd_core.engine.local import drive, is_teacher
 from kd_core.engine.steps import Result, Step
 from kd_core.engine.workspace import Workspace
 from kd_core.io.config_files import build_config, unknown_key
-from kd_core.io.errors import ConfigError
 from kd_core.io.run_store import join
 from kd_core.methods.registry import METHODS, MethodSpec
 from tuning.spaces import Param

@@ -36,7 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 #: No background networking: this machine has no internet, and Chromium's own connections are refused.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-TINY = ["--synthetic-per-domain", "24", "--teacher-epochs", "1", "--epochs", "2", "--vocab-size", "500", "--quiet",
+TINY = ["--synthetic-size", "24", "--teacher-epochs", "1", "--epochs", "2", "--vocab-size", "500", "--quiet",
         "--json", "--experiment", "a2d-demo", "--run-name", "a2d demo"]
 
 
