@@ -36,6 +36,7 @@ from kd_core.data.loaders import load_examples  # noqa: E402
 from kd_core.evaluation.decode import batch_top_k_spans, whole_words  # noqa: E402
 from kd_core.evaluation.predict import references_of, window_log_probabilities  # noqa: E402
 from kd_core.evaluation.squad_metrics import squad_scores  # noqa: E402
+from kd_core.io.config_files import RENAMED  # noqa: E402
 from kd_core.models.tokenizers import train_wordpiece_tokenizer  # noqa: E402
 
 DEFAULT_DATA = ["../shared/data/squad11/xquad.en.json", "../shared/data/mrqa_domains/squad_mrqa/SQuAD.jsonl.gz"]
@@ -48,7 +49,7 @@ def both_ways(contexts: dict[str, str], spans: dict[str, tuple[int, int]]) -> tu
     return raw, wide, sum(raw[i] != wide[i] for i in spans)
 
 
-def scores(raw: dict[str, str], wide: dict[str, str], references: dict[str, list[str]], changed: int) -> dict:
+def scores(raw: dict[str, str], wide: dict[str, str], changed: int, references: dict[str, list[str]]) -> dict:
     before, after = squad_scores(raw, references), squad_scores(wide, references)
     return {"examples": len(raw), "answers_changed": changed,
             "exact_match": {"as_cut": before["exact_match"], "whole_words": after["exact_match"]},
@@ -79,7 +80,8 @@ def predictions(run_dir: Path) -> dict:
     state = json.loads((run_dir / "state.json").read_text())
     from kd_core.engine.prepare import SpanQAData, build_span_workspace
 
-    options = {k: v for k, v in state["options"].items() if k in SpanQAData.__dataclass_fields__}
+    saved = {RENAMED.get(k, k): v for k, v in state["options"].items()}  # a run made before a rename
+    options = {k: v for k, v in saved.items() if k in SpanQAData.__dataclass_fields__}
     ws = build_span_workspace(SpanQAData(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}),
                               state["options"]["teacher_model"], state["options"]["student_model"], str(run_dir / "tmp"))
     index = json.loads((run_dir / "models/index.json").read_text())["models"]
@@ -111,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="*", default=DEFAULT_DATA, help="real span-QA files (gold spans)")
     parser.add_argument("--limit", type=int, default=3000, help="examples read per file")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="WordPiece vocabulary trained per file")
+    parser.add_argument("--vocab-size", type=int, default=2000, help="WordPiece vocabulary trained per file (the jobs' default)")
     parser.add_argument("--run-dir", help="a finished span-QA job whose saved models' dev predictions to decode")
     parser.add_argument("--out", default=str(ROOT / "bench/results/whole_words.json"))
     args = parser.parse_args()
