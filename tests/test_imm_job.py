@@ -49,6 +49,16 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     assert table.startswith("F1") and "imm test" in table and "ft dev" in table
     for name, model_dir in summary["final_models"].items():
         assert (Path(model_dir) / "model.safetensors").exists()
+    # the kept model of each domain, copied (hard-linked) to models/imm/<domain>, named by the index
+    assert summary["saved_models"] == {f"imm/{d}": str(run_dir / "models" / "imm" / d) for d in domains}
+    index = json.loads((run_dir / "models/index.json").read_text())["models"]
+    for d in domains:
+        step = summary["final_steps"][d]
+        assert index[f"imm/{d}"] == {"path": f"imm/{d}", "role": "imm", "step": step}
+        assert Path(summary["final_models"][d]) == run_dir / "steps" / step / "model"
+        saved = run_dir / "models/imm" / d / "model.safetensors"
+        kept = Path(summary["final_models"][d]) / "model.safetensors"
+        assert saved.read_bytes() == kept.read_bytes() and saved.stat().st_ino == kept.stat().st_ino
     assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.parquet")) == sorted(
         f"knowledge-{d}-0" for d in domains)
 
