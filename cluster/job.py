@@ -277,7 +277,8 @@ class JobRuntime:
         for key in ("primary", "rows", "bytes", "parameters", "infer_s"):
             if key in result:
                 metrics[key] = float(result[key])
-        self.tracker.log_metrics(run, metrics)
+        model_scores = {k: v for k, v in metrics.items() if "/" in k} if isinstance(step, TrainStep) else {}
+        self.tracker.log_metrics(run, {k: v for k, v in metrics.items() if k not in model_scores})
         if isinstance(step, TrainStep):  # a servable logged model (pyfunc) holding the save_pretrained folder
             view = ws.view(step.task) if step.task else ws
             register = self.state.options.get("register_as")
@@ -287,7 +288,7 @@ class JobRuntime:
                                    tags={"kd.method": self.method, "kd.step": step.name, **step.tags},
                                    registered_name=f"{register}.{step.name}" if register and
                                    step.tags.get("kd.role") == "student" else None,
-                                   metrics={k: v for k, v in metrics.items() if "/" in k},  # its scores per split
+                                   metrics=model_scores,  # the run's scores, logged once, linked to the model
                                    params={"model": step.model, "task": view.task.name, "objective":
                                            " + ".join(term.describe() for term in step.objective)})
         self.tracker.end_run(run)

@@ -152,5 +152,6 @@ class Job(RayCommand[C]):
                   *(f"  {key:<28} {path}" for key, path in saved.items())] if saved else []
         return "\n".join([self.format_table(summary), *self.notes(summary), *models,
                           f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
-                          f"  see it: {ui_hint(summary['tracking_uri'], summary['mlflow_experiment_id'], summary['mlflow_run_id'])}",
+                          "  see it: " + ui_hint(summary["tracking_uri"], summary["mlflow_experiment_id"],
+                                                 summary["mlflow_run_id"]),
                           f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])

@@ -27,6 +27,6 @@ def test_a_recipe_that_does_not_know_its_stages_says_so():
 
 
 def test_hinton_plans_its_five_stages():
-    for settings in (HintonSettings(), HintonSettings(teachers=3, baseline=True)):
+    for settings in (HintonSettings(), HintonSettings(members=3, baseline=True)):
         recipe = hinton_recipe(settings)
         assert recipe.planned == _calls(recipe) == 5
