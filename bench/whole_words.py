@@ -27,13 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from kd_core.data.features import FeatureConfig, featurize  # noqa: E402
 from kd_core.data.loaders import load_examples  # noqa: E402
-from kd_core.evaluation.decode import batch_top_k_spans, whole_words  # noqa: E402
+from kd_core.evaluation.decode import best_character_spans, whole_words  # noqa: E402
 from kd_core.evaluation.predict import references_of, window_log_probabilities  # noqa: E402
 from kd_core.evaluation.squad_metrics import squad_scores  # noqa: E402
 from kd_core.io.config_files import RENAMED  # noqa: E402
@@ -93,19 +92,14 @@ def predictions(run_dir: Path) -> dict:
         examples = ws.examples("dev")
         features, arrays = ws.features("teacher", "dev")
         outputs = task.infer(model, arrays)
-        start = torch.from_numpy(window_log_probabilities(outputs["start_logits"], arrays["span_mask"]))
-        end = torch.from_numpy(window_log_probabilities(outputs["end_logits"], arrays["span_mask"]))
-        starts, ends, best = batch_top_k_spans(start, end, torch.from_numpy(np.asarray(arrays["passage_mask"])).bool(), 1,
-                                               task.max_answer_length)
-        chosen: dict[str, tuple[float, tuple[int, int]]] = {}
-        for f, example_id in enumerate(features["example_id"]):
-            s, e, score = int(starts[f, 0]), int(ends[f, 0]), float(best[f, 0])
-            if s >= 0 and (example_id not in chosen or score > chosen[example_id][0]):
-                offsets = features[f]["offsets"]
-                chosen[example_id] = (score, (offsets[s][0], offsets[e][1]))
+        start = window_log_probabilities(outputs["start_logits"], arrays["span_mask"])
+        end = window_log_probabilities(outputs["end_logits"], arrays["span_mask"])
+        spans = best_character_spans(features["example_id"], features["offsets"], start, end, arrays["passage_mask"],
+                                     task.max_answer_length)  # what the job scores, before the widening
+        chosen = {i: span for i, (_, span) in spans.items() if span is not None}
         contexts = dict(zip(examples["id"], examples["context"]))
         references = {i: r for i, r in references_of(examples).items() if i in chosen}
-        out[key] = scores(*both_ways(contexts, {i: span for i, (_, span) in chosen.items()}), references)
+        out[key] = scores(*both_ways(contexts, chosen), references)
     return {"run_dir": str(run_dir), "split": "dev", "models": out}
 
 

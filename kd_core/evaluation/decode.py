@@ -155,6 +155,30 @@ def null_answer_margins(
     return {example_id: null[example_id] - best[example_id][0] for example_id in null}
 
 
+def best_character_spans(
+    example_ids: Sequence[str],
+    offsets: Sequence[Sequence[Sequence[int]]],
+    start_logits: np.ndarray | Tensor,
+    end_logits: np.ndarray | Tensor,
+    passage_mask: np.ndarray | Tensor,
+    max_answer_length: int,
+) -> dict[str, tuple[float, tuple[int, int] | None]]:
+    """Per example, its best legal span over all its windows, as the score ``a_i + b_j`` and the characters
+    ``[offsets[i][0], offsets[j][1])`` it covers, as cut (``(-inf, None)`` for an example without a span)."""
+    starts, ends, scores = batch_top_k_spans(
+        _writable(start_logits), _writable(end_logits), _writable(passage_mask).bool(),
+        1, max_answer_length,
+    )
+    best: dict[str, tuple[float, tuple[int, int] | None]] = {}
+    for f, example_id in enumerate(example_ids):
+        s, e, score = int(starts[f, 0]), int(ends[f, 0]), float(scores[f, 0])
+        if s < 0:
+            best.setdefault(example_id, (float("-inf"), None))
+        elif example_id not in best or score > best[example_id][0]:
+            best[example_id] = (score, (int(offsets[f][s][0]), int(offsets[f][e][1])))
+    return best
+
+
 def scored_answers(
     example_ids: Sequence[str],
     contexts: Mapping[str, str],
@@ -165,16 +189,7 @@ def scored_answers(
     max_answer_length: int,
 ) -> dict[str, tuple[float, str]]:
     """:func:`predict_answers` with each answer's score ``a_i + b_j`` (``-inf`` for an example without a span)."""
-    starts, ends, scores = batch_top_k_spans(
-        _writable(start_logits), _writable(end_logits), _writable(passage_mask).bool(),
-        1, max_answer_length,
-    )
-    best: dict[str, tuple[float, str]] = {}
-    for f, example_id in enumerate(example_ids):
-        s, e, score = int(starts[f, 0]), int(ends[f, 0]), float(scores[f, 0])
-        if s < 0:
-            best.setdefault(example_id, (float("-inf"), ""))
-            continue
-        if example_id not in best or score > best[example_id][0]:
-            best[example_id] = (score, span_text(contexts[example_id], offsets[f], s, e))
-    return best
+    spans = best_character_spans(example_ids, offsets, start_logits, end_logits, passage_mask, max_answer_length)
+    return {example_id: (score, "" if span is None else
+                         contexts[example_id][slice(*whole_words(contexts[example_id], *span))])
+            for example_id, (score, span) in spans.items()}
