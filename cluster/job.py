@@ -53,6 +53,7 @@ from kd_core.io.options import cli_values, config_from_cli, flag, option, option
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
+from kd_core.training.compute import Compute
 
 STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"
@@ -64,8 +65,9 @@ JOB_OUTPUTS = ("steps", MODELS_DIR, STATE_FILE, SUMMARY_FILE, TABLE_FILE)
 
 
 @dataclass(frozen=True)
-class JobOptions:
-    """Where a job keeps its outputs and records, and how many workers it runs (validated)."""
+class JobOptions(Compute):
+    """Where a job keeps its outputs and records, how many workers it runs and how its steps use the hardware
+    (:class:`~kd_core.training.compute.Compute`, which every step gets through the workspace); validated."""
 
     run_dir: str = option("runs/job", "run directory: models, knowledge, results, state; a path (absolute under "
                           "ray job submit) or a pyarrow.fs URI such as s3://bucket/run", "job")
@@ -79,6 +81,7 @@ class JobOptions:
                                      "NAME.<step> (every trained model is a logged model anyway)", "job")
 
     def __post_init__(self) -> None:
+        Compute.__post_init__(self)
         if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")

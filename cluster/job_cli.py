@@ -26,7 +26,9 @@ from kd_core.engine.local import Recipe
 from kd_core.engine.steps import Result
 from kd_core.engine.workspace import Workspace
 from kd_core.io.cli import Command, quiet_progress
+from kd_core.io.options import part
 from kd_core.io.run_files import write_atomic
+from kd_core.training.compute import Compute
 
 C = TypeVar("C")
 
@@ -127,6 +129,7 @@ class Job(RayCommand[C]):
         """Run (or continue) the job; returns its summary (module doc)."""
         started = time.perf_counter()
         ws = self.prepare(config)
+        ws.compute = part(Compute, config)
         reused = self.reused(config, ws)
         options: Any = config
         runtime = JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,

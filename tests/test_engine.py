@@ -48,7 +48,8 @@ def test_every_task_runs_the_recipe_end_to_end_and_a_rerun_recomputes_nothing(ta
 
 
 def test_a_student_with_its_own_tokenizer_learns_from_example_keyed_knowledge(tmp_path):
-    settings = HintonSettings(teacher_epochs=6, epochs=6, alpha=1.0, baseline=False)  # soft targets only
+    # Soft targets only; 10 student epochs: at 6 the student's dev accuracy varied from 49 to 78 over seeds.
+    settings = HintonSettings(teacher_epochs=6, epochs=10, alpha=1.0, baseline=False)
     ws = build_workspace(DataOptions(task="sentiment", synthetic_size=600, student_vocab_size=100, label_noise=0.0,
                                      max_length=96),
                          settings.teacher_model, settings.student_model, tmp_path)

@@ -19,17 +19,19 @@ from cluster.output_paths import job_run_dir
 from cluster.tracking import check_tracking_uri
 from kd_core.io.config_files import build_config, parse_overrides, read_config_file
 from kd_core.io.errors import ConfigError
-from kd_core.io.options import add_options, cli_values, option, options_error, refuse_renamed
+from kd_core.io.options import add_options, cli_values, option, options_error, part, refuse_renamed
 from kd_core.io.run_store import is_uri
 from kd_core.methods.registry import METHODS
+from kd_core.training.compute import Compute
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep
 from tuning.spaces import SEARCHES, Param, param_space, parse_space
 from tuning.trials import RECIPE_METRIC
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options."""
+class SweepConfig(Compute):
+    """A sweep: method, search, early stopping, resources, teachers' knowledge, base job options, and how its
+    steps use the hardware (:class:`~kd_core.training.compute.Compute`: every teacher step and trial)."""
 
     method: str = option("a2d", "the method whose recipe is swept", choices=tuple(METHODS))
     search: str = option("random", "random, grid (choices become grid axes) or optuna", choices=SEARCHES)
@@ -49,6 +51,7 @@ class SweepConfig:
     seed: int = option(0, "seed of the search and of the base job")
 
     def __post_init__(self) -> None:
+        Compute.__post_init__(self)
         if self.method not in METHODS:
             raise ConfigError("sweep", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.search not in SEARCHES:
@@ -103,6 +106,7 @@ def prepare(config: SweepConfig) -> Prepared:
     space = parse_space(config.method, config.space)
     param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
     recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root, config.knowledge_from)
+    recipe.ws.compute = part(Compute, config)
     return Prepared(config, space, recipe)
 
 

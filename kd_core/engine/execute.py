@@ -32,6 +32,7 @@ from kd_core.io.run_files import writing
 from kd_core.knowledge.manifest import Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash
 from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.models.build import count_parameters
+from kd_core.training.compute import inference
 from kd_core.training.loop import MetricsCallback
 
 CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
@@ -105,7 +106,9 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
     manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
                         teachers=(Teacher(model_source(step.model, ws), weights_hash(model)),),
                         tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
-    table = attach_manifest(ws.task.collect(model, features, arrays, **dict(step.options)), manifest)
+    with inference(ws.compute, device):
+        collected = ws.task.collect(model, features, arrays, **dict(step.options))
+    table = attach_manifest(collected, manifest)
     path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
     return {"path": ws.location(path), "rows": table.num_rows, "bytes": path.stat().st_size}
 
@@ -135,7 +138,8 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
         model = load_model(name, 0, step.tokenizer, ws, device)
         parameters += count_parameters(model)
         started = time.perf_counter()
-        outputs.append(ws.task.infer(model, arrays))
+        with inference(ws.compute, device):
+            outputs.append(ws.task.infer(model, arrays))
         seconds.append(time.perf_counter() - started)
     combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
     options: dict[str, float] = {}
@@ -174,7 +178,9 @@ def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
                         "disk_bytes": sum(f.stat().st_size for f in source.glob("*.safetensors")) if source.is_dir()
                         else 0}
         timed.append((label, model, arrays))
-    speeds = measure_speed(timed, lambda model, arrays, batch: ws.task.infer(model, arrays, batch), step.examples,
-                           step.repeats)
-    return {"split": step.split, "device": device, "threads": torch.get_num_threads(),
+    with inference(ws.compute, device):
+        speeds = measure_speed(timed, lambda model, arrays, batch: ws.task.infer(model, arrays, batch), step.examples,
+                               step.repeats)
+    return {"split": step.split, "device": device, "precision": ws.compute.resolved(device),
+            "threads": torch.get_num_threads(),
             "models": {label: {**sizes[label], **speeds[label]} for label in speeds}}

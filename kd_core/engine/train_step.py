@@ -30,6 +30,7 @@ from kd_core.models.presets import is_preset
 from kd_core.models.tokenizers import load_tokenizer
 from kd_core.objectives.layer_distillation import LayerDistillation
 from kd_core.objectives.noise import noisy_teacher
+from kd_core.training.compute import inference
 from kd_core.training.loop import MetricsCallback, train, unwrap
 
 #: Called at the end of every epoch of a train step with the epoch, the scores on the step's eval
@@ -73,7 +74,7 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
                     checkpoint_dir=folder / "checkpoint", progress=progress, desc=step.name, forward=forward,
                     shard=shard, epoch_end=_epoch_scores(step, ws, model, hooks) if hooks and shard[0] == 0 else None,
                     extra=None if layers is None or not len(layers.projections) else layers.projections,
-                    perturb=perturb, on_checkpoint=lambda checkpoint: _persist(ws, checkpoint, best))
+                    perturb=perturb, on_checkpoint=lambda checkpoint: _persist(ws, checkpoint, best), compute=ws.compute)
     if layers is not None:
         layers.remove()
     model = unwrap(wrapped)
@@ -85,7 +86,8 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
         replace_dir(best.model_dir, folder / "model")
     else:
         eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
-        scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
+        with inference(ws.compute, device):
+            scores = ws.task.evaluate(model, ws.examples(step.eval_split), eval_features, eval_arrays)
         partial = folder / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)
         ws.save_model(model.cpu(), step.tokenizer, partial)
@@ -95,6 +97,7 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
         ws.store.drop_versions(folder / spent)
     return {"model_dir": ws.location(folder / "model"), "scores": {step.eval_split: scores},
             "primary": scores[ws.task.primary_metric], "parameters": count_parameters(model),
+            "precision": ws.compute.resolved(device),
             "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step,
             "last_metrics": outcome.last_metrics, **chosen}
 
@@ -166,7 +169,8 @@ def _epoch_scores(step: TrainStep, ws: Workspace, model: PreTrainedModel,
     features, arrays = ws.features(step.tokenizer, step.eval_split)
 
     def at_epoch_end(epoch: int, at: int) -> None:
-        scores = ws.task.evaluate(model, ws.examples(step.eval_split), features, arrays)
+        with inference(ws.compute, next(model.parameters()).device):
+            scores = ws.task.evaluate(model, ws.examples(step.eval_split), features, arrays)
         for hook in hooks:
             hook(step, epoch, scores, model)
 

@@ -1,4 +1,4 @@
-"""A job's workspace: its task, data splits, tokenizers, window settings and run directory.
+"""A job's workspace: its task, data splits, tokenizers, window settings, run directory and compute settings.
 
 Features depend on (tokenizer, split) only, so they are made once per pair and cached;
 every step that reads the same split with the same tokenizer shares them. The workspace is
@@ -30,6 +30,7 @@ from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
 from kd_core.models.build import save_model
 from kd_core.serving.description import describe_saved_model
 from kd_core.tasks.base import Task
+from kd_core.training.compute import Compute
 
 RESULT_FILE = RESULT_NAME
 
@@ -47,6 +48,7 @@ class Workspace:
     tokenizers: dict[str, PreTrainedTokenizerFast]
     windows: FeatureConfig
     run_dir: Path
+    compute: Compute = field(default_factory=Compute)  # how every step uses the hardware (precision, ...)
     store: RunStore = field(init=False, repr=False)
     _features: dict[tuple[str, str], tuple[Dataset, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
     _hashes: dict[str, str] = field(default_factory=dict, repr=False)  # tokenizer and split fingerprints
@@ -79,7 +81,7 @@ class Workspace:
             part = self.task.part(task)
             prefix = f"{task}."
             splits = {name.removeprefix(prefix): rows for name, rows in self.splits.items() if name.startswith(prefix)}
-            self._views[task] = Workspace(part, splits, self.tokenizers, self.windows, self.store.location)
+            self._views[task] = Workspace(part, splits, self.tokenizers, self.windows, self.store.location, self.compute)
         return self._views[task]
 
     def examples(self, split: str) -> Dataset:

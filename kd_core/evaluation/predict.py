@@ -11,7 +11,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from kd_core.data.batches import iterate_batches
+from kd_core.data.batches import iterate_batches, pad_positions
 from kd_core.evaluation.decode import null_answer_margins, scored_answers
 from kd_core.evaluation.free_form_metrics import free_form_scores
 from kd_core.evaluation.squad_metrics import (
@@ -44,19 +44,24 @@ def run_model(
     progress: bool = False,
     desc: str = "infer",
 ) -> ModelOutputs:
-    """Run ``model`` over every feature (eval mode); attention only when ``num_question_tokens > 0``."""
+    """Run ``model`` over every feature (eval mode); attention only when ``num_question_tokens > 0``.
+
+    Each batch is cut to its longest row (:func:`~kd_core.data.batches.iterate_batches`) and its
+    outputs are put back to the full window width: positions past a batch's longest row hold 0
+    (padding, which every loss and decoder masks).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     starts, ends, attentions = [], [], []
-    total = len(arrays["input_ids"])
+    total, width = arrays["input_ids"].shape[:2]
     batches = iterate_batches(arrays, batch_size)
     for batch in tqdm(batches, total=-(-total // batch_size), desc=desc, disable=not progress, leave=False):
         out = qa_forward(model, {k: v.to(device) for k, v in batch.items()}, num_question_tokens)
-        starts.append(out.start_logits.float().cpu().numpy())
-        ends.append(out.end_logits.float().cpu().numpy())
+        starts.append(pad_positions(out.start_logits.float().cpu().numpy(), width))
+        ends.append(pad_positions(out.end_logits.float().cpu().numpy(), width))
         if out.attention is not None:
-            attentions.append(out.attention.cpu().numpy())
+            attentions.append(pad_positions(out.attention.float().cpu().numpy(), width))
     model.train(was_training)
     return ModelOutputs(
         np.concatenate(starts),

@@ -118,15 +118,17 @@ class Objective:
         """``(term, column)`` for every column a term requires that ``columns`` lacks."""
         return [(t.name, c) for t in self.terms for c in t.requires if c not in columns]
 
-    def __call__(self, outputs: Any, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
-        """Total loss and, for logging, each term's reduced value and current weight."""
+    def __call__(self, outputs: Any, batch: Batch, progress: float) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """Total loss and, for logging, each term's reduced value (``loss/<term>``, a detached tensor left on
+        the device, so that logging costs no synchronisation until it is read) and current weight
+        (``weight/<term>``, a number)."""
         example_weights = batch.get("weight")
         total: Tensor | None = None
-        parts: dict[str, float] = {}
+        parts: dict[str, Tensor | float] = {}
         for term in self.terms:
             weight = term.weight(progress)
             value = losses.weighted_mean(term.fn(outputs, batch), example_weights)
-            parts[f"loss/{term.name}"] = float(value.detach())
+            parts[f"loss/{term.name}"] = value.detach()
             parts[f"weight/{term.name}"] = weight
             total = weight * value if total is None else total + weight * value
         assert total is not None

@@ -25,15 +25,28 @@
 * ``perturb(batch, epoch, rows)`` may change a batch before the forward pass as a pure
   function of the epoch and the rows (the noisy teacher, :mod:`kd_core.objectives.noise`), so a resumed
   run sees the same batches.
-* A loss that is not finite stops training before the optimizer step, so no NaN reaches
-  the weights or a checkpoint.
+* How it uses the hardware (:class:`~kd_core.training.compute.Compute`): the forward runs
+  under the precision's autocast and the objective outside it (fp32 losses); fp16 adds a
+  gradient scaler (its state is checkpointed); on CUDA, AdamW is fused, batches are copied
+  from pinned memory without blocking, and fp32 matmuls use TF32. ``accumulate_steps = K``:
+  an optimizer step takes ``K * batch_size`` rows per process, as ``K`` consecutive
+  micro-batches whose losses are scaled by their share of the rows' example weight
+  (``sum_{b in m} v_b / sum_b v_b``), so the summed gradient is that of one batch of the
+  product size; steps, warm-up and ``checkpoint_every`` count optimizer steps. With
+  ``dynamic_padding`` each micro-batch is cut to its longest row; ``group_by_length`` batches
+  rows of similar length (:mod:`kd_core.training.sampling`).
+* No host synchronisation per step: the loss and the terms stay on the device and are read
+  every ``log_every`` steps (and at epoch ends and checkpoints). A loss that is not finite
+  is found there and stops training with :class:`FloatingPointError` naming the steps,
+  before any checkpoint or model is written after it, so no NaN reaches saved weights.
 * Every ``log_every`` steps the callbacks receive a dict of metrics (step, epoch, lr, total
-  loss and each term's value and weight): cluster code plugs MLflow in here. A tqdm bar
-  shows progress.
+  loss and each term's value and weight, all of the last step): cluster code plugs MLflow in
+  here. A tqdm bar shows progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -52,6 +65,7 @@ from kd_core.data.batches import batch_at, num_question_tokens
 from kd_core.io.errors import ConfigError
 from kd_core.models.forward import enable_attention_outputs, qa_forward
 from kd_core.objectives.terms import Objective
+from kd_core.training.compute import Compute, prepare_device
 from kd_core.training.sampling import SAMPLERS, batch_plan
 
 MetricsCallback = Callable[[dict[str, float]], None]
@@ -111,21 +125,41 @@ def unwrap(model: torch.nn.Module) -> PreTrainedModel:
     return getattr(model, "module", model)
 
 
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights get no weight decay."""
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (fused on CUDA); biases and LayerNorm weights get no weight decay."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on ``device``: on CUDA from pinned memory, without blocking the host."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def micro_batches(rows: np.ndarray, count: int, weights: np.ndarray | None) -> list[tuple[np.ndarray, float]]:
+    """``rows`` cut into ``count`` consecutive micro-batches, each with its share of the rows' example weight.
+
+    The shares sum to 1: ``share_m = sum_{b in m} v_b / sum_b v_b`` (``v_b = 1`` without weights),
+    so ``sum_m share_m * mean_m^{(v)} L`` is the weighted mean over all rows.
+    """
+    parts = [part for part in np.array_split(rows, count) if len(part)]
+    mass = [float(weights[part].sum()) if weights is not None else float(len(part)) for part in parts]
+    total = sum(mass)
+    return [(part, m / total if total > 0 else 1.0 / len(parts)) for part, m in zip(parts, mass)]
 
 
 def save_checkpoint(
     directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
     extra: torch.nn.Module | None = None, metrics: Mapping[str, float] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
-    """Write a complete checkpoint folder atomically (see the module doc)."""
+    """Write a complete checkpoint folder atomically (see the module doc); fp16's ``scaler`` state goes in it."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
@@ -139,15 +173,18 @@ def save_checkpoint(
             tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
     save_file(tensors, str(partial / OPTIMIZER_FILE))
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
-    (partial / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": groups, "config": asdict(config),
-                                                  "metrics": dict(metrics or {})}, indent=1))
+    state = {"step": step, "param_groups": groups, "config": asdict(config), "metrics": dict(metrics or {})}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
 
 
 def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
-                    extra: torch.nn.Module | None = None) -> tuple[int, dict[str, float]]:
-    """Restore model, optimizer, RNG (and ``extra``) from ``directory``; return its step and last metrics.
+                    extra: torch.nn.Module | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[int, dict[str, float]]:
+    """Restore model, optimizer, RNG (``extra``, ``scaler``) from ``directory``; return its step and last metrics.
 
     CUDA RNG states are restored when the checkpoint has them and this machine has as many CUDA
     devices; otherwise (a GPU checkpoint resumed on CPU) they are not needed and are left.
@@ -172,6 +209,8 @@ def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.op
     saved = optimizer.state_dict()
     groups = [{**group, "params": saved["param_groups"][i]["params"]} for i, group in enumerate(state["param_groups"])]
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     return int(state["step"]), dict(state.get("metrics", {}))
 
 
@@ -191,6 +230,7 @@ def train(
     extra: torch.nn.Module | None = None,
     perturb: Perturb | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    compute: Compute = Compute(),
 ) -> TrainResult:
     """Train ``model`` in place on ``arrays`` (features, knowledge, optional ``weight``) for ``objective``.
 
@@ -201,7 +241,8 @@ def train(
     ``question_tokens`` is above 0 when the objective needs attention maps.
     ``epoch_end(epoch, step)`` is called after every epoch (1-based; a fractional last epoch
     counts), before its checkpoint is written. ``on_checkpoint(folder)`` is called after each
-    checkpoint is written (to copy it to shared storage). ``extra`` and ``perturb``: module doc.
+    checkpoint is written (to copy it to shared storage). ``extra``, ``perturb`` and
+    ``compute`` (precision, accumulation, padding): module doc.
     """
     rank, world = shard
     if not 0 <= rank < world:
@@ -214,7 +255,9 @@ def train(
     size = len(arrays["input_ids"])
     if size == 0:
         raise ConfigError("train", "features", "no training features")
-    plan = batch_plan(config.sampler, dict(arrays), config.batch_size, config.seed, shard)
+    accumulate = compute.accumulate_steps
+    plan = batch_plan(config.sampler, dict(arrays), config.batch_size * accumulate, config.seed, shard,
+                      group_lengths=compute.group_by_length)
     steps_per_epoch = plan.steps_per_epoch
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
@@ -222,51 +265,79 @@ def train(
     if question_tokens:
         enable_attention_outputs(unwrap(model))
 
+    device = next(model.parameters()).device
+    prepare_device(device)
     torch.manual_seed(config.seed)
     trained = torch.nn.ModuleList([model, extra]) if extra is not None else model
-    optimizer = _optimizer(trained, config)
+    optimizer = _optimizer(trained, config, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    scaler = compute.scaler(device)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
-    start_step, metrics = load_checkpoint(ckpt, unwrap(model), optimizer, extra) if resuming else (0, {})
+    start_step, metrics = load_checkpoint(ckpt, unwrap(model), optimizer, extra, scaler) if resuming else (0, {})
     scheduler.last_epoch = start_step  # the restored learning rate is the schedule's at this step
+    weights = arrays.get("weight")
+    no_sync = getattr(model, "no_sync", None) if world > 1 else None  # DDP: all-reduce on the last micro-batch only
 
-    device = next(model.parameters()).device
     trained.train()
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
     step = start_step
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since the last check was finite
+    checked = step  # the last step whose losses are known to be finite
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        rows = plan.rows(epoch, offset)
-        batch = batch_at(arrays, rows)
-        if perturb is not None:
-            batch = perturb(batch, epoch, rows)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        outputs = (forward or qa_forward)(model, batch, question_tokens)
-        loss, parts = objective(outputs, batch, progress=step / total_steps)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step + 1}; no update was made")
+        parts_sum: dict[str, torch.Tensor | float] = {}
+        loss_sum = torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        micros = micro_batches(plan.rows(epoch, offset), accumulate, weights)
+        for index, (rows, share) in enumerate(micros):
+            batch = batch_at(arrays, rows, trim=compute.dynamic_padding)
+            if perturb is not None:
+                batch = perturb(batch, epoch, rows)
+            batch = _to_device(batch, device)
+            last = index == len(micros) - 1
+            with contextlib.nullcontext() if last or no_sync is None else no_sync():
+                with compute.autocast(device):
+                    outputs = (forward or qa_forward)(model, batch, question_tokens)
+                loss, parts = objective(outputs, batch, progress=step / total_steps)
+                scaled = loss * share
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            loss_sum += scaled.detach()
+            for key, value in parts.items():  # a term's value over the whole batch; its weight as it is
+                parts_sum[key] = parts_sum.get(key, 0.0) + value * share if key.startswith("loss/") else value
+        finite &= torch.isfinite(loss_sum)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         step += 1
         bar.update(1)
-        if step % config.log_every == 0 or step == total_steps:
-            metrics = {"step": step, "epoch": step / steps_per_epoch, "lr": lr, "loss": loss_value, **parts}
+        at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
+        due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
+        logging = step % config.log_every == 0 or step == total_steps
+        if logging or due:  # the one host synchronisation: are the losses since the last check finite?
+            if not bool(finite):
+                raise FloatingPointError(f"the loss became non-finite between steps {checked + 1} and {step}; "
+                                         f"training stopped, nothing after step {checked} was saved")
+            checked = step
+        if logging:
+            loss_value = float(loss_sum)
+            metrics = {"step": step, "epoch": step / steps_per_epoch, "lr": lr, "loss": loss_value,
+                       **{key: float(value) for key, value in parts_sum.items()}}
             bar.set_postfix(loss=f"{loss_value:.3f}")
             for callback in callbacks:
                 callback(metrics)
-        at_epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if at_epoch_end and epoch_end is not None:
             epoch_end(math.ceil(step / steps_per_epoch), step)
             trained.train()  # the hook may have evaluated the model
-        due = at_epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
         if ckpt is not None and rank == 0 and due:
-            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics)
+            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics, scaler)
             if on_checkpoint is not None:
                 on_checkpoint(ckpt)
     bar.close()

@@ -12,6 +12,13 @@ at any step sees the same batches as an uninterrupted one.
   into mini-batches of that task only, then all tasks' batches are shuffled together; each
   row is seen exactly once per epoch, and an epoch has ``sum_t ceil(n_t / batch_size)``
   steps.
+
+**Length grouping** (``group_by_length``, either plan): after shuffling, consecutive runs of
+``MEGABATCH`` batches are sorted by row length (longest first, ties in shuffled order) before
+they are cut into batches, so a batch holds rows of similar length and a cut-to-length batch
+(:func:`kd_core.data.batches.batch_at`) carries little padding; the order of the runs is
+still the seeded shuffle, so the plan stays a pure function of ``(seed, epoch)``. A row's
+length is the number of positions it attends to (``attention_mask``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import torch
 from kd_core.io.errors import ConfigError
 
 SAMPLERS = ("rows", "tasks")
+#: Batches per length-sorted run (Hugging Face's ``LengthGroupedSampler`` uses 50 too).
+MEGABATCH = 50
 
 
 class BatchPlan(Protocol):
@@ -41,16 +50,34 @@ def _permutation(size: int, seed: int) -> np.ndarray:
     return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-class RowBatches:
-    """Shuffled rows in consecutive batches (module doc)."""
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    """``order`` with each run of ``MEGABATCH * batch_size`` rows sorted by length, longest first (stable)."""
+    run = MEGABATCH * batch_size
+    parts = [order[i : i + run] for i in range(0, len(order), run)]
+    return np.concatenate([part[np.argsort(-lengths[part], kind="stable")] for part in parts]) if parts else order
 
-    def __init__(self, size: int, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)) -> None:
-        self.size, self.seed, self.shard = size, seed, shard
+
+class RowBatches:
+    """Shuffled rows in consecutive batches (module doc); with ``lengths``, grouped by length."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1),
+                 lengths: np.ndarray | None = None) -> None:
+        self.size, self.seed, self.shard, self.lengths = size, seed, shard, lengths
         self.global_batch = batch_size * shard[1]
         self.steps_per_epoch = math.ceil(size / self.global_batch)
+        self._epoch: tuple[int, np.ndarray] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Every row of epoch ``epoch``, in the order they are trained on (all ranks together)."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            order = _permutation(self.size, self.seed * 100_003 + epoch)
+            if self.lengths is not None:
+                order = group_by_length(order, self.lengths, self.global_batch)
+            self._epoch = (epoch, order)
+        return self._epoch[1]
 
     def rows(self, epoch: int, offset: int) -> np.ndarray:
-        order = _permutation(self.size, self.seed * 100_003 + epoch)
+        order = self.order(epoch)
         rows = order[offset * self.global_batch : (offset + 1) * self.global_batch]
         rank, world = self.shard
         if world == 1:
@@ -63,10 +90,11 @@ class RowBatches:
 class TaskBatches:
     """Single-task batches shuffled across tasks (module doc); ``tasks[i]`` is row ``i``'s task index."""
 
-    def __init__(self, tasks: np.ndarray, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(self, tasks: np.ndarray, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1),
+                 lengths: np.ndarray | None = None) -> None:
         if shard[1] != 1:
             raise ConfigError("train", "sampler", "single-task batches are not split across data-parallel workers")
-        self.tasks, self.batch_size, self.seed = np.asarray(tasks), batch_size, seed
+        self.tasks, self.batch_size, self.seed, self.lengths = np.asarray(tasks), batch_size, seed, lengths
         self.groups = [np.flatnonzero(self.tasks == t) for t in np.unique(self.tasks)]
         self.steps_per_epoch = sum(math.ceil(len(g) / batch_size) for g in self.groups)
         self._epoch: tuple[int, list[np.ndarray]] | None = None
@@ -77,6 +105,8 @@ class TaskBatches:
             batches = []
             for index, group in enumerate(self.groups):
                 shuffled = group[_permutation(len(group), (self.seed * 100_003 + epoch) * 101 + index)]
+                if self.lengths is not None:
+                    shuffled = group_by_length(shuffled, self.lengths, self.batch_size)
                 batches += [shuffled[i : i + self.batch_size] for i in range(0, len(shuffled), self.batch_size)]
             order = _permutation(len(batches), self.seed * 100_003 + epoch)
             self._epoch = (epoch, [batches[i] for i in order])
@@ -86,13 +116,23 @@ class TaskBatches:
         return self.batches(epoch)[offset]
 
 
+def row_lengths(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Positions each row attends to (``attention_mask`` summed; the full width without a mask)."""
+    if "attention_mask" in arrays:
+        return np.asarray(arrays["attention_mask"]).sum(axis=1)
+    ids = np.asarray(arrays["input_ids"])
+    return np.full(len(ids), ids.shape[1] if ids.ndim > 1 else 1)
+
+
 def batch_plan(sampler: str, arrays: dict[str, np.ndarray], batch_size: int, seed: int,
-               shard: tuple[int, int] = (0, 1)) -> BatchPlan:
-    """The plan ``sampler`` (:data:`SAMPLERS`) makes for ``arrays`` (``tasks`` reads their ``task_index``)."""
+               shard: tuple[int, int] = (0, 1), group_lengths: bool = False) -> BatchPlan:
+    """The plan ``sampler`` (:data:`SAMPLERS`) makes for ``arrays`` (``tasks`` reads their ``task_index``);
+    ``group_lengths``: batches of similar length (module doc)."""
+    lengths = row_lengths(arrays) if group_lengths else None
     if sampler == "rows":
-        return RowBatches(len(arrays["input_ids"]), batch_size, seed, shard)
+        return RowBatches(len(arrays["input_ids"]), batch_size, seed, shard, lengths)
     if sampler == "tasks":
         if "task_index" not in arrays:
             raise ConfigError("train", "sampler", "single-task batches need a task index per row (a multi-task set)")
-        return TaskBatches(arrays["task_index"], batch_size, seed, shard)
+        return TaskBatches(arrays["task_index"], batch_size, seed, shard, lengths)
     raise ConfigError("train", "sampler", f"must be one of {SAMPLERS}, got {sampler!r}")
