@@ -1,5 +1,6 @@
 """Ray Tune sweeps: search-space parsing, refusal of bad options, and an A2D sweep end to end on a real Ray."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_the_sweep_takes_the_methods_own_job_options_as_fixed_settings(tmp_path,
 def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_sweep(SweepConfig(num_samples=6, max_concurrency=2, job=JOB, run_dir=str(tmp_path / "sweep"),
-                                    tracking_uri=uri))
+                                    tracking_uri=uri, precision="bf16"))
     assert summary["teacher_passes"] == 1 and summary["trials"] == 6 and summary["failed"] == 0
     assert summary["stopped_early"] >= 1  # ASHA cut some trials before their 3rd epoch
     assert {t["reports"] for t in summary["trial_results"]} - {1, 2, 3} == set()
@@ -110,6 +111,13 @@ def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_pat
     assert (best / "model.safetensors").exists() and (best / "config.json").exists()
     run_dir = Path(summary["run_dir"])
     assert len((run_dir / "trials.csv").read_text().strip().splitlines()) == 7
+    # The sweep's precision reached the teacher step on a Ray worker and the Tune trials' students (a student's
+    # checkpoint names its precision too; a trial ASHA stopped after its first epoch may have left neither).
+    students = [p for trial in (run_dir / "trials").iterdir()
+                for p in (trial / "steps/student/result.json", trial / "steps/student/checkpoint/state.json")
+                if p.exists()]
+    trained = [run_dir / "teachers/steps/member-0/result.json", *students]
+    assert len(students) >= 2 and {json.loads(p.read_text())["precision"] for p in trained} == {"bf16"}
 
     client, parent, children = job_tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.metrics["teacher_passes"] == 1

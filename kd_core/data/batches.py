@@ -83,7 +83,8 @@ def pad_positions(values: np.ndarray, width: int, axis: int = 1) -> np.ndarray:
     return np.pad(values, pad)
 
 
-def iterate_batches(arrays: Mapping[str, np.ndarray], batch_size: int, trim: bool = True) -> Iterator[dict[str, Tensor]]:
+def iterate_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
+                    trim: bool = True) -> Iterator[dict[str, Tensor]]:
     """Batches in row order (for inference), each cut to its longest row unless ``trim=False``."""
     total = len(next(iter(arrays.values())))
     for start in range(0, total, batch_size):

@@ -157,9 +157,10 @@ def micro_batches(rows: np.ndarray, count: int, weights: np.ndarray | None) -> l
 def save_checkpoint(
     directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
     extra: torch.nn.Module | None = None, metrics: Mapping[str, float] | None = None,
-    scaler: torch.amp.GradScaler | None = None,
+    scaler: torch.amp.GradScaler | None = None, precision: str = "fp32",
 ) -> None:
-    """Write a complete checkpoint folder atomically (see the module doc); fp16's ``scaler`` state goes in it."""
+    """Write a complete checkpoint folder atomically (see the module doc); fp16's ``scaler`` state goes in it, and
+    ``state.json`` names the ``precision`` the steps so far ran in."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
@@ -173,7 +174,8 @@ def save_checkpoint(
             tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
     save_file(tensors, str(partial / OPTIMIZER_FILE))
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
-    state = {"step": step, "param_groups": groups, "config": asdict(config), "metrics": dict(metrics or {})}
+    state = {"step": step, "param_groups": groups, "config": asdict(config), "metrics": dict(metrics or {}),
+             "precision": precision}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
@@ -337,7 +339,8 @@ def train(
             epoch_end(math.ceil(step / steps_per_epoch), step)
             trained.train()  # the hook may have evaluated the model
         if ckpt is not None and rank == 0 and due:
-            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics, scaler)
+            save_checkpoint(ckpt, unwrap(model), optimizer, step, config, extra, metrics, scaler,
+                            compute.resolved(device))
             if on_checkpoint is not None:
                 on_checkpoint(ckpt)
     bar.close()
