@@ -1,4 +1,4 @@
-"""Models: presets, local checkpoints, unknown names, the question-passage attention (hooked on SDPA, eager fallback)."""
+"""Models: presets, local checkpoints, unknown names, the question-passage attention (SDPA hook, eager fallback)."""
 
 from copy import deepcopy
 
