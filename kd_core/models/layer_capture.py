@@ -110,10 +110,10 @@ def attention_probabilities(query: Tensor, key: Tensor, attention_mask: Tensor |
         batch, length = query.shape[:2]
         q = query.float().view(batch, length, -1, head_size).transpose(1, 2)  # [B, heads, S, d]
         k = key.float().view(batch, key.shape[1], -1, head_size).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(2, 3)) * scaling
+        # in place on the matmul's fresh output (its backward does not read it): no extra [B, heads, S, S] buffers
+        scores = torch.matmul(q, k.transpose(2, 3)).mul_(scaling)
         if attention_mask is not None:
-            padded = (attention_mask == 0)[:, None, None, :]
-            scores = scores.masked_fill(padded, torch.finfo(torch.float32).min)
+            scores.masked_fill_((attention_mask == 0)[:, None, None, :], torch.finfo(torch.float32).min)
         return scores.softmax(dim=-1)
 
 
