@@ -1,4 +1,7 @@
-"""LayerCapture on a tiny BERT: captured tensors equal the model's own outputs, and carry gradients."""
+"""LayerCapture on a tiny BERT: captured tensors equal the model's own outputs (attention maps: a separate eager
+copy's), and carry gradients; the model stays on its attention implementation."""
+
+from copy import deepcopy
 
 import pytest
 import torch
@@ -41,35 +44,78 @@ def test_captured_hidden_states_equal_output_hidden_states():
         assert capture.attention == {} and capture.query == {}
 
 
+def eager_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A separate copy of ``model`` on eager attention, the implementation that returns attention maps."""
+    copy = deepcopy(model)
+    copy.set_attn_implementation("eager")
+    return copy
+
+
 def test_captured_attention_needs_no_output_attentions_and_equals_eager_attentions():
     model = tiny_bert()
     assert model.config._attn_implementation == "sdpa"  # the transformers 5 default: no probabilities
+    reference_model = eager_copy(model)
     ids, mask = batch()
+    reference = reference_model(ids, attention_mask=mask, output_attentions=True).attentions
     with LayerCapture(model, [0, 1], {"attention"}) as capture:
-        assert model.config._attn_implementation == "eager"
         model(ids, attention_mask=mask)  # an ordinary call, no output_attentions
-        captured = {i: capture.attention[i] for i in (0, 1)}
-        reference = model(ids, attention_mask=mask, output_attentions=True).attentions
+        assert model.config._attn_implementation == "sdpa"  # the model was not switched
         for i in (0, 1):
-            assert captured[i].shape == (2, 2, 6, 6)
-            torch.testing.assert_close(captured[i], reference[i])
+            assert capture.attention[i].shape == (2, 2, 6, 6) and capture.attention[i].dtype == torch.float32
+            torch.testing.assert_close(capture.attention[i], reference[i], rtol=0, atol=1e-5)
         # probabilities: rows sum to 1, padded keys of the second example get exactly 0
-        torch.testing.assert_close(captured[0].sum(-1), torch.ones(2, 2, 6))
-        assert captured[0][1, :, :, 4:].abs().max().item() == 0.0
-    assert model.config._attn_implementation == "sdpa"  # restored by remove()
-
-
-def test_eager_attention_is_restored_only_after_the_last_capture_needing_it():
-    model = tiny_bert()
-    first = LayerCapture(model, [0], {"attention"})
-    second = LayerCapture(model, [1], {"attention"})
-    first.remove()
-    assert model.config._attn_implementation == "eager"
-    ids, mask = batch()
-    model(ids, attention_mask=mask)
-    assert set(second.attention) == {1}
-    second.remove()
+        torch.testing.assert_close(capture.attention[0].sum(-1), torch.ones(2, 2, 6))
+        assert capture.attention[0][1, :, :, 4:].abs().max().item() == 0.0
+        model(ids, mask)  # the attention mask given positionally is read too
+        torch.testing.assert_close(capture.attention[1], reference[1], rtol=0, atol=1e-5)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_captures_leave_the_attention_implementation_alone():
+    ids, mask = batch()
+    for implementation in ("sdpa", "eager"):
+        model = tiny_bert()
+        model.set_attn_implementation(implementation)
+        first = LayerCapture(model, [0], {"attention"})
+        second = LayerCapture(model, [1], {"attention"})
+        assert model.config._attn_implementation == implementation
+        model(ids, attention_mask=mask)
+        assert set(first.attention) == {0} and set(second.attention) == {1}
+        first.remove()
+        second.remove()
+        assert model.config._attn_implementation == implementation
+
+
+def test_captured_attention_is_taken_before_attention_dropout():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(attention_probs_dropout_prob=0.5)).train()
+    ids, mask = batch()
+    # layer 0 reads the embeddings (no hidden dropout), so its map does not depend on the dropout
+    expected = eager_copy(model).eval()(ids, attention_mask=mask, output_attentions=True).attentions[0]
+    dropped = eager_copy(model)(ids, attention_mask=mask, output_attentions=True).attentions[0]
+    assert (dropped - expected).abs().max() > 0.1  # eager in training mode returns the dropped-out map
+    with LayerCapture(model, [0], {"attention"}) as capture:
+        model(ids, attention_mask=mask)
+        torch.testing.assert_close(capture.attention[0], expected, rtol=0, atol=1e-5)
+
+
+def test_attention_under_bf16_autocast_is_float32():
+    model = tiny_bert()
+    ids, mask = batch()
+    reference = eager_copy(model)(ids, attention_mask=mask, output_attentions=True).attentions[0]
+    with LayerCapture(model, [0], {"attention", "query"}) as capture, torch.autocast("cpu", torch.bfloat16):
+        model(ids, attention_mask=mask)
+        assert capture.query[0].dtype == torch.bfloat16  # the projections come out in bf16
+        assert capture.attention[0].dtype == torch.float32
+        torch.testing.assert_close(capture.attention[0].sum(-1), torch.ones(2, 2, 6))
+        torch.testing.assert_close(capture.attention[0], reference, rtol=0, atol=3e-2)
+
+
+def test_attention_of_a_decoder_is_refused():
+    model = BertModel(tiny_config(is_decoder=True))
+    with pytest.raises(ConfigError, match="cannot compute the attention maps"):
+        LayerCapture(model, [0], {"attention"})
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_captured_query_key_value_equal_the_linear_modules_on_the_layer_input():

@@ -1,13 +1,16 @@
-"""Models: presets, local checkpoints, unknown names, the question-passage attention."""
+"""Models: presets, local checkpoints, unknown names, the question-passage attention (SDPA hook, eager fallback)."""
+
+from copy import deepcopy
 
 import pytest
 import torch
+from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
-from kd_core.data.batches import batch_at, feature_arrays
+from kd_core.data.batches import batch_at, feature_arrays, num_question_tokens
 from kd_core.data.features import FeatureConfig, featurize
 from kd_core.io.errors import ConfigError, ModelError
 from kd_core.models.build import build_preset_model, load_qa_model, load_sequence_model, save_model
-from kd_core.models.forward import enable_attention_outputs, qa_forward, question_passage_attention
+from kd_core.models.forward import qa_forward, question_passage_attention
 from tests.helpers import toy_examples, toy_tokenizer
 
 
@@ -36,13 +39,71 @@ def _batch():
 def test_preset_forward_attention_rows_sum_to_one_on_passage():
     tok, arrays = _batch()
     model = build_preset_model("tiny-bert", tok, seed=0)
-    enable_attention_outputs(model)
     batch = batch_at(arrays, torch.arange(3).numpy())
     out = qa_forward(model.eval(), batch, num_question_tokens=12)
     assert out.start_logits.shape == (3, 40)
     sums = out.attention.sum(-1)
     passage = batch["passage_mask"]
     assert torch.allclose(sums[passage], torch.ones(int(passage.sum())), atol=1e-5)
+    assert sums[~passage].abs().max() == 0
+
+
+def _eager_reference(model, batch, q):
+    """Logits and question-passage attention of a separate eager copy of ``model``, from the maps it returns."""
+    eager = deepcopy(model)
+    eager.set_attn_implementation("eager")
+    out = eager(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, output_attentions=True)
+    attention = question_passage_attention(out.attentions[-1], batch["question_mask"].bool(),
+                                           batch["passage_mask"].bool(), q)
+    return out.start_logits, attention
+
+
+def test_question_passage_attention_on_sdpa_equals_eager_attention():
+    tok, arrays = _batch()
+    batch = batch_at(arrays, torch.arange(3).numpy())
+    q = num_question_tokens(arrays)
+    assert batch["attention_mask"].sum(1).unique().numel() == 3  # padded, to different lengths
+    assert batch["question_mask"].sum(1).unique().numel() == 2  # questions of different lengths
+    for name in ("tiny-bert", "small-bert"):
+        model = build_preset_model(name, tok, seed=0).eval()
+        start_logits, expected = _eager_reference(model, batch, q)
+        out = qa_forward(model, batch, num_question_tokens=q)
+        assert model.config._attn_implementation == "sdpa"  # not switched
+        assert out.attention.shape == (3, 40, q) and out.attention.dtype == torch.float32
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(out.attention, expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.start_logits, start_logits, rtol=0, atol=1e-5)
+
+
+def test_gradients_flow_through_the_hooked_attention_into_the_last_query_and_key():
+    tok, arrays = _batch()
+    batch = batch_at(arrays, torch.arange(3).numpy())
+    q = num_question_tokens(arrays)
+    model = build_preset_model("tiny-bert", tok, seed=0).train()
+    target = torch.rand(3, 40, q)
+    torch.manual_seed(0)
+    out = qa_forward(model, batch, num_question_tokens=q)
+    (out.attention - target).pow(2).sum().backward()
+    last = model.bert.encoder.layer[-1].attention.self
+    for module in (last.query, last.key):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+    assert last.value.weight.grad is None  # the map does not read the values
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_models_without_query_key_modules_fall_back_to_eager_attention():
+    tok, arrays = _batch()
+    batch = {k: v for k, v in batch_at(arrays, torch.arange(3).numpy()).items() if k != "token_type_ids"}
+    config = DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = DistilBertForQuestionAnswering(config).eval()
+    assert model.config._attn_implementation == "sdpa"
+    out = qa_forward(model, batch, num_question_tokens=num_question_tokens(arrays))
+    assert model.config._attn_implementation == "eager"  # the fallback switched it
+    sums = out.attention.sum(-1)
+    passage = batch["passage_mask"]
+    torch.testing.assert_close(sums[passage], torch.ones(int(passage.sum())))
     assert sums[~passage].abs().max() == 0
 
 

@@ -47,7 +47,6 @@ from kd_core.evaluation.predict import run_model
 from kd_core.evaluation.squad_metrics import normalize_answer, token_f1_zero
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
-from kd_core.models.forward import enable_attention_outputs
 from kd_core.objectives.losses import masked_log_softmax
 
 #: How the confusing answer is chosen (module doc).
@@ -114,8 +113,6 @@ def member_knowledge(
 ) -> pa.Table:
     """One teacher's knowledge over a feature set (see the module doc)."""
     q = num_question_tokens(arrays) if config.with_attention else 0
-    if q:
-        enable_attention_outputs(model)
     outputs = run_model(model, arrays, config.batch_size, q, progress=progress, desc="teacher")
     span_mask = torch.from_numpy(arrays["span_mask"])
     top_start, top_end, top_score = batch_top_k_spans(

@@ -9,35 +9,47 @@ computed without changing how the model is called::
         out = student(input_ids, attention_mask=mask)          # an ordinary call
         loss = hidden_mse_loss(cap.hidden[3], teacher_hidden, mask.bool(), projection)
 
-Attention probabilities in transformers 5: ``BertSelfAttention.forward`` returns
-``(attn_output, attn_weights)`` and ``attn_weights`` is whatever the configured attention
-function returns: the probabilities with ``"eager"``, ``None`` with the default ``"sdpa"``
-(and with flash / flex attention). ``output_attentions=True`` does not switch the
-implementation: under sdpa it only logs a warning and returns an empty tuple. So when
-``"attention"`` is captured, :class:`LayerCapture` switches the model to eager attention at
-construction (``model.set_attn_implementation("eager")``) and switches it back in
-:meth:`LayerCapture.remove` (unless another capture on the same model still needs it). The
-caller never passes ``output_attentions``: eager attention returns the probabilities on
-every call. Note that eager returns them **after** attention dropout: in training mode with
-``attention_probs_dropout_prob > 0`` the captured maps are the dropped-out ones.
+Attention probabilities are computed here, not taken from the model. In transformers 5 only
+the ``"eager"`` attention implementation returns them; the default ``"sdpa"`` (and flash /
+flex attention) returns ``None``, and switching a model to eager makes every layer of every
+call build its ``[B, heads, S, S]`` map. Instead, for each chosen layer the hooks keep the
+outputs of its self-attention's ``query`` and ``key`` Linear modules (``[B, S, heads * d]``),
+and a forward pre-hook on the base model reads the ``attention_mask`` it was called with
+(``[B, S]``, 1 for real tokens; ``None`` means every token is real). Once the layer's
+self-attention has run, :func:`attention_probabilities` gives, per head ``h``,
+
+    A_h = softmax(Q_h K_h^T * scaling + M),   M[b, :, k] = 0 where attention_mask[b, k] == 1,
+                                               finfo(float32).min where it is 0,
+
+in float32 with autocast off, ``scaling`` being the module's own (``d ** -0.5``), which is
+what ``eager_attention_forward`` computes before its dropout. So the model keeps its attention
+implementation (the capture never changes it) and only the chosen layers produce maps.
+
+Two departures from the old behaviour (which switched the model to eager and kept eager's
+returned maps): the maps are float32 even when the model runs in bf16/fp16, and they are
+taken **before** attention dropout. In eval mode, or with ``attention_probs_dropout_prob``
+0, they equal eager's; in training mode with dropout, eager returned the dropped-out
+(rescaled, partly zeroed) maps and the capture now returns the undropped ones.
+
+This assumes the layer's ``attention.self`` is a plain scaled dot-product self-attention
+(what BERT-like encoders in transformers 5 have): decoders (``config.is_decoder``, causal
+masks) are refused.
 """
 
 from __future__ import annotations
 
-import weakref
+import inspect
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from kd_core.io.errors import ConfigError
 
 #: What can be captured: a layer's output hidden states ``[B, S, H]``, its self-attention
-#: probabilities ``[B, heads, S, S]``, and the outputs of its query/key/value Linear modules
-#: ``[B, S, H]`` (all heads together, before they are split).
+#: probabilities ``[B, heads, S, S]`` (float32, before dropout: module doc), and the outputs of
+#: its query/key/value Linear modules ``[B, S, H]`` (all heads together, before they are split).
 CAPTURABLE = ("hidden", "attention", "query", "key", "value")
-
-# model -> [attention implementation before the first capture switched it, captures needing eager]
-_EAGER_USERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
@@ -59,24 +71,71 @@ def _self_attention(layer: nn.Module, index: int) -> nn.Module:
     return module
 
 
+def _attention_shape(module: nn.Module) -> tuple[int, float] | None:
+    """``(head size d, scaling)`` of a BERT-like self-attention module, ``None`` when it does not state them."""
+    head_size, scaling = getattr(module, "attention_head_size", None), getattr(module, "scaling", None)
+    if isinstance(head_size, int) and head_size > 0 and isinstance(scaling, float):
+        return head_size, scaling
+    return None
+
+
+def computes_attention_maps(model: nn.Module) -> bool:
+    """Whether :class:`LayerCapture` can compute the model's attention maps from query/key outputs (module doc).
+
+    True for an encoder (not ``config.is_decoder``) whose every ``base_model.encoder.layer[i].attention.self``
+    has ``query``/``key``/``value`` Linear modules, ``attention_head_size`` and ``scaling``, and whose base
+    model's forward takes ``attention_mask``; False otherwise (an LSTM, DistilBERT's ``transformer.layer``, ...).
+    """
+    if getattr(getattr(model, "config", None), "is_decoder", False):
+        return False
+    try:
+        layers = transformer_layers(model)
+        modules = [_self_attention(layer, index) for index, layer in enumerate(layers)]
+    except ConfigError:
+        return False
+    return (len(modules) > 0 and all(_attention_shape(m) is not None for m in modules)
+            and "attention_mask" in inspect.signature(model.base_model.forward).parameters)
+
+
+def attention_probabilities(query: Tensor, key: Tensor, attention_mask: Tensor | None, head_size: int,
+                            scaling: float) -> Tensor:
+    """Self-attention probabilities ``[B, heads, S, S]`` from a layer's query/key Linear outputs ``[B, S, heads*d]``.
+
+    ``A_h = softmax(Q_h K_h^T * scaling + M)`` over the keys, ``Q_h``/``K_h`` the ``h``-th block of ``d =
+    head_size`` columns, ``M`` 0 for keys with ``attention_mask == 1`` and ``finfo(float32).min`` for keys
+    with 0 (``attention_mask`` ``[B, S]`` or ``None``: every key). Computed in float32 with autocast off
+    whatever the inputs' dtype; differentiable in ``query`` and ``key``.
+    """
+    with torch.autocast(query.device.type, enabled=False):
+        batch, length = query.shape[:2]
+        q = query.float().view(batch, length, -1, head_size).transpose(1, 2)  # [B, heads, S, d]
+        k = key.float().view(batch, key.shape[1], -1, head_size).transpose(1, 2)
+        # in place on the matmul's fresh output (its backward does not read it): no extra [B, heads, S, S] buffers
+        scores = torch.matmul(q, k.transpose(2, 3)).mul_(scaling)
+        if attention_mask is not None:
+            scores.masked_fill_((attention_mask == 0)[:, None, None, :], torch.finfo(torch.float32).min)
+        return scores.softmax(dim=-1)
+
+
 class LayerCapture:
     """Forward hooks that keep chosen layers' hidden states, attention maps, queries, keys or values.
 
     ``LayerCapture(model, layers, what)``: ``layers`` are 0-based indices into
     ``model.base_model.encoder.layer`` (:class:`ConfigError` when out of range, or when the
     model has no such layers), ``what`` a subset of :data:`CAPTURABLE` (may be empty: then
-    nothing is captured). After each forward of the model, ``capture.hidden[i]``,
-    ``capture.attention[i]``, ``capture.query[i]``, ``capture.key[i]`` and
-    ``capture.value[i]`` hold that forward's tensors for layer ``i``
+    nothing is captured; ``"attention"`` needs :func:`computes_attention_maps`). After each
+    forward of the model, ``capture.hidden[i]``, ``capture.attention[i]``, ``capture.query[i]``,
+    ``capture.key[i]`` and ``capture.value[i]`` hold that forward's tensors for layer ``i``
     (the dictionaries are emptied when the next forward starts). The tensors are not
     detached: when the model runs with gradients, a loss on them backpropagates into the
     model; a teacher run under ``torch.no_grad()`` gives tensors without a graph.
 
     ``clear()`` drops the kept tensors (and so the graph they hold), ``remove()`` removes
-    the hooks and restores the attention implementation; the object is a context manager
-    that removes itself on exit. Capturing ``"attention"`` switches the model to eager
-    attention (see the module docstring). With gradient checkpointing the hooks fire again
-    during the backward recomputation, overwriting the kept tensors with equal ones.
+    the hooks; the object is a context manager that removes itself on exit. The model's
+    attention implementation is never changed: ``capture.attention[i]`` is computed from
+    layer ``i``'s query and key (module doc: float32, before attention dropout). With
+    gradient checkpointing the hooks fire again during the backward recomputation,
+    overwriting the kept tensors with equal ones.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[int], what: Iterable[str] = ("hidden",)) -> None:
@@ -96,14 +155,21 @@ class LayerCapture:
                 chosen.append(index)
         if not chosen:
             raise ConfigError("layers", "layers", f"no layer chosen (the model has {count} layers)")
+        if "attention" in self.what and not computes_attention_maps(model):
+            raise ConfigError("attention", type(model).__name__,
+                              f"cannot compute the attention maps of {type(model).__name__}: it needs an encoder "
+                              "whose layers' attention.self have query/key Linear modules, attention_head_size "
+                              "and scaling, and a base model called with attention_mask")
         self.layers = tuple(chosen)
         self.hidden: dict[int, Tensor] = {}
         self.attention: dict[int, Tensor] = {}
         self.query: dict[int, Tensor] = {}
         self.key: dict[int, Tensor] = {}
         self.value: dict[int, Tensor] = {}
+        # this forward's query/key outputs of the layers whose maps are computed, and its attention mask
+        self._projections: dict[tuple[int, str], Tensor] = {}
+        self._mask: Tensor | None = None
         self._handles: list = []
-        self._uses_eager = False
 
         try:
             self._register(modules)
@@ -118,23 +184,43 @@ class LayerCapture:
                 self._handles.append(layer.register_forward_hook(self._keep_hidden(index)))
             if self.what & {"attention", "query", "key", "value"}:
                 attention = _self_attention(layer, index)
-                if "attention" in self.what:
-                    self._handles.append(attention.register_forward_hook(self._keep_attention(index)))
                 for name in ("query", "key", "value"):
                     if name in self.what:
                         hook = self._keep(getattr(self, name), index)
                         self._handles.append(getattr(attention, name).register_forward_hook(hook))
-        # Empty the dictionaries when a forward starts, so that they only ever hold one forward's tensors.
-        self._handles.append(self.model.base_model.register_forward_pre_hook(lambda module, args: self.clear()))
-        if "attention" in self.what:
-            self._use_eager_attention()
+                if "attention" in self.what:
+                    for name in ("query", "key"):
+                        hook = self._keep(self._projections, (index, name))
+                        self._handles.append(getattr(attention, name).register_forward_hook(hook))
+                    self._handles.append(attention.register_forward_hook(self._compute_attention(index, attention)))
+        base = self.model.base_model
+        # the attention_mask argument's position, for a base model called with it positionally
+        position = list(inspect.signature(base.forward).parameters).index("attention_mask") \
+            if "attention" in self.what else None
+        self._handles.append(base.register_forward_pre_hook(self._start_forward(position), with_kwargs=True))
 
     # -- hooks
 
+    def _start_forward(self, mask_position: int | None):
+        """Empty the dictionaries when a forward starts (they only ever hold one forward's tensors); keep its mask."""
+
+        def hook(module, args, kwargs):
+            self.clear()
+            if mask_position is not None:
+                mask = kwargs["attention_mask"] if "attention_mask" in kwargs else (
+                    args[mask_position] if len(args) > mask_position else None)
+                if mask is not None and mask.dim() != 2:
+                    raise ConfigError("attention", "attention_mask",
+                                      f"attention maps need a [batch, sequence] attention_mask; got shape "
+                                      f"{tuple(mask.shape)}")
+                self._mask = mask
+
+        return hook
+
     @staticmethod
-    def _keep(store: dict[int, Tensor], index: int):
+    def _keep(store: dict, key: int | tuple[int, str]):
         def hook(module, args, output):
-            store[index] = output
+            store[key] = output
 
         return hook
 
@@ -145,61 +231,29 @@ class LayerCapture:
 
         return hook
 
-    def _keep_attention(self, index: int):
+    def _compute_attention(self, index: int, module: nn.Module):
+        head_size, scaling = _attention_shape(module)
+
         def hook(module, args, output):
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None:
-                implementation = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
-                raise ConfigError("attention", f"layer {index}",
-                                  f"the self-attention returned no probabilities (attention implementation "
-                                  f"{implementation!r}); it must stay 'eager' while attention is captured")
-            self.attention[index] = weights
+            query, key = self._projections.pop((index, "query")), self._projections.pop((index, "key"))
+            self.attention[index] = attention_probabilities(query, key, self._mask, head_size, scaling)
 
         return hook
-
-    # -- attention implementation
-
-    def _use_eager_attention(self) -> None:
-        config = getattr(self.model, "config", None)
-        if config is None or not hasattr(self.model, "set_attn_implementation"):
-            return  # not a PreTrainedModel: the hook reports it if no probabilities come back
-        users = _EAGER_USERS.get(self.model)
-        if users is None:
-            previous = config._attn_implementation
-            if previous != "eager":
-                self.model.set_attn_implementation("eager")
-            users = _EAGER_USERS[self.model] = [previous, 0]
-        users[1] += 1
-        self._uses_eager = True
-
-    def _release_eager_attention(self) -> None:
-        if not self._uses_eager:
-            return
-        self._uses_eager = False
-        users = _EAGER_USERS.get(self.model)
-        if users is None:
-            return
-        users[1] -= 1
-        if users[1] <= 0:
-            del _EAGER_USERS[self.model]
-            previous = users[0]
-            if previous and previous != "eager" and self.model.config._attn_implementation == "eager":
-                self.model.set_attn_implementation(previous)
 
     # -- public
 
     def clear(self) -> None:
         """Drop the kept tensors (and the autograd graph they keep alive)."""
-        for store in (self.hidden, self.attention, self.query, self.key, self.value):
+        for store in (self.hidden, self.attention, self.query, self.key, self.value, self._projections):
             store.clear()
+        self._mask = None
 
     def remove(self) -> None:
-        """Remove the hooks, drop the kept tensors and restore the attention implementation; idempotent."""
+        """Remove the hooks and drop the kept tensors; idempotent."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.clear()
-        self._release_eager_attention()
 
     def __enter__(self) -> LayerCapture:
         return self

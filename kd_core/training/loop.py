@@ -63,7 +63,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from kd_core.data.batches import batch_at, num_question_tokens
 from kd_core.io.errors import ConfigError
-from kd_core.models.forward import enable_attention_outputs, qa_forward
+from kd_core.models.forward import qa_forward
 from kd_core.objectives.terms import Objective
 from kd_core.training.compute import Compute, prepare_device
 from kd_core.training.sampling import SAMPLERS, batch_plan
@@ -264,8 +264,6 @@ def train(
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
     question_tokens = num_question_tokens(arrays) if objective.needs_attention else 0
-    if question_tokens:
-        enable_attention_outputs(unwrap(model))
 
     device = next(model.parameters()).device
     prepare_device(device)
