@@ -29,18 +29,19 @@ from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.cli import Command  # noqa: E402
 from kd_core.io.errors import ConfigError  # noqa: E402
-from kd_core.io.options import MethodConfig, option  # noqa: E402
+from kd_core.io.options import MethodConfig, option, part  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise  # noqa: E402
+from kd_core.training.compute import Compute  # noqa: E402
 
 #: Settings a single process has no use for (no data-parallel workers here).
 NOT_HERE = ("student_workers",)
 
 
 @dataclass(frozen=True)
-class DistillConfig(MethodConfig, A2DSettings, SpanQAData):
-    """Every option of ``python jobs/distill.py``: the A2D settings and the data (validated)."""
+class DistillConfig(MethodConfig, A2DSettings, SpanQAData, Compute):
+    """Every option of ``python jobs/distill.py``: the A2D settings, the data and the compute settings (validated)."""
 
     members: int = option(1, "teacher ensemble size N", "model")
     baseline: bool = option(False, "also train the student without knowledge (student-no-kd)", "model")
@@ -54,7 +55,9 @@ class DistillConfig(MethodConfig, A2DSettings, SpanQAData):
 
 def workspace(config: DistillConfig) -> Workspace:
     """Data read, split, tokenised (bad data or options raise here)."""
-    return build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
+    ws = build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
+    ws.compute = part(Compute, config)
+    return ws
 
 
 def run_distillation(config: DistillConfig) -> dict[str, Any]:

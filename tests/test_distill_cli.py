@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
-    result = run(*TINY, "--baseline", "--json", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    # bf16 autocast (it runs on CPU too), two micro-batches per optimizer step, length-grouped batches
+    result = run(*TINY, "--baseline", "--json", "--run-dir", str(tmp_path / "run"), "--precision", "bf16",
+                 "--accumulate-steps", "2", "--group-by-length", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("teacher_f1", "student_f1", "student_no_kd_f1", "knowledge_bytes_per_feature", "run_dir"):
@@ -41,6 +44,9 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     assert knowledge_metadata(table)["members"] == 1
     assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1
     assert "teacher" in result.stdout and "student without kd" in result.stdout
+    student = json.loads((run_dir / "steps/student/result.json").read_text())
+    rows = json.loads((run_dir / "steps/knowledge/result.json").read_text())["rows"]
+    assert student["precision"] == "bf16" and student["steps"] == math.ceil(rows / (16 * 2))  # batch 16, 2 micro
 
 
 def test_config_file_with_override_and_check(tmp_path):
@@ -65,6 +71,8 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
         (["--tau", "0"], "a2d: --tau: must be > 0"),
         (["--gamma", "-1"], "a2d: --gamma: must be >= 0"),
         (["--top-k", "0"], "a2d: --top-k: must be >= 1"),
+        (["--precision", "fp8"], "compute: --precision: must be one of auto, bf16, fp16, fp32"),
+        (["--accumulate-steps", "0"], "compute: --accumulate-steps: must be an integer >= 1"),
         (["--max-length", "12", "--doc-stride", "2"], "smaller than the question"),
         (["--teacher-model", "no-such-org/no-such-model"], "no-such-org/no-such-model: from_pretrained"),
     ],
