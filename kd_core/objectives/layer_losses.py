@@ -8,7 +8,8 @@ Same conventions as :mod:`kd_core.objectives.losses`:
   :data:`~kd_core.objectives.losses.MASK_VALUE` first.
 * Every function returns one loss **per example**, shape ``[B]``; averages are over the
   ``n_b`` real tokens of example ``b`` (an example with no real token gives 0).
-* Arithmetic is in float32 whatever the input precision.
+* Arithmetic is in float32 whatever the input precision (bf16 hidden states from an autocast
+  forward are cast first; the objective itself runs outside autocast, :mod:`kd_core.training.compute`).
 
 The tensors usually come from :class:`kd_core.models.layer_capture.LayerCapture`: a student layer
 ``[B, S, Hs]`` against the teacher layer it is mapped to ``[B, S, Ht]``.

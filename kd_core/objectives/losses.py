@@ -13,6 +13,10 @@ Conventions shared by every function here:
   ``N`` members; ensembles are combined by **averaging probabilities** (not logits).
 * Every function returns one loss **per example**, shape ``[B]``; :func:`weighted_mean`
   reduces them (the training loop uses it with per-example weights, e.g. IMM's ``s_ij``).
+* **Precision**: every function casts its logits (and teacher values) to float32 before any
+  softmax or difference, and the training loop calls the objective outside autocast
+  (:mod:`kd_core.training.compute`), so under bf16/fp16 training the model's forward runs in
+  half precision while every loss and softmax here is float32.
 """
 
 from __future__ import annotations
