@@ -51,7 +51,7 @@ ROWS = [
                     "size: 20}\n  - {name: a, synthetic: rating, kind: regression, size: 20}\n"},
      "tasks.yaml: task 'a': is listed twice"),
     ("config-unknown-option", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "taus: 2\n"},
-     "kd.yaml: taus: unknown option; known: alpha"),
+     "kd.yaml: taus: unknown option; known: accumulate_steps, alpha"),
     ("config-renamed-option", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "teachers: 2\n"},
      "kd.yaml: teachers: is now `members`"),
     ("option-renamed", jobs.mtdnn, ["--no-vanilla"], {}, "options: --no-vanilla: is now --no-baseline"),
