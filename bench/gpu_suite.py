@@ -71,9 +71,13 @@ the device tool's ``run`` with ``carry: ["gpu_data", ".whl"]``, ``timeout_s: 540
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
+    python3 -m pip list 2>/dev/null | grep -iE '^(pyarrow|fsspec|huggingface.hub|datasets) ';
     HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 bench/gpu_suite.py --out $OUT/gpu_suite.json
 
-(one line). The suite puts the repository root on ``sys.path`` itself.
+(one line). The suite puts the repository root on ``sys.path`` itself. The ``pip list``
+shows what ``datasets`` 5.2 runs with there (it asks for pyarrow >= 24, fsspec <=
+2026.9.0, huggingface-hub >= 1.31; the image's versions of the first two were not read
+here), should it fail to import.
 """
 
 from __future__ import annotations
