@@ -162,13 +162,13 @@ class Size:
     learning_rate: float
     epochs: float
     student_layers: int
-    synthetic_size: int  # --tiny: synthetic questions per domain (training), a fifth of it held out
+    synthetic_size: int  # --tiny: synthetic questions per domain (training), a fifth as many held out; unused on files
 
 
 FULL = Size(matmul_n=8192, matmul_repeats=20, shapes=("bert-L12-H768-A12-I3072", "bert-L6-H384-A12-I1536"),
             vocab=30522, sequence=384, batch=32, question_tokens=32, warmup_steps=10, timed_steps=40,
             collect_rows=2048, max_length=384, doc_stride=128, a2d_batch=32, learning_rate=1e-4, epochs=2.0,
-            student_layers=3, synthetic_size=0)
+            student_layers=3, synthetic_size=200)
 TINY = Size(matmul_n=256, matmul_repeats=3, shapes=("bert-L4-H128-A4-I512", "bert-L2-H64-A2-I256"), vocab=2000,
             sequence=64, batch=8, question_tokens=12, warmup_steps=2, timed_steps=4, collect_rows=32, max_length=64,
             doc_stride=16, a2d_batch=16, learning_rate=2e-3, epochs=2.0, student_layers=1, synthetic_size=30)
@@ -361,7 +361,7 @@ def a2d_part(size: Size, tiny: bool, data: Path, work: Path, device: torch.devic
         data_info = {"train": TRAIN_FILE, "held_out_source": HELD_OUT_FILE,
                      "prepared": json.loads((data / MANIFEST_FILE).read_text())}
         held_out = load_examples(str(data / HELD_OUT_FILE))
-    options = SpanQAData(train=train_file, synthetic_size=max(2, size.synthetic_size), max_length=size.max_length,
+    options = SpanQAData(train=train_file, synthetic_size=size.synthetic_size, max_length=size.max_length,
                          doc_stride=size.doc_stride)
     settings = A2DSettings(teacher_model=model, student_model=model, student_layers=size.student_layers, members=2,
                            teacher_epochs=size.epochs, epochs=size.epochs, batch_size=size.a2d_batch,
