@@ -36,8 +36,9 @@ imports Ray or MLflow (the device has neither; the JSON says so under
    examples/s and bf16 MFU >= 40%, on BERT-base.
 3. ``collection``: teacher collection speed of the same two shapes under bf16
    (:func:`~kd_core.training.compute.inference`), examples (feature rows) per second, without
-   attention and with it (question-passage attention: eager attention,
-   ``num_question_tokens > 0``): the model pass alone
+   attention and with it (question-passage attention, ``num_question_tokens > 0``: the model
+   stays on SDPA and the last layer's map is computed from its query/key,
+   :func:`kd_core.models.forward.qa_forward`): the model pass alone
    (:func:`kd_core.evaluation.predict.run_model`) and the span-QA task's whole ``collect``
    (the pass, top-4 spans on the host, the Arrow table), 2,048 rows at ``S = 384``, each
    timed once after a warm-up call on one batch.
@@ -125,7 +126,6 @@ from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E40
 from kd_core.engine.steps import EvaluateStep, Result, TermSpec, model_ref  # noqa: E402
 from kd_core.evaluation.predict import run_model  # noqa: E402
 from kd_core.methods.a2d import DEV, A2DSettings, a2d_recipe  # noqa: E402
-from kd_core.models.forward import enable_attention_outputs  # noqa: E402
 from kd_core.models.presets import bert_shape  # noqa: E402
 from kd_core.tasks.span_qa import SpanQATask  # noqa: E402
 from kd_core.training.compute import Compute, inference, prepare_device  # noqa: E402
@@ -309,11 +309,9 @@ def collection_speed(shape: str, size: Size, arrays: Mapping[str, np.ndarray], f
     first = {name: values[:COLLECT_BATCH] for name, values in arrays.items()}
     timings: dict[str, dict[str, float]] = {"run_model": {}, "collect": {}}
     with inference(Compute(precision="bf16"), device):
-        for attention in (False, True):  # the model keeps eager attention once switched
+        for attention in (False, True):  # the model stays on SDPA; with attention, a last-layer hook adds the map
             label = "with_attention" if attention else "without_attention"
             q = num_question_tokens(arrays) if attention else 0
-            if attention:
-                enable_attention_outputs(model)
             run_model(model, first, COLLECT_BATCH, q)
             seconds = seconds_of(lambda: run_model(model, arrays, COLLECT_BATCH, q), device)
             timings["run_model"][label] = size.collect_rows / seconds
