@@ -33,7 +33,7 @@ from kd_core.io.options import MethodConfig, option, part  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise  # noqa: E402
-from kd_core.training.compute import Compute  # noqa: E402
+from kd_core.training.compute import Compute, local_device  # noqa: E402
 
 #: Settings a single process has no use for (no data-parallel workers here).
 NOT_HERE = ("student_workers",)
@@ -65,7 +65,7 @@ def run_distillation(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     ws = workspace(config)
     ws.store.remove("steps")  # a fresh run: no earlier step is reused
-    results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True)
+    results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True, device=local_device())
     summary = describe(results, config, ws)
     summary.update(run_dir=ws.store.location, seconds=round(time.perf_counter() - started, 1))
     write_atomic(ws.run_dir / "summary.json", json.dumps(summary, indent=1))

@@ -91,6 +91,13 @@ class Compute:
         return torch.amp.GradScaler(torch.device(device).type)
 
 
+def local_device() -> str:
+    """Where a single-process run puts its models: ``cuda:0`` when this process sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
 def prepare_device(device: str | torch.device) -> None:
     """On CUDA: TF32 for the fp32 matmuls (autocast runs the others in bf16/fp16). Nothing elsewhere."""
     import torch
