@@ -215,3 +215,17 @@ def test_fp16_keeps_its_gradient_scaler_in_checkpoints(data, tmp_path):
                    progress=False, checkpoint_dir=tmp_path / "ckpt", compute=Compute(precision="fp16"))
     state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
     assert state["scaler"]["scale"] > 0 and np.isfinite(result.last_metrics["loss"])
+
+
+def test_a_noisy_teacher_perturbs_a_cut_batch_as_the_first_positions_of_the_full_one(data):
+    from kd_core.objectives.noise import noisy_teacher
+
+    _, arrays = data
+    rng = np.random.default_rng(0)
+    arrays = {**arrays, "teacher_start_logits": rng.normal(size=arrays["input_ids"].shape).astype(np.float32)}
+    rows = np.argsort(arrays["attention_mask"].sum(1), kind="stable")[:8]
+    perturb = noisy_teacher(arrays, 0.5, seed=1)
+    full = perturb(batch_at(arrays, rows), 0, rows)["teacher_start_logits"]
+    cut = perturb(batch_at(arrays, rows, trim=True), 0, rows)["teacher_start_logits"]
+    assert cut.shape[1] < full.shape[1]
+    torch.testing.assert_close(cut, full[:, :cut.shape[1]])

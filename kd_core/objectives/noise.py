@@ -62,8 +62,9 @@ class NoisyTeacher:
     def __call__(self, batch: dict[str, torch.Tensor], epoch: int, rows: np.ndarray) -> dict[str, torch.Tensor]:
         out = dict(batch)
         for column in self.sizes:
-            xi = torch.from_numpy(self.noise(column, epoch)[rows])
-            out[column] = batch[column].float() * (1.0 + xi)
+            # a batch cut to its longest row (kd_core.data.batches) keeps the first positions: the noise too
+            xi = torch.from_numpy(self.noise(column, epoch)[rows][..., :batch[column].shape[-1]])
+            out[column] = batch[column].float() * (1.0 + xi.to(batch[column].device))
         return out
 
 
