@@ -88,3 +88,11 @@ def test_length_grouping_keeps_task_batches_single_task():
     assert sorted(np.concatenate(batches).tolist()) == list(range(300))
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
     assert spread < 3  # sorted runs of 150 rows with lengths in [3, 40): neighbours differ by a token or so
+
+
+def test_length_grouped_batches_do_not_sweep_from_long_to_short_within_a_run():
+    lengths = np.random.default_rng(3).integers(5, 64, size=800)  # one run of 50 batches of 16
+    plan = batch_plan("rows", _mask(lengths), 16, seed=0, group_lengths=True)
+    widths = [lengths[plan.rows(0, i)].max() for i in range(plan.steps_per_epoch)]
+    assert sorted(widths, reverse=True) != widths  # the sorted run's batches come in a shuffled order
+    assert abs(np.corrcoef(np.arange(len(widths)), widths)[0, 1]) < 0.5

@@ -14,11 +14,12 @@ at any step sees the same batches as an uninterrupted one.
   steps.
 
 **Length grouping** (``group_by_length``, either plan): after shuffling, consecutive runs of
-``MEGABATCH`` batches are sorted by row length (longest first, ties in shuffled order) before
-they are cut into batches, so a batch holds rows of similar length and a cut-to-length batch
-(:func:`kd_core.data.batches.batch_at`) carries little padding; the order of the runs is
-still the seeded shuffle, so the plan stays a pure function of ``(seed, epoch)``. A row's
-length is the number of positions it attends to (``attention_mask``).
+``MEGABATCH`` batches are sorted by row length (longest first, ties in shuffled order) and cut
+into batches, so a batch holds rows of similar length and a cut-to-length batch
+(:func:`kd_core.data.batches.batch_at`) carries little padding; the batches of a run are then
+put in a seeded random order (a plain sorted run would go from its longest batch to its shortest), so training does not sweep
+from long to short rows within each run. The plan stays a pure function of ``(seed, epoch)``.
+A row's length is the number of positions it attends to (``attention_mask``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ def _permutation(size: int, seed: int) -> np.ndarray:
     return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
-    """``order`` with each run of ``MEGABATCH * batch_size`` rows sorted by length, longest first (stable)."""
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int) -> np.ndarray:
+    """``order`` with each run of ``MEGABATCH * batch_size`` rows sorted by length (stable), then the run's full
+    batches put in an order drawn with ``seed``, so that a run does not go from its longest batch to its shortest
+    (a partial last batch stays last, where every plan has it)."""
     run = MEGABATCH * batch_size
-    parts = [order[i : i + run] for i in range(0, len(order), run)]
-    return np.concatenate([part[np.argsort(-lengths[part], kind="stable")] for part in parts]) if parts else order
+    out = []
+    for index, start in enumerate(range(0, len(order), run)):
+        part = order[start : start + run]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        full = len(part) // batch_size
+        blocks = [part[i * batch_size : (i + 1) * batch_size] for i in _permutation(full, seed * 1009 + index)]
+        out += [*blocks, part[full * batch_size :]]
+    return np.concatenate(out) if out else order
 
 
 class RowBatches:
@@ -72,7 +81,7 @@ class RowBatches:
         if self._epoch is None or self._epoch[0] != epoch:
             order = _permutation(self.size, self.seed * 100_003 + epoch)
             if self.lengths is not None:
-                order = group_by_length(order, self.lengths, self.global_batch)
+                order = group_by_length(order, self.lengths, self.global_batch, self.seed * 100_003 + epoch)
             self._epoch = (epoch, order)
         return self._epoch[1]
 
@@ -106,7 +115,8 @@ class TaskBatches:
             for index, group in enumerate(self.groups):
                 shuffled = group[_permutation(len(group), (self.seed * 100_003 + epoch) * 101 + index)]
                 if self.lengths is not None:
-                    shuffled = group_by_length(shuffled, self.lengths, self.batch_size)
+                    shuffled = group_by_length(shuffled, self.lengths, self.batch_size,
+                                               (self.seed * 100_003 + epoch) * 101 + index)
                 batches += [shuffled[i : i + self.batch_size] for i in range(0, len(shuffled), self.batch_size)]
             order = _permutation(len(batches), self.seed * 100_003 + epoch)
             self._epoch = (epoch, [batches[i] for i in order])
