@@ -17,8 +17,8 @@ at any step sees the same batches as an uninterrupted one.
 ``MEGABATCH`` batches are sorted by row length (longest first, ties in shuffled order) and cut
 into batches, so a batch holds rows of similar length and a cut-to-length batch
 (:func:`kd_core.data.batches.batch_at`) carries little padding; the batches of a run are then
-put in a seeded random order (a plain sorted run would go from its longest batch to its shortest), so training does not sweep
-from long to short rows within each run. The plan stays a pure function of ``(seed, epoch)``.
+put in a seeded random order, so training does not sweep from long to short rows within each
+run as a plain sorted run would. The plan stays a pure function of ``(seed, epoch)``.
 A row's length is the number of positions it attends to (``attention_mask``).
 """
 
