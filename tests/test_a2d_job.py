@@ -152,13 +152,14 @@ def test_an_a2d_job_whose_driver_is_killed_resumes_to_the_uninterrupted_result(u
 @pytest.mark.slow
 def test_a_student_with_two_workers_trains_data_parallel_on_ray_train(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # two micro-batches per optimizer step: DDP all-reduces on the second only (no_sync on the first)
     config = A2DJobConfig(**{**TINY, "epochs": 1, "members": 1}, student_workers=2, run_dir=str(tmp_path / "run"),
-                          tracking_uri=uri)
+                          tracking_uri=uri, accumulate_steps=2)
     summary = run(config)
     steps = Path(summary["run_dir"]) / "steps"
     result = json.loads((steps / "student/result.json").read_text())
     features = json.loads((steps / "knowledge/result.json").read_text())["rows"]
-    assert result["steps"] == -(-features // 32)  # one epoch of global batches of 2 workers x 16 rows
+    assert result["steps"] == -(-features // 64)  # one epoch of global batches of 2 workers x 2 x 16 rows
     assert (tmp_path / "run" / "ray_train" / "student").is_dir()
     client, _, children = job_tree(uri, summary["mlflow_run_id"])
     student = next(r for r in children if r.info.run_name == "student")
