@@ -138,3 +138,16 @@ def test_prepare_drops_shared_contexts_and_halves_the_model(tmp_path: Path, monk
             assert (widened[name] == value.half().float()).all()
         else:
             assert (widened[name] == value).all()
+
+
+def test_the_flop_count_of_bert_base_is_the_hand_computed_212_gflop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    suite = importlib.import_module("gpu_suite")
+    model = suite.random_bert("bert-L12-H768-A12-I3072", 30522, 0, torch.device("meta"))
+    # By hand: per layer Q, K, V, output 4 x 768^2 and the MLP 2 x 768 x 3072; x 12 layers; the QA head 768 x 2.
+    n = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768 * 2
+    assert suite.matmul_parameters(model) == n == 84_936_192
+    # 6 N S + 12 L S^2 H at S = 384
+    assert suite.flops_per_example(model, 384) == 6 * 84_936_192 * 384 + 12 * 12 * 384**2 * 768 == 212_000_440_320
