@@ -37,7 +37,6 @@ Prints one JSON object. Never run as a test.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import json
 import os
@@ -55,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import PreTrainedModel  # noqa: E402
 
 from kd_core.data.batches import batch_at  # noqa: E402
 from kd_core.engine.prepare import (  # noqa: E402
@@ -68,7 +66,7 @@ from kd_core.engine.prepare import (  # noqa: E402
 )
 from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.methods.a2d import A2DSettings  # noqa: E402
-from kd_core.models.build import build_preset_model  # noqa: E402
+from kd_core.models.build import build_preset_model, set_dropout  # noqa: E402
 from kd_core.objectives.terms import Objective, ce_term  # noqa: E402
 from kd_core.training.compute import Compute  # noqa: E402
 from kd_core.training.loop import TrainConfig, train  # noqa: E402
@@ -157,15 +155,6 @@ def speed(ws: Workspace, model_name: str, steps: int, repeats: int, seed: int) -
     }
 
 
-def without_dropout(model: PreTrainedModel) -> PreTrainedModel:
-    """A copy of ``model`` (same weights) whose configuration has no dropout."""
-    config = copy.deepcopy(model.config)
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    bare = type(model)(config)
-    bare.load_state_dict(model.state_dict())
-    return bare
-
-
 def equivalence(data: str, ws: Workspace, model_name: str, steps: int, seed: int) -> dict[str, object]:
     """Full and dynamic padding trained with dropout off: last losses and the weight differences (the largest,
     in which tensor, and the median of the tensors' largest)."""
@@ -173,7 +162,8 @@ def equivalence(data: str, ws: Workspace, model_name: str, steps: int, seed: int
     config = a2d_training(arrays, steps, seed)
     models, loss = {}, {}
     for name in ("full", "dynamic"):
-        models[name] = without_dropout(build_preset_model(model_name, ws.tokenizer("teacher"), seed=seed))
+        models[name] = build_preset_model(model_name, ws.tokenizer("teacher"), seed=seed)
+        set_dropout(models[name], 0.0)
         loss[name] = train(models[name], arrays, Objective((ce_term(),)), config, progress=False,
                            compute=SETTINGS[name]).last_metrics["loss"]
     dynamic = dict(models["dynamic"].named_parameters())

@@ -32,6 +32,7 @@ This module imports torch only when a device is asked about, so option parsing s
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,8 +70,7 @@ class Compute:
             return self.precision
         import torch
 
-        kind = torch.device(device).type
-        return "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.device(device).type == "cuda" and _cuda_bf16() else "fp32"
 
     def autocast(self, device: str | torch.device) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of this precision on ``device`` (no autocast for fp32)."""
@@ -89,6 +89,14 @@ class Compute:
         if self.resolved(device) != "fp16":
             return None
         return torch.amp.GradScaler(torch.device(device).type)
+
+
+@functools.cache
+def _cuda_bf16() -> bool:
+    """Whether this process's CUDA device runs bf16 (asked once: autocast asks at every micro-batch)."""
+    import torch
+
+    return torch.cuda.is_bf16_supported()
 
 
 def local_device() -> str:
