@@ -9,12 +9,19 @@ does everything around that, once for every job:
 * **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
   run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
   and child runs; options given again must equal the saved ones (a difference is refused,
-  naming the option).
+  naming the option). A ``state.json`` that is not JSON, not a mapping, has keys or values a
+  job state does not have, or saved options the job's config refuses (an unknown option, a
+  wrong type) is refused with one line naming it and the problem, before any cluster work.
 * **Steps on workers.** The steps a recipe returns together run at once on a pool of
   :class:`~cluster.worker.StepWorker` s (one model per device), sharing the node's cores
   (a step running alone gets all of them); a train step with ``workers > 1`` runs on Ray
   Train (:mod:`cluster.data_parallel`) while the pool is paused. Steps whose result file
-  exists are not sent anywhere, so a resumed job recomputes nothing completed.
+  exists are not sent anywhere, so a resumed job recomputes nothing completed. The driver
+  checks each such result and the model folder or knowledge table it names first
+  (:func:`~kd_core.engine.execute.stored_result`): a corrupt one is named in one warning line
+  and its step runs again, in its same MLflow child run (reopened, tagged ``kd.rerun``, ending
+  FINISHED; the re-run logs its metrics and model again), so the job ends as an uninterrupted
+  one.
 * **MLflow.** One parent run per job (options as params, tags ``kd.method``, ``kd_job_id``,
   the summary and its table as artifacts) and one child run per step, tagged ``kd.method``,
   ``kd.step``, ``kd.task`` and the step's own tags (``kd.role``, ``kd.domain``,
@@ -47,8 +54,9 @@ from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
-from kd_core.io.config_files import RENAMED
+from kd_core.io.config_files import RENAMED, build_config
 from kd_core.io.errors import ConfigError
+from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
@@ -107,20 +115,51 @@ class JobState:
 
     @classmethod
     def load(cls, store: RunStore, method: str) -> JobState:
+        """The state in ``store``, checked (module doc); a missing, corrupt or foreign one is one
+        :class:`~kd_core.io.errors.ConfigError` naming ``state.json`` and the problem."""
         text = store.read_text(store.local_root / STATE_FILE)
         path = store.location_of(store.local_root / STATE_FILE)
         if text is None:
             raise ConfigError(store.location, STATE_FILE, f"no {method} job to resume here (state.json is missing)")
         try:
-            state = cls(**json.loads(text))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(path, "state", f"not a job state of this version: {err}") from err
-        if state.method != method:
-            raise ConfigError(str(path), "method", f"the run directory holds a {state.method} job, not {method}")
-        if state.version != STATE_VERSION:
-            raise ConfigError(str(path), "version", f"written by state version {state.version}, this is "
+            saved = parse_json_mapping(text, path)
+        except CorruptFile as err:
+            raise ConfigError(path, "state", f"corrupt: {err.what}") from err
+        version = saved.get("version", STATE_VERSION)
+        if isinstance(version, int) and version != STATE_VERSION:  # a later version may have other keys: say so first
+            raise ConfigError(path, "version", f"written by state version {version}, this is "
                               f"{STATE_VERSION}")
+        state = cls(**_state_fields(saved, path))
+        if state.method != method:
+            raise ConfigError(path, "method", f"the run directory holds a {state.method} job, not {method}")
         return state
+
+
+def _state_fields(saved: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``saved`` (a parsed ``state.json``) if it has :class:`JobState`'s fields and only those, of their types."""
+    known = {f.name: f for f in fields(JobState)}
+    unknown = sorted(set(saved) - set(known))
+    if unknown:
+        raise ConfigError(path, unknown[0], f"unknown key of a job state; known: {', '.join(known)}")
+    missing = [name for name in ("method", "options") if name not in saved]
+    if missing:
+        raise ConfigError(path, missing[0], "missing: not a job state")
+    steps = saved.get("steps", {})
+    problems = {
+        "method": not isinstance(saved["method"], str),
+        "options": not isinstance(saved["options"], dict),
+        "version": not isinstance(saved.get("version", STATE_VERSION), int),
+        "parent_run_id": not isinstance(saved.get("parent_run_id"), (str, type(None))),
+        "steps": not isinstance(steps, dict) or not all(
+            isinstance(step, dict) and isinstance(step.get("run_id"), str) and isinstance(step.get("finished"), bool)
+            for step in steps.values()),
+    }
+    wrong = [name for name, bad in problems.items() if bad]
+    if wrong:
+        expected = {"method": "a string", "options": "a mapping", "version": "an integer",
+                    "parent_run_id": "a run id or null", "steps": "a mapping of step -> {run_id, finished}"}
+        raise ConfigError(path, wrong[0], f"must be {expected[wrong[0]]}, got {saved[wrong[0]]!r}"[:200])
+    return dict(saved)
 
 
 def _comparable(value: Any) -> Any:
@@ -139,10 +178,22 @@ def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
         run_dir = job_run_dir(config.run_dir, is_default=config.run_dir == default)  # type: ignore[attr-defined]
         return replace(config, run_dir=run_dir)  # type: ignore[type-var]
     saved = resume_options(args.resume, method, cli_values(cls, args))
+    check_saved_options(cls, saved, args.resume)
     try:
         return cls(**{**saved, "run_dir": output_location(args.resume)})
     except ConfigError as err:
         raise options_error(err, cls) from err
+
+
+def check_saved_options(cls: type, saved: Mapping[str, Any], run_dir: str | Path) -> None:
+    """Refuse saved options that ``cls`` could not be made from (an unknown option, a value of the wrong type or out
+    of range: an edited or foreign ``state.json``) with one line naming ``state.json``."""
+    store = RunStore(output_location(run_dir))
+    source = store.location_of(store.local_root / STATE_FILE)
+    try:
+        build_config(cls, saved, {}, source)
+    except ConfigError as err:
+        raise ConfigError(source, f"options: {err.where}", err.what) from err
 
 
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,7 +310,12 @@ class JobRuntime:
         assert self.tracker is not None and self.parent is not None
         known = self.state.steps.get(step.name)
         if known is not None:
-            return self.tracker.reopen(known["run_id"])
+            run = self.tracker.reopen(known["run_id"])
+            if known["finished"]:  # its result or files were found corrupt (stored_result): it runs again
+                self.tracker.set_tags(run, {"kd.rerun": "its result or files were corrupt or missing on resume"})
+                known["finished"] = False
+                self.state.save(self.store)
+            return run
         run = self.tracker.start_child(
             self.parent, step.name,
             tags={"kd.method": self.method, "kd.step": step.name, "kd.task": getattr(step, "task", None) or ws.task.name,
