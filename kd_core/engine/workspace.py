@@ -173,7 +173,7 @@ class Workspace:
             raise corrupt(source, f"no step kind ({', '.join(KIND_KEYS)}) but {kind!r}")
         missing = [key for key in (*RESULT_KEYS, *KIND_KEYS[kind]) if key not in result]
         if missing:
-            raise corrupt(source, f"a {kind} result without {', '.join(missing)}")
+            raise corrupt(source, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} result without {', '.join(missing)}")
         if result["name"] != name:
             raise corrupt(source, f"the result of step {result['name']!r}, not {name!r}")
         return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import sys
 from collections.abc import Iterable
@@ -160,6 +161,12 @@ def _parse_json_file(path: Path) -> None:
         raise corrupt(path, first_line(err)) from err
 
 
+def unreadable_parquet(err: BaseException) -> str:
+    """The problem of a Parquet file Arrow could not read, in one line without the path Arrow repeats."""
+    reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", first_line(err))
+    return f"not a readable Parquet file ({reason})"
+
+
 def check_parquet(path: Path, rows: int | None = None, size: int | None = None,
                   metadata_keys: Iterable[bytes] = ()) -> None:
     """The Parquet file ``path`` opens (its footer), has ``rows`` rows and ``size`` bytes (when given) and JSON
@@ -170,7 +177,7 @@ def check_parquet(path: Path, rows: int | None = None, size: int | None = None,
         metadata = pq.read_metadata(path)
         schema = metadata.schema.to_arrow_schema().metadata or {}
     except (pa.ArrowException, OSError) as err:
-        raise corrupt(path, f"not a readable Parquet file ({first_line(err)})") from err
+        raise corrupt(path, unreadable_parquet(err)) from err
     if rows is not None and metadata.num_rows != rows:
         raise corrupt(path, f"{metadata.num_rows} rows, its step wrote {rows}")
     if size is not None and path.stat().st_size != size:

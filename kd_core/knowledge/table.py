@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kd_core.io.errors import DataError
-from kd_core.io.file_checks import corrupt, first_line
+from kd_core.io.file_checks import corrupt, unreadable_parquet
 
 #: Schema metadata key of a table's shape information (kind, members, widths).
 METADATA_KEY = b"kd_knowledge"
@@ -80,4 +80,4 @@ def read_knowledge(path: str | Path) -> pa.Table:
     try:
         return pq.read_table(target)
     except (pa.ArrowException, OSError) as err:
-        raise corrupt(target, f"not a readable Parquet file ({first_line(err)})") from err
+        raise corrupt(target, unreadable_parquet(err)) from err
