@@ -48,13 +48,14 @@ from cluster.model_folders import MODELS_DIR, publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.runtime import announce, connect
+from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
-from kd_core.io.config_files import RENAMED, build_config
+from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
@@ -63,10 +64,8 @@ from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
-STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary_table.txt"
-STATE_VERSION = 1
 T = TypeVar("T")
 #: What a fresh job removes from its run directory first (a resumed job keeps them).
 JOB_OUTPUTS = ("steps", MODELS_DIR, STATE_FILE, SUMMARY_FILE, TABLE_FILE)
@@ -129,37 +128,10 @@ class JobState:
         if isinstance(version, int) and version != STATE_VERSION:  # a later version may have other keys: say so first
             raise ConfigError(path, "version", f"written by state version {version}, this is "
                               f"{STATE_VERSION}")
-        state = cls(**_state_fields(saved, path))
+        state = cls(**state_fields(saved, path, [f.name for f in fields(cls)]))
         if state.method != method:
             raise ConfigError(path, "method", f"the run directory holds a {state.method} job, not {method}")
         return state
-
-
-def _state_fields(saved: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """``saved`` (a parsed ``state.json``) if it has :class:`JobState`'s fields and only those, of their types."""
-    known = {f.name: f for f in fields(JobState)}
-    unknown = sorted(set(saved) - set(known))
-    if unknown:
-        raise ConfigError(path, unknown[0], f"unknown key of a job state; known: {', '.join(known)}")
-    missing = [name for name in ("method", "options") if name not in saved]
-    if missing:
-        raise ConfigError(path, missing[0], "missing: not a job state")
-    steps = saved.get("steps", {})
-    problems = {
-        "method": not isinstance(saved["method"], str),
-        "options": not isinstance(saved["options"], dict),
-        "version": not isinstance(saved.get("version", STATE_VERSION), int),
-        "parent_run_id": not isinstance(saved.get("parent_run_id"), (str, type(None))),
-        "steps": not isinstance(steps, dict) or not all(
-            isinstance(step, dict) and isinstance(step.get("run_id"), str) and isinstance(step.get("finished"), bool)
-            for step in steps.values()),
-    }
-    wrong = [name for name, bad in problems.items() if bad]
-    if wrong:
-        expected = {"method": "a string", "options": "a mapping", "version": "an integer",
-                    "parent_run_id": "a run id or null", "steps": "a mapping of step -> {run_id, finished}"}
-        raise ConfigError(path, wrong[0], f"must be {expected[wrong[0]]}, got {saved[wrong[0]]!r}"[:200])
-    return dict(saved)
 
 
 def _comparable(value: Any) -> Any:
@@ -183,17 +155,6 @@ def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
         return cls(**{**saved, "run_dir": output_location(args.resume)})
     except ConfigError as err:
         raise options_error(err, cls) from err
-
-
-def check_saved_options(cls: type, saved: Mapping[str, Any], run_dir: str | Path) -> None:
-    """Refuse saved options that ``cls`` could not be made from (an unknown option, a value of the wrong type or out
-    of range: an edited or foreign ``state.json``) with one line naming ``state.json``."""
-    store = RunStore(output_location(run_dir))
-    source = store.location_of(store.local_root / STATE_FILE)
-    try:
-        build_config(cls, saved, {}, source)
-    except ConfigError as err:
-        raise ConfigError(source, f"options: {err.where}", err.what) from err
 
 
 def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:

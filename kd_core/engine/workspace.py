@@ -13,7 +13,7 @@ read other steps' results and files through :meth:`Workspace.result` and
 A result file is trusted only when whole: a JSON mapping with the keys every result and its
 kind hold (:data:`RESULT_KEYS`, :data:`KIND_KEYS`), and, for the files a step wrote itself, a
 model folder whose config and safetensors headers are whole or a knowledge table whose Parquet
-footer, row count, size and manifest agree with the result (:meth:`Workspace.check_outputs`;
+footer, row count and manifest agree with the result (:meth:`Workspace.check_outputs`;
 cheap checks of :mod:`kd_core.io.file_checks`). Anything else raises
 :class:`~kd_core.io.file_checks.CorruptFile` naming the file; :meth:`Workspace.discard_result`
 then makes the step unfinished, so it runs again.
@@ -190,7 +190,7 @@ class Workspace:
             if result["kind"] == "train":
                 check_model_folder(local, require_weights=True)
             else:
-                check_parquet(local, result["rows"], result["bytes"], (MANIFEST_KEY,))
+                check_parquet(local, result["rows"], (MANIFEST_KEY,))
 
     def discard_result(self, name: str, result: dict[str, Any] | None) -> None:
         """Make step ``name`` unfinished after its result file, or a file its ``result`` names, was found corrupt.

@@ -4,7 +4,7 @@ A file is judged by what can be read without loading it:
 
 * **JSON** (results, ``state.json``, a model's ``config.json``): it parses, to a mapping.
 * **Parquet** (knowledge tables): its footer opens (:func:`pyarrow.parquet.read_metadata`), and
-  its row count, size and schema metadata agree with what its step recorded.
+  its row count and schema metadata (the manifest) agree with what its step recorded.
 * **safetensors** (models, checkpoints): the 8-byte little-endian header length, the JSON header
   it announces, each tensor's byte range the size its dtype and shape need, and the file exactly
   ``8 + header length + the largest data_offsets end`` bytes long. A file cut short, padded or
@@ -167,10 +167,10 @@ def unreadable_parquet(err: BaseException) -> str:
     return f"not a readable Parquet file ({reason})"
 
 
-def check_parquet(path: Path, rows: int | None = None, size: int | None = None,
-                  metadata_keys: Iterable[bytes] = ()) -> None:
-    """The Parquet file ``path`` opens (its footer), has ``rows`` rows and ``size`` bytes (when given) and JSON
-    schema metadata under each of ``metadata_keys``; otherwise :class:`CorruptFile`."""
+def check_parquet(path: Path, rows: int | None = None, metadata_keys: Iterable[bytes] = ()) -> None:
+    """The Parquet file ``path`` opens (its footer), has ``rows`` rows (when given) and JSON schema metadata under
+    each of ``metadata_keys``; otherwise :class:`CorruptFile`. (Its size is not compared with the result's: a table
+    rewritten whole, e.g. in another row order, is still whole.)"""
     if not path.is_file():
         raise corrupt(path, "missing")
     try:
@@ -180,8 +180,6 @@ def check_parquet(path: Path, rows: int | None = None, size: int | None = None,
         raise corrupt(path, unreadable_parquet(err)) from err
     if rows is not None and metadata.num_rows != rows:
         raise corrupt(path, f"{metadata.num_rows} rows, its step wrote {rows}")
-    if size is not None and path.stat().st_size != size:
-        raise corrupt(path, f"{path.stat().st_size} bytes, its step wrote {size}")
     for key in metadata_keys:
         try:
             json.loads(schema[key])
