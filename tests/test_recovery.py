@@ -21,9 +21,11 @@ from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import TermSpec, TrainStep
 from kd_core.io.cli import run_cli
 from kd_core.io.file_checks import CorruptFile, check_parquet, safetensors_header
+from kd_core.io.run_store import clear_staging
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.training.loop import TrainConfig
+from tests.helpers import s3_server
 
 LOCAL = HintonSettings(teacher_model="tiny-bert-1l", teacher_epochs=1, epochs=1, batch_size=32, baseline=False)
 LOCAL_DATA = DataOptions(task="sentiment", synthetic_size=150)
@@ -90,6 +92,30 @@ def test_a_corrupt_finished_step_is_named_once_and_runs_again_to_the_same_result
     after = {p.parent.name: p.stat().st_mtime_ns for p in (run_dir / "steps").rglob("result.json")}
     assert {name for name in stamps if after[name] != stamps[name]} == {rerun}  # only the damaged step ran again
     assert untimed(again) == untimed(json.loads(json.dumps(expected).replace(str(original), str(run_dir))))
+
+
+def test_in_an_s3_run_dir_a_corrupt_table_is_named_by_its_uri_and_made_again(tmp_path, capsys):
+    """The same check through the store's local copies: a fresh process (empty staging folder) finds the damage."""
+    with s3_server(tmp_path) as s3:
+        run_dir = s3.uri("runs/local", credentials=True)
+
+        def recipe_run() -> dict:
+            return run_locally(hinton_recipe(LOCAL), build_workspace(LOCAL_DATA, LOCAL.teacher_model,
+                                                                     LOCAL.student_model, run_dir))
+
+        expected = recipe_run()
+        key = f"{s3.bucket}/runs/local/steps/knowledge-0/knowledge.parquet"
+        with s3.fs.open_input_stream(key) as stream:
+            whole = stream.read()
+        with s3.fs.open_output_stream(key) as stream:
+            stream.write(whole[:len(whole) // 2])
+        clear_staging()
+        capsys.readouterr()
+        again = recipe_run()
+        (line,) = warnings_in(capsys.readouterr().err)
+        clear_staging()
+    assert line.startswith(f"warning: {expected['knowledge-0']['path']}: corrupt (not a readable Parquet file"), line
+    assert line.endswith("; step knowledge-0 runs again") and untimed(again) == untimed(expected)
 
 
 def test_a_consumer_reading_a_corrupt_table_gets_one_line_naming_it(local_run, tmp_path):

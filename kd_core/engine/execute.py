@@ -1,15 +1,17 @@
 """Run one step in this process, resumably (see :mod:`kd_core.engine.steps` for the step kinds).
 
 :func:`execute` returns the step's stored result when its result file exists and is whole;
-otherwise it does the work and writes the result file last, atomically. A stored result that
-is corrupt (not a JSON mapping with its kind's keys, of another kind than the step, or naming
-a model folder or knowledge table of its own that is cut short or overwritten:
-:meth:`~kd_core.engine.workspace.Workspace.check_outputs`) is named in one warning line on
-stderr, discarded, and the step runs again (a train step from its last good checkpoint, else
-from the start), so it ends as an uninterrupted run would (:func:`stored_result`). A train step checkpoints while it
-trains (``<step dir>/checkpoint``) and resumes from there when run again after a crash, so
-an interrupted job finishes with the same weights as an uninterrupted one. Models are saved
-by writing a temporary folder and renaming it.
+otherwise it does the work and writes the result file last, atomically. A train step
+checkpoints while it trains (``<step dir>/checkpoint``) and resumes from there when run again
+after a crash, so an interrupted job finishes with the same weights as an uninterrupted one.
+Models are saved by writing a temporary folder and renaming it.
+
+A stored result that is corrupt (not a JSON mapping with its kind's keys, of another kind than
+the step, or naming a model folder or knowledge table of its own that is cut short or
+overwritten: :meth:`~kd_core.engine.workspace.Workspace.check_outputs`) is named in one warning
+line on stderr and discarded, and the step runs again (a train step from its last good
+checkpoint, else from the start), so it ends as an uninterrupted run would
+(:func:`stored_result`).
 
 With a run directory in an object store (:mod:`kd_core.io.run_store`) results are read from the
 store, a step's files are uploaded when it ends and its checkpoints as they are written, and

@@ -33,9 +33,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError, StorageError
-from kd_core.io.file_checks import check_model_folder, check_parquet, corrupt, parse_json_mapping
+from kd_core.io.file_checks import CorruptFile, check_model_folder, check_parquet, corrupt, parse_json_mapping
 from kd_core.io.run_files import write_atomic
-from kd_core.io.run_store import RESULT_NAME, RunStore
+from kd_core.io.run_store import RESULT_NAME, RunStore, is_uri, join
 from kd_core.knowledge.manifest import MANIFEST_KEY, FeatureContext, tokenizer_hash
 from kd_core.models.build import save_model
 from kd_core.serving.description import describe_saved_model
@@ -170,7 +170,7 @@ class Workspace:
         result = parse_json_mapping(text, source)
         kind = result.get("kind")
         if kind not in KIND_KEYS:
-            raise corrupt(source, f"no step kind ({', '.join(KIND_KEYS)}) but {kind!r}")
+            raise corrupt(source, f"no step kind of {', '.join(KIND_KEYS)}, got {kind!r}")
         missing = [key for key in (*RESULT_KEYS, *KIND_KEYS[kind]) if key not in result]
         if missing:
             raise corrupt(source, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} result without {', '.join(missing)}")
@@ -187,10 +187,16 @@ class Workspace:
                 local = Path(self.local(location))
             except StorageError as err:
                 raise corrupt(location, "missing from the store") from err
-            if result["kind"] == "train":
-                check_model_folder(local, require_weights=True)
-            else:
-                check_parquet(local, result["rows"], (MANIFEST_KEY,))
+            try:
+                if result["kind"] == "train":
+                    check_model_folder(local, require_weights=True)
+                else:
+                    check_parquet(local, result["rows"], (MANIFEST_KEY,))
+            except CorruptFile as err:  # named as the result names it: a URI's file by its URI, not the local copy
+                if not is_uri(location):
+                    raise
+                inner = Path(err.source).relative_to(local).as_posix()
+                raise CorruptFile(join(location, inner) if inner != "." else location, err.where, err.what) from err
 
     def discard_result(self, name: str, result: dict[str, Any] | None) -> None:
         """Make step ``name`` unfinished after its result file, or a file its ``result`` names, was found corrupt.
