@@ -9,12 +9,19 @@ does everything around that, once for every job:
 * **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
   run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
   and child runs; options given again must equal the saved ones (a difference is refused,
-  naming the option).
+  naming the option). A ``state.json`` that is not JSON, not a mapping, has keys or values a
+  job state does not have, or saved options the job's config refuses (an unknown option, a
+  wrong type) is refused with one line naming it and the problem, before any cluster work.
 * **Steps on workers.** The steps a recipe returns together run at once on a pool of
   :class:`~cluster.worker.StepWorker` s (one model per device), sharing the node's cores
   (a step running alone gets all of them); a train step with ``workers > 1`` runs on Ray
   Train (:mod:`cluster.data_parallel`) while the pool is paused. Steps whose result file
-  exists are not sent anywhere, so a resumed job recomputes nothing completed.
+  exists are not sent anywhere, so a resumed job recomputes nothing completed. The driver
+  checks each such result and the model folder or knowledge table it names first
+  (:func:`~kd_core.engine.execute.stored_result`): a corrupt one is named in one warning line
+  and its step runs again, in its same MLflow child run (reopened, tagged ``kd.rerun``, ending
+  FINISHED; the re-run logs its metrics and model again), so the job ends as an uninterrupted
+  one.
 * **MLflow.** One parent run per job (options as params, tags ``kd.method``, ``kd_job_id``,
   the summary and its table as artifacts) and one child run per step, tagged ``kd.method``,
   ``kd.step``, ``kd.task`` and the step's own tags (``kd.role``, ``kd.domain``,
@@ -41,6 +48,7 @@ from cluster.model_folders import MODELS_DIR, publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.runtime import announce, connect
+from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
@@ -49,16 +57,15 @@ from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainSt
 from kd_core.engine.workspace import Workspace
 from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
+from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
-STATE_FILE = "state.json"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary_table.txt"
-STATE_VERSION = 1
 T = TypeVar("T")
 #: What a fresh job removes from its run directory first (a resumed job keeps them).
 JOB_OUTPUTS = ("steps", MODELS_DIR, STATE_FILE, SUMMARY_FILE, TABLE_FILE)
@@ -107,19 +114,23 @@ class JobState:
 
     @classmethod
     def load(cls, store: RunStore, method: str) -> JobState:
+        """The state in ``store``, checked (module doc); a missing, corrupt or foreign one is one
+        :class:`~kd_core.io.errors.ConfigError` naming ``state.json`` and the problem."""
         text = store.read_text(store.local_root / STATE_FILE)
         path = store.location_of(store.local_root / STATE_FILE)
         if text is None:
             raise ConfigError(store.location, STATE_FILE, f"no {method} job to resume here (state.json is missing)")
         try:
-            state = cls(**json.loads(text))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(path, "state", f"not a job state of this version: {err}") from err
-        if state.method != method:
-            raise ConfigError(str(path), "method", f"the run directory holds a {state.method} job, not {method}")
-        if state.version != STATE_VERSION:
-            raise ConfigError(str(path), "version", f"written by state version {state.version}, this is "
+            saved = parse_json_mapping(text, path)
+        except CorruptFile as err:
+            raise ConfigError(path, "state", f"corrupt: {err.what}") from err
+        version = saved.get("version", STATE_VERSION)
+        if isinstance(version, int) and version != STATE_VERSION:  # a later version may have other keys: say so first
+            raise ConfigError(path, "version", f"written by state version {version}, this is "
                               f"{STATE_VERSION}")
+        state = cls(**state_fields(saved, path, [f.name for f in fields(cls)]))
+        if state.method != method:
+            raise ConfigError(path, "method", f"the run directory holds a {state.method} job, not {method}")
         return state
 
 
@@ -139,6 +150,7 @@ def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
         run_dir = job_run_dir(config.run_dir, is_default=config.run_dir == default)  # type: ignore[attr-defined]
         return replace(config, run_dir=run_dir)  # type: ignore[type-var]
     saved = resume_options(args.resume, method, cli_values(cls, args))
+    check_saved_options(cls, saved, args.resume)
     try:
         return cls(**{**saved, "run_dir": output_location(args.resume)})
     except ConfigError as err:
@@ -259,7 +271,12 @@ class JobRuntime:
         assert self.tracker is not None and self.parent is not None
         known = self.state.steps.get(step.name)
         if known is not None:
-            return self.tracker.reopen(known["run_id"])
+            run = self.tracker.reopen(known["run_id"])
+            if known["finished"]:  # its result or files were found corrupt (stored_result): it runs again
+                self.tracker.set_tags(run, {"kd.rerun": "its result or files were corrupt or missing on resume"})
+                known["finished"] = False
+                self.state.save(self.store)
+            return run
         run = self.tracker.start_child(
             self.parent, step.name,
             tags={"kd.method": self.method, "kd.step": step.name, "kd.task": getattr(step, "task", None) or ws.task.name,

@@ -24,6 +24,11 @@ QUESTION = {"id": "q1", "question": "When did they win?", "answers": [{"text": "
 TSV_TASK = ("tasks:\n  - {name: sst, kind: classification, labels: [negative, positive], train: sst.tsv, "
             "dev: sst_dev.tsv, columns: {text_a: sentence, label: label}}\n")
 GOOD_TSV = "sentence\tlabel\na fine film\tpositive\na dull film\tnegative\n"
+#: A safetensors file of one 16-byte tensor cut after 8 of its bytes (ASCII, so written as text byte for byte).
+_HEADER = '{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+CUT_SAFETENSORS = chr(len(_HEADER)) + "\0" * 7 + _HEADER + "\0" * 8
+#: 256 bytes of a fixed pseudo-random sequence instead of weights.
+RANDOM_SAFETENSORS = "".join(chr((i * 2654435761 >> 7) % 256) for i in range(256))
 
 #: (row id, job, arguments, files to write {name: text}, what the one error line contains)
 ROWS = [
@@ -72,6 +77,12 @@ ROWS = [
      "no-such-org/no-such-model: from_pretrained: cannot load"),
     ("model-folder-without-config", jobs.kd, ["--teacher-model", "empty"], {"empty/.keep": ""},
      "empty: config.json: directory has no config.json"),
+    ("model-weights-cut-short", jobs.kd, ["--teacher-model", "cut"],
+     {"cut/config.json": {"model_type": "bert"}, "cut/model.safetensors": CUT_SAFETENSORS},
+     "cut/model.safetensors: corrupt: the file has 71 bytes, its header describes 79 (cut short)"),
+    ("model-weights-random", jobs.kd, ["--teacher-model", "noise"],
+     {"noise/config.json": {"model_type": "bert"}, "noise/model.safetensors": RANDOM_SAFETENSORS},
+     "noise/model.safetensors: corrupt: its header length says"),
     ("resume-run-of-another-job", jobs.imm, ["--resume", "run"], {"run/state.json": JobState("kd", {}).__dict__},
      "the run directory holds a kd job, not imm"),
     ("resume-run-of-another-version", jobs.kd, ["--resume", "run"],

@@ -1,10 +1,17 @@
 """Run one step in this process, resumably (see :mod:`kd_core.engine.steps` for the step kinds).
 
-:func:`execute` returns the step's stored result when its result file exists; otherwise it
-does the work and writes the result file last, atomically. A train step checkpoints while it
-trains (``<step dir>/checkpoint``) and resumes from there when run again after a crash, so
-an interrupted job finishes with the same weights as an uninterrupted one. Models are saved
-by writing a temporary folder and renaming it.
+:func:`execute` returns the step's stored result when its result file exists and is whole;
+otherwise it does the work and writes the result file last, atomically. A train step
+checkpoints while it trains (``<step dir>/checkpoint``) and resumes from there when run again
+after a crash, so an interrupted job finishes with the same weights as an uninterrupted one.
+Models are saved by writing a temporary folder and renaming it.
+
+A stored result that is corrupt (not a JSON mapping with its kind's keys, of another kind than
+the step, or naming a model folder or knowledge table of its own that is cut short or
+overwritten: :meth:`~kd_core.engine.workspace.Workspace.check_outputs`) is named in one warning
+line on stderr and discarded, and the step runs again (a train step from its last good
+checkpoint, else from the start), so it ends as an uninterrupted run would
+(:func:`stored_result`).
 
 With a run directory in an object store (:mod:`kd_core.io.run_store`) results are read from the
 store, a step's files are uploaded when it ends and its checkpoints as they are written, and
@@ -28,6 +35,7 @@ from kd_core.engine.train_step import EpochHook, Wrap, train_step
 from kd_core.engine.workspace import Workspace
 from kd_core.evaluation.speed import measure_speed
 from kd_core.io.errors import ConfigError
+from kd_core.io.file_checks import CorruptFile, corrupt, warn
 from kd_core.io.run_files import writing
 from kd_core.knowledge.manifest import Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash
 from kd_core.knowledge.table import read_knowledge, write_knowledge
@@ -39,8 +47,27 @@ CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
 
 
 def stored_result(step: Step, ws: Workspace) -> Result | None:
-    """The result of ``step`` if it has finished (its result file exists in the run's store), else ``None``."""
-    return ws.result(step.name)
+    """The result of ``step`` if it has finished (its result file exists in the run's store) and is whole, else
+    ``None``; a corrupt one is named in a warning line and discarded, so the step runs again (module doc)."""
+    found: Result | None = None
+    try:
+        found = ws.result(step.name)
+        if found is None:
+            return None
+        if found["kind"] != step_kind(step):
+            raise corrupt(ws.location(ws.result_path(step.name)), f"a {found['kind']} step's result, not a "
+                          f"{step_kind(step)} step's")
+        ws.check_outputs(found)
+        return found
+    except CorruptFile as err:
+        warn(err.source, err.what, f"step {step.name} runs again")
+        ws.discard_result(step.name, found)
+        return None
+
+
+def step_kind(step: Step) -> str:
+    """The kind a step's result records: ``TrainStep`` -> ``train``."""
+    return type(step).__name__.removesuffix("Step").lower()
 
 
 def execute(step: Step, ws: Workspace, *, device: str = "cpu", callbacks_for: CallbacksFor | None = None,
@@ -85,7 +112,7 @@ def _execute(step: Step, ws: Workspace, device: str, callbacks_for: CallbacksFor
         result = _speed(step, ws, device)
     else:
         raise TypeError(f"not a step: {step!r}")
-    result.update(kind=type(step).__name__.removesuffix("Step").lower(), name=step.name,
+    result.update(kind=step_kind(step), name=step.name,
                   seconds=round(time.perf_counter() - started, 3))
     ws.save_result(step.name, result)
     return result

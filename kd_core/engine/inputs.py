@@ -4,7 +4,10 @@ A model named ``"@step"`` is the folder that train step's result names (:func:`m
 so a sweep's trials can share teacher steps that ran once elsewhere. Knowledge is read through
 its manifest: a table made for other features (another task, data, tokenizer or window
 setting; see :func:`~kd_core.knowledge.manifest.check_manifest`) is refused before training
-starts.
+starts. An input found corrupt as it is read (a result file, a table whose footer, rows or manifest
+disagree with its result, a model folder with a cut safetensors file) is refused with one line
+naming the file (:class:`~kd_core.io.file_checks.CorruptFile`); the driver checks finished steps
+before it starts a stage, so this is the rare case of a file damaged while the job runs.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def knowledge_path(step_name: str, ws: Workspace) -> str:
     done = ws.result(step_name)
     if done is None:
         raise ConfigError("engine", step_name, "its knowledge has not been collected yet")
+    ws.check_outputs(done)  # footer, rows and manifest as its step wrote them
     return ws.local(done["path"])
 
 

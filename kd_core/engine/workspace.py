@@ -9,11 +9,20 @@ The run directory is a local path or a ``pyarrow.fs`` URI (:mod:`kd_core.io.run_
 write under ``run_dir`` (the folder itself, or this process's staging folder of the URI) and
 read other steps' results and files through :meth:`Workspace.result` and
 :meth:`Workspace.local`, which go to the store.
+
+A result file is trusted only when whole: a JSON mapping with the keys every result and its
+kind hold (:data:`RESULT_KEYS`, :data:`KIND_KEYS`), and, for the files a step wrote itself, a
+model folder whose config and safetensors headers are whole or a knowledge table whose Parquet
+footer, row count and manifest agree with the result (:meth:`Workspace.check_outputs`;
+cheap checks of :mod:`kd_core.io.file_checks`). Anything else raises
+:class:`~kd_core.io.file_checks.CorruptFile` naming the file; :meth:`Workspace.discard_result`
+then makes the step unfinished, so it runs again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +32,34 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
-from kd_core.io.errors import ConfigError
+from kd_core.io.errors import ConfigError, StorageError
+from kd_core.io.file_checks import CorruptFile, check_model_folder, check_parquet, corrupt, parse_json_mapping
 from kd_core.io.run_files import write_atomic
-from kd_core.io.run_store import RESULT_NAME, RunStore
-from kd_core.knowledge.manifest import FeatureContext, tokenizer_hash
+from kd_core.io.run_store import RESULT_NAME, RunStore, is_uri, join
+from kd_core.knowledge.manifest import MANIFEST_KEY, FeatureContext, tokenizer_hash
 from kd_core.models.build import save_model
 from kd_core.serving.description import describe_saved_model
 from kd_core.tasks.base import Task
 from kd_core.training.compute import Compute
 
 RESULT_FILE = RESULT_NAME
+#: What every step result holds (the executor adds them to what the step returns).
+RESULT_KEYS = ("kind", "name", "seconds")
+#: What a result of each step kind holds besides :data:`RESULT_KEYS`: a result without them is corrupt.
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("model_dir", "scores", "primary"),
+    "collect": ("path", "rows", "bytes"),
+    "merge": ("path", "rows", "bytes", "members"),
+    "evaluate": ("split", "models", "scores", "primary"),
+    "select": ("kept", "model_dir", "primary", "scores"),
+    "speed": ("split", "models"),
+}
+
+
+def own_outputs(result: dict[str, Any]) -> list[str]:
+    """The files a result names that its step wrote (a select step's ``model_dir`` is its candidate's)."""
+    key = {"train": "model_dir", "collect": "path", "merge": "path"}.get(result.get("kind", ""))
+    return [result[key]] if key is not None else []
 
 
 @dataclass
@@ -130,9 +157,66 @@ class Workspace:
         return self.step_dir(name) / RESULT_FILE
 
     def result(self, name: str) -> dict[str, Any] | None:
-        """The result of step ``name`` as the run directory's store holds it, ``None`` if it has not finished."""
-        text = self.store.read_text(self.result_path(name))
-        return json.loads(text) if text is not None else None
+        """The result of step ``name`` as the run directory's store holds it, ``None`` if it has not finished.
+
+        A result file that is not a JSON mapping with the keys of its kind (module doc), or that is
+        another step's, raises :class:`~kd_core.io.file_checks.CorruptFile` naming it.
+        """
+        path = self.result_path(name)
+        text = self.store.read_text(path)
+        if text is None:
+            return None
+        source = self.store.location_of(path)
+        result = parse_json_mapping(text, source)
+        kind = result.get("kind")
+        if kind not in KIND_KEYS:
+            raise corrupt(source, f"no step kind of {', '.join(KIND_KEYS)}, got {kind!r}")
+        missing = [key for key in (*RESULT_KEYS, *KIND_KEYS[kind]) if key not in result]
+        if missing:
+            raise corrupt(source, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} result without {', '.join(missing)}")
+        if result["name"] != name:
+            raise corrupt(source, f"the result of step {result['name']!r}, not {name!r}")
+        return result
+
+    def check_outputs(self, result: dict[str, Any]) -> None:
+        """The files a finished step wrote itself, as its ``result`` names them, are whole (module doc): a train
+        step's model folder, a collect or merge step's knowledge table; else
+        :class:`~kd_core.io.file_checks.CorruptFile` naming the file (read through :meth:`local`, so a URI's)."""
+        for location in own_outputs(result):
+            try:
+                local = Path(self.local(location))
+            except StorageError as err:
+                raise corrupt(location, "missing from the store") from err
+            try:
+                if result["kind"] == "train":
+                    check_model_folder(local, require_weights=True)
+                else:
+                    check_parquet(local, result["rows"], (MANIFEST_KEY,))
+            except CorruptFile as err:  # named as the result names it: a URI's file by its URI, not the local copy
+                if not is_uri(location):
+                    raise
+                inner = Path(err.source).relative_to(local).as_posix()
+                raise CorruptFile(join(location, inner) if inner != "." else location, err.where, err.what) from err
+
+    def discard_result(self, name: str, result: dict[str, Any] | None) -> None:
+        """Make step ``name`` unfinished after its result file, or a file its ``result`` names, was found corrupt.
+
+        The result file goes (from the store too), and so do the local copies of the step's own files
+        (:meth:`check_outputs`) that lie in this run's local folder, so nothing reads them before the step
+        writes them again; a file of another run directory that a result names is left alone.
+        """
+        self.store.remove(self.result_path(name).relative_to(self.run_dir).as_posix())
+        for location in own_outputs(result or {}):
+            try:
+                local = Path(self.local(location)).resolve()
+            except StorageError:
+                continue
+            if not local.is_relative_to(self.run_dir.resolve()):
+                continue
+            if local.is_dir():
+                shutil.rmtree(local, ignore_errors=True)
+            else:
+                local.unlink(missing_ok=True)
 
     def save_result(self, name: str, result: dict[str, Any]) -> None:
         """Write step ``name``'s result file last and atomically, after its other files (into the store)."""

@@ -2,7 +2,9 @@
 
 A table holds one row per key (feature id or example id) and fixed-width numeric columns
 (logits ``[S]``, members' logits ``[N, C]``, ...), stored as Arrow fixed-size lists so a
-column converts to an ``[F, *shape]`` NumPy array without copying row by row.
+column converts to an ``[F, *shape]`` NumPy array without copying row by row. A file that
+is not a whole Parquet file (cut short, overwritten) is refused by :func:`read_knowledge`
+with one line naming it (:class:`~kd_core.io.file_checks.CorruptFile`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kd_core.io.errors import DataError
+from kd_core.io.file_checks import corrupt, unreadable_parquet
 
 #: Schema metadata key of a table's shape information (kind, members, widths).
 METADATA_KEY = b"kd_knowledge"
@@ -70,8 +73,11 @@ def write_knowledge(table: pa.Table, path: str | Path) -> Path:
 
 
 def read_knowledge(path: str | Path) -> pa.Table:
-    """Read a knowledge table written by :func:`write_knowledge`."""
+    """Read a knowledge table written by :func:`write_knowledge`; a file Parquet cannot read is corrupt (one line)."""
     target = Path(path)
     if not target.exists():
         raise DataError(str(target), "knowledge", "file not found")
-    return pq.read_table(target)
+    try:
+        return pq.read_table(target)
+    except (pa.ArrowException, OSError) as err:
+        raise corrupt(target, unreadable_parquet(err)) from err

@@ -56,10 +56,11 @@ def load_pretrained(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrain
     """
     source = resolve_pretrained(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForQuestionAnswering.from_pretrained(source, use_safetensors=True)
+            model = AutoModelForQuestionAnswering.from_pretrained(source, use_safetensors=True,
+                                                                  trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(name, "from_pretrained", f"cannot load model: {first_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
@@ -105,11 +106,12 @@ def load_sequence_model(
             return BertForSequenceClassification(config), tokenizer
     source = resolve_pretrained(name)
     try:
-        loaded_tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+        loaded_tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, use_safetensors=True)
+                source, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, use_safetensors=True,
+                trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(name, "from_pretrained", f"cannot load model: {first_line(err)}") from err
     return model, loaded_tokenizer

@@ -8,7 +8,11 @@
   tasks, a word-level tokenizer).
 * **Any other name** is a Hugging Face model id or a local directory
   (:func:`resolve_pretrained`); a name that resolves to nothing raises
-  :class:`~kd_core.io.errors.ModelError`.
+  :class:`~kd_core.io.errors.ModelError`. A local directory's ``config.json`` and safetensors
+  weights are checked to be whole first (their headers only,
+  :func:`~kd_core.io.file_checks.check_model_folder`), so ``--check`` refuses a cut or random
+  ``model.safetensors`` with one line naming it. Nothing is loaded with remote code
+  (``trust_remote_code=False`` everywhere).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from kd_core.io.errors import ConfigError, ModelError
+from kd_core.io.file_checks import check_model_folder, first_line
 
 #: Tiny BERT shapes built from a config: (layers, hidden, heads, intermediate).
 PRESETS: dict[str, dict[str, int]] = {
@@ -66,7 +71,7 @@ def model_shape(name: str) -> tuple[int, int]:
         raise ConfigError("models", name, "a BiLSTM has no transformer layers")
     source = resolve_pretrained(name)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(name, "config", f"cannot read the model's configuration: {first_line(err)}") from err
     layers, width = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
@@ -80,17 +85,12 @@ def is_preset(name: str) -> bool:
     return bert_shape(name) is not None or bilstm_shape(name) is not None
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an error message (loaders' errors run to many lines), or its type's name."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def resolve_pretrained(name: str) -> str:
-    """Check that ``name`` is a local model directory or a reachable hub id; return it."""
+    """Check that ``name`` is a local model directory (whole: module doc) or a reachable hub id; return it."""
     if Path(name).is_dir():
         if not (Path(name) / "config.json").exists():
             raise ModelError(name, "config.json", "directory has no config.json, so it is not a model")
+        check_model_folder(Path(name))
         return name
     if Path(name).exists():
         raise ModelError(name, "path", "is a file, not a model directory")

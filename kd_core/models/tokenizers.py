@@ -115,7 +115,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """The fast tokenizer of a hub id or local model directory."""
     source = resolve_pretrained(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(name, "from_pretrained", f"cannot load tokenizer: {first_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):

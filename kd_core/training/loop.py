@@ -14,7 +14,11 @@
   temporary folder and renamed, so a folder that
   exists is complete. :func:`train` resumes from one and ends with the same weights as an
   uninterrupted run (the learning rate is a pure function of the step: the schedule is
-  moved to the checkpoint's step).
+  moved to the checkpoint's step). A checkpoint damaged since (``state.json`` not a checkpoint
+  state, a weights, optimizer or ``extra`` file whose safetensors header is unreadable or whose
+  size disagrees with it: :func:`check_checkpoint`) is named in one warning line and training
+  starts from the start (the loop keeps one checkpoint only; the next one written replaces the
+  damaged folder); a run from the start ends with the same weights too.
 * Data parallel: with ``shard=(rank, world_size)`` every process takes its share of each
   global batch of ``batch_size * world_size`` rows (the last global batch of an epoch is
   completed from the start of the epoch order, so every rank gets rows); the model may be
@@ -63,6 +67,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from kd_core.data.batches import batch_at, num_question_tokens
 from kd_core.io.errors import ConfigError
+from kd_core.io.file_checks import CorruptFile, check_model_folder, corrupt, read_json_mapping, safetensors_header, warn
 from kd_core.models.forward import qa_forward
 from kd_core.objectives.terms import Objective
 from kd_core.training.compute import Compute, prepare_device
@@ -183,6 +188,32 @@ def save_checkpoint(
     partial.rename(directory)
 
 
+def check_checkpoint(directory: Path, with_extra: bool = False) -> None:
+    """The checkpoint folder ``directory`` is whole (module doc), checked before anything is restored from it, so a
+    corrupt one leaves the model and optimizer as they were; else :class:`~kd_core.io.file_checks.CorruptFile`."""
+    state = read_json_mapping(directory / STATE_FILE)
+    if not isinstance(state.get("step"), int) or not isinstance(state.get("param_groups"), list):
+        raise corrupt(directory / STATE_FILE, "not a checkpoint state (no step and param_groups)")
+    check_model_folder(directory, require_weights=True)
+    if "rng.torch" not in safetensors_header(directory / OPTIMIZER_FILE):
+        raise corrupt(directory / OPTIMIZER_FILE, "no torch RNG state")
+    if with_extra:
+        safetensors_header(directory / EXTRA_FILE)
+
+
+def resumable(directory: Path | None, with_extra: bool = False) -> bool:
+    """Whether ``directory`` holds a checkpoint to resume from; a corrupt one is named in a warning line (training
+    then starts from the start; every data-parallel rank judges the same files the same way)."""
+    if directory is None or not directory.is_dir() or not any(directory.iterdir()):
+        return False
+    try:
+        check_checkpoint(directory, with_extra)
+    except CorruptFile as err:
+        warn(err.source, err.what, "training starts from the start (the loop keeps one checkpoint)")
+        return False
+    return True
+
+
 def load_checkpoint(directory: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
                     extra: torch.nn.Module | None = None,
                     scaler: torch.amp.GradScaler | None = None) -> tuple[int, dict[str, float]]:
@@ -273,7 +304,7 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     scaler = compute.scaler(device)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    resuming = ckpt is not None and (ckpt / STATE_FILE).exists()
+    resuming = resumable(ckpt, extra is not None)
     start_step, metrics = load_checkpoint(ckpt, unwrap(model), optimizer, extra, scaler) if resuming else (0, {})
     scheduler.last_epoch = start_step  # the restored learning rate is the schedule's at this step
     weights = arrays.get("weight")
