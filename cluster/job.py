@@ -92,6 +92,8 @@ class JobOptions(Compute):
         if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
             raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
         check_tracking_uri(self.tracking_uri, "job")
+        if not self.experiment.strip():
+            raise ConfigError("job", "experiment", "must not be empty (an MLflow experiment name)")
         if self.run_name is not None and not self.run_name.strip():
             raise ConfigError("job", "run_name", "must not be empty")
         if self.register_as is not None and (not self.register_as.strip() or "/" in self.register_as):

@@ -21,6 +21,7 @@ from kd_core.io.config_files import build_config, parse_overrides, read_config_f
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import add_options, cli_values, option, options_error, part, refuse_renamed
 from kd_core.io.run_store import is_uri
+from kd_core.io.values import check_finite
 from kd_core.methods.registry import METHODS
 from kd_core.training.compute import Compute
 from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep
@@ -51,6 +52,7 @@ class SweepConfig(Compute):
     seed: int = option(0, "seed of the search and of the base job")
 
     def __post_init__(self) -> None:
+        check_finite(self, "sweep")
         Compute.__post_init__(self)
         if self.method not in METHODS:
             raise ConfigError("sweep", "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -63,6 +65,8 @@ class SweepConfig(Compute):
             if not ok:
                 raise ConfigError("sweep", name, f"invalid value {getattr(self, name)!r}")
         check_tracking_uri(self.tracking_uri, "sweep")
+        if not self.experiment.strip():
+            raise ConfigError("sweep", "experiment", "must not be empty (an MLflow experiment name)")
         if is_uri(self.knowledge_from or ""):
             raise ConfigError("sweep", "knowledge_from", "reused teachers are read from a local or shared-file-system "
                               "path, not a URI")

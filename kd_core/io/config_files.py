@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from kd_core.io.errors import ConfigError
+from kd_core.io.values import check_finite_values
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mappin
         wrong = _type_problem(hints.get(name), value)
         if wrong:
             raise ConfigError(source, name, wrong)
+    check_finite_values(values, source)
     try:
         return cls(**values)
     except TypeError as err:

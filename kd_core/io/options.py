@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from kd_core.io.config_files import RENAMED, build_config, read_config_file
 from kd_core.io.errors import ConfigError
+from kd_core.io.values import check_finite
 
 T = TypeVar("T")
 
@@ -210,10 +211,12 @@ class MethodConfig:
     any further parts (a job's own options, :class:`cluster.job.JobOptions`; the last base's
     options come first in ``--help``, as a dataclass orders fields from the last base to the
     first). The settings and the data are also parts of it (:attr:`settings`, :attr:`data`).
-    Each part is validated by its own ``__post_init__``: the data, the settings, then the others.
+    Each part is validated by its own ``__post_init__``: the data, the settings, then the others, after
+    :func:`~kd_core.io.values.check_finite` has refused any NaN or infinite number.
     """
 
     def __post_init__(self) -> None:
+        check_finite(self, "options")  # before the parts' range checks, which NaN would pass
         settings, data, *more = type(self).__bases__[1:]
         for part_class in (data, settings, *more):
             part_class.__post_init__(self)

@@ -68,6 +68,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from kd_core.data.batches import batch_at, num_question_tokens
 from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, check_model_folder, corrupt, read_json_mapping, safetensors_header, warn
+from kd_core.io.values import check_finite
 from kd_core.models.forward import qa_forward
 from kd_core.objectives.terms import Objective
 from kd_core.training.compute import Compute, prepare_device
@@ -100,6 +101,7 @@ class TrainConfig:
     sampler: str = "rows"  # batches of shuffled rows, or single-task batches ("tasks"; kd_core.training.sampling)
 
     def __post_init__(self) -> None:
+        check_finite(self, "train")
         checks = {
             "epochs": self.epochs > 0,
             "batch_size": self.batch_size >= 1,
