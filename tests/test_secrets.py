@@ -3,6 +3,7 @@ logs a run directory or tracking URI; a Ray address where nothing listens is one
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,11 @@ from mlflow.tracking import MlflowClient
 
 import jobs.kd
 from cluster.job import JobState, resume_options
+from cluster.job_cli import ui_hint
 from cluster.secrets import forget, publish, receive, worker_env
+from cluster.tracking import flatten_params
 from kd_core.io.cli import run_cli
-from kd_core.io.errors import ConfigError
+from kd_core.io.errors import ConfigError, StorageError
 from kd_core.io.redaction import holds_credentials, redact
 from kd_core.io.run_store import RunStore
 from tests.helpers import free_port, stop_processes_mentioning
@@ -57,6 +60,19 @@ REDACTED = [  # (text, what redact makes of it): written by hand
 def test_redact_takes_out_passwords_tokens_and_secret_query_values(text, expected):
     assert redact(text) == expected
     assert redact(expected) == expected  # idempotent: a saved form stays what it is
+
+
+def test_error_lines_params_and_the_ui_hint_name_no_credentials():
+    err = StorageError("s3://KEY:fake-secret@bucket/run", "write",
+                       "the store refused: cannot write s3://KEY:fake-secret@bucket/run/state.json?token=fake-t")
+    expected = ("s3://KEY:***@bucket/run: write: the store refused: cannot write "
+                "s3://KEY:***@bucket/run/state.json?token=***")
+    assert str(err) == expected
+    assert str(pickle.loads(pickle.dumps(err))) == expected  # as it reaches the driver from a Ray worker
+    assert flatten_params({"job": {"run_dir": "s3://KEY:fake-secret@bucket/run"}}) == {"job.run_dir":
+                                                                                       "s3://KEY:***@bucket/run"}
+    assert ui_hint("https://alice:fake-pw@mlflow.example", "3", "abc") == \
+        "https://alice:***@mlflow.example/#/experiments/3/runs/abc?workflowType=machine_learning"
 
 
 def test_credentials_go_apart_from_the_plain_settings():
