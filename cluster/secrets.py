@@ -1,8 +1,9 @@
 """Credentials to a job's Ray workers through a channel Ray writes to no log or file.
 
 Ray 2.60 writes a job's ``runtime_env``, its ``env_vars`` included, into the session's
-``logs/runtime_env_agent.log`` (mode 0644, under Ray's world-writable temp dir: measured by
-``tests/test_secrets.py``) and shows it in the dashboard. So :func:`cluster.runtime.connect`
+``logs/runtime_env_agent.log`` (mode 0644, under Ray's world-writable temp dir: measured here,
+a kd job's ``AWS_SECRET_ACCESS_KEY`` was in it before this module) and shows it in the
+dashboard; ``tests/test_secrets.py`` checks that a job now writes none anywhere. So :func:`cluster.runtime.connect`
 splits what workers need (:func:`worker_env`):
 
 * plain settings (:data:`cluster.runtime.FORWARDED_ENV`: offline hub, TLS settings, the AWS
@@ -21,8 +22,9 @@ gives a resumed job the real values again, and :func:`ray_storage` keeps a URI's
 of the storage paths Ray Train and Tune print.
 
 The key lives in the GCS's memory (in Redis too with KubeRay's GCS fault tolerance); the
-driver deletes it when it exits (:func:`forget`), and a killed driver's key goes with the
-cluster. Whoever may call the GCS (the Ray token's holders) can read it, as they can run any
+driver deletes it when it exits (:func:`forget`), and a killed driver's key stays until the
+cluster stops. A job joined to a cluster it was already connected to (a test's session)
+publishes nothing: its workers have the environment they were started with. Whoever may call the GCS (the Ray token's holders) can read it, as they can run any
 code on the cluster's nodes anyway (docs/security.md).
 """
 
