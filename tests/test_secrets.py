@@ -150,10 +150,16 @@ def test_a_ray_address_where_nothing_listens_is_one_line_within_seconds(variable
     assert not Path("runs").exists() and not Path("mlflow.db").exists()
 
 
-def test_a_dashboard_address_is_refused_as_no_ray_address(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("address, expected", [
+    ("http://127.0.0.1:8265", "error: http://127.0.0.1:8265: --address: an http address is a dashboard's (for `ray "
+                              "job submit`); give the head's GCS address host:6379, or ray://host:10001 for Ray Client"),
+    ("head-node", "error: head-node: --address: expected host:port (the GCS address, e.g. 10.0.0.5:6379) or "
+                  "ray://host:port"),
+])
+def test_an_address_that_is_no_ray_address_is_refused(address, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run_cli(jobs.kd.main, ["--address", "http://127.0.0.1:8265"]) == 2
-    assert "error: http://127.0.0.1:8265: --address: an http address is a dashboard's" in capsys.readouterr().err
+    assert run_cli(jobs.kd.main, ["--address", address]) == 2
+    assert capsys.readouterr().err.strip() == expected
 
 
 def _files_holding(folder: Path, secrets: list[str]) -> dict[str, list[str]]:
