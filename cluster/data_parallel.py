@@ -5,7 +5,11 @@ Each Ray Train worker runs the engine's executor on its shard
 model (same source and seed), ``ray.train.torch.prepare_model`` wraps it in
 DistributedDataParallel (gradients averaged), and every process takes its share of each
 global batch. Rank 0 logs per-step metrics to the step's MLflow run, checkpoints, evaluates,
-saves the model and writes the step's result file, which the caller reads back. A job uses
+saves the model and writes the step's result file, which the caller reads back. Each worker
+first sets the job's credentials in its environment (:func:`cluster.secrets.receive`); a run
+directory in an object store is given to Ray Train as its file system and a path
+(:func:`cluster.secrets.ray_storage`), so the credentials of an ``s3://KEY:SECRET@bucket/...``
+URI are in no path Ray Train prints or saves. A job uses
 this only for a step with more than one worker: for one process, a
 :class:`~cluster.worker.StepWorker` does the same without Ray Train's start-up cost.
 """
@@ -24,14 +28,16 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers.utils import logging as hf_logging
 
+from cluster.secrets import ray_storage, receive
 from cluster.tracking import RunRef, Tracker
 from kd_core.engine.execute import execute, stored_result
 from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
-from kd_core.io.run_store import clear_staging, is_uri
+from kd_core.io.run_store import clear_staging
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
+    receive()  # the job's credentials, before anything touches MLflow or the store
     step: TrainStep = loop_config["step"]
     run: RunRef | None = loop_config["run"]
     context = ray.train.get_context()
@@ -63,8 +69,7 @@ def train_on_ray_train(step: TrainStep, ws: Workspace, ws_ref: ray.ObjectRef, ru
         train_loop_config={"step": step, "ws": ws_ref, "run": run, "threads": max(1, math.floor(cpus / workers))},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": min(1.0, cpus / workers)}),
-        run_config=ray.train.RunConfig(name=step.name, storage_path=storage_dir if is_uri(storage_dir)
-                                       else str(Path(storage_dir).resolve())),
+        run_config=ray.train.RunConfig(name=step.name, **ray_storage(storage_dir)),
     )
     trainer.fit()
     result = stored_result(step, ws)

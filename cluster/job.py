@@ -12,6 +12,10 @@ does everything around that, once for every job:
   naming the option). A ``state.json`` that is not JSON, not a mapping, has keys or values a
   job state does not have, or saved options the job's config refuses (an unknown option, a
   wrong type) is refused with one line naming it and the problem, before any cluster work.
+* **Credentials.** ``state.json``, the MLflow params and tags, the summary and every line
+  printed hold the run directory and tracking URI redacted (:mod:`kd_core.io.redaction`:
+  ``s3://KEY:***@bucket/run``); a resumed job takes such a value from the option given again
+  (compared in its redacted form) or, for the tracking URI, from ``$MLFLOW_TRACKING_URI``.
 * **Steps on workers.** The steps a recipe returns together run at once on a pool of
   :class:`~cluster.worker.StepWorker` s (one model per device), sharing the node's cores
   (a step running alone gets all of them); a train step with ``workers > 1`` runs on Ray
@@ -50,6 +54,7 @@ from cluster.progress import StageProgress
 from cluster.runtime import announce, connect
 from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
+from cluster.secrets import with_credentials
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
 from kd_core.engine.local import Recipe, drive, stage_plan
@@ -59,6 +64,7 @@ from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
+from kd_core.io.redaction import redact, redact_strings
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
@@ -112,7 +118,8 @@ class JobState:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save(self, store: RunStore) -> None:
-        _write(store, STATE_FILE, json.dumps(asdict(self), indent=1))
+        """Write ``state.json`` with every credential in its options redacted (module doc)."""
+        _write(store, STATE_FILE, json.dumps(redact_strings(asdict(self)), indent=1))
 
     @classmethod
     def load(cls, store: RunStore, method: str) -> JobState:
@@ -164,10 +171,10 @@ def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -
     state = JobState.load(RunStore(output_location(run_dir)), method)
     saved = {RENAMED.get(key, key): value for key, value in state.options.items()}  # a run from before a rename
     for key, value in given.items():
-        if key in saved and _comparable(saved[key]) != _comparable(value):
+        if key in saved and _comparable(redact_strings(saved[key])) != _comparable(redact_strings(value)):
             raise ConfigError("--resume", flag(key), f"the run was made with {saved[key]!r}, not "
                               f"{value!r}; resume with the saved options (or none)")
-    return saved
+    return with_credentials(saved, given)
 
 
 class JobRuntime:
@@ -180,8 +187,8 @@ class JobRuntime:
         self.run_dir = self.store.local_root  # where this process writes: the run dir, or its staging folder
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         if submission_id() is not None:  # the user cannot guess these: say where they are before any work
-            print(f"{method} job {submission_id()}: run dir {self.store.location}; MLflow store {self.tracking_uri}",
-                  flush=True)
+            print(redact(f"{method} job {submission_id()}: run dir {self.store.location}; MLflow store "
+                         f"{self.tracking_uri}"), flush=True)
         self.experiment = experiment
         if resume:
             self.state = JobState.load(self.store, method)
@@ -332,10 +339,12 @@ class JobRuntime:
         return publish_models(self.store, models)
 
     def finish(self, summary: dict[str, Any], table: str) -> dict[str, Any]:
-        """Write the summary and its table (once, atomically) and log them on the parent run."""
+        """Write the summary and its table (once, atomically) and log them on the parent run; returns the summary,
+        every credential in it redacted (module doc)."""
         assert self.tracker is not None and self.parent is not None
-        summary = {**summary, "mlflow_run_id": self.parent.run_id, "mlflow_experiment_id": self.parent.experiment_id,
-                   "tracking_uri": self.tracking_uri, "run_dir": self.store.location}
+        summary = redact_strings({**summary, "mlflow_run_id": self.parent.run_id,
+                                  "mlflow_experiment_id": self.parent.experiment_id,
+                                  "tracking_uri": self.tracking_uri, "run_dir": self.store.location})
         _write(self.store, TABLE_FILE, table + "\n")
         _write(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
         self.tracker.log_text(self.parent, table, TABLE_FILE)

@@ -6,7 +6,9 @@
 runtime (:class:`cluster.job.JobRuntime`: run directory, Ray workers, one MLflow child run per
 step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the method's own
 charts and metrics on the parent run (:meth:`Job.log`) -> ``summary.json`` and its table,
-printed with the MLflow run and the run directory. A job file says only what is its own: the
+printed with the MLflow run and the run directory (credentials redacted, :mod:`kd_core.io.redaction`).
+A ``--address`` (or ``RAY_ADDRESS``) where no cluster answers is refused first, before the run
+directory is touched (:func:`cluster.runtime.check_address`). A job file says only what is its own: the
 config dataclass, the description, the workspace, the recipe, the summary and its table.
 """
 
@@ -21,12 +23,14 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from cluster.job import JobRuntime, job_config
+from cluster.runtime import check_address
 from cluster.tracking import RunRef, Tracker
 from kd_core.engine.local import Recipe
 from kd_core.engine.steps import Result
 from kd_core.engine.workspace import Workspace
 from kd_core.io.cli import Command, quiet_progress
 from kd_core.io.options import part
+from kd_core.io.redaction import redact
 from kd_core.io.run_files import write_atomic
 from kd_core.training.compute import Compute
 
@@ -35,8 +39,10 @@ C = TypeVar("C")
 
 def ui_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """How to open a run in the MLflow UI: the page's address (``?workflowType=machine_learning``: MLflow 3.17's
-    UI opens its model-training view from it, not the GenAI one), after ``mlflow ui`` for a local store."""
+    UI opens its model-training view from it, not the GenAI one), after ``mlflow ui`` for a local store; any
+    credentials in ``tracking_uri`` redacted."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    tracking_uri = redact(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
@@ -123,6 +129,7 @@ class Job(RayCommand[C]):
         self.reused(config, self.prepare(config))
 
     def execute(self, config: C, args: argparse.Namespace) -> dict[str, Any]:
+        check_address(args.address)  # before the run directory is touched
         return self.run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
 
     def run(self, config: C, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -153,8 +160,8 @@ class Job(RayCommand[C]):
         saved = summary.get("saved_models", {})
         models = [f"models ({len(saved)}, Hugging Face folders; index: {summary['run_dir']}/models/index.json):",
                   *(f"  {key:<28} {path}" for key, path in saved.items())] if saved else []
-        return "\n".join([self.format_table(summary), *self.notes(summary), *models,
+        return redact("\n".join([self.format_table(summary), *self.notes(summary), *models,
                           f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                           "  see it: " + ui_hint(summary["tracking_uri"], summary["mlflow_experiment_id"],
                                                  summary["mlflow_run_id"]),
-                          f"run dir: {summary['run_dir']} ({summary['seconds']} s)"])
+                          f"run dir: {summary['run_dir']} ({summary['seconds']} s)"]))

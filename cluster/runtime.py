@@ -2,7 +2,10 @@
 
 :func:`connect` joins the cluster a job was submitted to (``ray job submit`` sets
 ``RAY_ADDRESS``) or starts a local one, and hands every worker the environment it needs
-(the absolute MLflow tracking URI, offline hub settings).
+(the absolute MLflow tracking URI, offline hub settings): plain settings through Ray's
+``runtime_env``, credentials through :mod:`cluster.secrets` (Ray logs a ``runtime_env``). A
+Ray address where nothing answers is refused first (:func:`check_address`): one line and exit
+2 within :data:`ADDRESS_TIMEOUT_S`, not ``ray.init``'s retries (over two minutes with Ray 2.60).
 
 :func:`model_placement` gives each step worker one GPU when the cluster has at least one
 per concurrently running model (a fraction otherwise: fractional GPUs are scheduling labels,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,17 +33,23 @@ from ray._raylet import AuthenticationMode, get_authentication_mode
 from ray._raylet import Config as RayConfig
 
 from cluster.progress import alive_nodes
+from cluster.secrets import publish, worker_env
+from kd_core.io.errors import ConfigError
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
-#: Passed on to every worker: offline hub settings, the MLflow client's credentials and TLS settings for a
-#: tracking server, and the object-store credentials of a URI run directory (:mod:`kd_core.io.run_store`), all
-#: visible in the Ray dashboard's runtime env, like any env var given to Ray. (On a cloud cluster, instance
-#: roles / workload identity are better than keys.)
+#: Passed on to every worker in Ray's ``runtime_env`` (which Ray logs and the dashboard shows): offline hub settings,
+#: the MLflow client's TLS settings for a tracking server, the object store's region, endpoint and profile name, and
+#: the path of a GCS key file (the file itself must be on every node). No credentials: those go through
+#: :mod:`cluster.secrets` (:data:`cluster.secrets.SECRET_ENV`). (On a cloud cluster, instance roles / workload
+#: identity are better than keys.)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME",
-                 "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
                  "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
-                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-                 "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "GOOGLE_APPLICATION_CREDENTIALS")
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+                 "GOOGLE_APPLICATION_CREDENTIALS")
+#: Seconds :func:`check_address` waits for the Ray address to accept a connection.
+ADDRESS_TIMEOUT_S = 5.0
+#: The Ray Client server's port, when a ``ray://`` address names none.
+RAY_CLIENT_PORT = 10001
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,16 @@ def connect(tracking_uri: str, address: str | None = None) -> Cluster | None:
     chosen here (``RAY_AUTH_MODE=token`` unless the user set a mode), so Ray does not warn that
     it chose it. Its dashboard listens on 127.0.0.1 only; its gRPC servers (GCS, raylet,
     workers) listen on every interface in Ray 2.60 and refuse callers without the token.
-    Returns the cluster joined, or None when this process was already connected (e.g. a test's
-    session): then it is not this job's to describe.
+    Workers get :data:`FORWARDED_ENV` through ``runtime_env`` and the credentials through
+    :mod:`cluster.secrets` (published here, once connected); ``address`` is checked first
+    (:func:`check_address`). Returns the cluster joined, or None when this process was already
+    connected (e.g. a test's session): then it is not this job's to describe (its workers have
+    the environment they were started with).
     """
     if ray.is_initialized():
         return None
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    check_address(address)
+    env, secret = worker_env(os.environ, FORWARDED_ENV, tracking_uri)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     local = address is None and not os.environ.get("RAY_ADDRESS")
     if AUTH_MODE_ENV not in os.environ and (local or _token_available()):
@@ -75,13 +88,64 @@ def connect(tracking_uri: str, address: str | None = None) -> Cluster | None:
         # cluster without auth: measured with Ray 2.60 here), so --address needs no RAY_AUTH_MODE of the user.
         os.environ[AUTH_MODE_ENV] = "token"
         RayConfig.initialize("")  # Ray read its config at import: re-read it, as ray.init does when it turns auth on
-    context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING", log_to_driver=True)
+    try:
+        context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING",
+                           log_to_driver=True)
+    except ConnectionError as err:  # something answered at the address, but no Ray cluster (check_address's doc)
+        source, target = _given_address(address)
+        raise ConfigError(target or "ray", source, f"no Ray cluster answers there: {err}") from err
+    publish(secret)
     url = context.dashboard_url or None
     if url and "://" not in url:
         url = f"http://{url}"
     return Cluster(started_here=local, address=context.address_info.get("gcs_address") or
                    ray.get_runtime_context().gcs_address, dashboard_url=url,
                    nodes=alive_nodes(ray.nodes()), token_auth=get_authentication_mode() == AuthenticationMode.TOKEN)
+
+
+def check_address(address: str | None) -> None:
+    """Refuse the Ray address ``address`` (else ``$RAY_ADDRESS``) as one :class:`ConfigError` when it is a dashboard's
+    ``http(s)://`` address, or when nothing there accepts a TCP connection within :data:`ADDRESS_TIMEOUT_S`.
+
+    ``ray.init`` would raise a traceback for the first and, for the second, retry for minutes (a GCS address) or 30 s
+    (``ray://``). ``auto``, ``local`` and no address are Ray's to resolve. Something that accepts the connection
+    but is no Ray cluster passes here; :func:`connect` turns ``ray.init``'s refusal of it into one line too (after
+    Ray's own retries: about 20 s with Ray 2.60, measured against a port that answers HTTP/2 404s).
+    """
+    source, target = _given_address(address)
+    if not target or target in ("auto", "local"):
+        return
+    if target.startswith(("http://", "https://")):
+        raise ConfigError(target, source, "an http address is a dashboard's (for `ray job submit`); give the head's "
+                          "GCS address host:6379, or ray://host:10001 for Ray Client")
+    host, port = _host_port(target, source)
+    try:
+        socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ConfigError(target, source, f"no Ray cluster answers there ({reason}, waited at most "
+                          f"{ADDRESS_TIMEOUT_S:g} s); is the cluster up and the port open from here?") from err
+
+
+def _given_address(address: str | None) -> tuple[str, str | None]:
+    """``(where it came from, the address)``: ``--address`` when given, else ``$RAY_ADDRESS`` (None when unset)."""
+    return ("--address", address) if address is not None else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
+
+
+def _host_port(address: str, source: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``host:port`` or ``ray://host[:port]`` address (IPv6 hosts in brackets)."""
+    rest = address.removeprefix("ray://").split("/", 1)[0]
+    if rest.startswith("["):  # [v6 address]:port
+        host, _, port = rest[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not port and address.startswith("ray://"):
+        port = str(RAY_CLIENT_PORT)
+    if not port.isdigit() or not host:
+        raise ConfigError(address, source, "expected host:port (the GCS address, e.g. 10.0.0.5:6379) or "
+                          "ray://host:port")
+    return host, int(port)
 
 
 def _token_available() -> bool:

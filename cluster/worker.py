@@ -10,7 +10,8 @@ while before Ray declares it dead and restarts it elsewhere, and each attempt in
 fails; a fixed retry count would be spent there. Retries stay bounded by the restarts: a
 step that kills its worker every time ends after three deaths. Nothing is
 passed to the constructor through the object store (a restarted actor could not fetch it
-again, ray-project/ray#53727).
+again, ray-project/ray#53727); a worker, restarted or not, first sets the job's credentials in
+its environment (:func:`cluster.secrets.receive`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from cluster.runtime import Placement, device_for_actor
+from cluster.secrets import receive
 from cluster.tracking import RunRef, Tracker
 from kd_core.engine.execute import execute
 from kd_core.engine.steps import Result, Step
@@ -35,6 +37,7 @@ class StepWorker:
     """Runs steps (module doc). Create it with :func:`create_worker`."""
 
     def __init__(self, torch_threads: int) -> None:
+        receive()  # the job's credentials, before anything touches MLflow or the store
         torch.set_num_threads(torch_threads)
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()  # the driver prints progress per stage (cluster.progress)

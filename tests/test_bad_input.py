@@ -94,8 +94,10 @@ ROWS = [
      "s3://bucket/run?colour=blue: run directory: not a file system URI pyarrow can open"),
     ("sweep-knowledge-from-uri", jobs.sweep, ["--method", "kd", "--knowledge-from", "s3://bucket/run"], {},
      "sweep: --knowledge-from: reused teachers are read from a local or shared-file-system path"),
+    ("ray-address-nothing-listening", jobs.kd, ["--address", "127.0.0.1:1"], {},
+     "127.0.0.1:1: --address: no Ray cluster answers there (Connection refused"),
 ]
-NOT_CHECK = {"run-directory-unwritable"}  # --check writes nothing: these rows run the job (stopped before Ray)
+NOT_CHECK = {"run-directory-unwritable", "ray-address-nothing-listening"}  # --check writes nothing: these rows run the job (stopped before Ray)
 
 
 @pytest.mark.parametrize("row, job, args, files, expected", ROWS, ids=[row[0] for row in ROWS])

@@ -1,4 +1,5 @@
-"""cluster/configs: the ray up cluster, the KubeRay RayCluster and RayJob, their secrets and image agree with the project."""
+"""cluster/configs: the ray up cluster, the KubeRay RayCluster (and its NetworkPolicy) and RayJob, their secrets and
+image agree with the project."""
 
 import re
 import shlex
@@ -22,6 +23,12 @@ def _ray_pin() -> str:
 
 def _load(name: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all((CONFIGS / name).read_text()) if doc]
+
+
+def _one(name: str, kind: str) -> dict:
+    """The one document of ``kind`` in the config file ``name``."""
+    (doc,) = [doc for doc in _load(name) if doc["kind"] == kind]
+    return doc
 
 
 def _containers(pod_template: dict) -> list[dict]:
@@ -70,7 +77,7 @@ def test_ray_up_cluster_has_one_gpu_per_worker_token_auth_and_a_local_dashboard(
 
 
 def test_kuberay_cluster_pins_ray_gives_each_worker_one_gpu_and_reads_every_credential_from_secrets():
-    (cluster,) = _load("kuberay-raycluster.yaml")
+    cluster = _one("kuberay-raycluster.yaml", "RayCluster")
     assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
     spec = cluster["spec"]
     assert spec["rayVersion"] == _ray_pin()
@@ -98,8 +105,8 @@ def test_kuberay_cluster_pins_ray_gives_each_worker_one_gpu_and_reads_every_cred
 
 
 def test_kuberay_job_submits_imm_to_that_cluster_with_the_token():
-    (job,) = _load("kuberay-rayjob.yaml")
-    (cluster,) = _load("kuberay-raycluster.yaml")
+    job = _one("kuberay-rayjob.yaml", "RayJob")
+    cluster = _one("kuberay-raycluster.yaml", "RayCluster")
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     assert spec["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
@@ -122,3 +129,39 @@ def test_no_credential_is_written_into_a_config(name):
     text = (CONFIGS / name).read_text()
     assert not re.search(r"(?i)(password|token)\s*:\s*[A-Za-z0-9_\-]{12,}", text)
     assert "stringData" not in text
+
+
+def test_kuberay_head_has_no_ray_client_port_unless_added_back():
+    cluster = _one("kuberay-raycluster.yaml", "RayCluster")
+    (head,) = _containers(cluster["spec"]["headGroupSpec"]["template"])
+    assert {p["containerPort"] for p in head["ports"]} == {6379, 8265}
+    assert "ray-client-server-port" not in cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    comments = "\n".join(line for line in (CONFIGS / "kuberay-raycluster.yaml").read_text().splitlines()
+                         if line.lstrip().startswith("#"))
+    assert "{containerPort: 10001, name: client}" in comments and "{port: 10001, protocol: TCP}" in comments
+
+
+def test_kuberay_network_policy_lets_in_only_the_cluster_and_on_8265_its_submitters():
+    cluster = _one("kuberay-raycluster.yaml", "RayCluster")
+    policy = _one("kuberay-raycluster.yaml", "NetworkPolicy")
+    job = _one("kuberay-rayjob.yaml", "RayJob")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    own = {"ray.io/cluster": cluster["metadata"]["name"]}
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": own} and spec["policyTypes"] == ["Ingress"]
+    assert all(rule.get("from") for rule in spec["ingress"])  # no rule lets in every source
+    everything = [rule for rule in spec["ingress"] if "ports" not in rule]
+    assert everything == [{"from": [{"podSelector": {"matchLabels": own}}]}]  # every port: the cluster's own pods only
+    (submitters,) = [rule for rule in spec["ingress"] if "ports" in rule]
+    assert submitters["ports"] == [{"port": 8265, "protocol": "TCP"}]
+    sources = submitters["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kd-ray-users"}}} in sources
+    (pods,) = [s["podSelector"]["matchLabels"] for s in sources if "podSelector" in s]
+    labels = job["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert pods.items() <= labels.items()  # the RayJob's submitter is let in
+
+
+def test_the_mlflow_secret_names_an_https_server():
+    (mlflow_secret,) = [doc for doc in _load("kuberay-secrets.yaml") if doc["metadata"]["name"] == "kd-ray-mlflow"]
+    assert mlflow_secret["stringData"]["tracking-uri"].startswith("https://")
+    assert "http://" not in (CONFIGS / "kuberay-secrets.yaml").read_text()

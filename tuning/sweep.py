@@ -17,7 +17,9 @@ One sweep is one MLflow parent run and, in order (its options and checks: :mod:`
    ``kd_job_id``); runs left RUNNING are closed after ``fit()``.
 3. **Results** (:mod:`tuning.results`): the best config and its metric (printed, logged as params/metrics), the
    results table ``trials.csv`` and ``plots/metric_vs_hyperparameters.png`` on the parent, and
-   the best trial's model(s) copied to ``<run dir>/best`` in ``save_pretrained`` form.
+   the best trial's model(s) copied to ``<run dir>/best`` in ``save_pretrained`` form. The
+   summary names the run directory and tracking URI with their credentials redacted
+   (:mod:`kd_core.io.redaction`); Tune gets a URI run directory as a file system and a path.
 
 The run directory (``teachers/``, ``trials/<id>/``, ``ray_results/``, ``best/``) is a path or a
 ``pyarrow.fs`` URI: every file goes through :mod:`kd_core.io.run_store`, as in a job.
@@ -37,7 +39,9 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cluster.runtime import announce, connect
+from cluster.secrets import ray_storage
 from cluster.tracking import Tracker, resolve_tracking_uri
+from kd_core.io.redaction import redact_strings
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
 from tuning.config import SweepConfig, prepare
@@ -92,7 +96,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
                                         reduction_factor=config.reduction_factor),
             ),
             run_config=tune.RunConfig(
-                name=f"sweep-{config.method}", storage_path=join(store.location, "ray_results"),
+                name=f"sweep-{config.method}", **ray_storage(join(store.location, "ray_results")),
                 callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=config.experiment,
                                                 tags={**tracker.source_tags(parent), **parent.child_tags(), "kd.role": "trial",
                                                       "kd.method": config.method})],
@@ -106,6 +110,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         summary = summarise(config, p, grid, store, passes)
         summary.update(mlflow_run_id=parent.run_id, tracking_uri=tracking_uri, run_dir=store.location,
                        seconds=round(time.perf_counter() - started, 1))
+        summary = redact_strings(summary)  # printed, saved and logged: no credentials (kd_core.io.redaction)
         log_results(tracker, parent, p, summary, store)
         write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
         store.push(run_dir / "summary.json")

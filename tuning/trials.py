@@ -11,7 +11,8 @@ recipe on from there in its own process, reporting either
 * the method's progress after every stage that makes some (IMM: the average dev F1 of the
   kept domain models after every iteration), with the models it stands for as the output.
 
-Outputs are saved before each report: the scheduler may stop the trial at a report.
+Outputs are saved before each report: the scheduler may stop the trial at a report. A trial
+first sets the job's credentials in its environment (:func:`cluster.secrets.receive`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from ray import tune
 from transformers import PreTrainedModel
 
+from cluster.secrets import receive
 from kd_core.engine.execute import execute
 from kd_core.engine.local import drive
 from kd_core.engine.steps import Result, Step, TrainStep
@@ -58,6 +60,7 @@ class RecipeTrialInputs:
 
 def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
     """Drive the recipe at ``params`` from the shared teachers, reporting as the module doc says."""
+    receive()  # the job's credentials, before anything touches the store
     torch.set_num_threads(inputs.threads)
     spec = METHODS[inputs.method]
     settings = replace(inputs.settings, **params)

@@ -14,6 +14,11 @@
   GenAI one); a root run carries MLflow's standard context tags (``mlflow.user``,
   ``mlflow.source.name`` and ``.type``, ``mlflow.source.git.commit`` when the job's script is
   in a git checkout), and every run of its tree carries the same ones.
+* Params and tags are logged with every credential in their values redacted
+  (:func:`kd_core.io.redaction.redact`: a run directory ``s3://KEY:SECRET@bucket/run`` is the
+  param ``s3://KEY:***@bucket/run``), as are a logged model's. For a tracking URI holding
+  credentials (``https://user:password@host``), MLflow's own "View run ... at: <URI>" lines are
+  turned off in the process (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``): they print the URI whole.
 * Tracking URIs are made absolute by :mod:`cluster.tracking.uris`; experiments created in a
   SQLite store keep their artifacts beside the database (``<db folder>/mlruns/<experiment>``),
   wherever the creating process runs.
@@ -22,6 +27,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +37,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -45,6 +52,7 @@ from mlflow.utils.validation import (
 
 from cluster.tracking.logged_models import log_served_model
 from cluster.tracking.uris import SQLITE_PREFIX, resolve_tracking_uri
+from kd_core.io.redaction import holds_credentials, redact
 
 JOB_ID_TAG = "kd_job_id"
 #: The experiment tag MLflow 3's UI picks an experiment's view from, and the value of its model-training view.
@@ -85,8 +93,8 @@ class RunRef:
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mappings and dataclass instances flattened to ``{"a.b.c": str(value)}``.
 
-    Keys are made valid MLflow names (see :func:`mlflow_name`) and values are truncated to
-    MLflow's parameter length limit.
+    Keys are made valid MLflow names (see :func:`mlflow_name`); values are redacted
+    (:func:`kd_core.io.redaction.redact`), then truncated to MLflow's parameter length limit.
     """
     flat: dict[str, str] = {}
     for key, value in params.items():
@@ -96,7 +104,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             flat.update(flatten_params(value, prefix=f"{name}."))
         else:
-            flat[mlflow_name(name)] = str(value)[:MAX_PARAM_VAL_LENGTH]
+            flat[mlflow_name(name)] = redact(str(value))[:MAX_PARAM_VAL_LENGTH]
     return flat
 
 
@@ -111,6 +119,11 @@ def mlflow_name(name: str) -> str:
     if not cleaned:
         raise ValueError(f"{name!r} gives an empty MLflow name")
     return cleaned
+
+
+def _redacted(values: Mapping[str, Any]) -> dict[str, str]:
+    """``values`` as strings with every credential redacted (:func:`kd_core.io.redaction.redact`)."""
+    return {key: redact(str(value)) for key, value in values.items()}
 
 
 def _check_terminal(status: str) -> None:
@@ -131,6 +144,8 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        if holds_credentials(self.tracking_uri):  # MLflow would print the URI, credentials included (module doc)
+            os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
         self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)  # the registry in the same store
         self._source_tags: dict[str, dict[str, str]] = {}  # job id -> its root run's context tags
 
@@ -175,7 +190,7 @@ class Tracker:
         Its ``kd_job_id`` tag is its own run id; it gets MLflow's context tags (module doc).
         """
         experiment_id = self.experiment_id(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(dict(tags or {})))
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=_redacted(resolve_tags(dict(tags or {}))))
         ref = RunRef(self.tracking_uri, run.info.run_id, experiment_id, job_id=run.info.run_id)
         self.set_tags(ref, {JOB_ID_TAG: ref.job_id})
         self.log_params(ref, params or {})
@@ -193,7 +208,7 @@ class Tracker:
         self._check_store(parent)
         run = self.client.create_run(
             parent.experiment_id, run_name=run_name,
-            tags={**self.source_tags(parent), **(tags or {}), **parent.child_tags()})
+            tags=_redacted({**self.source_tags(parent), **(tags or {}), **parent.child_tags()}))
         ref = RunRef(self.tracking_uri, run.info.run_id, parent.experiment_id, parent.job_id)
         self.log_params(ref, params or {})
         return ref
@@ -264,7 +279,8 @@ class Tracker:
     # --------------------------------------------------------- params, tags, metrics
 
     def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
-        """Log ``params`` flattened by :func:`flatten_params`, in batches of MLflow's maximum size.
+        """Log ``params`` flattened by :func:`flatten_params` and redacted (module doc), in batches of MLflow's maximum
+        size.
 
         MLflow refuses to change a parameter already logged with another value.
         """
@@ -273,8 +289,8 @@ class Tracker:
             self.client.log_batch(self._check_store(run), params=chunk)
 
     def set_tags(self, run: RunRef, tags: Mapping[str, Any]) -> None:
-        """Set ``tags`` (values stringified and truncated to MLflow's limit) in batches."""
-        items = [RunTag(key, str(value)[:MAX_TAG_VAL_LENGTH]) for key, value in tags.items()]
+        """Set ``tags`` (values stringified, redacted and truncated to MLflow's limit) in batches."""
+        items = [RunTag(key, value[:MAX_TAG_VAL_LENGTH]) for key, value in _redacted(tags).items()]
         for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self._check_store(run), tags=chunk)
 
@@ -330,8 +346,8 @@ class Tracker:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
         return log_served_model(self.client, run.experiment_id, self._check_store(run), name, model_dir, description,
-                                input_example, {**self.source_tags(run), **(tags or {}), JOB_ID_TAG: run.job_id},
-                                registered_name, metrics=metrics, params=params)
+                                input_example, _redacted({**self.source_tags(run), **(tags or {}), JOB_ID_TAG: run.job_id}),
+                                registered_name, metrics=metrics, params=_redacted(params) if params else params)
 
     def log_figure(self, run: RunRef, figure: Figure, artifact_file: str) -> None:
         """Save a matplotlib figure as artifact ``artifact_file`` (its extension picks the format)."""
