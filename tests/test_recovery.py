@@ -21,6 +21,7 @@ from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import TermSpec, TrainStep
 from kd_core.io.cli import run_cli
 from kd_core.io.file_checks import CorruptFile, check_parquet, safetensors_header
+from kd_core.io.redaction import redact
 from kd_core.io.run_store import clear_staging
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
@@ -114,7 +115,8 @@ def test_in_an_s3_run_dir_a_corrupt_table_is_named_by_its_uri_and_made_again(tmp
         again = recipe_run()
         (line,) = warnings_in(capsys.readouterr().err)
         clear_staging()
-    assert line.startswith(f"warning: {expected['knowledge-0']['path']}: corrupt (not a readable Parquet file"), line
+    assert "testing:testing@" not in line  # the credentials in the URI are redacted in the line
+    assert line.startswith(f"warning: {redact(expected['knowledge-0']['path'])}: corrupt (not a readable Parquet file"), line
     assert line.endswith("; step knowledge-0 runs again") and untimed(again) == untimed(expected)
 
 
