@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import jobs.evaluate
 import jobs.imm
 import jobs.kd
 import jobs.mtdnn
@@ -24,6 +25,9 @@ QUESTION = {"id": "q1", "question": "When did they win?", "answers": [{"text": "
 TSV_TASK = ("tasks:\n  - {name: sst, kind: classification, labels: [negative, positive], train: sst.tsv, "
             "dev: sst_dev.tsv, columns: {text_a: sentence, label: label}}\n")
 GOOD_TSV = "sentence\tlabel\na fine film\tpositive\na dull film\tnegative\n"
+STS_TASK = ("tasks:\n  - {name: sts, kind: regression, pair: true, score_range: [0, 5], train: sts.tsv, dev: sts_dev.tsv, "
+            "columns: {text_a: a, text_b: b, score: score}}\n")
+GOOD_STS = "a\tb\tscore\na cat\ta cat\t5.0\na cat\ta dog\t1.5\n"
 #: A safetensors file of one 16-byte tensor cut after 8 of its bytes (ASCII, so written as text byte for byte).
 _HEADER = '{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
 CUT_SAFETENSORS = chr(len(_HEADER)) + "\0" * 7 + _HEADER + "\0" * 8
@@ -96,8 +100,47 @@ ROWS = [
      "sweep: --knowledge-from: reused teachers are read from a local or shared-file-system path"),
     ("ray-address-nothing-listening", jobs.kd, ["--address", "127.0.0.1:1"], {},
      "127.0.0.1:1: --address: no Ray cluster answers there (Connection refused"),
+    ("option-nan", jobs.kd, ["--alpha", "nan"], {}, "options: --alpha: must be a finite number, got nan"),
+    ("option-infinite", jobs.imm, ["--epochs", "inf"], {}, "options: --epochs: must be a finite number, got inf"),
+    ("config-infinite", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "learning_rate: .inf\n"},
+     "kd.yaml: --learning-rate: must be a finite number, got inf"),
+    ("sweep-setting-nan", jobs.sweep, ["--method", "kd", "--set", "tau=.nan"], {},
+     "sweep.job: tau: must be a finite number, got nan"),
+    ("option-empty-experiment", jobs.kd, ["--experiment", ""], {}, "job: --experiment: must not be empty"),
+    ("config-duplicate-key", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "tau: 2\nalpha: 0.5\ntau: 4\n"},
+     "kd.yaml: line 3: key 'tau' is given twice"),
+    ("task-definition-duplicate-key", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": "tasks:\n  - name: a\n    name: b\n    synthetic: sentiment\n    kind: classification\n"},
+     "tasks.yaml: line 3: key 'name' is given twice"),
+    ("task-definition-wrong-type", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": "tasks:\n  - {name: a, synthetic: sentiment, kind: classification, size: many}\n"},
+     "tasks.yaml: task 'a': size: expected an integer, got 'many'"),
+    ("task-definition-labels-not-a-list", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": TSV_TASK.replace("[negative, positive]", "np"), "sst.tsv": GOOD_TSV, "sst_dev.tsv": GOOD_TSV},
+     "tasks.yaml: task 'sst': labels: expected a list of names"),
+    ("tsv-not-utf8", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": TSV_TASK, "sst.tsv": GOOD_TSV.encode() + b"caf\xe9 society\tpositive\n", "sst_dev.tsv": GOOD_TSV},
+     "sst.tsv: line 4: byte 0xe9 is not UTF-8"),
+    ("tsv-extra-field", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": TSV_TASK, "sst.tsv": GOOD_TSV + "a good\tfilm\tpositive\n", "sst_dev.tsv": GOOD_TSV},
+     "sst.tsv: line 4: has 3 tab-separated fields, the header has 2"),
+    ("sts-score-not-finite", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": STS_TASK, "sts.tsv": GOOD_STS + "two cats\tno cat\tnan\n", "sts_dev.tsv": GOOD_STS},
+     "sts.tsv: line 4: score 'nan' is not a finite number"),
+    ("sts-score-outside-its-range", jobs.mtdnn, ["--tasks", "tasks.yaml"],
+     {"tasks.yaml": STS_TASK, "sts.tsv": GOOD_STS + "two cats\tno cat\t1e9\n", "sts_dev.tsv": GOOD_STS},
+     "sts.tsv: line 4: score 1e+09 is outside the task's score_range [0, 5]"),
+    ("domain-name-unsafe", jobs.imm, ["--domain", "a/..=a.json", "--domain", "b=b.json"], {},
+     "domains: a/..=a.json: 'a/..' is not a usable name"),
+    ("squad-impossible-with-answer", jobs.kd, ["--task", "span_qa", "--train", "train.json"],
+     {"train.json": squad([{**QUESTION, "is_impossible": True}])},
+     'question id "q1" at data[0].paragraphs[0].qas[0]: is_impossible is true but it has 1 answers'),
+    ("evaluate-no-id-matches", jobs.evaluate, ["data.json", "pred.json"],
+     {"data.json": squad([QUESTION]), "pred.json": {"zz": "2003"}},
+     "pred.json: ids: none of its 1 ids is a question id of data.json"),
 ]
-NOT_CHECK = {"run-directory-unwritable", "ray-address-nothing-listening"}  # --check writes nothing: these rows run the job (stopped before Ray)
+#: --check writes nothing: these rows run the command (stopped before Ray); jobs/evaluate.py has no --check.
+NOT_CHECK = {"run-directory-unwritable", "ray-address-nothing-listening", "evaluate-no-id-matches"}  # --check writes nothing: these rows run the job (stopped before Ray)
 
 
 @pytest.mark.parametrize("row, job, args, files, expected", ROWS, ids=[row[0] for row in ROWS])
@@ -107,7 +150,10 @@ def test_bad_input_is_one_line_and_exit_2_before_cluster_work(row, job, args, fi
     for name, content in files.items():
         path = Path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content if isinstance(content, str) else json.dumps(content))
     assert run_cli(job.main, [*args] if row in NOT_CHECK else [*args, "--check"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], errors

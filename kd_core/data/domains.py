@@ -30,6 +30,7 @@ from kd_core.data.split import carve_by_context, limit_by_context, split_by_cont
 from kd_core.data.synthetic import DOMAINS, generate
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
+from kd_core.io.values import check_name
 from kd_core.models.presets import is_preset
 from kd_core.models.tokenizers import load_tokenizer, train_wordpiece_tokenizer
 
@@ -56,6 +57,7 @@ def parse_domain(spec: str, data_root: str | None = None) -> DomainSource:
     parts = [p.strip() for p in paths.split(",")] if sep else []
     if not name or not sep or not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
         raise ConfigError("domains", str(spec), "expected NAME=TRAIN or NAME=TRAIN,TEST")
+    check_name(name, "domains", str(spec))  # step folders are named from it
 
     def resolve(path: str) -> str:
         if data_root is None or path.startswith("hf:") or Path(path).is_absolute():

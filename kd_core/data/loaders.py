@@ -62,6 +62,7 @@ from kd_core.data.validation import (
     parse_json_document,
     place_answer,
     question_where,
+    refuse_impossible_answers,
     require_answers,
     shown,
     strip_answer,
@@ -180,6 +181,7 @@ def _add_squad_question(qa: Any, title: str, context: str, location: str, col: C
     where = question_where(location, qid)
     question = text_field(qa, "question", col, where)
     impossible = flag_field(qa, "is_impossible", col, where)
+    refuse_impossible_answers(qa, impossible, col, where)
     answers: list[Answer] = []
     if not impossible:
         for n, answer in enumerate(list_field(qa, "answers", col, where)):
@@ -231,6 +233,7 @@ def _add_mrqa_question(qa: Any, title: str, context: str, location: str, col: Co
     where = question_where(location, qid)
     question = text_field(qa, "question", col, where)
     impossible = flag_field(qa, "is_impossible", col, where)
+    refuse_impossible_answers(qa, impossible, col, where)
     answers: list[Answer] = []
     if not impossible and "detected_answers" in qa:
         answers = _detected_answers(qa, context, col, where)

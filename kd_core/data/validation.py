@@ -166,6 +166,19 @@ def require_answers(answers: list[Answer], impossible: bool, col: Collector, whe
         raise col.error(where, "no answer found in the context, and the question is not marked is_impossible")
 
 
+def refuse_impossible_answers(qa: Mapping[str, Any], impossible: bool, col: Collector, where: str) -> None:
+    """A question marked ``is_impossible: true`` has no answer (SQuAD v2.0 keeps its guesses in
+    ``plausible_answers``): one with ``answers`` or ``detected_answers`` is contradictory, and would be trained
+    as unanswerable while its answer was dropped, so it is refused."""
+    if not impossible:
+        return
+    for key in ("answers", "detected_answers"):
+        given = qa.get(key)
+        if isinstance(given, list) and given:
+            raise col.error(where, f"is_impossible is true but it has {len(given)} {key} (an unanswerable "
+                            f"question keeps them in plausible_answers, or set is_impossible false)")
+
+
 # ---------------------------------------------------------------------------- bytes and JSON
 
 

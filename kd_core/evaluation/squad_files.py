@@ -138,10 +138,16 @@ def score_files(dataset_file: str | Path, prediction_file: str | Path, adversari
     ``scores`` holds ``exact_match`` and ``f1``; adversarial files (``adversarial``, or detected)
     add the original questions' scores, SQuAD v2 files the ``HasAns`` / ``NoAns`` breakdown and,
     with ``na_prob_file``, the best scores over no-answer thresholds. ``missing`` questions of the
-    ``questions`` had no prediction (they score 0).
+    ``questions`` had no prediction (they score 0). A prediction file none of whose ids is a question of the
+    dataset is refused (:class:`DataError`): the official script would print 0 for it, which reads as a score,
+    while it almost always means predictions of another file (a deliberate departure).
     """
     references = load_squad_references(dataset_file)
     predictions = load_predictions(prediction_file)
+    if not any(question_id in references for question_id in predictions):
+        example = f" (its first: {next(iter(predictions))!r})" if predictions else ""
+        raise DataError(str(prediction_file), "ids", f"none of its {len(predictions)} ids is a question id of "
+                        f"{dataset_file}{example}: predictions for another file? (the official script would score 0)")
     adversarial = adversarial or is_adversarial(references)
     scores = adversarial_scores(predictions, references) if adversarial else squad_scores(predictions, references)
     keys = ("exact_match", "f1", "original_exact_match", "original_f1", "originals") if adversarial else \

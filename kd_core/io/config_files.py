@@ -22,6 +22,7 @@ import yaml
 
 from kd_core.io.errors import ConfigError
 from kd_core.io.values import check_finite_values
+from kd_core.io.yaml_files import load_yaml
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError(str(source), f"byte {err.start}", "not valid UTF-8") from err
     try:
-        data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if source.suffix == ".json" else load_yaml(text, str(source))
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(str(source), "syntax", str(err).splitlines()[0]) from err
     if data is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 from kd_core.io.errors import ConfigError
@@ -41,3 +42,16 @@ def check_finite_values(values: dict[str, Any], source: str) -> None:
         bad = non_finite(value)
         if bad is not None:
             raise ConfigError(source, name, f"must be a finite number, got {bad}")
+
+
+#: A name that becomes part of a folder or step name: letters, digits, ``_``, ``-`` and ``.``, not first a ``.``.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(name: str, source: str, what: str) -> str:
+    """``name`` if it is a :data:`SAFE_NAME` (step folders are named from domain and task names, so ``../x``, ``a/b``
+    or a space would put files outside the run dir or break commands), else a one-line :class:`ConfigError`."""
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(source, what, f"{name!r} is not a usable name: letters, digits, _, - and . only, not "
+                          f"starting with '.', no '..'")
+    return name

@@ -14,6 +14,9 @@ tasks:
     dev: RTE/dev.tsv              # the held-out file: it becomes the *test* split (GLUE hides its test labels)
     header: true                  # TSV: whether the first line names the columns
     columns: {text_a: sentence1, text_b: sentence2, label: label}  # names (with a header) or 0-based indices
+  - name: stsb
+    kind: regression
+    score_range: [0, 5]           # regression: the scores the files may hold (optional; scores are always finite)
   - name: sentiment
     synthetic: sentiment          # an embedded synthetic task instead of files (size, label_noise)
     size: 600
@@ -29,6 +32,8 @@ definitions, :class:`~kd_core.io.errors.DataError` for data files).
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,13 +47,14 @@ from kd_core.data.schema import sentences_to_dataset
 from kd_core.data.synthetic_sentences import SENTENCE_TASKS, generate_task
 from kd_core.evaluation.sentence_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from kd_core.io.errors import ConfigError, DataError
+from kd_core.io.yaml_files import load_yaml
 from kd_core.tasks.sentence import ClassificationTask, RegressionTask, SentenceTask
 
 TASKS_DIR = Path(__file__).parents[1] / "data" / "tasks"  # the shipped definition files (data, beside the vocabularies)
 KINDS = ("classification", "regression")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _KEYS = {"name", "kind", "pair", "labels", "metrics", "teacher", "train", "dev", "test", "header", "columns",
-         "synthetic", "size", "label_noise"}
+         "synthetic", "size", "label_noise", "score_range"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class TaskDef:
     synthetic: str | None = None
     size: int = 600
     label_noise: float = 0.1
+    score_range: tuple[float, float] | None = None  # regression: the scores a file may hold (STS-B: [0, 5])
     source: str = "tasks"  # the definitions file, for messages
 
     def __post_init__(self) -> None:
@@ -88,6 +95,12 @@ class TaskDef:
                               f"{list(self.labels)}")
         if self.kind == "regression" and self.labels:
             raise ConfigError(self.source, where, "a regression task has no labels")
+        if self.score_range is not None:
+            low, high = (float(v) for v in self.score_range)
+            if self.kind != "regression" or not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ConfigError(self.source, where, f"score_range is [low, high] with low < high, for a regression "
+                                  f"task; got {list(self.score_range)}")
+            object.__setattr__(self, "score_range", (low, high))
         if self.synthetic is not None:
             info = SENTENCE_TASKS.get(self.synthetic)
             if info is None:
@@ -120,7 +133,7 @@ def load_task_defs(path: str | Path, only: Sequence[str] = ()) -> list[TaskDef]:
     if not path.is_file():
         raise ConfigError(str(path), "tasks", "no such task definitions file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as err:
         raise ConfigError(str(path), "yaml", f"cannot parse: {str(err).splitlines()[0]}") from err
     entries = data.get("tasks") if isinstance(data, dict) else None
@@ -135,6 +148,10 @@ def load_task_defs(path: str | Path, only: Sequence[str] = ()) -> list[TaskDef]:
             raise ConfigError(str(path), f"task {entry['name']!r}", f"unknown key {extra[0]!r}")
         if any(d.name == entry["name"] for d in defs):
             raise ConfigError(str(path), f"task {entry['name']!r}", "is listed twice")
+        for key, value in entry.items():
+            wrong = _entry_type_problem(key, value)
+            if wrong:
+                raise ConfigError(str(path), f"task {entry['name']!r}", f"{key}: {wrong}")
         defs.append(TaskDef(**entry, source=str(path)))
     if only:
         names = [d.name for d in defs]
@@ -143,6 +160,42 @@ def load_task_defs(path: str | Path, only: Sequence[str] = ()) -> list[TaskDef]:
             raise ConfigError(str(path), "tasks", f"no task {unknown[0]!r}; have {', '.join(names)}")
         defs = [d for d in defs if d.name in only]
     return defs
+
+
+#: What each key of an entry holds, as YAML reads it: a type (or types), or "names" for a list of strings.
+_ENTRY_TYPES: dict[str, Any] = {
+    "name": str, "kind": str, "pair": bool, "labels": "names", "metrics": "names", "teacher": bool,
+    "train": str, "dev": str, "test": str, "header": bool, "columns": dict, "synthetic": str, "size": int,
+    "label_noise": (float, int), "score_range": "numbers",
+}
+
+
+def _entry_type_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the entry's ``key`` (``size: many``, ``labels: np`` — a string, not a list), or
+    ``None``. Booleans are no numbers here (YAML reads ``size: yes`` as ``True``)."""
+    kind = _ENTRY_TYPES[key]
+    if value is None and key in ("train", "dev", "test", "synthetic"):
+        return None
+    if kind == "names":
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            return f"expected a list of names, e.g. [a, b], got {value!r}"
+        return None
+    if kind == "numbers":
+        if not isinstance(value, list) or len(value) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            return f"expected [low, high], two finite numbers, got {value!r}"
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return f"expected {_TYPE_NAMES[kinds[0]]}, got {value!r}"
+    if not isinstance(value, kinds):
+        return f"expected {_TYPE_NAMES[kinds[0]]}, got {value!r}"
+    if key == "columns" and not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in value.values()):
+        return f"expected column names or 0-based indices, got {value!r}"
+    return None
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a mapping", int: "an integer", float: "a number"}
 
 
 def _resolve(location: str, root: Path) -> str:
@@ -189,19 +242,39 @@ def _record(definition: TaskDef, values: Mapping[str, Any], where: str, source: 
         record["label"] = definition.labels.index(label)
     else:
         try:
-            record["score"] = float(values.get("score"))  # type: ignore[arg-type]
+            score = float(values.get("score"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise DataError(source, where, f"score {values.get('score')!r} is not a number") from None
+        if not math.isfinite(score):
+            raise DataError(source, where, f"score {values.get('score')!r} is not a finite number")
+        if definition.score_range is not None and not definition.score_range[0] <= score <= definition.score_range[1]:
+            low, high = definition.score_range
+            raise DataError(source, where, f"score {score:g} is outside the task's score_range [{low:g}, {high:g}]")
+        record["score"] = score
     return record
 
 
+def _tsv_text(path: Path) -> str:
+    """The file's text (UTF-8, an optional byte-order mark); a byte that is not UTF-8 is one line naming its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(str(path), f"line {line}", f"byte {data[err.start]:#04x} is not UTF-8 (save the file as "
+                        f"UTF-8)") from None
+
+
 def _read_tsv(definition: TaskDef, path: Path, split: str) -> Dataset:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    """The examples of a TSV file. Every row has as many fields as the first (the header, when there is one): a
+    row with more or fewer is refused, not read by position, since its fields would land in the wrong columns."""
+    rows = list(csv.reader(io.StringIO(_tsv_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows[0] if definition.header and rows else None
     body = rows[1:] if header is not None else rows
     indices = _column_index(definition, header, path)
     width = max(indices.values()) + 1
+    fields = len(header) if header is not None else next((len(row) for row in body if any(c.strip() for c in row)),
+                                                          width)
     records = []
     for number, row in enumerate(body, start=2 if header is not None else 1):
         if not any(cell.strip() for cell in row):
@@ -209,6 +282,9 @@ def _read_tsv(definition: TaskDef, path: Path, split: str) -> Dataset:
         where = f"line {number}"
         if len(row) < width:
             raise DataError(str(path), where, f"has {len(row)} columns, needs at least {width}")
+        if len(row) != fields:
+            raise DataError(str(path), where, f"has {len(row)} tab-separated fields, the "
+                            f"{'header' if header is not None else 'first row'} has {fields} (a stray tab?)")
         values = {role: row[index] for role, index in indices.items()}
         records.append(_record(definition, values, where, str(path), f"{definition.name}-{split}-{number}"))
     if not records:
