@@ -14,6 +14,7 @@ from kd_core.engine.inputs import knowledge_for, load_model
 from kd_core.engine.local import drive
 from kd_core.engine.prepare import StudentsData, build_students_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep
+from kd_core.engine.workspace import absolute_result
 from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.table import read_knowledge
@@ -78,7 +79,9 @@ def test_a_bilstm_learns_from_the_teachers_example_keyed_knowledge_through_its_o
     ws = replace(taught, run_dir=tmp_path, _features={}, _hashes={})
     ws_knowledge = ws.result_path("knowledge")
     ws_knowledge.parent.mkdir(parents=True)
-    ws_knowledge.write_text(taught.result_path("knowledge").read_text())
+    # a result taken into another run directory names the first one's files absolutely
+    ws_knowledge.write_text(json.dumps(absolute_result(json.loads(taught.result_path("knowledge").read_text()),
+                                                       taught.store)))
     student = TrainStep("bilstm", "bilstm-E32-H32", 1, "words", (TermSpec("soft", 1.0, 1.0),),
                         TrainConfig(epochs=6, learning_rate=3e-3, batch_size=16), knowledge="knowledge",
                         split="transfer")
@@ -133,7 +136,7 @@ def test_a_noisy_teacher_changes_training_and_stays_reproducible(taught, tmp_pat
     def trained(noise, folder):
         ws = replace(taught, run_dir=tmp_path / folder, _features={}, _hashes={})
         ws.result_path("knowledge").parent.mkdir(parents=True)
-        ws.result_path("knowledge").write_text(taught.result_path("knowledge").read_text())
+        ws.result_path("knowledge").write_text(json.dumps(absolute_result(taught.result("knowledge"), taught.store)))
         step = TrainStep("s", "tiny-bert-1l", 1, "teacher", (TermSpec("soft", 1.0, 2.0),),
                          TrainConfig(epochs=2, batch_size=32), knowledge="knowledge", split="transfer",
                          teacher_noise=noise)
