@@ -43,6 +43,7 @@ import transformers  # noqa: E402
 from jobs.distill import DistillConfig, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
+from kd_core.engine.workspace import absolute_result  # noqa: E402
 from kd_core.io.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.methods.a2d import a2d_recipe, summarise  # noqa: E402
@@ -76,7 +77,7 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
             shared = {step.name: teachers[step.name] for step in spec.teacher_plan(variant, vws)
                       if base_plan.get(step.name) == step}
             for step_name, result in shared.items():  # the variant's run directory holds the shared results
-                write_atomic(vws.result_path(step_name), json.dumps(result))
+                write_atomic(vws.result_path(step_name), json.dumps(absolute_result(result, ws.store)))
             results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws, progress=True) for s in steps],
                             done=shared)
             out[name] = results["eval-student-dev"]["primary"]

@@ -35,6 +35,8 @@ from kd_core.data.synthetic import DOMAINS  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
 from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
+from kd_core.engine.workspace import absolute_result  # noqa: E402
+from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
 
 
@@ -56,17 +58,16 @@ def main() -> int:
     phi = recipe(teachers)
     theta = recipe({**teachers, **{step.name: {} for step in phi}})
     connect(default_tracking_uri())
+    base = ws.store
 
     times: dict[str, list[float]] = {"concurrent": [], "sequential": []}
     for repeat in range(args.repeats):
         for mode, size in (("concurrent", len(names)), ("sequential", 1)):
             pool = WorkerPool(size)
             pool.run([lambda worker: worker.info.remote() for _ in range(size)])  # wait until every worker is up
-            ws.run_dir = work / f"{mode}-{repeat}"
-            for name in teachers:  # the shared iteration 0: its result files name its models and tables
-                target = ws.result_path(name)
-                target.parent.mkdir(parents=True)
-                shutil.copyfile(work / "base" / "steps" / name / "result.json", target)
+            ws.relocate(work / f"{mode}-{repeat}")
+            for name, result in teachers.items():  # the shared iteration 0: its results name its models and tables
+                write_atomic(ws.result_path(name), json.dumps(absolute_result(result, base)))
             ws_ref = ray.put(ws)
             started = time.perf_counter()
             for steps in (phi, theta):

@@ -94,7 +94,7 @@ def unknown_words(ws: Workspace, split: str) -> tuple[np.ndarray, np.ndarray]:
 def test_predictions(ws: Workspace, name: str, tokenizer: str) -> dict[str, int]:
     """Example id -> the class the model of train step ``name`` (read through ``tokenizer``) predicts on test."""
     result = execute(CollectStep(f"test-logits-{name}", model_ref(name), tokenizer, split="test", teacher=False), ws)
-    table = read_knowledge(ws.local(result["path"]))
+    table = read_knowledge(ws.local(ws.resolve(result["path"])))
     logits = unfixed(table.column("logits"), (ws.task.num_outputs,), np.float32)
     return dict(zip(table.column("example_id").to_pylist(), logits.argmax(axis=1).tolist()))
 

@@ -4,8 +4,15 @@ A job built on the engine is: options -> a workspace -> a recipe -> a summary. T
 does everything around that, once for every job:
 
 * **Run directory.** A local path or a ``pyarrow.fs`` URI (``s3://...``; every file goes
-  through :mod:`kd_core.io.run_store`). A fresh job removes an earlier job's outputs there
-  (``steps/``, ``state.json``, the summary) first; the steps write ``steps/<name>/...``.
+  through :mod:`kd_core.io.run_store`). The job holds the directory's lock from the start to
+  its end (:mod:`cluster.run_dirs`): a second job there is refused. A fresh job refuses a
+  directory holding another run (``steps/``, ``state.json``, the summary...) unless
+  ``--overwrite``, which removes them first; the steps write ``steps/<name>/...``. Nothing
+  written there names the directory itself: results name their files relative to it
+  (:meth:`kd_core.engine.workspace.Workspace.location`), ``state.json`` keeps no
+  ``run_dir`` option, ``summary.json`` names the saved models relative to it (the summary
+  returned and printed names them absolutely), so a run directory can be copied or moved
+  and resumed where it is.
 * **State.** ``state.json`` (written atomically) holds the method, the options, the MLflow
   run ids and which steps' runs are finished. ``--resume RUN_DIR`` reopens the same parent
   and child runs; options given again must equal the saved ones (a difference is refused,
@@ -48,9 +55,10 @@ from typing import Any, TypeVar
 import ray
 
 from cluster.data_parallel import train_on_ray_train
-from cluster.model_folders import MODELS_DIR, publish_models
+from cluster.model_folders import publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
+from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
 from cluster.runtime import announce, connect
 from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
@@ -65,16 +73,14 @@ from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.redaction import redact, redact_strings
-from kd_core.io.run_files import write_atomic, writing
+from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
-SUMMARY_FILE = "summary.json"
-TABLE_FILE = "summary_table.txt"
 T = TypeVar("T")
-#: What a fresh job removes from its run directory first (a resumed job keeps them).
-JOB_OUTPUTS = ("steps", MODELS_DIR, STATE_FILE, SUMMARY_FILE, TABLE_FILE)
+#: Options ``state.json`` does not keep: where the run directory is (a resumed job is told; a copy is elsewhere).
+UNSAVED_OPTIONS = ("run_dir",)
 
 
 @dataclass(frozen=True)
@@ -178,10 +184,15 @@ def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -
 
 
 class JobRuntime:
-    """One job's run directory, state, MLflow runs and workers (module doc)."""
+    """One job's run directory, state, MLflow runs and workers (module doc).
+
+    Constructing it takes the run directory's lock (a fresh job: after refusing another run's
+    directory unless ``overwrite``); :meth:`close`, or leaving ``with JobRuntime(...)``, releases
+    it, on any exception too. A construction that fails releases it itself.
+    """
 
     def __init__(self, method: str, options: Mapping[str, Any], run_dir: str | Path, tracking_uri: str | None,
-                 experiment: str, resume: bool = False) -> None:
+                 experiment: str, resume: bool = False, overwrite: bool = False) -> None:
         self.method = method
         self.store = RunStore(output_location(run_dir))
         self.run_dir = self.store.local_root  # where this process writes: the run dir, or its staging folder
@@ -190,20 +201,32 @@ class JobRuntime:
             print(redact(f"{method} job {submission_id()}: run dir {self.store.location}; MLflow store "
                          f"{self.tracking_uri}"), flush=True)
         self.experiment = experiment
-        if resume:
-            self.state = JobState.load(self.store, method)
-        else:
-            with writing(self.store.location, "run directory"):  # unwritable: one line, before any cluster work
-                self.store.remove(*JOB_OUTPUTS)
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.state = JobState(method, dict(options))
-            self.state.save(self.store)
+        self.lock = claim(self.store, JOB_OUTPUTS, fresh=not resume, overwrite=overwrite)
+        try:
+            if resume:
+                self.state = JobState.load(self.store, method)
+            else:
+                self.state = JobState(method, {k: v for k, v in options.items() if k not in UNSAVED_OPTIONS})
+                self.state.save(self.store)
+        except BaseException:
+            self.close()
+            raise
         self.tracker: Tracker | None = None
         self.parent: RunRef | None = None
         self.pool: WorkerPool | None = None
         self.progress = StageProgress(method, enabled=False)
         self.reused_steps: list[str] = []
         self.train_steps: dict[str, TrainStep] = {}  # every train step the recipe ran or reused, by name
+
+    def close(self) -> None:
+        """Release the run directory's lock (idempotent; module doc)."""
+        self.lock.release()
+
+    def __enter__(self) -> JobRuntime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextmanager
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
@@ -312,7 +335,7 @@ class JobRuntime:
             view = ws.view(step.task) if step.task else ws
             register = self.state.options.get("register_as")
             example = serving_input(view.task, view.examples(step.sources[0].split if step.sources else step.split)[0])
-            self.tracker.log_model(run, step.name, ws.local(result["model_dir"]), serving_description(view.task, ws.windows),
+            self.tracker.log_model(run, step.name, ws.local(ws.resolve(result["model_dir"])), serving_description(view.task, ws.windows),
                                    example,
                                    tags={"kd.method": self.method, "kd.step": step.name, **step.tags},
                                    registered_name=f"{register}.{step.name}" if register and
@@ -335,18 +358,27 @@ class JobRuntime:
                 if "kd.role" in step.tags and name not in started_from and name in results}
 
     def publish(self, models: Mapping[str, tuple[str, str]]) -> dict[str, str]:
-        """Copy the job's final ``models`` to ``RUN_DIR/models/`` with an index (:mod:`cluster.model_folders`)."""
+        """Copy the job's final ``models`` to ``RUN_DIR/models/`` with an index (:mod:`cluster.model_folders`);
+        returns each one's folder relative to the run directory."""
         return publish_models(self.store, models)
 
     def finish(self, summary: dict[str, Any], table: str) -> dict[str, Any]:
         """Write the summary and its table (once, atomically) and log them on the parent run; returns the summary,
-        every credential in it redacted (module doc)."""
+        every credential in it redacted (module doc).
+
+        ``summary.json`` in the run directory names no place of it absolutely (module doc); the summary
+        returned (printed, and logged on the parent run) adds the run directory and names the saved models
+        where they are.
+        """
         assert self.tracker is not None and self.parent is not None
         summary = redact_strings({**summary, "mlflow_run_id": self.parent.run_id,
-                                  "mlflow_experiment_id": self.parent.experiment_id,
-                                  "tracking_uri": self.tracking_uri, "run_dir": self.store.location})
+                                  "mlflow_experiment_id": self.parent.experiment_id, "tracking_uri": self.tracking_uri})
         _write(self.store, TABLE_FILE, table + "\n")
         _write(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
+        summary["run_dir"] = redact(self.store.location)
+        if "saved_models" in summary:
+            summary["saved_models"] = {key: redact(self.store.resolve(name))
+                                       for key, name in summary["saved_models"].items()}
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary

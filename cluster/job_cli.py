@@ -3,13 +3,17 @@
 :class:`Job` is a :class:`~kd_core.io.cli.Command` whose run is always the same: options
 (``--resume RUN_DIR``: the saved ones, :func:`cluster.job.job_config`) -> a workspace
 (:meth:`Job.prepare`, every check before any cluster work) -> the method's recipe on the job
-runtime (:class:`cluster.job.JobRuntime`: run directory, Ray workers, one MLflow child run per
-step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the method's own
+runtime (:class:`cluster.job.JobRuntime`: run directory and its lock, Ray workers, one MLflow
+child run per step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the method's own
 charts and metrics on the parent run (:meth:`Job.log`) -> ``summary.json`` and its table,
 printed with the MLflow run and the run directory (credentials redacted, :mod:`kd_core.io.redaction`).
 A ``--address`` (or ``RAY_ADDRESS``) where no cluster answers is refused first, before the run
 directory is touched (:func:`cluster.runtime.check_address`). A job file says only what is its own: the
 config dataclass, the description, the workspace, the recipe, the summary and its table.
+
+A fresh job refuses a run directory that holds another run unless ``--overwrite``
+(:mod:`cluster.run_dirs`); the options already say so, before the data are read, so
+``--check`` does too.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from cluster.job import JobRuntime, job_config
+from cluster.run_dirs import refuse_other_run
 from cluster.runtime import check_address
 from cluster.tracking import RunRef, Tracker
 from kd_core.engine.local import Recipe
 from kd_core.engine.steps import Result
 from kd_core.engine.workspace import Workspace
 from kd_core.io.cli import Command, quiet_progress
+from kd_core.io.errors import ConfigError
 from kd_core.io.options import part
 from kd_core.io.redaction import redact
 from kd_core.io.run_files import write_atomic
@@ -114,6 +120,8 @@ class Job(RayCommand[C]):
     def run_flags(self, parser: argparse.ArgumentParser) -> None:
         super().run_flags(parser)
         parser.add_argument("--resume", metavar="RUN_DIR", help=self.resume_help)
+        parser.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir if it holds one "
+                            "(its results, models and state are removed; without it such a directory is refused)")
 
     def extra_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--quiet", action="store_true", help="no progress lines or bars (the summary is still "
@@ -123,26 +131,41 @@ class Job(RayCommand[C]):
         quiet_progress(args.quiet)
 
     def config(self, args: argparse.Namespace) -> C:
-        return job_config(self.config_class, self.method, args)
+        if args.resume and args.overwrite:
+            raise ConfigError("--overwrite", "--resume", "--overwrite starts the run afresh, --resume continues it; "
+                              "pass one of them")
+        config = job_config(self.config_class, self.method, args)
+        if not args.resume:
+            refuse_other_run(config.run_dir, args.overwrite)  # type: ignore[attr-defined]
+        return config
 
     def check(self, config: C) -> None:
         self.reused(config, self.prepare(config))
 
     def execute(self, config: C, args: argparse.Namespace) -> dict[str, Any]:
         check_address(args.address)  # before the run directory is touched
-        return self.run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet)
+        return self.run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet,
+                        overwrite=args.overwrite)
 
-    def run(self, config: C, address: str | None = None, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-        """Run (or continue) the job; returns its summary (module doc)."""
+    def run(self, config: C, address: str | None = None, resume: bool = False, quiet: bool = False,
+            overwrite: bool = False) -> dict[str, Any]:
+        """Run (or continue) the job; returns its summary (module doc). The run directory is locked from the
+        runtime's start to the end of this call, however it ends."""
         started = time.perf_counter()
         ws = self.prepare(config)
         ws.compute = part(Compute, config)
         reused = self.reused(config, ws)
         options: Any = config
-        runtime = JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,
-                             resume)
+        with JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,
+                        resume, overwrite) as runtime:
+            return self._run(config, ws, reused, runtime, address, quiet, started)
+
+    def _run(self, config: C, ws: Workspace, reused: dict[str, Result], runtime: JobRuntime, address: str | None,
+             quiet: bool, started: float) -> dict[str, Any]:
+        """:meth:`run` once the runtime holds the run directory."""
+        options: Any = config
         ws.relocate(runtime.store.location)
-        for name, result in reused.items():  # finished steps of the earlier run: the engine does not run them again
+        for name, result in reused.items():  # finished steps of the earlier run (absolute: they name its files)
             if not ws.result_path(name).exists():
                 write_atomic(ws.result_path(name), json.dumps(result, indent=1))
         run_name = options.run_name or f"{self.run_name(config, ws)} {datetime.now():%Y-%m-%d %H:%M}"

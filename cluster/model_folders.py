@@ -7,7 +7,8 @@ models, students; not the intermediate ones) are copied here, each a plain Huggi
 where the file system allows it, so a local run dir does not hold them twice. The index
 lists, per model, its folder (relative to ``models/``), the step that trained it and its
 role; it is written last, so a job stopped while copying leaves no index that names a
-missing model.
+missing model. Nothing here names the run directory itself (the models' locations returned
+are relative to it), so a copied or moved run directory's index still names its own models.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def publish_models(store: RunStore, models: Mapping[str, tuple[str, str]]) -> dict[str, str]:
-    """Copy ``models`` (``"<role>/<name>"`` -> (step, model location)) to ``models/`` and index them.
+    """Copy ``models`` (``"<role>/<name>"`` -> (step, model location as its result names it)) to ``models/`` and
+    index them.
 
-    Returns ``"<role>/<name>"`` -> the folder's location (a path, or a URI for a run dir in an
-    object store). An earlier ``models/`` folder of the run (a resumed job) is replaced.
+    Returns ``"<role>/<name>"`` -> the folder's location relative to the run directory
+    (:meth:`~kd_core.io.run_store.RunStore.resolve` finds it). An earlier ``models/`` folder
+    of the run (a resumed job) is replaced.
     """
     root = store.local_root / MODELS_DIR
     store.remove(MODELS_DIR)
@@ -44,9 +47,9 @@ def publish_models(store: RunStore, models: Mapping[str, tuple[str, str]]) -> di
         role, _, name = key.partition("/")
         if not role or not name or ".." in key.split("/"):
             raise ValueError(f"a model's key is <role>/<name>, got {key!r}")
-        shutil.copytree(store.local(location), root / key, copy_function=_link_or_copy)
+        shutil.copytree(store.local(store.resolve(location)), root / key, copy_function=_link_or_copy)
         store.push(root / key)
         index[key] = {"path": key, "role": role, "step": step}
     write_atomic(root / INDEX_FILE, json.dumps({"models": index}, indent=1))
     store.push(root / INDEX_FILE)
-    return {key: store.location_of(root / key) for key in index}
+    return {key: store.name_of(root / key) for key in index}

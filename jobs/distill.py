@@ -82,7 +82,8 @@ def describe(results: dict[str, Result], config: DistillConfig, ws: Workspace) -
                    student_parameters=student["parameters"], train_examples=len(ws.examples("train")),
                    dev_examples=len(ws.examples("dev")), train_features=len(ws.features("teacher", "train")[0]))
     if "knowledge" in results:
-        confusing = read_knowledge(results["knowledge"]["path"]).column("confusing_start").to_numpy()
+        table = read_knowledge(ws.local(ws.resolve(results["knowledge"]["path"])))
+        confusing = table.column("confusing_start").to_numpy()
         summary["confusing_answer_share"] = float(np.mean(confusing >= 0))
     if config.baseline:
         summary["no_kd_student_em"] = results["student-no-kd"]["scores"]["dev"]["exact_match"]

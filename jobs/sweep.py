@@ -5,7 +5,8 @@ file with its ``space:`` and ``job:`` mappings; on the command line the sweep's 
 the method's job options as fixed settings, e.g. ``--method a2d --epochs 2 --members 3``, and
 ``--set KEY=VALUE``; :mod:`tuning.config`) are checked with the space and the data before
 any cluster work; then :func:`tuning.sweep.run_sweep` runs the recipe's teacher steps once and
-the trials on Ray Tune, every trial a child run in MLflow.
+the trials on Ray Tune, every trial a child run in MLflow. A run directory holding another run
+(a job's or a sweep's) is refused, also by ``--check``, unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script and under `ray job submit`
 
 from cluster.job_cli import RayCommand  # noqa: E402
+from cluster.run_dirs import refuse_other_run  # noqa: E402
 from tuning.config import Prepared, SweepConfig, config_from, prepare  # noqa: E402
 from tuning.results import format_summary  # noqa: E402
 from tuning.sweep import run_sweep  # noqa: E402
@@ -40,6 +42,11 @@ class Sweep(RayCommand[SweepConfig]):
               "--set method=NAME.")
     allow_abbrev = False  # a job option is never read as an abbreviated sweep option
 
+    def run_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().run_flags(parser)
+        parser.add_argument("--overwrite", action="store_true", help="replace the run in the sweep's run directory if "
+                            "it holds one (without it such a directory is refused)")
+
     def extra_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="a fixed setting by its field name, e.g. --set epochs=4 (the same as --epochs 4; "
@@ -52,13 +59,15 @@ class Sweep(RayCommand[SweepConfig]):
         return args
 
     def config(self, args: argparse.Namespace) -> SweepConfig:
-        return config_from(args)
+        config = config_from(args)
+        refuse_other_run(config.root, args.overwrite, can_resume=False)  # --check says so too
+        return config
 
     def prepare(self, config: SweepConfig) -> Prepared:
         return prepare(config)
 
     def execute(self, config: SweepConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_sweep(config, address=args.address)
+        return run_sweep(config, address=args.address, overwrite=args.overwrite)
 
     def table(self, summary: dict[str, Any]) -> str:
         return format_summary(summary)

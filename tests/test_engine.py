@@ -37,7 +37,7 @@ def test_every_task_runs_the_recipe_end_to_end_and_a_rerun_recomputes_nothing(ta
     assert set(results["student"]["scores"]) == {"dev"}
     assert results["student"]["last_metrics"]["weight/kd"] == pytest.approx(0.5)
     # The knowledge names the teacher that made it (hash of the weights the teacher step saved).
-    manifest = read_manifest(read_knowledge(results["knowledge"]["path"]))
+    manifest = read_manifest(read_knowledge(ws.resolve(results["knowledge"]["path"])))
     teacher = load_model("@teacher-0", 0, "teacher", ws, "cpu")
     assert [t.weights for t in manifest.teachers] == [weights_hash(teacher)]
     assert manifest.task == task and manifest.key == ("feature_id" if task == "span_qa" else "example_id")

@@ -48,7 +48,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     table = (run_dir / "summary_table.txt").read_text()
     assert table.startswith("F1") and "imm test" in table and "ft dev" in table
     for name, model_dir in summary["final_models"].items():
-        assert (Path(model_dir) / "model.safetensors").exists()
+        assert not Path(model_dir).is_absolute() and (run_dir / model_dir / "model.safetensors").exists()
     # the kept model of each domain, copied (hard-linked) to models/imm/<domain>, named by the index
     assert summary["saved_models"] == {f"imm/{d}": str(run_dir / "models" / "imm" / d) for d in domains}
     index = json.loads((run_dir / "models/index.json").read_text())["models"]
@@ -56,7 +56,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
         step = summary["final_steps"][d]
         assert index[f"imm/{d}"] == {"path": f"imm/{d}", "role": "imm", "step": step}
         saved = run_dir / "models/imm" / d / "model.safetensors"
-        kept = Path(summary["final_models"][d]) / "model.safetensors"
+        kept = run_dir / summary["final_models"][d] / "model.safetensors"
         assert saved.read_bytes() == kept.read_bytes() and saved.stat().st_ino == kept.stat().st_ino
     assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.parquet")) == sorted(
         f"knowledge-{d}-0" for d in domains)

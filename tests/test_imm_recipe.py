@@ -42,7 +42,7 @@ def test_upsampling_repeats_every_row_equally_then_samples_the_rest():
 def test_a_mixture_upsamples_to_the_largest_part_and_reads_knowledge_by_feature_id(ws):
     collected = execute(CollectStep("finance-teacher", "tiny-bert", "shared", split="finance.train",
                                     options=(("top_k", 1), ("with_attention", False))), ws)
-    table = read_knowledge(collected["path"])
+    table = read_knowledge(ws.resolve(collected["path"]))
     # The same knowledge stored in reversed row order: a mixture must align it by feature id, not by row.
     reversed_path = ws.step_dir("reversed") / "knowledge.parquet"
     write_knowledge(table.take(pa.array(range(table.num_rows - 1, -1, -1))), reversed_path)

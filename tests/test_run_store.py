@@ -38,6 +38,9 @@ def test_a_local_store_is_the_folder_itself(tmp_path):
     path = store.local_root / "steps" / "a" / "result.json"
     assert store.local_root == tmp_path / "run" and store.location_of(path) == str(path)
     assert store.local(str(path)) == str(path) and store.local("tiny-bert") == "tiny-bert"
+    # results name the run's files relative to it; absolute ones (older results, other runs) stay as they are
+    assert store.name_of(path) == "steps/a/result.json" and store.resolve("steps/a/result.json") == str(path)
+    assert store.resolve("/elsewhere/model") == "/elsewhere/model" and store.resolve("s3://b/x") == "s3://b/x"
     assert store.read_text(path) is None
     path.parent.mkdir(parents=True)
     path.write_text("{}")
@@ -50,7 +53,7 @@ def test_a_pushed_step_is_read_back_by_another_process_from_the_store(store, s3)
     step = store.local_root / "steps" / "teacher"
     (step / "model").mkdir(parents=True)
     (step / "model" / "model.safetensors").write_bytes(b"weights")
-    (step / "result.json").write_text(json.dumps({"model_dir": store.location_of(step / "model")}))
+    (step / "result.json").write_text(json.dumps({"model_dir": store.name_of(step / "model")}))
     store.push(step)
     result_key = f"kd-runs/{_prefix(store)}/steps/teacher"
     assert set(s3.keys(_prefix(store))) == {f"{result_key}/result.json", f"{result_key}/model/model.safetensors"}
@@ -59,8 +62,8 @@ def test_a_pushed_step_is_read_back_by_another_process_from_the_store(store, s3)
     clear_staging()  # as a fresh process (another node's worker): nothing local
     assert store.local_root != first_staging and not (store.local_root / "steps").exists()
     result = json.loads(store.read_text(store.local_root / "steps" / "teacher" / "result.json"))
-    assert result["model_dir"] == s3.uri(f"{_prefix(store)}/steps/teacher/model")
-    model = store.local(result["model_dir"])
+    assert store.resolve(result["model_dir"]) == s3.uri(f"{_prefix(store)}/steps/teacher/model")
+    model = store.local(store.resolve(result["model_dir"]))
     assert (store.local_root / "steps" / "teacher" / "model" / "model.safetensors").read_bytes() == b"weights"
     assert model == str(store.local_root / "steps" / "teacher" / "model")
     assert store.read_text(store.local_root / "steps" / "other" / "result.json") is None

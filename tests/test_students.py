@@ -14,6 +14,7 @@ from kd_core.engine.inputs import knowledge_for, load_model
 from kd_core.engine.local import drive
 from kd_core.engine.prepare import StudentsData, build_students_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep
+from kd_core.engine.workspace import absolute_result
 from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.table import read_knowledge
@@ -54,7 +55,7 @@ def test_augmented_rows_carry_no_label_and_the_knowledge_table_flags_them(taught
     augmented = [i for i, example_id in enumerate(transfer["id"]) if "~aug" in example_id]
     assert len(transfer) > len(taught.splits["train"]) and len(augmented) == len(transfer) - len(taught.splits["train"])
     assert all(transfer[i]["label"] is None and transfer[i]["score"] is None for i in augmented)
-    table = pq.read_table(json.loads(taught.result_path("knowledge").read_text())["path"])
+    table = pq.read_table(taught.resolve(json.loads(taught.result_path("knowledge").read_text())["path"]))
     gold = dict(zip(table.column("example_id").to_pylist(), table.column("gold").to_pylist()))
     assert {k for k, v in gold.items() if not v} == {transfer[i]["id"] for i in augmented}
     # the gold-label loss is 0 on them: their labels are -1 in the arrays
@@ -64,7 +65,7 @@ def test_augmented_rows_carry_no_label_and_the_knowledge_table_flags_them(taught
 
 def test_a_bilstm_learns_from_the_teachers_example_keyed_knowledge_through_its_own_tokenizer(taught, tmp_path):
     # The same example ids read through the word tokenizer get the teacher's rows, even from a shuffled table.
-    path = json.loads(taught.result_path("knowledge").read_text())["path"]
+    path = taught.resolve(json.loads(taught.result_path("knowledge").read_text())["path"])
     expected = knowledge_for("knowledge", "teacher", "transfer", taught)["teacher_logits"]
     table = pq.read_table(path)
     shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
@@ -78,7 +79,9 @@ def test_a_bilstm_learns_from_the_teachers_example_keyed_knowledge_through_its_o
     ws = replace(taught, run_dir=tmp_path, _features={}, _hashes={})
     ws_knowledge = ws.result_path("knowledge")
     ws_knowledge.parent.mkdir(parents=True)
-    ws_knowledge.write_text(taught.result_path("knowledge").read_text())
+    # a result taken into another run directory names the first one's files absolutely
+    ws_knowledge.write_text(json.dumps(absolute_result(json.loads(taught.result_path("knowledge").read_text()),
+                                                       taught.store)))
     student = TrainStep("bilstm", "bilstm-E32-H32", 1, "words", (TermSpec("soft", 1.0, 1.0),),
                         TrainConfig(epochs=6, learning_rate=3e-3, batch_size=16), knowledge="knowledge",
                         split="transfer")
@@ -133,7 +136,7 @@ def test_a_noisy_teacher_changes_training_and_stays_reproducible(taught, tmp_pat
     def trained(noise, folder):
         ws = replace(taught, run_dir=tmp_path / folder, _features={}, _hashes={})
         ws.result_path("knowledge").parent.mkdir(parents=True)
-        ws.result_path("knowledge").write_text(taught.result_path("knowledge").read_text())
+        ws.result_path("knowledge").write_text(json.dumps(absolute_result(taught.result("knowledge"), taught.store)))
         step = TrainStep("s", "tiny-bert-1l", 1, "teacher", (TermSpec("soft", 1.0, 2.0),),
                          TrainConfig(epochs=2, batch_size=32), knowledge="knowledge", split="transfer",
                          teacher_noise=noise)
@@ -223,7 +226,7 @@ def test_a_teacher_assistant_chain_collects_each_knowledge_table_once(tasks_file
     assert recipe.planned == len(stages) - 1  # every stage it went through (the last call: nothing left)
     assistant = json.loads(ws.result_path("assistant").read_text())
     assert assistant["last_metrics"]["weight/kd"] == 0.4  # the assistant distils from the teacher as students do
-    path = results["knowledge-assistant"]["path"]
+    path = ws.resolve(results["knowledge-assistant"]["path"])
     assert read_manifest(read_knowledge(path), path).teachers[0].name == assistant["model_dir"]  # students read it
     scratch = json.loads(ws.result_path("scratch").read_text())
     assert "loss/hidden_mse" in scratch["last_metrics"] and "loss/hidden_mse" not in \

@@ -25,8 +25,8 @@ TRAIN = TrainStep("member", "tiny-bert", 7, "teacher", (TermSpec("hard"),),
 COLLECT = CollectStep("knowledge", model_ref("member"), "teacher", options=(("top_k", 3), ("with_attention", True)))
 
 
-def _weights(result):
-    return load_file(os.path.join(result["model_dir"], "model.safetensors"))
+def _weights(result, ws):
+    return load_file(os.path.join(ws.resolve(result["model_dir"]), "model.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +34,20 @@ def in_one_process(tmp_path_factory):
     """The reference: both steps executed in this process with one torch thread."""
     torch.set_num_threads(1)
     ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path_factory.mktemp("local"))
-    return execute(TRAIN, ws), execute(COLLECT, ws)
+    return ws, execute(TRAIN, ws), execute(COLLECT, ws)
 
 
 def test_steps_on_a_worker_equal_the_same_steps_in_one_process(ray_session, in_one_process, tmp_path):
-    trained, collected = in_one_process
+    local, trained, collected = in_one_process
     ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path)
     worker = create_worker(ONE_THREAD)
     ws_ref = ray_session.put(ws)
     on_worker = ray_session.get(worker.run.remote(TRAIN, ws_ref, None, 1), timeout=300)
     assert on_worker["scores"] == trained["scores"]
-    a, b = _weights(trained), _weights(on_worker)
+    a, b = _weights(trained, local), _weights(on_worker, ws)
     assert all(torch.equal(a[k], b[k]) for k in a)
     knowledge = ray_session.get(worker.run.remote(COLLECT, ws_ref, None, 1), timeout=300)
-    got, want = read_knowledge(knowledge["path"]), read_knowledge(collected["path"])
+    got, want = read_knowledge(ws.resolve(knowledge["path"])), read_knowledge(local.resolve(collected["path"]))
     assert got.column("feature_id").equals(want.column("feature_id"))
     assert got.column("topk_start").equals(want.column("topk_start"))
     width = len(got.column("start_logits")[0])
@@ -58,7 +58,7 @@ def test_steps_on_a_worker_equal_the_same_steps_in_one_process(ray_session, in_o
 
 def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_checkpoint(ray_session, in_one_process,
                                                                                         tmp_path):
-    trained, _ = in_one_process
+    local, trained, _ = in_one_process
     ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path)
     worker = create_worker(ONE_THREAD)
     pid = ray_session.get(worker.info.remote(), timeout=120)["pid"]
@@ -72,7 +72,7 @@ def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_che
     result = ray_session.get(call, timeout=600)  # Ray restarts the worker and retries the call
     assert ray_session.get(worker.info.remote(), timeout=120)["pid"] != pid
     assert result["resumed_from_step"] > 0
-    a, b = _weights(trained), _weights(result)
+    a, b = _weights(trained, local), _weights(result, ws)
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same weights as the uninterrupted step
     ray_session.kill(worker, no_restart=True)
 

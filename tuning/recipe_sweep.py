@@ -3,7 +3,9 @@
 Nothing here knows a method. The recipe marks its teacher steps; the sweep drives the recipe
 until its first non-teacher step on a pool of workers (once for all trials), or reads those
 steps' results from an earlier job's run directory (``--knowledge-from``: their knowledge
-tables are checked against this sweep's data through their manifests). Every trial then
+tables are checked against this sweep's data through their manifests). Either way the results
+name their models and tables absolutely (:func:`~kd_core.engine.workspace.absolute_result`),
+since each trial writes them into a run directory of its own. Every trial then
 continues the same recipe from those results (:func:`tuning.trials.recipe_trial`). A
 searched setting that would change a teacher step is refused before any cluster work.
 """
@@ -19,7 +21,7 @@ from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker
 from kd_core.engine.local import drive, is_teacher
 from kd_core.engine.steps import Result, Step
-from kd_core.engine.workspace import Workspace
+from kd_core.engine.workspace import Workspace, absolute_result
 from kd_core.io.config_files import build_config, unknown_key
 from kd_core.io.run_store import join
 from kd_core.methods.registry import METHODS, MethodSpec
@@ -84,4 +86,4 @@ def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[
     tracker.log_metrics(run, {"teacher_passes": 1, **{f"{name}/dev_primary": r["primary"]
                                                       for name, r in results.items() if "primary" in r}})
     tracker.end_run(run)
-    return results, 1
+    return {name: absolute_result(result, sweep.ws.store) for name, result in results.items()}, 1

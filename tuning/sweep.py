@@ -22,7 +22,10 @@ One sweep is one MLflow parent run and, in order (its options and checks: :mod:`
    (:mod:`kd_core.io.redaction`); Tune gets a URI run directory as a file system and a path.
 
 The run directory (``teachers/``, ``trials/<id>/``, ``ray_results/``, ``best/``) is a path or a
-``pyarrow.fs`` URI: every file goes through :mod:`kd_core.io.run_store`, as in a job.
+``pyarrow.fs`` URI: every file goes through :mod:`kd_core.io.run_store`, as in a job. As a
+job, a sweep holds its run directory's lock while it runs and refuses a directory that holds
+another run (a job's or a sweep's) unless ``--overwrite`` (:mod:`cluster.run_dirs`), which
+removes an earlier sweep's outputs first.
 """
 
 from __future__ import annotations
@@ -38,31 +41,33 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from cluster.run_dirs import SWEEP_OUTPUTS, claim
 from cluster.runtime import announce, connect
 from cluster.secrets import ray_storage
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.redaction import redact_strings
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
-from tuning.config import SweepConfig, prepare
+from tuning.config import Prepared, SweepConfig, prepare
 from tuning.recipe_sweep import run_teachers
 from tuning.results import log_results, summarise
 from tuning.spaces import param_space
 from tuning.trials import RecipeTrialInputs, recipe_trial
 
-SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
 
-
-def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
-    """Run the whole sweep (module doc) and return its summary."""
+def run_sweep(config: SweepConfig, address: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the whole sweep (module doc) and return its summary; the run directory is locked until it returns."""
     started = time.perf_counter()
     p = prepare(config)
     store = RunStore(config.root)
+    with claim(store, SWEEP_OUTPUTS, fresh=True, overwrite=overwrite, can_resume=False):
+        return _sweep(config, p, store, address, started)
+
+
+def _sweep(config: SweepConfig, p: Prepared, store: RunStore, address: str | None, started: float) -> dict[str, Any]:
+    """:func:`run_sweep` in its locked, cleared run directory."""
     run_dir = store.local_root  # where this process writes: the run dir, or its staging folder
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    store.remove(*SWEEP_OUTPUTS)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
     announce(connect(tracking_uri, address))
     tracker = Tracker(tracking_uri)
     parent = tracker.start_run(config.experiment, f"sweep {config.method}",

@@ -3,7 +3,8 @@
 Trials never run a teacher. The sweep runs the recipe's teacher steps once (or reuses them
 from a run directory) and hands every trial the same read-only inputs through
 ``tune.with_parameters`` (one object-store copy). Their result files are put into the
-trial's run directory (they name the shared models and tables), and the trial drives the
+trial's run directory (they name the shared models and tables absolutely, where the sweep's
+teacher run directory holds them), and the trial drives the
 recipe on from there in its own process, reporting either
 
 * the dev score of the method's metric step after every epoch (A2D, plain KD: a student),
@@ -97,7 +98,7 @@ def recipe_trial(params: dict[str, Any], inputs: RecipeTrialInputs) -> None:
                 best = progress.metric
                 shutil.rmtree(output, ignore_errors=True)
                 for name, model_dir in progress.models.items():
-                    shutil.copytree(ws.local(model_dir), output / name)
+                    shutil.copytree(ws.local(ws.resolve(model_dir)), output / name)
                 ws.store.push(output)
             tune.report({RECIPE_METRIC: progress.metric, "index": progress.index})
         return done

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from kd_core.engine.inputs import finished_result, knowledge_path, load_model, model_source
+from kd_core.engine.inputs import finished_result, knowledge_path, load_model, model_location, model_source
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, SelectStep, SpeedStep, Step, TrainStep
 from kd_core.engine.train_step import EpochHook, Wrap, train_step
 from kd_core.engine.workspace import Workspace
@@ -131,7 +131,7 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
     model = load_model(step.model, 0, step.tokenizer, ws, device)
     context = ws.feature_context(step.tokenizer, step.split)
     manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
-                        teachers=(Teacher(model_source(step.model, ws), weights_hash(model)),),
+                        teachers=(Teacher(model_location(step.model, ws), weights_hash(model)),),
                         tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
     with inference(ws.compute, device):
         collected = ws.task.collect(model, features, arrays, **dict(step.options))

@@ -31,11 +31,19 @@ from kd_core.tasks.base import Task
 
 
 def model_source(model: str, ws: Workspace) -> str:
-    """A model name as a source: ``"@step"`` -> the folder that train step's result names (a path or URI).
+    """A model name as a source: ``"@step"`` -> the folder that train step's result names, resolved in this run
+    directory (a path or URI); any other name (a preset, a hub id, a path given by the user) as it is.
 
     Going through the result (not a fixed path) lets a sweep's trials share teacher steps
-    that ran once elsewhere: a trial's run directory holds their result files only.
+    that ran once elsewhere: a trial's run directory holds their result files only, which
+    name the teachers' folders absolutely.
     """
+    return model if referenced_step(model) is None else ws.resolve(model_location(model, ws))
+
+
+def model_location(model: str, ws: Workspace) -> str:
+    """A model name as results name it: ``"@step"`` -> that train step's ``model_dir`` as its result holds it
+    (relative to the run directory for a model of this run, so a manifest naming it moves with the run)."""
     step = referenced_step(model)
     if step is None:
         return model
@@ -111,7 +119,7 @@ def knowledge_path(step_name: str, ws: Workspace) -> str:
     if done is None:
         raise ConfigError("engine", step_name, "its knowledge has not been collected yet")
     ws.check_outputs(done)  # footer, rows and manifest as its step wrote them
-    return ws.local(done["path"])
+    return ws.local(ws.resolve(done["path"]))
 
 
 def finished_result(name: str, ws: Workspace, needed_by: str) -> Result:

@@ -8,7 +8,11 @@ handed to a Ray worker that executes steps.
 The run directory is a local path or a ``pyarrow.fs`` URI (:mod:`kd_core.io.run_store`): steps
 write under ``run_dir`` (the folder itself, or this process's staging folder of the URI) and
 read other steps' results and files through :meth:`Workspace.result` and
-:meth:`Workspace.local`, which go to the store.
+:meth:`Workspace.local`, which go to the store. A result names the files of its run relative
+to the run directory (:meth:`Workspace.location`), so a run directory can be copied or moved;
+readers turn such a name into a place with :meth:`Workspace.resolve`. A result taken into
+another run directory (reused teachers) is first made absolute against its own
+(:func:`absolute_result`).
 
 A result file is trusted only when whole: a JSON mapping with the keys every result and its
 kind hold (:data:`RESULT_KEYS`, :data:`KIND_KEYS`), and, for the files a step wrote itself, a
@@ -60,6 +64,8 @@ def own_outputs(result: dict[str, Any]) -> list[str]:
     """The files a result names that its step wrote (a select step's ``model_dir`` is its candidate's)."""
     key = {"train": "model_dir", "collect": "path", "merge": "path"}.get(result.get("kind", ""))
     return [result[key]] if key is not None else []
+#: The fields of a step's result that name a file or folder of its run directory (a model, a knowledge table).
+RESULT_LOCATIONS = ("model_dir", "path")
 
 
 @dataclass
@@ -182,7 +188,7 @@ class Workspace:
         """The files a finished step wrote itself, as its ``result`` names them, are whole (module doc): a train
         step's model folder, a collect or merge step's knowledge table; else
         :class:`~kd_core.io.file_checks.CorruptFile` naming the file (read through :meth:`local`, so a URI's)."""
-        for location in own_outputs(result):
+        for location in map(self.resolve, own_outputs(result)):
             try:
                 local = Path(self.local(location))
             except StorageError as err:
@@ -206,7 +212,7 @@ class Workspace:
         writes them again; a file of another run directory that a result names is left alone.
         """
         self.store.remove(self.result_path(name).relative_to(self.run_dir).as_posix())
-        for location in own_outputs(result or {}):
+        for location in map(self.resolve, own_outputs(result or {})):
             try:
                 local = Path(self.local(location)).resolve()
             except StorageError:
@@ -240,9 +246,21 @@ class Workspace:
             shared.model_max_length = length
 
     def location(self, path: Path) -> str:
-        """How a result names the file or folder ``path`` of this run: its path, or its URI (any node can read it)."""
-        return self.store.location_of(path)
+        """How a result names the file or folder ``path`` of this run: relative to the run directory (module doc)."""
+        return self.store.name_of(path)
+
+    def resolve(self, location: str) -> str:
+        """Where a location a result named is: a relative one in this run directory (a path or URI), an absolute
+        one as it is (:meth:`~kd_core.io.run_store.RunStore.resolve`)."""
+        return self.store.resolve(location)
 
     def local(self, location: str) -> str:
-        """A local path for a location a result named (fetched once from the store when it is a URI)."""
+        """A local path for a model source or a resolved location (a URI's file fetched once from the store)."""
         return self.store.local(location)
+
+
+def absolute_result(result: dict[str, Any], store: RunStore) -> dict[str, Any]:
+    """``result`` of a step of the run directory ``store`` with the locations it names made absolute there, so that
+    it can be written into another run directory and still name the first one's files."""
+    return {key: store.resolve(value) if key in RESULT_LOCATIONS and isinstance(value, str) else value
+            for key, value in result.items()}

@@ -13,8 +13,13 @@ local disk, and this module is the one layer between the two:
 * **Reading.** A result file is read from the store itself, which is the authority: a step is
   finished when *its store* says so, whichever node ran it. A model folder or knowledge table
   another step wrote is fetched into the staging folder the first time this process needs it
-  (:meth:`RunStore.local`); results name their files by store location (the URI), so any
-  node can find them.
+  (:meth:`RunStore.local`).
+* **Naming.** Results name the files of their run by their path relative to the run
+  directory (:meth:`RunStore.name_of`: ``steps/teacher/model``), and readers resolve that
+  against the run directory they are in (:meth:`RunStore.resolve`), so any node finds them,
+  and a run directory copied or moved elsewhere (another folder, another bucket) reads its
+  own files, never the original's. A location that is already absolute (a path or URI:
+  results of older versions, or results taken from another run directory) is used as it is.
 * **Checkpoints** of a train step (and its best epoch's model) are pushed when written and
   fetched before it starts, so a step re-run on another node (a lost node, a killed worker)
   resumes where it stopped. A checkpoint is a folder that must never be seen half-replaced,
@@ -110,8 +115,20 @@ class RunStore:
     # ------------------------------------------------------------------ locations
 
     def location_of(self, path: Path) -> str:
-        """How results name the local file ``path`` (under :attr:`local_root`): its path, or its URI in the store."""
-        return str(path) if not self.remote else join(self.location, path.relative_to(self.local_root).as_posix())
+        """Where the local file ``path`` (under :attr:`local_root`) is: its absolute path, or its URI in the store."""
+        return str(path) if not self.remote else join(self.location, self.name_of(path))
+
+    def name_of(self, path: Path) -> str:
+        """How results name the local file ``path`` (under :attr:`local_root`): relative to the run directory
+        (module doc: naming)."""
+        return path.relative_to(self.local_root).as_posix()
+
+    def resolve(self, location: str) -> str:
+        """Where a location a result named is: a relative one (:meth:`name_of`) in this run directory, an absolute
+        path or a URI as it is (module doc: naming)."""
+        if is_uri(location) or Path(location).is_absolute():
+            return location
+        return join(self.location, location)
 
     def local(self, location: str) -> str:
         """A local path for ``location`` (a path, a model name or a URI), fetching a URI's file or folder once."""
@@ -146,6 +163,18 @@ class RunStore:
                 return None
             with fs.open_input_stream(remote) as stream:
                 return stream.read().decode()
+
+    def present(self, *names: str) -> list[str]:
+        """Which of the run directory's files and folders ``names`` exist, as the store holds them."""
+        if not self.remote:
+            return [name for name in names if (self.local_root / name).exists()]
+        found = []
+        with _storage(self.location, "read"):
+            for name in names:
+                fs, remote = self._remote_path(self.local_root / name)
+                if fs.get_file_info(remote).type != pafs.FileType.NotFound:
+                    found.append(name)
+        return found
 
     def pull(self, path: Path) -> bool:
         """Fetch the store's file or folder ``path`` into the staging folder (replacing it); whether it exists."""

@@ -31,10 +31,10 @@ from kd_core.engine.prepare import (
     build_workspace,
 )
 from kd_core.engine.steps import CollectStep, MergeStep, Result, SelectStep, Step
-from kd_core.engine.workspace import Workspace
+from kd_core.engine.workspace import Workspace, absolute_result
 from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
-from kd_core.io.run_store import is_uri
+from kd_core.io.run_store import RunStore, is_uri
 from kd_core.knowledge.manifest import check_manifest, read_manifest
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
@@ -110,7 +110,10 @@ class MethodSpec:
 
         Every teacher step the recipe plans must have finished there, and every knowledge
         table must have been made for these features (task, data, tokenizer): a table of
-        another task or data is refused with one line, before any cluster work.
+        another task or data is refused with one line, before any cluster work. The results
+        come back naming their models and tables absolutely, in ``run_dir``
+        (:func:`~kd_core.engine.workspace.absolute_result`), ready to be written into another
+        run directory.
         """
         if is_uri(run_dir):
             raise ConfigError(str(run_dir), "knowledge_from", "reused teachers are read from a local or shared-file-"
@@ -126,7 +129,7 @@ class MethodSpec:
                 if not path.exists():
                     raise ConfigError(str(run_dir), step.name, f"no finished {self.name} teacher step here "
                                       f"(run the {self.name} job with the same data and teacher settings first)")
-                result = json.loads(path.read_text())
+                result = absolute_result(json.loads(path.read_text()), RunStore(str(run_dir)))
                 if isinstance(step, (CollectStep, MergeStep)):
                     view = ws.view(step.task) if step.task else ws
                     table = read_knowledge(result["path"])
