@@ -22,7 +22,7 @@ from kd_core.engine.steps import TermSpec, TrainStep
 from kd_core.io.cli import run_cli
 from kd_core.io.file_checks import CorruptFile, check_parquet, safetensors_header
 from kd_core.io.redaction import redact
-from kd_core.io.run_store import clear_staging
+from kd_core.io.run_store import clear_staging, join
 from kd_core.knowledge.table import read_knowledge
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.training.loop import TrainConfig
@@ -39,11 +39,9 @@ def cut(path: Path) -> None:
 
 
 def copy_run(source: str | Path, target: Path) -> Path:
-    """A copy of the run directory ``source`` whose results name the copy's own files (until results are relative to
-    their run directory, a copy's name the original's), so corrupting the copy leaves the original whole."""
+    """A copy of the run directory ``source`` (its results name its files relative to it, so corrupting the copy
+    leaves the original whole)."""
     shutil.copytree(source, target)
-    for result in (target / "steps").rglob("result.json"):
-        result.write_text(result.read_text().replace(str(source), str(target)))
     return target
 
 
@@ -116,7 +114,7 @@ def test_in_an_s3_run_dir_a_corrupt_table_is_named_by_its_uri_and_made_again(tmp
         (line,) = warnings_in(capsys.readouterr().err)
         clear_staging()
     assert "testing:testing@" not in line  # the credentials in the URI are redacted in the line
-    assert line.startswith(f"warning: {redact(expected['knowledge-0']['path'])}: corrupt (not a readable Parquet file"), line
+    assert line.startswith(f"warning: {redact(join(run_dir, expected['knowledge-0']['path']))}: corrupt (not a readable Parquet file"), line
     assert line.endswith("; step knowledge-0 runs again") and untimed(again) == untimed(expected)
 
 
@@ -203,8 +201,8 @@ def test_safetensors_headers_catch_cut_padded_and_rewritten_files(tmp_path):
 
 
 def test_a_table_whose_rows_or_manifest_disagree_with_its_result_is_corrupt(local_run):
-    _, results = local_run
-    table, rows = Path(results["knowledge"]["path"]), results["knowledge"]["rows"]
+    original, results = local_run
+    table, rows = Path(original) / results["knowledge"]["path"], results["knowledge"]["rows"]
     check_parquet(table, rows, (b"kd_manifest",))
     with pytest.raises(CorruptFile, match=f"{rows} rows, its step wrote {rows + 1}"):
         check_parquet(table, rows + 1)
