@@ -52,6 +52,7 @@ from kd_core.io.errors import ConfigError
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
+from kd_core.io.stops import reclaim_signals
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
@@ -189,28 +190,38 @@ class JobRuntime:
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
         """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
 
+        On any exit, in order: the workers stop (a busy one at once), the parent run ends (KILLED on a stop,
+        :class:`~kd_core.io.stops.Stopped`, with its running children; FAILED on an error) and, when this call
+        connected to Ray, ``ray.shutdown()`` disconnects (a local cluster started here stops with it).
+
         Unless ``quiet``, the driver prints, on stderr, which cluster it joined and how to watch it (its
         dashboard, ``ray status``: :func:`cluster.runtime.attach_lines`), then a progress line per stage
         (:mod:`cluster.progress`).
         """
         self.progress = StageProgress(self.method, enabled=not quiet)
         cluster = connect(self.tracking_uri, address)
-        if not quiet:
-            announce(cluster)
-        self.tracker = Tracker(self.tracking_uri)
-        if self.state.parent_run_id is None:
-            self.parent = self.tracker.start_run(self.experiment, run_name, tags={"kd.method": self.method, **(tags or {})},
-                                                 params=params or self.state.options)
-            self.state.parent_run_id = self.parent.run_id
-            self.state.save(self.store)
-        else:
-            self.parent = self.tracker.reopen(self.state.parent_run_id)
-        with self.tracker.scope(self.parent):
-            self.pool = WorkerPool(workers)
-            try:
-                yield self
-            finally:
-                self.pool.shutdown()
+        reclaim_signals()  # a stop raises Stopped here, not ray.init's exit (a native dump, then status 134)
+        try:
+            if not quiet:
+                announce(cluster)
+            self.tracker = Tracker(self.tracking_uri)
+            if self.state.parent_run_id is None:
+                self.parent = self.tracker.start_run(self.experiment, run_name,
+                                                     tags={"kd.method": self.method, **(tags or {})},
+                                                     params=params or self.state.options)
+                self.state.parent_run_id = self.parent.run_id
+                self.state.save(self.store)
+            else:
+                self.parent = self.tracker.reopen(self.state.parent_run_id)
+            with self.tracker.scope(self.parent):  # KILLED (the running children too) on a stop
+                self.pool = WorkerPool(workers)
+                try:
+                    yield self
+                finally:
+                    self.pool.shutdown()
+        finally:
+            if cluster is not None:  # connected here: disconnect, stopping the local cluster this job started
+                ray.shutdown()
 
     # ------------------------------------------------------------------ steps
 

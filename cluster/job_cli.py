@@ -8,6 +8,11 @@ step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the meth
 charts and metrics on the parent run (:meth:`Job.log`) -> ``summary.json`` and its table,
 printed with the MLflow run and the run directory. A job file says only what is its own: the
 config dataclass, the description, the workspace, the recipe, the summary and its table.
+
+A stop (SIGTERM, SIGINT: :mod:`kd_core.io.stops`) once the run directory holds the job's state
+ends the job cleanly (:meth:`cluster.job.JobRuntime.session`) and its one line says how to go
+on: ``stopped: SIGTERM; the run dir keeps every finished step: python jobs/kd.py --resume RUN_DIR
+continues it``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from kd_core.engine.workspace import Workspace
 from kd_core.io.cli import Command, quiet_progress
 from kd_core.io.options import part
 from kd_core.io.run_files import write_atomic
+from kd_core.io.stops import stopped
 from kd_core.training.compute import Compute
 
 C = TypeVar("C")
@@ -134,6 +140,18 @@ class Job(RayCommand[C]):
         options: Any = config
         runtime = JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,
                              resume)
+        try:
+            return self._run(runtime, config, ws, reused, address, quiet, started)
+        except KeyboardInterrupt as interrupt:  # a stop (kd_core.io.stops): the line says how to go on
+            stop = stopped(interrupt)
+            stop.then = (f"the run dir keeps every finished step: {self.prog} --resume {runtime.store.location} "
+                         "continues it")
+            raise stop from None
+
+    def _run(self, runtime: JobRuntime, config: C, ws: Workspace, reused: dict[str, Result], address: str | None,
+             quiet: bool, started: float) -> dict[str, Any]:
+        """:meth:`run` once its run directory holds the job's state."""
+        options: Any = config
         ws.relocate(runtime.store.location)
         for name, result in reused.items():  # finished steps of the earlier run: the engine does not run them again
             if not ws.result_path(name).exists():

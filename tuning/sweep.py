@@ -21,12 +21,21 @@ One sweep is one MLflow parent run and, in order (its options and checks: :mod:`
 
 The run directory (``teachers/``, ``trials/<id>/``, ``ray_results/``, ``best/``) is a path or a
 ``pyarrow.fs`` URI: every file goes through :mod:`kd_core.io.run_store`, as in a job.
+
+A stop (SIGTERM, SIGINT: :mod:`kd_core.io.stops`) ends the sweep as it ends a job: Tune's loop
+is left at once (Tune's own SIGINT handler, which would end ``fit()`` normally with the trials
+unfinished, is turned off with ``TUNE_DISABLE_SIGINT_HANDLER``), the parent run, the teacher run
+and every trial's run still RUNNING are marked KILLED, and ``ray.shutdown()`` stops the trials
+(and the local cluster the sweep started). A sweep does not resume: it starts over when run again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -40,13 +49,15 @@ from cluster.runtime import announce, connect
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
-from tuning.config import SweepConfig, prepare
+from kd_core.io.stops import reclaim_signals, stopped
+from tuning.config import Prepared, SweepConfig, prepare
 from tuning.recipe_sweep import run_teachers
 from tuning.results import log_results, summarise
 from tuning.spaces import param_space
 from tuning.trials import RecipeTrialInputs, recipe_trial
 
 SWEEP_OUTPUTS = ("teachers", "trials", "ray_results", "best", "trials.csv", "summary.json")
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
@@ -59,7 +70,23 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     store.remove(*SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    announce(connect(tracking_uri, address))
+    cluster = connect(tracking_uri, address)
+    reclaim_signals()  # a stop raises Stopped here, not ray.init's exit (a native dump, then status 134)
+    try:
+        announce(cluster)
+        return _sweep(config, p, store, tracking_uri, started)
+    except KeyboardInterrupt as interrupt:  # a stop (kd_core.io.stops): the line says what became of the sweep
+        stop = stopped(interrupt)
+        stop.then = "its MLflow runs are marked KILLED; a sweep does not resume (run it again to start over)"
+        raise stop from None
+    finally:
+        if cluster is not None:  # connected here: disconnect, stopping the trials and a local cluster started here
+            ray.shutdown()
+
+
+def _sweep(config: SweepConfig, p: Prepared, store: RunStore, tracking_uri: str, started: float) -> dict[str, Any]:
+    """The sweep on the connected cluster: the parent run, the teachers, the trials, the results (module doc)."""
+    run_dir = store.local_root
     tracker = Tracker(tracking_uri)
     parent = tracker.start_run(config.experiment, f"sweep {config.method}",
                                tags={"kd.method": config.method, "kd.role": "sweep"},
@@ -100,7 +127,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
         )
         # Tune's MLflowLoggerCallback sets MLflow's process-global tracking URI (and MLFLOW_TRACKING_URI) in this
         # process: keep that to the sweep, so a caller's later MLflow use and child processes see what they had.
-        with _use_tracking_uri(tracking_uri):
+        with _use_tracking_uri(tracking_uri), _no_tune_sigint():
             grid = tuner.fit()
         tracker.finish_children(parent)  # trials whose runs Tune left open
         summary = summarise(config, p, grid, store, passes)
@@ -112,3 +139,16 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     return summary
 
 
+@contextmanager
+def _no_tune_sigint() -> Iterator[None]:
+    """Within the block Tune installs no SIGINT handler of its own (``TUNE_DISABLE_SIGINT_HANDLER``): its handler
+    ends ``fit()`` as if the sweep were done, with the trials unfinished; SIGINT stops the sweep (module doc)."""
+    previous = os.environ.get(TUNE_SIGINT_ENV)
+    os.environ[TUNE_SIGINT_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TUNE_SIGINT_ENV]
+        else:
+            os.environ[TUNE_SIGINT_ENV] = previous
