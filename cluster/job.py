@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -40,7 +41,7 @@ from cluster.data_parallel import train_on_ray_train
 from cluster.model_folders import MODELS_DIR, publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
-from cluster.runtime import announce, connect
+from cluster.runtime import Cluster, announce, connect
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
 from kd_core.engine.execute import stored_result
@@ -52,7 +53,7 @@ from kd_core.io.errors import ConfigError
 from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.run_files import write_atomic, writing
 from kd_core.io.run_store import RunStore
-from kd_core.io.stops import reclaim_signals
+from kd_core.io.stops import Stopped, reclaim_signals
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
@@ -199,8 +200,7 @@ class JobRuntime:
         (:mod:`cluster.progress`).
         """
         self.progress = StageProgress(self.method, enabled=not quiet)
-        cluster = connect(self.tracking_uri, address)
-        reclaim_signals()  # a stop raises Stopped here, not ray.init's exit (a native dump, then status 134)
+        cluster = connect_stoppable(self.tracking_uri, address)
         try:
             if not quiet:
                 announce(cluster)
@@ -333,6 +333,24 @@ class JobRuntime:
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
+
+
+def connect_stoppable(tracking_uri: str, address: str | None) -> Cluster | None:
+    """:func:`cluster.runtime.connect`, then the stop handlers put back over Ray's (:mod:`kd_core.io.stops`: Ray's
+    SIGTERM handling printed a native stack dump and ended the driver with status 134).
+
+    A SIGTERM while ``ray.init`` runs meets Ray's own handler there, ``sys.exit(15)``: that is a stop like any
+    other, raised as :class:`~kd_core.io.stops.Stopped` once ``ray.shutdown()`` has stopped what the init started.
+    """
+    try:
+        cluster = connect(tracking_uri, address)
+    except SystemExit as exit:
+        if exit.code != signal.SIGTERM:
+            raise
+        ray.shutdown()
+        raise Stopped(signal.SIGTERM) from None
+    reclaim_signals()
+    return cluster
 
 
 def _write(store: RunStore, name: str, text: str) -> None:

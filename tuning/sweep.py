@@ -45,11 +45,12 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cluster.runtime import announce, connect
+from cluster.job import connect_stoppable
+from cluster.runtime import announce
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
-from kd_core.io.stops import reclaim_signals, stopped
+from kd_core.io.stops import stopped
 from tuning.config import Prepared, SweepConfig, prepare
 from tuning.recipe_sweep import run_teachers
 from tuning.results import log_results, summarise
@@ -70,8 +71,7 @@ def run_sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]
     store.remove(*SWEEP_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    cluster = connect(tracking_uri, address)
-    reclaim_signals()  # a stop raises Stopped here, not ray.init's exit (a native dump, then status 134)
+    cluster = connect_stoppable(tracking_uri, address)
     try:
         announce(cluster)
         return _sweep(config, p, store, tracking_uri, started)
