@@ -18,10 +18,11 @@ the same status), with a line saying the clean-up was cut short.
 
 Libraries install their own handlers over these: ``ray.init`` sets a SIGTERM handler
 (``sys.exit(15)``) and its native core worker then installs a failure handler over it, which
-prints a stack dump on SIGTERM (and the driver ended with status 134); Ray Tune and Ray Train
-replace SIGINT with their own graceful interrupts. Code that calls such a library calls
-:func:`reclaim_signals` afterwards, which puts this module's handler back (outside
-:func:`stops_as_exceptions`, e.g. a job run from a test, it does nothing).
+prints a stack dump on SIGTERM and aborts the process about 3 s later (status 134, whatever the
+clean-up was doing); Ray Tune and Ray Train replace SIGINT with their own graceful interrupts.
+Code that calls such a library calls :func:`reclaim_signals` afterwards, which puts this
+module's handler back (outside :func:`stops_as_exceptions`, e.g. a job run from a test, it does
+nothing).
 """
 
 from __future__ import annotations
