@@ -1,6 +1,7 @@
 """Clean stops with real signals: SIGTERM and SIGINT end a command with one line and 128 + the signal; a real kd
-job (its own local Ray cluster) stopped in the middle of a step leaves its MLflow runs KILLED, no process of its
-Ray session, and a run directory that ``--resume`` finishes to the uninterrupted result."""
+job (its own local Ray cluster) stopped with SIGTERM in the middle of a step leaves its MLflow runs KILLED, no
+process of its Ray session, and a run directory that ``--resume`` finishes to the uninterrupted result; a real
+sweep stopped with SIGINT while its trials run ends with 130, its runs KILLED and no process of its session."""
 
 import json
 import os
@@ -90,34 +91,43 @@ def _session_processes(session_id: int) -> list[str]:
     return found
 
 
-def _stop_running_job(tmp_path: Path, signum: int) -> tuple[subprocess.Popen, str, Path, str]:
-    """Start a kd job with its own local Ray cluster, send ``signum`` while its teachers train (teacher-0's first
-    epoch checkpoint is on disk); ``(process, its stderr, run dir, tracking URI)`` once it exited."""
-    run_dir, uri, log = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "job.err"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no address: it starts its own cluster
+def _own_cluster_env() -> dict[str, str]:
+    """This environment without ``RAY_ADDRESS`` (so the command starts its own local cluster), token auth off."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
+    return env
+
+
+def _assert_session_gone(session_id: int) -> None:
+    """No process of the session is left (after a bounded wait: a killed worker takes a moment to go)."""
+    deadline = time.monotonic() + GONE_BOUND_S
+    while _session_processes(session_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_processes(session_id) == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_running_job_cleanly_and_resume_finishes_it_to_the_uninterrupted_result(kd_job, tmp_path,
+                                                                                               capsys):
+    """SIGTERM while the teachers train (teacher-0's first epoch checkpoint is on disk): 143 and one line with the
+    resume command, no traceback or Ray's native dump, the parent and every unfinished step's run KILLED, no process
+    of the job's Ray session left; then ``--resume`` gives the kd_job fixture's numbers."""
+    run_dir, uri, log = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "job.err"
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri",
-                                 uri], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                                 uri], cwd=ROOT, env=_own_cluster_env(), stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
         try:
             wait_for(lambda: (run_dir / "steps/teacher-0/checkpoint/state.json").exists(), proc, 300, log)
-            sent = time.monotonic()
-            proc.send_signal(signum)
-            proc.wait(timeout=STOP_BOUND_S)
-            assert time.monotonic() - sent < STOP_BOUND_S
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=STOP_BOUND_S) == 143, log.read_text()
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    return proc, log.read_text(), run_dir, uri
-
-
-def _assert_stopped_cleanly(proc: subprocess.Popen, stderr: str, run_dir: Path, uri: str, name: str) -> None:
-    """One ``stopped`` line with the resume command, no traceback or native dump, the parent and every unfinished
-    step's run KILLED (at least one was running), and no process of the job's Ray session left."""
-    stopped = [line for line in stderr.splitlines() if line.startswith("stopped:")]
-    assert stopped == [f"stopped: {name}; the run dir keeps every finished step: python jobs/kd.py --resume "
-                       f"{run_dir} continues it"], stderr
+    stderr = log.read_text()
+    assert [line for line in stderr.splitlines() if line.startswith("stopped:")] == [
+        f"stopped: SIGTERM; the run dir keeps every finished step: python jobs/kd.py --resume {run_dir} continues it"]
     assert "Traceback" not in stderr and "received at time" not in stderr, stderr  # Ray's native SIGTERM dump
     state = json.loads((run_dir / "state.json").read_text())
     client = MlflowClient(uri)
@@ -126,30 +136,42 @@ def _assert_stopped_cleanly(proc: subprocess.Popen, stderr: str, run_dir: Path, 
     running = {step for step, known in state["steps"].items() if not known["finished"]}
     assert running and {statuses[step] for step in running} == {"KILLED"}, statuses
     assert {statuses[step] for step in set(statuses) - running} <= {"FINISHED"}, statuses
-    deadline = time.monotonic() + GONE_BOUND_S
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _session_processes(proc.pid) == []
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_running_job_cleanly_and_resume_finishes_it_to_the_uninterrupted_result(kd_job, tmp_path,
-                                                                                               capsys):
-    proc, stderr, run_dir, uri = _stop_running_job(tmp_path, signal.SIGTERM)
-    assert proc.returncode == 143, stderr
-    _assert_stopped_cleanly(proc, stderr, run_dir, uri, "SIGTERM")
+    _assert_session_gone(proc.pid)
 
     assert run_cli(main, ["--resume", str(run_dir), "--json", "--quiet"]) == 0  # on the test session's cluster
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["models"] == kd_job[0]["models"]
     state = json.loads((run_dir / "state.json").read_text())
-    client = MlflowClient(uri)
     assert {client.get_run(known["run_id"]).info.status for known in state["steps"].values()} == {"FINISHED"}
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"
 
 
 @pytest.mark.slow
-def test_sigint_stops_a_running_job_with_status_130_and_one_line(tmp_path):
-    proc, stderr, run_dir, uri = _stop_running_job(tmp_path, signal.SIGINT)
-    assert proc.returncode == 130, stderr
-    _assert_stopped_cleanly(proc, stderr, run_dir, uri, "SIGINT")
+def test_sigint_stops_a_running_sweep_with_status_130_one_line_and_its_runs_killed(tmp_path):
+    """Ctrl-C in a sweep: Tune's own SIGINT handler would end fit() as if the sweep were done (exit 0)."""
+    run_dir, uri, log = tmp_path / "sweep", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "sweep.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "jobs/sweep.py", "--method", "kd", "--num-samples", "2",
+                                 "--max-concurrency", "2", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri", uri],
+                                cwd=ROOT, env=_own_cluster_env(), stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        try:
+            wait_for(lambda: any((run_dir / "trials").glob("*/")), proc, 300, log)  # a trial has started
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=STOP_BOUND_S) == 130, log.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    stderr = log.read_text()
+    assert [line for line in stderr.splitlines() if line.startswith("stopped:")] == [
+        "stopped: SIGINT; its MLflow runs are marked KILLED; a sweep does not resume (run it again to start over)"]
+    assert "Traceback" not in stderr, stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    statuses = {run.data.tags.get("kd.role"): set() for run in runs}
+    for run in runs:
+        statuses[run.data.tags.get("kd.role")].add(run.info.status)
+    assert statuses["sweep"] == {"KILLED"} and statuses["teacher"] == {"FINISHED"}, statuses
+    assert "KILLED" in statuses["trial"] and statuses["trial"] <= {"KILLED", "FINISHED"}, statuses
+    _assert_session_gone(proc.pid)
