@@ -340,10 +340,14 @@ def connect_stoppable(tracking_uri: str, address: str | None) -> Cluster | None:
     SIGTERM handling printed a native stack dump and ended the driver with status 134).
 
     A SIGTERM while ``ray.init`` runs meets Ray's own handler there, ``sys.exit(15)``: that is a stop like any
-    other, raised as :class:`~kd_core.io.stops.Stopped` once ``ray.shutdown()`` has stopped what the init started.
+    other, raised as :class:`~kd_core.io.stops.Stopped` once ``ray.shutdown()`` has stopped what the init started
+    (as for a SIGINT there, which is already one).
     """
     try:
         cluster = connect(tracking_uri, address)
+    except KeyboardInterrupt:
+        ray.shutdown()
+        raise
     except SystemExit as exit:
         if exit.code != signal.SIGTERM:
             raise
