@@ -14,6 +14,11 @@ config dataclass, the description, the workspace, the recipe, the summary and it
 A fresh job refuses a run directory that holds another run unless ``--overwrite``
 (:mod:`cluster.run_dirs`); the options already say so, before the data are read, so
 ``--check`` does too.
+
+A stop (SIGTERM, SIGINT: :mod:`kd_core.io.stops`) once the run directory holds the job's state
+ends the job cleanly (:meth:`cluster.job.JobRuntime.session`) and its one line says how to go
+on: ``stopped: SIGTERM; the run dir keeps every finished step: python jobs/kd.py --resume RUN_DIR
+continues it``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from kd_core.io.errors import ConfigError
 from kd_core.io.options import part
 from kd_core.io.redaction import redact
 from kd_core.io.run_files import write_atomic
+from kd_core.io.stops import stopped
 from kd_core.training.compute import Compute
 
 C = TypeVar("C")
@@ -158,11 +164,17 @@ class Job(RayCommand[C]):
         options: Any = config
         with JobRuntime(self.method, asdict(options), options.run_dir, options.tracking_uri, options.experiment,
                         resume, overwrite) as runtime:
-            return self._run(config, ws, reused, runtime, address, quiet, started)
+            try:
+                return self._run(config, ws, reused, runtime, address, quiet, started)
+            except KeyboardInterrupt as interrupt:  # a stop (kd_core.io.stops): the line says how to go on
+                stop = stopped(interrupt)
+                stop.then = (f"the run dir keeps every finished step: {self.prog} --resume "
+                             f"{redact(runtime.store.location)} continues it")
+                raise stop from None
 
     def _run(self, config: C, ws: Workspace, reused: dict[str, Result], runtime: JobRuntime, address: str | None,
              quiet: bool, started: float) -> dict[str, Any]:
-        """:meth:`run` once the runtime holds the run directory."""
+        """:meth:`run` once the runtime holds the run directory and its state."""
         options: Any = config
         ws.relocate(runtime.store.location)
         for name, result in reused.items():  # finished steps of the earlier run (absolute: they name its files)

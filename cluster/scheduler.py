@@ -1,4 +1,8 @@
-"""A pool of step workers: independent steps fan out to free workers, results come back in order."""
+"""A pool of step workers: independent steps fan out to free workers, results come back in order.
+
+Shutting the pool down (at a job's end, or when a stop or a failure cuts a stage short) lets the
+idle workers clean up and kills the busy ones at once: a stop does not wait for a running step.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ from cluster.progress import worker_place
 from cluster.runtime import model_placement
 from cluster.worker import create_worker
 from kd_core.io.errors import KDError
+from kd_core.io.stops import reclaim_signals
 
 #: Seconds any single step may take before the job gives up on it (no silent hangs).
 STEP_TIMEOUT_S = 24 * 3600.0
 #: Seconds a new worker may take to start (e.g. waiting for a node with a free GPU) before the job gives up.
 STARTUP_TIMEOUT_S = 3600.0
-#: How long shutting down waits for the workers to remove their staging folders (a busy one is not waited for).
+#: How long shutting down waits for the idle workers to remove their staging folders (a busy one is killed at once).
 CLOSE_TIMEOUT_S = 5.0
 
 Call = Callable[[ray.actor.ActorHandle], ray.ObjectRef]
@@ -30,6 +35,7 @@ class WorkerPool:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size}")
         self.size = size
+        self.busy: list[ray.actor.ActorHandle] = []  # workers with a call running
         self.workers = self._start()
 
     def _start(self) -> list[ray.actor.ActorHandle]:
@@ -48,11 +54,15 @@ class WorkerPool:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop the workers (freeing their CPUs and GPUs, e.g. for a Ray Train group) and start them again after."""
+        """Stop the workers (freeing their CPUs and GPUs, e.g. for a Ray Train group) and start them again after.
+
+        Ray Train's ``fit`` replaces the SIGINT handler for good: the stop handlers are put back after the block.
+        """
         self.shutdown()
         try:
             yield
         finally:
+            reclaim_signals()
             self.workers = self._start()
 
     def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S,
@@ -71,6 +81,7 @@ class WorkerPool:
             while started < len(calls) and free:
                 worker = free.pop(0)
                 pending[calls[started](worker)] = (started, worker)
+                self.busy.append(worker)
                 if on_start is not None:
                     on_start(started, self.places[self.workers.index(worker)])
                 started += 1
@@ -79,6 +90,7 @@ class WorkerPool:
                 raise TimeoutError(f"no step finished within {timeout_s} s")
             for ref in done:
                 index, worker = pending.pop(ref)
+                self.busy.remove(worker)
                 try:
                     results[index] = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:
@@ -91,9 +103,10 @@ class WorkerPool:
         return results
 
     def shutdown(self) -> None:
-        """Let every live worker clean up (its staging folders), then stop it."""
-        closing = [worker.close.remote() for worker in self.workers]
+        """Let every idle worker clean up (its staging folders), then stop them all; a busy one (its step cut
+        short by a stop or a failure elsewhere) is killed at once, its call would only queue behind the step."""
+        closing = [worker.close.remote() for worker in self.workers if worker not in self.busy]
         ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)  # a dead worker's call just fails
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
-        self.workers = []
+        self.workers, self.busy = [], []

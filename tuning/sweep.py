@@ -26,12 +26,22 @@ The run directory (``teachers/``, ``trials/<id>/``, ``ray_results/``, ``best/``)
 job, a sweep holds its run directory's lock while it runs and refuses a directory that holds
 another run (a job's or a sweep's) unless ``--overwrite`` (:mod:`cluster.run_dirs`), which
 removes an earlier sweep's outputs first.
+``pyarrow.fs`` URI: every file goes through :mod:`kd_core.io.run_store`, as in a job.
+
+A stop (SIGTERM, SIGINT: :mod:`kd_core.io.stops`) ends the sweep as it ends a job: Tune's loop
+is left at once (Tune's own SIGINT handler, which would end ``fit()`` normally with the trials
+unfinished, is turned off with ``TUNE_DISABLE_SIGINT_HANDLER``), the parent run, the teacher run
+and every trial's run still RUNNING are marked KILLED, and ``ray.shutdown()`` stops the trials
+(and the local cluster the sweep started). A sweep does not resume: it starts over when run again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -41,18 +51,22 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from cluster.job import connect_stoppable
 from cluster.run_dirs import SWEEP_OUTPUTS, claim
-from cluster.runtime import announce, connect
+from cluster.runtime import announce
 from cluster.secrets import ray_storage
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.redaction import redact_strings
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore, join
+from kd_core.io.stops import stopped
 from tuning.config import Prepared, SweepConfig, prepare
 from tuning.recipe_sweep import run_teachers
 from tuning.results import log_results, summarise
 from tuning.spaces import param_space
 from tuning.trials import RecipeTrialInputs, recipe_trial
+
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, overwrite: bool = False) -> dict[str, Any]:
@@ -66,9 +80,24 @@ def run_sweep(config: SweepConfig, address: str | None = None, overwrite: bool =
 
 def _sweep(config: SweepConfig, p: Prepared, store: RunStore, address: str | None, started: float) -> dict[str, Any]:
     """:func:`run_sweep` in its locked, cleared run directory."""
-    run_dir = store.local_root  # where this process writes: the run dir, or its staging folder
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    announce(connect(tracking_uri, address))
+    cluster = connect_stoppable(tracking_uri, address)
+    try:
+        announce(cluster)
+        return _sweep_on_cluster(config, p, store, tracking_uri, started)
+    except KeyboardInterrupt as interrupt:  # a stop (kd_core.io.stops): the line says what became of the sweep
+        stop = stopped(interrupt)
+        stop.then = "its MLflow runs are marked KILLED; a sweep does not resume (run it again to start over)"
+        raise stop from None
+    finally:
+        if cluster is not None:  # connected here: disconnect, stopping the trials and a local cluster started here
+            ray.shutdown()
+
+
+def _sweep_on_cluster(config: SweepConfig, p: Prepared, store: RunStore, tracking_uri: str,
+                      started: float) -> dict[str, Any]:
+    """The sweep on the connected cluster: the parent run, the teachers, the trials, the results (module doc)."""
+    run_dir = store.local_root
     tracker = Tracker(tracking_uri)
     parent = tracker.start_run(config.experiment, f"sweep {config.method}",
                                tags={"kd.method": config.method, "kd.role": "sweep"},
@@ -109,7 +138,7 @@ def _sweep(config: SweepConfig, p: Prepared, store: RunStore, address: str | Non
         )
         # Tune's MLflowLoggerCallback sets MLflow's process-global tracking URI (and MLFLOW_TRACKING_URI) in this
         # process: keep that to the sweep, so a caller's later MLflow use and child processes see what they had.
-        with _use_tracking_uri(tracking_uri):
+        with _use_tracking_uri(tracking_uri), _no_tune_sigint():
             grid = tuner.fit()
         tracker.finish_children(parent)  # trials whose runs Tune left open
         summary = summarise(config, p, grid, store, passes)
@@ -122,3 +151,16 @@ def _sweep(config: SweepConfig, p: Prepared, store: RunStore, address: str | Non
     return summary
 
 
+@contextmanager
+def _no_tune_sigint() -> Iterator[None]:
+    """Within the block Tune installs no SIGINT handler of its own (``TUNE_DISABLE_SIGINT_HANDLER``): its handler
+    ends ``fit()`` as if the sweep were done, with the trials unfinished; SIGINT stops the sweep (module doc)."""
+    previous = os.environ.get(TUNE_SIGINT_ENV)
+    os.environ[TUNE_SIGINT_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TUNE_SIGINT_ENV]
+        else:
+            os.environ[TUNE_SIGINT_ENV] = previous

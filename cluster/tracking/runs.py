@@ -238,7 +238,8 @@ class Tracker:
 
     @contextmanager
     def scope(self, run: RunRef, *, close_children: bool = True) -> Iterator[RunRef]:
-        """End ``run`` when the block exits: FINISHED, FAILED on an exception, KILLED on an interrupt.
+        """End ``run`` when the block exits: FINISHED, FAILED on an exception, KILLED on an interrupt (Ctrl-C, or
+        SIGTERM / SIGINT stopping a command: :class:`kd_core.io.stops.Stopped`, a ``KeyboardInterrupt``).
 
         With ``close_children`` (the default), descendants still RUNNING are first marked KILLED
         (see :meth:`finish_children`). The exception propagates.
@@ -249,7 +250,7 @@ class Tracker:
         except Exception:
             status = "FAILED"
             raise
-        except BaseException:  # KeyboardInterrupt, SystemExit: stopped, not broken
+        except BaseException:  # KeyboardInterrupt (a stop signal too), SystemExit: stopped, not broken
             status = "KILLED"
             raise
         finally:

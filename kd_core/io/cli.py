@@ -10,7 +10,10 @@ needs no cluster and no training, so bad input stops before any work), what a ru
 * ``--check``: prepare, print ``ok: <what> are valid``, exit 0;
 * otherwise: run, print the table, and with ``--json`` the summary as one JSON line, last;
 * a :class:`~kd_core.io.errors.KDError` anywhere (bad options, data, files) prints one line
-  ``error: <source>: <where>: <what>`` on stderr and exits with status 2 (:func:`run_cli`).
+  ``error: <source>: <where>: <what>`` on stderr and exits with status 2 (:func:`run_cli`);
+* SIGTERM or SIGINT (:mod:`kd_core.io.stops`) stops the command cleanly: every clean-up runs,
+  one line ``stopped: SIGTERM; <what to do next>`` goes to stderr, and the exit status is
+  ``128 + signal`` (143 for SIGTERM, 130 for SIGINT; :func:`run_cli`).
 
 The Ray jobs (``cluster.job_cli``), the sweep and the single-process distillation in ``jobs/``
 are its subclasses; ``jobs/evaluate.py`` (the official SQuAD script's two positional files,
@@ -30,18 +33,26 @@ from transformers.utils import logging as hf_logging
 
 from kd_core.io.errors import KDError
 from kd_core.io.options import add_options, config_from_cli, refuse_renamed
+from kd_core.io.stops import stopped, stops_as_exceptions
 
 EXIT_BAD_INPUT = 2
 C = TypeVar("C")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run ``main(argv)``; a :class:`KDError` prints ``error: <source>: <where>: <what>`` and returns 2."""
-    try:
-        code = main(argv)
-    except KDError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """Run ``main(argv)``; a :class:`KDError` prints ``error: <source>: <where>: <what>`` and returns 2; a stop
+    signal (:class:`~kd_core.io.stops.Stopped`, a ``KeyboardInterrupt``) prints ``stopped: <signal>; <what
+    next>`` and returns ``128 + signal`` (module doc)."""
+    with stops_as_exceptions():  # a second signal while the line is printed still exits at once
+        try:
+            code = main(argv)
+        except KDError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt as interrupt:  # a stop signal (or a library's KeyboardInterrupt in its place)
+            stop = stopped(interrupt)
+            print(stop.line(), file=sys.stderr, flush=True)
+            return stop.exit_status
     return int(code or 0)
 
 
