@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -60,7 +59,7 @@ from cluster.model_folders import publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
-from cluster.runtime import Cluster, announce, connect
+from cluster.runtime import announce, connect_stoppable
 from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
 from cluster.secrets import with_credentials
@@ -76,7 +75,6 @@ from kd_core.io.options import cli_values, config_from_cli, flag, option, option
 from kd_core.io.redaction import redact, redact_strings
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore
-from kd_core.io.stops import Stopped, reclaim_signals
 from kd_core.serving.description import serving_description, serving_input
 from kd_core.training.compute import Compute
 
@@ -393,28 +391,6 @@ class JobRuntime:
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
-
-
-def connect_stoppable(tracking_uri: str, address: str | None) -> Cluster | None:
-    """:func:`cluster.runtime.connect`, then the stop handlers put back over Ray's (:mod:`kd_core.io.stops`: Ray's
-    SIGTERM handling printed a native stack dump and ended the driver with status 134).
-
-    A SIGTERM while ``ray.init`` runs meets Ray's own handler there, ``sys.exit(15)``: that is a stop like any
-    other, raised as :class:`~kd_core.io.stops.Stopped` once ``ray.shutdown()`` has stopped what the init started
-    (as for a SIGINT there, which is already one).
-    """
-    try:
-        cluster = connect(tracking_uri, address)
-    except KeyboardInterrupt:
-        ray.shutdown()
-        raise
-    except SystemExit as exit:
-        if exit.code != signal.SIGTERM:
-            raise
-        ray.shutdown()
-        raise Stopped(signal.SIGTERM) from None
-    reclaim_signals()
-    return cluster
 
 
 def _write(store: RunStore, name: str, text: str) -> None:

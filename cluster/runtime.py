@@ -6,6 +6,9 @@
 ``runtime_env``, credentials through :mod:`cluster.secrets` (Ray logs a ``runtime_env``). A
 Ray address where nothing answers is refused first (:func:`check_address`): one line and exit
 2 within :data:`ADDRESS_TIMEOUT_S`, not ``ray.init``'s retries (over two minutes with Ray 2.60).
+Jobs and sweeps connect through :func:`connect_stoppable`, which puts the stop handlers of
+:mod:`kd_core.io.stops` back over the ones ``ray.init`` installs (Ray's turned a SIGTERM into a
+native dump and exit 134).
 
 :func:`model_placement` gives each step worker one GPU when the cluster has at least one
 per concurrently running model (a fraction otherwise: fractional GPUs are scheduling labels,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -35,6 +39,7 @@ from ray._raylet import Config as RayConfig
 from cluster.progress import alive_nodes
 from cluster.secrets import publish, worker_env
 from kd_core.io.errors import ConfigError
+from kd_core.io.stops import Stopped, reclaim_signals
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Passed on to every worker in Ray's ``runtime_env`` (which Ray logs and the dashboard shows): offline hub settings,
@@ -234,3 +239,25 @@ def model_placement(num_models: int, max_concurrency: int) -> Placement:
 def device_for_actor() -> str:
     """``cuda:0`` inside an actor that Ray gave a GPU (Ray sets CUDA_VISIBLE_DEVICES), else ``cpu``."""
     return "cuda:0" if ray.get_gpu_ids() else "cpu"
+
+
+def connect_stoppable(tracking_uri: str, address: str | None) -> Cluster | None:
+    """:func:`cluster.runtime.connect`, then the stop handlers put back over Ray's (:mod:`kd_core.io.stops`: Ray's
+    SIGTERM handling printed a native stack dump and ended the driver with status 134).
+
+    A SIGTERM while ``ray.init`` runs meets Ray's own handler there, ``sys.exit(15)``: that is a stop like any
+    other, raised as :class:`~kd_core.io.stops.Stopped` once ``ray.shutdown()`` has stopped what the init started
+    (as for a SIGINT there, which is already one).
+    """
+    try:
+        cluster = connect(tracking_uri, address)
+    except KeyboardInterrupt:
+        ray.shutdown()
+        raise
+    except SystemExit as exit:
+        if exit.code != signal.SIGTERM:
+            raise
+        ray.shutdown()
+        raise Stopped(signal.SIGTERM) from None
+    reclaim_signals()
+    return cluster

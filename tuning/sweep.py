@@ -51,9 +51,8 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cluster.job import connect_stoppable
 from cluster.run_dirs import SWEEP_OUTPUTS, claim
-from cluster.runtime import announce
+from cluster.runtime import announce, connect_stoppable
 from cluster.secrets import ray_storage
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.redaction import redact_strings
