@@ -59,7 +59,7 @@ from cluster.model_folders import publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
 from cluster.progress import StageProgress
 from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
-from cluster.runtime import announce, connect_stoppable
+from cluster.runtime import announce, connect_stoppable, disconnect
 from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
 from cluster.secrets import with_credentials
@@ -263,7 +263,7 @@ class JobRuntime:
                     self.pool.shutdown()
         finally:
             if cluster is not None:  # connected here: disconnect, stopping the local cluster this job started
-                ray.shutdown()
+                disconnect()
 
     # ------------------------------------------------------------------ steps
 

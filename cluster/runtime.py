@@ -37,7 +37,7 @@ from ray._raylet import AuthenticationMode, get_authentication_mode
 from ray._raylet import Config as RayConfig
 
 from cluster.progress import alive_nodes
-from cluster.secrets import publish, worker_env
+from cluster.secrets import forget, publish, worker_env
 from kd_core.io.errors import ConfigError
 from kd_core.io.stops import Stopped, reclaim_signals
 
@@ -261,3 +261,10 @@ def connect_stoppable(tracking_uri: str, address: str | None) -> Cluster | None:
         raise Stopped(signal.SIGTERM) from None
     reclaim_signals()
     return cluster
+
+
+def disconnect() -> None:
+    """Leave the cluster :func:`connect_stoppable` joined: this job's published secrets are deleted first (they
+    would stay in a cluster that outlives the job), then ``ray.shutdown()`` (a local cluster started here stops)."""
+    forget()
+    ray.shutdown()

@@ -52,7 +52,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cluster.run_dirs import SWEEP_OUTPUTS, claim
-from cluster.runtime import announce, connect_stoppable
+from cluster.runtime import announce, connect_stoppable, disconnect
 from cluster.secrets import ray_storage
 from cluster.tracking import Tracker, resolve_tracking_uri
 from kd_core.io.redaction import redact_strings
@@ -90,7 +90,7 @@ def _sweep(config: SweepConfig, p: Prepared, store: RunStore, address: str | Non
         raise stop from None
     finally:
         if cluster is not None:  # connected here: disconnect, stopping the trials and a local cluster started here
-            ray.shutdown()
+            disconnect()
 
 
 def _sweep_on_cluster(config: SweepConfig, p: Prepared, store: RunStore, tracking_uri: str,
