@@ -106,6 +106,8 @@ ROWS = [
      "kd.yaml: --learning-rate: must be a finite number, got inf"),
     ("sweep-setting-nan", jobs.sweep, ["--method", "kd", "--set", "tau=.nan"], {},
      "sweep.job: tau: must be a finite number, got nan"),
+    ("sweep-space-nan", jobs.sweep, ["--method", "kd", "--config", "sweep.yaml"],
+     {"sweep.yaml": "space:\n  tau: {choice: [1, .nan]}\n"}, "sweep: space.tau: values must be finite numbers, got nan"),
     ("option-empty-experiment", jobs.kd, ["--experiment", ""], {}, "job: --experiment: must not be empty"),
     ("config-duplicate-key", jobs.kd, ["--config", "kd.yaml"], {"kd.yaml": "tau: 2\nalpha: 0.5\ntau: 4\n"},
      "kd.yaml: line 3: key 'tau' is given twice"),

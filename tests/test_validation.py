@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from jobs.kd import KDJobConfig
-from kd_core.io.errors import ConfigError
+from kd_core.evaluation.squad_files import load_na_scores
+from kd_core.io.config_files import read_config_file
+from kd_core.io.errors import ConfigError, DataError
 from kd_core.io.values import check_finite, check_name
 from kd_core.io.yaml_files import load_yaml
 from kd_core.training.loop import TrainConfig
@@ -65,3 +67,18 @@ def test_safe_names_pass(name):
 def test_unsafe_names_are_refused(name):
     with pytest.raises(ConfigError, match="is not a usable name"):
         check_name(name, "domains", name)
+
+
+def test_a_json_config_file_refuses_a_key_given_twice(tmp_path):
+    path = tmp_path / "kd.json"
+    path.write_text('{"tau": 2, "space": {"alpha": 1, "alpha": 2}}')
+    with pytest.raises(ConfigError) as err:
+        read_config_file(path)
+    assert (err.value.where, err.value.what) == ("alpha", "is given twice (the earlier value would be dropped)")
+
+
+def test_no_answer_scores_must_be_finite(tmp_path):
+    path = tmp_path / "na.json"
+    path.write_text('{"q1": 0.5, "q2": NaN}')  # Python's json reads NaN
+    with pytest.raises(DataError, match="id q2: expected a finite number, got nan"):
+        load_na_scores(path)

@@ -25,6 +25,7 @@ from typing import Any
 from ray import tune
 
 from kd_core.io.errors import ConfigError
+from kd_core.io.values import non_finite
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 SEARCHES = ("random", "grid", "optuna")
@@ -72,6 +73,9 @@ class Param:
         if self.kind in ("choice", "grid"):
             if not self.values:
                 raise ConfigError("sweep", where, f"{self.kind} needs at least one value")
+            bad = non_finite(self.values)
+            if bad is not None:  # refused here, not by a trial's config after the cluster started
+                raise ConfigError("sweep", where, f"values must be finite numbers, got {bad}")
             return
         if len(self.values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values):
             raise ConfigError("sweep", where, f"{self.kind} needs [low, high] numbers, got {list(self.values)}")

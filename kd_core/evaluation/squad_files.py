@@ -18,6 +18,7 @@ texts); the full dataset loaders live in :mod:`kd_core.data.loaders`.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from kd_core.evaluation.squad_metrics import (
@@ -128,6 +129,8 @@ def load_na_scores(path: str | Path) -> dict[str, float]:
     for question_id, value in scores.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DataError(source, f"id {question_id}", f"expected number, got {_json_type(value)}")
+        if not math.isfinite(value):  # Python's json reads NaN and Infinity
+            raise DataError(source, f"id {question_id}", f"expected a finite number, got {value}")
     return {question_id: float(value) for question_id, value in scores.items()}
 
 

@@ -55,7 +55,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError(str(source), f"byte {err.start}", "not valid UTF-8") from err
     try:
-        data = json.loads(text) if source.suffix == ".json" else load_yaml(text, str(source))
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique_json_keys(pairs, str(source))) \
+            if source.suffix == ".json" else load_yaml(text, str(source))
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(str(source), "syntax", str(err).splitlines()[0]) from err
     if data is None:
@@ -63,6 +64,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(source), "top level", f"must be a mapping of option names, got {type(data).__name__}")
     return data
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]], source: str) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (``json`` would keep the last, as PyYAML does)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(source, key, "is given twice (the earlier value would be dropped)")
+        seen[key] = value
+    return seen
 
 
 def build_config(cls: type[T], file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> T:
