@@ -6,7 +6,9 @@ local driver (:func:`kd_core.engine.local.run_locally`): the same steps and resu
 its knowledge written once as Parquet, a student trained with A2D's joint objective
 ``L = CE + tau^2 KD + gamma ANS + delta ATT``; ``--baseline`` also trains the same student
 without knowledge (the baseline). Models are saved in ``save_pretrained`` form under
-``<run dir>/steps/<step>/model``; the run directory's earlier steps are removed first.
+``<run dir>/steps/<step>/model``; the run directory's earlier steps are removed first. As a Ray job, it
+refuses a run directory that holds another run unless ``--overwrite``, and holds its lock while it runs
+(:mod:`cluster.run_dirs`; no Ray is imported for it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 
 import numpy as np  # noqa: E402
 
+from cluster.run_dirs import SUMMARY_FILE, claim, refuse_other_run  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
@@ -34,6 +37,9 @@ from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise  # noqa: E402
 from kd_core.training.compute import Compute, local_device  # noqa: E402
+
+#: What a fresh distillation removes from its run directory first.
+DISTILL_OUTPUTS = ("steps", SUMMARY_FILE)
 
 #: Settings a single process has no use for (no data-parallel workers here).
 NOT_HERE = ("student_workers",)
@@ -60,16 +66,18 @@ def workspace(config: DistillConfig) -> Workspace:
     return ws
 
 
-def run_distillation(config: DistillConfig) -> dict[str, Any]:
+def run_distillation(config: DistillConfig, overwrite: bool = False) -> dict[str, Any]:
     """Run the recipe here (module doc); returns the summary."""
     started = time.perf_counter()
     ws = workspace(config)
-    ws.store.remove("steps")  # a fresh run: no earlier step is reused
-    results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True, device=local_device())
-    summary = describe(results, config, ws)
-    summary.update(run_dir=ws.store.location, seconds=round(time.perf_counter() - started, 1))
-    write_atomic(ws.run_dir / "summary.json", json.dumps(summary, indent=1))
-    ws.store.push(ws.run_dir / "summary.json")
+    # A fresh run: another run's directory is refused unless overwrite, the lock is held to the end and the earlier
+    # run's steps are removed (no earlier step is reused).
+    with claim(ws.store, DISTILL_OUTPUTS, fresh=True, overwrite=overwrite, can_resume=False):
+        results = run_locally(a2d_recipe(config.settings, ws), ws, progress=True, device=local_device())
+        summary = describe(results, config, ws)
+        summary.update(run_dir=ws.store.location, seconds=round(time.perf_counter() - started, 1))
+        write_atomic(ws.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+        ws.store.push(ws.run_dir / SUMMARY_FILE)
     return summary
 
 
@@ -115,8 +123,17 @@ class Distill(Command[DistillConfig]):
     def prepare(self, config: DistillConfig) -> Workspace:
         return workspace(config)
 
+    def run_flags(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir if it holds one "
+                            "(without it such a directory is refused)")
+
+    def config(self, args: argparse.Namespace) -> DistillConfig:
+        config = super().config(args)
+        refuse_other_run(config.run_dir, args.overwrite, can_resume=False)  # --check says so too
+        return config
+
     def execute(self, config: DistillConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_distillation(config)
+        return run_distillation(config, overwrite=args.overwrite)
 
     def table(self, summary: dict[str, Any]) -> str:
         return format_summary(summary)

@@ -47,6 +47,11 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     student = json.loads((run_dir / "steps/student/result.json").read_text())
     rows = json.loads((run_dir / "steps/knowledge/result.json").read_text())["rows"]
     assert student["precision"] == "bf16" and student["steps"] == math.ceil(rows / (16 * 2))  # batch 16, 2 micro
+    again = run(*TINY, "--run-dir", str(run_dir), "--check", cwd=tmp_path)  # the finished run is not wiped silently
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: {run_dir}: run directory: holds a job (steps, summary.json); pass --overwrite to replace it, or use "
+        "another run directory"]
+    assert run(*TINY, "--run-dir", str(run_dir), "--check", "--overwrite", cwd=tmp_path).returncode == 0
 
 
 def test_config_file_with_override_and_check(tmp_path):
