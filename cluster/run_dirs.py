@@ -15,12 +15,12 @@ once cannot both pass it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from cluster.model_folders import MODELS_DIR
 from cluster.saved_state import STATE_FILE
 from kd_core.io.errors import ConfigError
+from kd_core.io.file_checks import CorruptFile, parse_json_mapping
 from kd_core.io.run_files import writing
 from kd_core.io.run_lock import RunLock
 from kd_core.io.run_store import RunStore
@@ -54,8 +54,8 @@ def _method(store: RunStore, name: str | None) -> str | None:
     """The method a run's ``state.json`` or ``summary.json`` names (``None`` if it names none or is unreadable)."""
     text = store.read_text(store.local_root / name) if name else None
     try:
-        method = json.loads(text).get("method") if text else None
-    except (json.JSONDecodeError, AttributeError):
+        method = parse_json_mapping(text, name).get("method") if text else None
+    except CorruptFile:
         return None
     return method if isinstance(method, str) else None
 

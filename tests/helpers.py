@@ -3,6 +3,8 @@ server."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,6 +144,36 @@ def s3_server(tmp: Path) -> Iterator[S3Server]:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def running_mlflow_server(root: Path) -> Iterator[int]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend and artifacts under ``root``), healthy, on the port it
+    yields; stopped when the block ends."""
+    import urllib.request
+
+    port = free_port()
+    log = root / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
+             "--artifacts-destination", str(root / "artifacts")],
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def free_port() -> int:

@@ -2,11 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -14,42 +9,19 @@ import pandas as pd
 import pytest
 
 from jobs.kd import KDJobConfig, run
-from tests.helpers import free_port, job_tree, logged_model, logged_model_files, mlflow_tracking, s3_server
+from tests.helpers import job_tree, logged_model, logged_model_files, mlflow_tracking, running_mlflow_server, s3_server
 from tuning.config import SweepConfig
 from tuning.sweep import run_sweep
 
 TINY = dict(synthetic_size=120, members=2, teacher_epochs=1, epochs=2, batch_size=16)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 with a SQLite backend; artifacts live where the *server* puts them."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = root / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
-             "--artifacts-destination", str(root / "artifacts")],
-            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while not _healthy(url):
-        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-    yield url, root
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    with running_mlflow_server(root) as port:
+        yield f"http://127.0.0.1:{port}", root
 
 
 @pytest.mark.slow

@@ -5,12 +5,10 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from kd_core.io.cli import run_cli
 from kd_core.io.errors import ConfigError, StorageError
 from kd_core.io.redaction import holds_credentials, redact
 from kd_core.io.run_store import RunStore
-from tests.helpers import free_port, stop_processes_mentioning
+from tests.helpers import running_mlflow_server, stop_processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Fake credentials in the job's environment: none may appear in any file the job, Ray or MLflow writes.
@@ -174,25 +172,6 @@ def _files_holding(folder: Path, secrets: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def _start_mlflow_server(root: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
-         "--artifacts-destination", str(root / "artifacts")],
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return server, port
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
-
-
 @pytest.mark.slow
 def test_a_job_writes_its_credentials_to_no_log_or_file(tmp_path):
     """A real job (its own local Ray cluster, in a Ray temp dir of its own) with credentials in its environment and in
@@ -200,32 +179,30 @@ def test_a_job_writes_its_credentials_to_no_log_or_file(tmp_path):
     directory, the MLflow server's store or artifacts, or what the job printed; the redacted URI is what it saved."""
     server_root = tmp_path / "server"
     server_root.mkdir()
-    server, port = _start_mlflow_server(server_root)
-    ray_tmp = Path(tempfile.mkdtemp(prefix="kdsec", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    uri = f"http://alice:{URI_PASSWORD}@127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}, **SECRETS,
-           "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled"}
-    cli = ["--synthetic-size", "120", "--members", "1", "--teacher-epochs", "1", "--epochs", "1", "--no-baseline"]
-    try:
-        done = subprocess.run([sys.executable, "jobs/kd.py", *cli, "--run-dir", str(tmp_path / "run"),
-                               "--tracking-uri", uri, "--quiet", "--json"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        secrets = [*SECRETS.values(), URI_PASSWORD]
-        sessions = list((ray_tmp / "ray").glob("session_2*"))  # (and the link session_latest)
-        assert len(sessions) == 1, sessions
-        agent_log = (sessions[0] / "logs" / "runtime_env_agent.log").read_text()
-        assert '"HF_HUB_OFFLINE": "1"' in agent_log  # where Ray writes a job's env vars: the plain ones are there
-        for folder in (sessions[0], tmp_path / "run"):
-            assert _files_holding(folder, secrets) == {}, folder
-        # MLflow records the user name as each run's user (its mlflow.user tag), on purpose: not a secret there
-        assert _files_holding(server_root, [s for s in secrets if s != SECRETS["MLFLOW_TRACKING_USERNAME"]]) == {}
-        assert not [s for s in secrets if s in done.stdout + done.stderr]
-    finally:
-        stop_processes_mentioning(str(ray_tmp))  # the job's cluster, were anything of it left
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with running_mlflow_server(server_root) as port:
+        ray_tmp = Path(tempfile.mkdtemp(prefix="kdsec", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+        uri = f"http://alice:{URI_PASSWORD}@127.0.0.1:{port}"
+        env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}, **SECRETS,
+               "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled"}
+        cli = ["--synthetic-size", "120", "--members", "1", "--teacher-epochs", "1", "--epochs", "1", "--no-baseline"]
+        try:
+            done = subprocess.run([sys.executable, "jobs/kd.py", *cli, "--run-dir", str(tmp_path / "run"),
+                                   "--tracking-uri", uri, "--quiet", "--json"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            secrets = [*SECRETS.values(), URI_PASSWORD]
+            sessions = list((ray_tmp / "ray").glob("session_2*"))  # (and the link session_latest)
+            assert len(sessions) == 1, sessions
+            agent_log = (sessions[0] / "logs" / "runtime_env_agent.log").read_text()
+            assert '"HF_HUB_OFFLINE": "1"' in agent_log  # where Ray writes a job's env vars: the plain ones are there
+            for folder in (sessions[0], tmp_path / "run"):
+                assert _files_holding(folder, secrets) == {}, folder
+            # MLflow records the user name as each run's user (its mlflow.user tag), on purpose: not a secret there
+            assert _files_holding(server_root, [s for s in secrets if s != SECRETS["MLFLOW_TRACKING_USERNAME"]]) == {}
+            assert not [s for s in secrets if s in done.stdout + done.stderr]
+        finally:
+            stop_processes_mentioning(str(ray_tmp))  # the job's cluster, were anything of it left
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     shown = f"http://alice:***@127.0.0.1:{port}"
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["tracking_uri"] == shown and f"MLflow run {summary['mlflow_run_id']} in {shown}" in done.stdout

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,24 @@ def _assert_session_gone(session_id: int) -> None:
     assert _session_processes(session_id) == []
 
 
+def _stop_when(command: list[str], log: Path, ready: Callable[[], bool],
+               signum: int) -> tuple[subprocess.Popen, int]:
+    """Start ``command`` on a local cluster of its own (stderr to ``log``), send it ``signum`` once ``ready()``, and
+    return it with its exit status; one still running after :data:`STOP_BOUND_S` is killed with its process group
+    (and the wait's ``TimeoutExpired`` fails the test)."""
+    with log.open("w") as err:
+        proc = subprocess.Popen(command, cwd=ROOT, env=_own_cluster_env(), stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        try:
+            wait_for(ready, proc, 300, log)
+            proc.send_signal(signum)
+            return proc, proc.wait(timeout=STOP_BOUND_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_running_job_cleanly_and_resume_finishes_it_to_the_uninterrupted_result(kd_job, tmp_path,
                                                                                                capsys):
@@ -113,18 +132,10 @@ def test_sigterm_stops_a_running_job_cleanly_and_resume_finishes_it_to_the_unint
     resume command, no traceback or Ray's native dump, the parent and every unfinished step's run KILLED, no process
     of the job's Ray session left; then ``--resume`` gives the kd_job fixture's numbers."""
     run_dir, uri, log = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "job.err"
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri",
-                                 uri], cwd=ROOT, env=_own_cluster_env(), stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-        try:
-            wait_for(lambda: (run_dir / "steps/teacher-0/checkpoint/state.json").exists(), proc, 300, log)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=STOP_BOUND_S) == 143, log.read_text()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    proc, code = _stop_when([sys.executable, "jobs/kd.py", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri",
+                             uri], log, lambda: (run_dir / "steps/teacher-0/checkpoint/state.json").exists(),
+                            signal.SIGTERM)
+    assert code == 143, log.read_text()
     stderr = log.read_text()
     assert [line for line in stderr.splitlines() if line.startswith("stopped:")] == [
         f"stopped: SIGTERM; the run dir keeps every finished step: python jobs/kd.py --resume {run_dir} continues it"]
@@ -150,19 +161,10 @@ def test_sigterm_stops_a_running_job_cleanly_and_resume_finishes_it_to_the_unint
 def test_sigint_stops_a_running_sweep_with_status_130_one_line_and_its_runs_killed(tmp_path):
     """Ctrl-C in a sweep: Tune's own SIGINT handler would end fit() as if the sweep were done (exit 0)."""
     run_dir, uri, log = tmp_path / "sweep", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "sweep.err"
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "jobs/sweep.py", "--method", "kd", "--num-samples", "2",
-                                 "--max-concurrency", "2", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri", uri],
-                                cwd=ROOT, env=_own_cluster_env(), stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-        try:
-            wait_for(lambda: any((run_dir / "trials").glob("*/")), proc, 300, log)  # a trial has started
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=STOP_BOUND_S) == 130, log.read_text()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    proc, code = _stop_when([sys.executable, "jobs/sweep.py", "--method", "kd", "--num-samples", "2",
+                             "--max-concurrency", "2", *CLI_TINY, "--run-dir", str(run_dir), "--tracking-uri", uri],
+                            log, lambda: any((run_dir / "trials").glob("*/")), signal.SIGINT)  # once a trial started
+    assert code == 130, log.read_text()
     stderr = log.read_text()
     assert [line for line in stderr.splitlines() if line.startswith("stopped:")] == [
         "stopped: SIGINT; its MLflow runs are marked KILLED; a sweep does not resume (run it again to start over)"]

@@ -30,10 +30,7 @@ def non_finite(value: Any) -> float | None:
 def check_finite(config: Any, source: str) -> None:
     """Refuse a dataclass ``config`` holding a NaN or infinite number (module doc): one :class:`ConfigError` naming
     the field, whose ``source`` is ``source`` (the option group, e.g. ``kd``, or the config file)."""
-    for field in dataclasses.fields(config):
-        bad = non_finite(getattr(config, field.name))
-        if bad is not None:
-            raise ConfigError(source, field.name, f"must be a finite number, got {bad}")
+    check_finite_values({field.name: getattr(config, field.name) for field in dataclasses.fields(config)}, source)
 
 
 def check_finite_values(values: dict[str, Any], source: str) -> None:
