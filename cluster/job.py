@@ -23,11 +23,13 @@ does everything around that, once for every job:
   printed hold the run directory and tracking URI redacted (:mod:`kd_core.io.redaction`:
   ``s3://KEY:***@bucket/run``); a resumed job takes such a value from the option given again
   (compared in its redacted form) or, for the tracking URI, from ``$MLFLOW_TRACKING_URI``.
-* **Steps on workers.** The steps a recipe returns together run at once on a pool of
-  :class:`~cluster.worker.StepWorker` s (one model per device), sharing the node's cores
-  (a step running alone gets all of them); a train step with ``workers > 1`` runs on Ray
-  Train (:mod:`cluster.data_parallel`) while the pool is paused. Steps whose result file
-  exists are not sent anywhere, so a resumed job recomputes nothing completed. The driver
+* **Steps on workers.** Every step starts as soon as the steps it reads have finished and a
+  :class:`~cluster.worker.StepWorker` (one model per device) is free, not stage by stage
+  (:func:`kd_core.engine.local.flow`, :mod:`cluster.job_steps`); the steps running at once
+  share the node's cores (a step running alone gets all of them); a train step with
+  ``workers > 1`` runs on Ray Train (:mod:`cluster.data_parallel`) while the pool is paused.
+  Steps whose result file exists are not sent anywhere, so a resumed job recomputes nothing
+  completed. The driver
   checks each such result and the model folder or knowledge table it names first
   (:func:`~kd_core.engine.execute.stored_result`): a corrupt one is named in one warning line
   and its step runs again, in its same MLflow child run (reopened, tagged ``kd.rerun``, ending
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -54,18 +56,17 @@ from typing import Any, TypeVar
 
 import ray
 
-from cluster.data_parallel import train_on_ray_train
+from cluster.job_steps import JobSteps
 from cluster.model_folders import publish_models
 from cluster.output_paths import job_run_dir, output_location, submission_id
-from cluster.progress import StageProgress
+from cluster.progress import StepProgress
 from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
 from cluster.runtime import announce, connect_stoppable, disconnect
 from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
 from cluster.secrets import with_credentials
 from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
-from kd_core.engine.execute import stored_result
-from kd_core.engine.local import Recipe, drive, stage_plan
+from kd_core.engine.local import Recipe, flow, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
 from kd_core.io.config_files import RENAMED
@@ -214,7 +215,7 @@ class JobRuntime:
         self.tracker: Tracker | None = None
         self.parent: RunRef | None = None
         self.pool: WorkerPool | None = None
-        self.progress = StageProgress(method, enabled=False)
+        self.progress = StepProgress(method, enabled=False)
         self.reused_steps: list[str] = []
         self.train_steps: dict[str, TrainStep] = {}  # every train step the recipe ran or reused, by name
 
@@ -241,7 +242,7 @@ class JobRuntime:
         dashboard, ``ray status``: :func:`cluster.runtime.attach_lines`), then a progress line per stage
         (:mod:`cluster.progress`).
         """
-        self.progress = StageProgress(self.method, enabled=not quiet)
+        self.progress = StepProgress(self.method, enabled=not quiet)
         cluster = connect_stoppable(self.tracking_uri, address)
         try:
             if not quiet:
@@ -268,47 +269,15 @@ class JobRuntime:
     # ------------------------------------------------------------------ steps
 
     def drive(self, recipe: Recipe, ws: Workspace) -> dict[str, Result]:
-        """Run ``recipe`` to its end on the workers (finished steps are read from disk)."""
+        """Run ``recipe`` to its end on the workers, each step as soon as its inputs are done (finished steps are
+        read from disk; :mod:`cluster.job_steps`)."""
         ws_ref = ray.put(ws)  # held here for the whole job: a restarted worker's retried call fetches it again
         self.progress.plan(*stage_plan(recipe))
-        return drive(recipe, lambda steps: self.run_steps(steps, ws, ws_ref))
+        return flow(recipe, JobSteps(self, ws, ws_ref))
 
-    def run_steps(self, steps: Sequence[Step], ws: Workspace, ws_ref: ray.ObjectRef) -> list[Result]:
-        """Run independent ``steps`` at once on the workers; each gets (or keeps) its child run."""
-        assert self.pool is not None
-        results: list[Result | None] = [stored_result(step, ws) for step in steps]
-        self.train_steps |= {step.name: step for step in steps if isinstance(step, TrainStep)}
-        reused = [step.name for step, result in zip(steps, results) if result is not None]
-        self.reused_steps += reused
-        for step, result in zip(steps, results):  # finished as the driver died, before its child run was closed
-            if result is not None and not self.state.steps.get(step.name, {"finished": True})["finished"]:
-                self._finish(step, self._child(step, ws), result, ws)
-        todo = [i for i, result in enumerate(results) if result is None]
-        self.progress.stage_started([steps[i].name for i in todo], reused)
-        runs = {i: self._child(steps[i], ws) for i in todo}
-        on_pool = [i for i in todo if not _data_parallel(steps[i])]
-        threads = self.pool.threads(len(on_pool))
-        fresh = self.pool.run([lambda worker, i=i: worker.run.remote(steps[i], ws_ref, runs[i], threads)
-                               for i in on_pool],
-                              on_start=lambda k, place: self.progress.step_started(steps[on_pool[k]].name, place),
-                              on_done=lambda k: self.progress.step_finished(steps[on_pool[k]].name))
-        for i, result in zip(on_pool, fresh):
-            results[i] = result
-            self._finish(steps[i], runs[i], result, ws)
-        for i in todo:
-            if _data_parallel(steps[i]):
-                step = steps[i]
-                assert isinstance(step, TrainStep)
-                self.progress.step_started(step.name, f"Ray Train, {step.workers} workers")
-                with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)
-                    results[i] = train_on_ray_train(step, ws, ws_ref, runs[i],
-                                                    self.store.location_of(self.run_dir / "ray_train"))
-                self.progress.step_finished(step.name)
-                self._finish(step, runs[i], results[i], ws)
-        self.progress.stage_finished()
-        return [r for r in results if r is not None]
-
-    def _child(self, step: Step, ws: Workspace) -> RunRef:
+    def step_run(self, step: Step, ws: Workspace) -> RunRef:
+        """The MLflow child run of ``step``: its own from an earlier start (reopened; a finished one runs again,
+        tagged ``kd.rerun``), else a new one under the parent."""
         assert self.tracker is not None and self.parent is not None
         known = self.state.steps.get(step.name)
         if known is not None:
@@ -327,7 +296,8 @@ class JobRuntime:
         self.state.save(self.store)
         return run
 
-    def _finish(self, step: Step, run: RunRef, result: Result, ws: Workspace) -> None:
+    def finish_step(self, step: Step, run: RunRef, result: Result, ws: Workspace) -> None:
+        """Log ``step``'s result on its child ``run`` (metrics; a train step's logged model), end it, mark it finished."""
         assert self.tracker is not None
         metrics: dict[str, float] = {"seconds": float(result["seconds"])}
         if isinstance(step, EvaluateStep):  # scores on one split
@@ -397,10 +367,6 @@ def _write(store: RunStore, name: str, text: str) -> None:
     """Write the run directory's file ``name`` atomically, into its store."""
     write_atomic(store.local_root / name, text)
     store.push(store.local_root / name)
-
-
-def _data_parallel(step: Step) -> bool:
-    return isinstance(step, TrainStep) and step.workers > 1
 
 
 def _step_params(step: Step) -> dict[str, Any]:

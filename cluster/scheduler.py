@@ -1,4 +1,5 @@
-"""A pool of step workers: independent steps fan out to free workers, results come back in order.
+"""A pool of step workers: a call goes to a free worker (:meth:`WorkerPool.submit`), finished calls come back as
+they finish (:meth:`WorkerPool.wait`), or a list of calls runs and returns in order (:meth:`WorkerPool.run`).
 
 Shutting the pool down (at a job's end, or when a stop or a failure cuts a stage short) lets the
 idle workers clean up and kills the busy ones at once: a stop does not wait for a running step.
@@ -36,6 +37,7 @@ class WorkerPool:
             raise ValueError(f"a pool needs at least one worker, got {size}")
         self.size = size
         self.busy: list[ray.actor.ActorHandle] = []  # workers with a call running
+        self.pending: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}  # running calls and their workers
         self.workers = self._start()
 
     def _start(self) -> list[ray.actor.ActorHandle]:
@@ -65,41 +67,50 @@ class WorkerPool:
             reclaim_signals()
             self.workers = self._start()
 
-    def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S,
-            on_start: Callable[[int, str], None] | None = None, on_done: Callable[[int], None] | None = None) -> list[Any]:
-        """Give each call a free worker (at most one call per worker at once); results in the order of ``calls``.
+    def idle(self) -> int:
+        """How many workers have no call running."""
+        return len(self.workers) - len(self.busy)
 
-        ``on_start(i, place)`` and ``on_done(i)`` hear of call ``i`` starting on a worker and finishing.
+    def submit(self, call: Call) -> tuple[ray.ObjectRef, str]:
+        """Give ``call`` a free worker (there must be one); its reference and the worker's place."""
+        worker = next(w for w in self.workers if w not in self.busy)
+        ref = call(worker)
+        self.pending[ref] = worker
+        self.busy.append(worker)
+        return ref, self.places[self.workers.index(worker)]
+
+    def wait(self, timeout_s: float = STEP_TIMEOUT_S) -> list[tuple[ray.ObjectRef, Any]]:
+        """Block until at least one submitted call finishes; each finished call's reference and result.
+
         A call that fails (after Ray's retries) re-raises here; a library error (:class:`KDError`, e.g. a full
         run directory) re-raises as itself, so the job ends with its one line.
         """
-        free = list(self.workers)
-        pending: dict[ray.ObjectRef, tuple[int, ray.actor.ActorHandle]] = {}
+        done, _ = ray.wait(list(self.pending), num_returns=1, timeout=timeout_s)
+        if not done:
+            raise TimeoutError(f"no step finished within {timeout_s} s")
+        finished = []
+        for ref in done:
+            self.busy.remove(self.pending.pop(ref))
+            try:
+                finished.append((ref, ray.get(ref)))
+            except ray.exceptions.RayTaskError as err:
+                if isinstance(err.cause, KDError):  # bad input or a full run dir: its one line, not a traceback
+                    raise err.cause from None
+                raise
+        return finished
+
+    def run(self, calls: Sequence[Call], timeout_s: float = STEP_TIMEOUT_S) -> list[Any]:
+        """Run ``calls``, each on a free worker as one frees up (at most one call per worker at once); their
+        results in the order of ``calls`` (a failure re-raises as :meth:`wait` says)."""
+        index: dict[ray.ObjectRef, int] = {}
         results: list[Any] = [None] * len(calls)
         started = 0
-        while started < len(calls) or pending:
-            while started < len(calls) and free:
-                worker = free.pop(0)
-                pending[calls[started](worker)] = (started, worker)
-                self.busy.append(worker)
-                if on_start is not None:
-                    on_start(started, self.places[self.workers.index(worker)])
+        while started < len(calls) or index:
+            while started < len(calls) and self.idle():
+                index[self.submit(calls[started])[0]] = started
                 started += 1
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
-            if not done:
-                raise TimeoutError(f"no step finished within {timeout_s} s")
-            for ref in done:
-                index, worker = pending.pop(ref)
-                self.busy.remove(worker)
-                try:
-                    results[index] = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:
-                    if isinstance(err.cause, KDError):  # bad input or a full run dir: its one line, not a traceback
-                        raise err.cause from None
-                    raise
-                free.append(worker)
-                if on_done is not None:
-                    on_done(index)
+            for ref, result in self.wait(timeout_s):
+                results[index.pop(ref)] = result
         return results
 
     def shutdown(self) -> None:
@@ -109,4 +120,4 @@ class WorkerPool:
         ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)  # a dead worker's call just fails
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
-        self.workers, self.busy = [], []
+        self.workers, self.busy, self.pending = [], [], {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from kd_core.engine.local import drive
 from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace
 from kd_core.engine.steps import TrainStep
 from kd_core.io.errors import ConfigError
@@ -26,13 +25,11 @@ def ws(tmp_path_factory):
 
 
 def plan(settings: MTDNNSettings, ws) -> list[list]:
-    stages: list[list] = []
-
-    def runner(steps):
-        stages.append(list(steps))
-        return [{} for _ in steps]
-
-    drive(mtdnn_recipe(settings, ws), runner)
+    """The recipe's stages, each planned once the ones before it have finished."""
+    recipe, done, stages = mtdnn_recipe(settings, ws), {}, []
+    while stage := recipe(done):
+        stages.append(stage)
+        done |= {step.name: {} for step in stage}
     return stages
 
 

@@ -1,6 +1,6 @@
-"""A recipe's planned number of stages (the "of n" of the progress lines): counted as the runner is called."""
+"""A recipe's planned number of stages (the "of n" of the progress lines): the stages its steps are started in."""
 
-from kd_core.engine.local import drive, in_order, stage_plan, staged
+from kd_core.engine.local import InTurn, flow, in_order, stage_plan, staged
 from kd_core.engine.steps import EvaluateStep
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 
@@ -9,10 +9,23 @@ def _eval(name: str) -> EvaluateStep:
     return EvaluateStep(name, ("tiny-bert",), "teacher")
 
 
+class _Stages(InTurn):
+    """Runs nothing; records the stage number of every step started."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda steps: [{} for _ in steps])
+        self.seen: list[int | None] = []
+
+    def start(self, steps, stages) -> None:
+        self.seen += list(stages)
+        super().start(steps, stages)
+
+
 def _calls(recipe) -> int:
-    calls = []
-    drive(recipe, lambda steps: calls.append(len(steps)) or [{} for _ in steps])
-    return len(calls)
+    runner = _Stages()
+    flow(recipe, runner)
+    assert runner.seen == sorted(runner.seen)  # one at a time, the earliest planned first
+    return len(set(runner.seen))
 
 
 def test_in_order_counts_the_stages_that_run_skipping_empty_ones_and_ones_planned_before():

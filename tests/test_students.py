@@ -11,7 +11,7 @@ import torch
 
 from kd_core.engine.execute import execute
 from kd_core.engine.inputs import knowledge_for, load_model
-from kd_core.engine.local import drive
+from kd_core.engine.local import InTurn, drive, flow
 from kd_core.engine.prepare import StudentsData, build_students_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep
 from kd_core.engine.workspace import absolute_result
@@ -211,19 +211,20 @@ def test_a_teacher_assistant_chain_collects_each_knowledge_table_once(tasks_file
         ran.extend(step.name for step in steps)
         return [execute(step, ws) for step in steps]
 
-    stages = []
+    started: list[tuple[int, str]] = []
     recipe = students_recipe(settings, ws)
 
-    def staged(done):
-        steps = recipe(done)
-        stages.append([step.name for step in steps])
-        return steps
+    class Recording(InTurn):
+        def start(self, steps, stages):
+            started.extend(zip(stages, (step.name for step in steps)))
+            super().start(steps, stages)
 
-    results = drive(staged, runner)
+    results = flow(recipe, Recording(runner))
+    stages = [[name for stage, name in started if stage == k] for k in sorted({stage for stage, _ in started})]
     assert stages[:4] == [["teacher"], ["knowledge"], ["assistant"], ["knowledge-assistant"]]
     assert sorted(ran) == sorted(set(ran)) and ran.count("knowledge") == ran.count("knowledge-assistant") == 1
     assert not recipe(results)  # finished
-    assert recipe.planned == len(stages) - 1  # every stage it went through (the last call: nothing left)
+    assert recipe.planned == len(stages)  # every stage it went through
     assistant = json.loads(ws.result_path("assistant").read_text())
     assert assistant["last_metrics"]["weight/kd"] == 0.4  # the assistant distils from the teacher as students do
     path = ws.resolve(results["knowledge-assistant"]["path"])

@@ -9,10 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cluster.job_steps import PoolSteps
 from cluster.runtime import Placement, placement_for
 from cluster.scheduler import WorkerPool
 from cluster.worker import create_worker
 from kd_core.engine.execute import execute
+from kd_core.engine.local import flow, in_order
 from kd_core.engine.prepare import SpanQAData, build_span_workspace
 from kd_core.engine.steps import CollectStep, TermSpec, TrainStep, model_ref
 from kd_core.knowledge.table import read_knowledge, unfixed
@@ -98,24 +100,33 @@ def test_a_worker_that_dies_every_time_ends_with_an_error_not_a_crash_loop(ray_s
     assert time.monotonic() - started < 300
 
 
-def test_the_pool_keeps_order_and_gives_each_worker_one_call_at_a_time(ray_session):
+def test_the_pool_gives_each_worker_one_call_at_a_time_and_returns_calls_as_they_finish(ray_session):
     pool = WorkerPool(2)
     try:
-        calls = [lambda worker: worker.info.remote() for _ in range(5)]
         events: list[tuple] = []
-        infos = pool.run(calls, on_start=lambda i, place: events.append(("start", i, place)),
-                         on_done=lambda i: events.append(("done", i)))
-        assert len(infos) == 5 and len({info["pid"] for info in infos}) == 2
+        index: dict = {}
+        infos: dict[int, dict] = {}
+        for i in range(5):
+            if not pool.idle():  # both workers busy: a call can only go once one has finished
+                for ref, info in pool.wait():
+                    infos[index[ref]] = info
+                    events.append(("done", index.pop(ref)))
+            ref, place = pool.submit(lambda worker: worker.info.remote())
+            index[ref] = i
+            events.append(("start", i, place))
+        while index:
+            for ref, info in pool.wait():
+                infos[index[ref]] = info
+                events.append(("done", index.pop(ref)))
+        assert sorted(infos) == [0, 1, 2, 3, 4] and len({info["pid"] for info in infos.values()}) == 2
         assert pool.places == ["w0 cpu", "w1 cpu"]  # one node: no node address (cluster.progress.worker_place)
-        starts = [e for e in events if e[0] == "start"]
-        assert [e[1] for e in starts] == [0, 1, 2, 3, 4] and {e[2] for e in starts} == set(pool.places)
-        assert sorted(e[1] for e in events if e[0] == "done") == [0, 1, 2, 3, 4]
-        for i in range(5):  # a call starts before it is done, and at most two are running at any moment
-            assert events.index(("done", i)) > next(k for k, e in enumerate(events) if e[:2] == ("start", i))
+        assert {e[2] for e in events if e[0] == "start"} == set(pool.places)
         running = 0
-        for event in events:
+        for event in events:  # at most two calls are running at any moment
             running += 1 if event[0] == "start" else -1
-            assert running <= 2
+            assert 0 <= running <= 2
+        ordered = [lambda worker, k=k: worker.__ray_call__.remote(lambda actor, k=k: (k, os.getpid())) for k in range(5)]
+        assert [k for k, _ in pool.run(ordered)] == [0, 1, 2, 3, 4]  # results in the order of the calls
         assert pool.threads(1) == 2 and pool.threads(2) == 1 and pool.threads(5) == 1  # 2 CPUs shared
         with pool.paused():
             assert pool.workers == []
@@ -124,6 +135,28 @@ def test_the_pool_keeps_order_and_gives_each_worker_one_call_at_a_time(ray_sessi
         pool.shutdown()
     with pytest.raises(ValueError):
         WorkerPool(0)
+
+
+def test_a_step_starts_when_its_inputs_are_done_not_when_its_stage_is(ray_session, tmp_path):
+    """Two members of one stage, the first far slower; the fast member's knowledge (the next stage) starts on the
+    free worker while the slow member still trains, and reads only its own member: no stage barrier."""
+    ws = build_span_workspace(DATA, "tiny-bert", "tiny-bert-1l", tmp_path)
+    slow = TrainStep("slow", "tiny-bert", 7, "teacher", (TermSpec("hard"),), TrainConfig(epochs=12, batch_size=4, seed=3))
+    fast = TrainStep("fast", "tiny-bert", 8, "teacher", (TermSpec("hard"),), TrainConfig(epochs=0.2, batch_size=8, seed=3))
+    collects = [CollectStep(f"knowledge-{m.name}", model_ref(m.name), "teacher", options=(("top_k", 1),
+                                                                                          ("with_attention", False)))
+                for m in (slow, fast)]
+    pool = WorkerPool(2)
+    try:
+        steps = PoolSteps(pool, ws, ray_session.put(ws))
+        results = flow(in_order([slow, fast], collects), steps)
+    finally:
+        pool.shutdown()
+    assert set(results) == {"slow", "fast", "knowledge-slow", "knowledge-fast"}
+    at = {(event, name): seconds for event, name, seconds in steps.events}
+    assert at[("done", "fast")] <= at[("start", "knowledge-fast")] < at[("done", "slow")]
+    assert at[("done", "slow")] <= at[("start", "knowledge-slow")]
+    assert read_knowledge(ws.resolve(results["knowledge-fast"]["path"])).num_rows > 0
 
 
 def test_placement_uses_gpus_when_present_else_cpu_shares():

@@ -17,10 +17,11 @@ from typing import Any
 
 import ray
 
+from cluster.job_steps import PoolSteps
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef, Tracker
-from kd_core.engine.local import drive, is_teacher
-from kd_core.engine.steps import Result, Step
+from kd_core.engine.local import flow, is_teacher
+from kd_core.engine.steps import Result
 from kd_core.engine.workspace import Workspace, absolute_result
 from kd_core.io.config_files import build_config, unknown_key
 from kd_core.io.run_store import join
@@ -73,14 +74,9 @@ def run_teachers(sweep: RecipeSweep, tracker: Tracker, parent: RunRef) -> tuple[
     run = tracker.start_child(parent, "teachers", tags={"kd.role": "teacher", "kd.method": sweep.spec.name},
                               params={"steps": [s.name for s in plan]})
     pool = WorkerPool(workers)
-    ws_ref = ray.put(sweep.ws)
-
-    def run_on_pool(steps: list[Step]) -> list[Result]:
-        threads = pool.threads(len(steps))
-        return pool.run([lambda worker, s=s: worker.run.remote(s, ws_ref, None, threads) for s in steps])
-
-    try:
-        results = drive(sweep.spec.recipe(sweep.settings, sweep.ws), run_on_pool, until=is_teacher)
+    steps = PoolSteps(pool, sweep.ws, ray.put(sweep.ws), sweep.ws.store.location_of(sweep.ws.run_dir / "ray_train"))
+    try:  # each teacher step as soon as the ones it reads are done
+        results = flow(sweep.spec.recipe(sweep.settings, sweep.ws), steps, until=is_teacher)
     finally:
         pool.shutdown()
     tracker.log_metrics(run, {"teacher_passes": 1, **{f"{name}/dev_primary": r["primary"]

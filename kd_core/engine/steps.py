@@ -267,3 +267,31 @@ class SpeedStep:
 Step = TrainStep | CollectStep | MergeStep | EvaluateStep | SelectStep | SpeedStep
 #: What a step returns and writes as its result file (JSON-able: paths, scores, counts).
 Result = dict[str, Any]
+
+
+def step_inputs(step: Step) -> tuple[str, ...]:
+    """The steps whose results ``step`` reads, in the order its fields name them (each once).
+
+    A recipe declares them by the names it writes into the step: ``"@<step>"`` models (the
+    model, ``embeddings_from``, ``layer_teacher``, an evaluation's or speed test's models and
+    tokenizers), knowledge tables (``knowledge``, each source's), a merge's members, an
+    evaluation's ``threshold_from`` and a select step's candidates. A runner starts a step once
+    all of them have finished (:func:`kd_core.engine.local.flow`).
+    """
+    named: list[str | None] = []
+    if isinstance(step, TrainStep):
+        knowledge = (step.knowledge,) if isinstance(step.knowledge, str) else step.knowledge or ()
+        named += [referenced_step(step.model), referenced_step(step.tokenizer), *knowledge,
+                  *(source.knowledge for source in step.sources)]
+        named += [referenced_step(m) for m in (step.embeddings_from, step.layer_teacher) if m is not None]
+    elif isinstance(step, CollectStep):
+        named += [referenced_step(step.model), referenced_step(step.tokenizer)]
+    elif isinstance(step, MergeStep):
+        named += step.members
+    elif isinstance(step, EvaluateStep):
+        named += [*(referenced_step(m) for m in step.models), referenced_step(step.tokenizer), step.threshold_from]
+    elif isinstance(step, SelectStep):
+        named += [referenced_step(c) or c for c in step.candidates]
+    elif isinstance(step, SpeedStep):
+        named += [referenced_step(name) for _, model, tokenizer in step.models for name in (model, tokenizer)]
+    return tuple(dict.fromkeys(name for name in named if name is not None))
