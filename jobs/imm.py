@@ -3,7 +3,7 @@
 Thin entry point (:class:`cluster.job_cli.Job`): options (generated from the config dataclasses;
 a ``--config`` file plus overrides), checked with the data before any cluster work; then the recipe
 :func:`kd_core.methods.imm.imm_recipe` runs on the job runtime (:mod:`cluster.job`): every
-domain's step of a stage at once on Ray workers (one model per device), every step a child
+domain's step as soon as the steps it reads are done, on Ray workers (one model per device), every step a child
 run in MLflow, resumable with ``--resume``.
 """
 
@@ -48,7 +48,7 @@ class IMMJob(Job[IMMJobConfig]):
     config_class = IMMJobConfig
     prog = "python jobs/imm.py"
     description = ("Iterative multi-source mutual knowledge transfer for MRC (Liu et al., IJCAI 2020) on Ray: one "
-                   "worker per domain model, every domain's step of a stage at once, every step a child run in "
+                   "worker per domain model, each step as soon as the ones it reads are done, every step a child run in "
                    "MLflow. With no options: 3 synthetic domains, tiny models, K=2.")
     resume_help = "continue the run in RUN_DIR with its saved options (others given must equal them)"
 
