@@ -17,19 +17,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import ray
 
 from cluster.data_parallel import train_on_ray_train
+from cluster.progress import StepProgress
 from cluster.scheduler import WorkerPool
 from cluster.tracking import RunRef
 from kd_core.engine.execute import stored_result
 from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
+from kd_core.io.run_store import RunStore
 
-if TYPE_CHECKING:
-    from cluster.job import JobRuntime
+
+class StepRecords(Protocol):
+    """What :class:`JobSteps` uses of its job (:class:`cluster.job.JobRuntime`)."""
+
+    pool: WorkerPool | None
+    store: RunStore
+    run_dir: Path
+    progress: StepProgress
+    state: Any  # cluster.job.JobState: ``state.steps[name]["finished"]``
+    reused_steps: list[str]
+    train_steps: dict[str, TrainStep]
+
+    def step_run(self, step: Step, ws: Workspace) -> RunRef: ...
+
+    def finish_step(self, step: Step, run: RunRef, result: Result, ws: Workspace) -> None: ...
 
 
 def data_parallel(step: Step) -> bool:
@@ -97,7 +113,7 @@ class PoolSteps:
 class JobSteps(PoolSteps):
     """:class:`PoolSteps` for a job: child runs, the job's state and progress lines (module doc)."""
 
-    def __init__(self, job: JobRuntime, ws: Workspace, ws_ref: ray.ObjectRef) -> None:
+    def __init__(self, job: StepRecords, ws: Workspace, ws_ref: ray.ObjectRef) -> None:
         assert job.pool is not None
         super().__init__(job.pool, ws, ws_ref, job.store.location_of(job.run_dir / "ray_train"))
         self.job = job
