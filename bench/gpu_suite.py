@@ -376,7 +376,7 @@ def a2d_part(size: Size, tiny: bool, data: Path, work: Path, device: torch.devic
     results = run_locally(a2d_recipe(settings, ws), ws, device=str(device))
     extra = [EvaluateStep(f"eval-{who}-{HELD_OUT}", (model_ref(who),), "teacher", split=HELD_OUT)
              for who in (*(f"member-{i}" for i in range(settings.members)), "student-no-kd")]
-    results |= run_locally(in_order(extra), ws, device=str(device))
+    results = run_locally(in_order(extra), ws, results, device=str(device))
     return {"data": {**data_info, "questions": {split: len(ws.examples(split)) for split in ("train", DEV, HELD_OUT)},
                      "windows": {split: len(ws.features("teacher", split)[0]) for split in ("train", DEV, HELD_OUT)},
                      "held_out_contexts_in_train_or_dev": shared},

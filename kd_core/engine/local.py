@@ -164,17 +164,19 @@ def flow(recipe: Recipe, runner: Runner, done: Mapping[str, Result] | None = Non
     Each round: plan, take the stored result of every ready step that has one (which may let
     more be planned), start the ready steps in planning order while the runner can (the first
     that cannot start ends the round, so a step that needs the whole pool is not overtaken),
-    then wait for a step to finish. With ``until``, steps it refuses are never started and the
-    drive ends when none it accepts can run; without, a planned step whose inputs nothing will
-    make is a recipe bug.
+    then wait for a step to finish. A step waits for the inputs this drive plans or runs; one it
+    does not (a result from another drive, or none: the step's executor names what is missing)
+    does not hold it back. With ``until``, steps it refuses are never started and the drive ends
+    when none it accepts can run.
     """
     results: dict[str, Result] = dict(done or {})
     running: dict[str, Step] = {}
     checked: set[str] = set()
     while True:
-        planned = [(stage, step) for stage, step in planned_steps(recipe, results)
-                   if step.name not in running and (until is None or until(step))]
-        ready = [(stage, step) for stage, step in planned if all(name in results for name in step_inputs(step))]
+        every = [(stage, step) for stage, step in planned_steps(recipe, results) if step.name not in running]
+        coming = {step.name for _, step in every} | set(running)  # inputs worth waiting for
+        planned = [(stage, step) for stage, step in every if until is None or until(step)]
+        ready = [(stage, step) for stage, step in planned if not coming.intersection(step_inputs(step))]
         for _, step in ready:  # a resumed run's finished steps: no worker needed
             if step.name not in checked:
                 checked.add(step.name)
@@ -191,10 +193,6 @@ def flow(recipe: Recipe, runner: Runner, done: Mapping[str, Result] | None = Non
             runner.start([step for _, step in starting], [stage for stage, _ in starting])
             running |= {step.name: step for _, step in starting}
         if not running:
-            if planned and until is None:
-                step = planned[0][1]
-                missing = [name for name in step_inputs(step) if name not in results]
-                raise RuntimeError(f"step {step.name!r} reads {missing[0]!r}, which the recipe does not run")
             return results
         for step, result in runner.wait():
             del running[step.name]
@@ -228,6 +226,8 @@ def drive(recipe: Recipe, run: StepFunction, done: Mapping[str, Result] | None =
     return flow(recipe, InTurn(run), done, until)
 
 
-def run_locally(recipe: Recipe, ws: Workspace, **kwargs: Any) -> dict[str, Result]:
-    """:func:`drive` with every step executed here, one after another (``kwargs`` go to :func:`execute`)."""
-    return drive(recipe, lambda steps: [execute(step, ws, **kwargs) for step in steps])
+def run_locally(recipe: Recipe, ws: Workspace, done: Mapping[str, Result] | None = None,
+                **kwargs: Any) -> dict[str, Result]:
+    """:func:`drive` with every step executed here, one after another, after the results ``done`` (the steps a
+    recipe's steps may read that another drive ran); ``kwargs`` go to :func:`execute`."""
+    return drive(recipe, lambda steps: [execute(step, ws, **kwargs) for step in steps], done)
