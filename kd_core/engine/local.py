@@ -47,6 +47,9 @@ class Finished(Mapping[str, Result]):
             raise NotYet(name)
         return self.results[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.results
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.results)
 
