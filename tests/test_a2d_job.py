@@ -71,7 +71,7 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     table = summary["speed_table"]
     assert table["student"]["parameters"] < table["ensemble"]["parameters"]
     run_dir = Path(summary["run_dir"])
-    knowledge = read_knowledge(run_dir / "steps/knowledge/knowledge.parquet")
+    knowledge = read_knowledge(run_dir / "steps/knowledge/knowledge.arrow")
     assert knowledge_metadata(knowledge)["members"] == 2
     assert len(read_manifest(knowledge, "knowledge").teachers) == 2
     assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1

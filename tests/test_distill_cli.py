@@ -39,7 +39,7 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     assert 0 <= summary["student_f1"] <= 100
     assert summary["student_parameters"] < summary["teacher_parameters"]
     run_dir = Path(summary["run_dir"])
-    table = read_knowledge(run_dir / "steps/knowledge/knowledge.parquet")
+    table = read_knowledge(run_dir / "steps/knowledge/knowledge.arrow")
     assert {"start_logits", "confusing_start", "attention"} <= set(table.column_names)
     assert knowledge_metadata(table)["members"] == 1
     assert AutoModelForQuestionAnswering.from_pretrained(run_dir / "steps/student/model").config.num_hidden_layers == 1

@@ -73,14 +73,29 @@ def test_knowledge_for_other_features_is_refused(tmp_path):
     other_stride = replace(ws, windows=FeatureConfig(96, 16), _features={}, _hashes={})
     with pytest.raises(DataError, match=r"made for doc_stride 32, but these features have 16"):
         execute(student, other_stride)
+    shorter_questions = replace(ws, windows=FeatureConfig(96, 32, max_query_length=8), _features={}, _hashes={})
+    with pytest.raises(DataError, match=r"made for max_query_length 64, but these features have 8"):
+        execute(student, shorter_questions)
     other_vocabulary = build_workspace(replace(options, vocab_size=300), "tiny-bert", "tiny-bert-1l", tmp_path)
-    with pytest.raises(DataError, match=r"knowledge.parquet: manifest: made for tokenizer [0-9a-f]{12}, but these "
+    with pytest.raises(DataError, match=r"knowledge.arrow: manifest: made for tokenizer [0-9a-f]{12}, but these "
                                         r"features have [0-9a-f]{12}"):
         execute(student, other_vocabulary)
     other_data = build_workspace(replace(options, seed=1), "tiny-bert", "tiny-bert-1l", tmp_path)
     with pytest.raises(DataError, match="made for data fingerprint"):
         execute(student, other_data)
     assert not (tmp_path / "steps" / "student" / "result.json").exists()
+
+
+def test_questions_cut_to_max_query_length_are_counted_and_reported(tmp_path, capsys):
+    options = DataOptions(task="span_qa", synthetic_size=60, max_length=96, doc_stride=32, max_query_length=6)
+    ws = build_workspace(options, "tiny-bert", "tiny-bert-1l", tmp_path)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("features:")]
+    counted = ws.check_features()
+    assert counted and set(counted) <= set(ws.splits) and all(n > 0 for n in counted.values())
+    assert any(f"{counted['train']} of {len(ws.splits['train'])} questions of split 'train' are longer than "
+               "max_query_length=6 tokens" in line for line in lines), lines
+    _, arrays = ws.features("teacher", "train")
+    assert arrays["question_mask"].sum(axis=1).max() == 6
 
 
 def test_a_train_step_interrupted_mid_run_resumes_to_the_uninterrupted_weights(tmp_path):

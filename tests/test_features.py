@@ -2,7 +2,7 @@
 
 import pytest
 
-from kd_core.data.features import FeatureConfig, featurize
+from kd_core.data.features import FeatureConfig, featurize, truncated_questions
 from kd_core.data.schema import examples_to_dataset
 from kd_core.evaluation.decode import span_text
 from kd_core.io.errors import ConfigError
@@ -45,6 +45,25 @@ def test_long_context_is_windowed_with_overlap_and_cls_label_outside():
     assert second_start < first_end
 
 
+def test_a_question_over_max_query_length_is_cut_to_its_first_tokens_and_counted():
+    tok = toy_tokenizer()
+    long_question = "What dose of oxaprolin is given to adults " * 4 + "?"
+    ex = examples_to_dataset([example("long-q", "The dose is 200 mg.", long_question, "200 mg"),
+                              example("short-q", "The dose is 200 mg.", "What dose?", "200 mg")])
+    question_ids = tok(long_question, add_special_tokens=False)["input_ids"]
+    assert len(question_ids) > 12
+    config = FeatureConfig(max_length=48, doc_stride=4, max_query_length=12)
+    features = featurize(ex, tok, config)
+    long_row, short_row = features[0], features[1]
+    kept = [token for token, inside in zip(long_row["input_ids"], long_row["question_mask"]) if inside]
+    assert kept == question_ids[:12]  # the first 12 tokens of the question, nothing else
+    assert sum(short_row["question_mask"]) == len(tok("What dose?", add_special_tokens=False)["input_ids"])
+    assert span_text(ex[0]["context"], long_row["offsets"], long_row["start_position"], long_row["end_position"]) \
+        == "200 mg"
+    assert truncated_questions(ex, tok, config) == 1
+    assert truncated_questions(ex, tok, FeatureConfig(max_length=48, doc_stride=4)) == 0  # 64 keeps it whole
+
+
 def test_question_longer_than_max_length_is_refused_with_example_named():
     tok = toy_tokenizer()
     long_question = "What dose of oxaprolin is given to adults " * 4 + "?"
@@ -55,7 +74,8 @@ def test_question_longer_than_max_length_is_refused_with_example_named():
     assert "smaller than the question" in err.value.what
 
 
-@pytest.mark.parametrize("kwargs", [{"max_length": 4}, {"max_length": 32, "doc_stride": 32}, {"doc_stride": -1}])
+@pytest.mark.parametrize("kwargs", [{"max_length": 4}, {"max_length": 32, "doc_stride": 32}, {"doc_stride": -1},
+                                    {"max_query_length": 0}])
 def test_invalid_window_settings(kwargs):
     with pytest.raises(ConfigError):
         FeatureConfig(**kwargs)

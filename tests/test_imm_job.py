@@ -58,7 +58,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
         saved = run_dir / "models/imm" / d / "model.safetensors"
         kept = run_dir / summary["final_models"][d] / "model.safetensors"
         assert saved.read_bytes() == kept.read_bytes() and saved.stat().st_ino == kept.stat().st_ino
-    assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.parquet")) == sorted(
+    assert sorted(p.parent.name for p in (run_dir / "steps").glob("knowledge-*-0/knowledge.arrow")) == sorted(
         f"knowledge-{d}-0" for d in domains)
 
     client, parent, children = job_tree(uri, summary["mlflow_run_id"])

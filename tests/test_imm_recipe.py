@@ -44,7 +44,7 @@ def test_a_mixture_upsamples_to_the_largest_part_and_reads_knowledge_by_feature_
                                     options=(("top_k", 1), ("with_attention", False))), ws)
     table = read_knowledge(ws.resolve(collected["path"]))
     # The same knowledge stored in reversed row order: a mixture must align it by feature id, not by row.
-    reversed_path = ws.step_dir("reversed") / "knowledge.parquet"
+    reversed_path = ws.step_dir("reversed") / "knowledge.arrow"
     write_knowledge(table.take(pa.array(range(table.num_rows - 1, -1, -1))), reversed_path)
     ws.result_path("reversed").write_text(json.dumps({"kind": "collect", "name": "reversed", "seconds": 0.0,
                                                       "path": str(reversed_path), "rows": table.num_rows,

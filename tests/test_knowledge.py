@@ -1,12 +1,14 @@
-"""Knowledge tables: the ensemble merge against hand-built member outputs, alignment, Parquet."""
+"""Knowledge tables: the ensemble merge against hand-built member outputs, alignment, Arrow IPC read in place."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
+from kd_core.data.batches import batch_at
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.span import knowledge_arrays, knowledge_metadata, member_table, merge_knowledge
-from kd_core.knowledge.table import read_knowledge, write_knowledge
+from kd_core.knowledge.table import RowsOf, read_knowledge, write_knowledge
 from kd_core.objectives.losses import teacher_probabilities
 
 CONTEXT = "alpha beta gamma delta"
@@ -54,7 +56,8 @@ def test_window_rule_picks_the_span_of_highest_ensemble_confidence_in_each_windo
 def test_merge_keeps_member_logits_so_probabilities_average():
     arrays = knowledge_arrays(_merge(), ["f0", "f1", "f2"])
     assert arrays["teacher_start_logits"].shape == (3, 2, 5)
-    q = teacher_probabilities(torch.from_numpy(arrays["teacher_end_logits"]), torch.from_numpy(SPAN_MASK))
+    q = teacher_probabilities(torch.from_numpy(np.asarray(arrays["teacher_end_logits"], np.float32)),
+                              torch.from_numpy(SPAN_MASK))
     expected = (torch.softmax(torch.tensor(M1_END[0]), 0) + torch.softmax(torch.tensor(M2_END[0]), 0)) / 2
     assert torch.allclose(q[0], expected, atol=1e-6)
     assert q[0, 1].item() == pytest.approx(0.3012, abs=1e-4)
@@ -66,7 +69,7 @@ def test_merge_averages_attention_and_records_metadata(tmp_path):
     assert meta == {"kind": "ensemble", "members": 2, "seq_len": 5, "top_k": 2, "num_question_tokens": 2,
                     "confusing": "window"}
     assert merged.column("topk_start").type.list_size == 4  # both members' top-K side by side
-    path = write_knowledge(merged, tmp_path / "k.parquet")
+    path = write_knowledge(merged, tmp_path / "k.arrow")
     arrays = knowledge_arrays(read_knowledge(path), ["f2", "f0"])  # any order of features
     assert arrays["teacher_attention"].shape == (2, 5, 2)
     assert np.allclose(arrays["teacher_attention"], 0.3, atol=1e-3)
@@ -116,3 +119,33 @@ def test_question_rule_picks_one_wrong_answer_per_question_by_the_members_own_sc
     # The window rule gives w1 a confusing answer of its own (gamma or epsilon).
     starts, _ = _question_merge("window")
     assert starts[0] >= 0 and starts[1] in (1, 3) and starts[2] == -1
+
+
+def test_a_stored_table_is_read_in_place_as_float16_and_batches_become_float32(tmp_path):
+    path = write_knowledge(_merge(), tmp_path / "k.arrow")
+    allocated = pa.total_allocated_bytes()
+    table = read_knowledge(path)
+    in_order = knowledge_arrays(table, ["f0", "f1", "f2"])
+    reordered = knowledge_arrays(table, ["f2", "f0"])
+    # Nothing is copied: the table's columns are the mapped file and the arrays are views of them.
+    assert pa.total_allocated_bytes() - allocated < 1024
+    attention = in_order["teacher_attention"]
+    assert isinstance(attention, np.ndarray) and attention.dtype == np.float16 and not attention.flags.owndata
+    assert not attention.flags.writeable  # a read-only view of the file
+    assert isinstance(reordered["teacher_start_logits"], RowsOf)
+    # A batch of the reordered rows holds the right rows, in float32.
+    batch = batch_at(reordered, np.array([1, 0]))
+    assert batch["teacher_start_logits"].dtype == torch.float32
+    assert batch["teacher_start_logits"][0, 1].tolist() == M2_START[0].tolist()  # row 1 of ["f2", "f0"] is f0
+    assert batch["teacher_attention"].dtype == torch.float32 and batch["teacher_attention"].shape == (2, 5, 2)
+    assert batch["confusing_start"].tolist() == in_order["confusing_start"][[0, 2]].tolist()
+
+
+def test_rows_of_indexes_like_the_array_it_stands_for():
+    base = np.arange(24, dtype=np.float16).reshape(4, 3, 2)
+    rows = np.array([3, 1, 1])
+    picked, whole = RowsOf(base, rows), base[rows]
+    assert len(picked) == 3 and picked.shape == whole.shape and picked.dtype == whole.dtype and picked.ndim == 3
+    for key in (np.array([2, 0]), slice(1, None), 0, (1, 2), (np.array([0, 2]), 1), (slice(None), 0, 1)):
+        np.testing.assert_array_equal(picked[key], whole[key])
+    np.testing.assert_array_equal(np.asarray(picked, np.float32), whole.astype(np.float32))

@@ -20,7 +20,7 @@ from kd_core.engine.local import run_locally
 from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import TermSpec, TrainStep
 from kd_core.io.cli import run_cli
-from kd_core.io.file_checks import CorruptFile, check_parquet, safetensors_header
+from kd_core.io.file_checks import CorruptFile, check_table_file, safetensors_header
 from kd_core.io.redaction import redact
 from kd_core.io.run_store import clear_staging, join
 from kd_core.knowledge.table import read_knowledge
@@ -71,7 +71,7 @@ DAMAGE = [
     ("steps/student/result.json", cut, "student", "result.json: corrupt ("),
     ("steps/eval-student/result.json", _drop_primary, "eval-student", "corrupt (an evaluate result without primary)"),
     ("steps/teacher-0/model/model.safetensors", cut, "teacher-0", "model.safetensors: corrupt (the file has"),
-    ("steps/knowledge/knowledge.parquet", cut, "knowledge", "knowledge.parquet: corrupt (not a readable Parquet file"),
+    ("steps/knowledge/knowledge.arrow", cut, "knowledge", "knowledge.arrow: corrupt (not a readable Arrow IPC file"),
 ]
 
 
@@ -103,7 +103,7 @@ def test_in_an_s3_run_dir_a_corrupt_table_is_named_by_its_uri_and_made_again(tmp
                                                                      LOCAL.student_model, run_dir))
 
         expected = recipe_run()
-        key = f"{s3.bucket}/runs/local/steps/knowledge-0/knowledge.parquet"
+        key = f"{s3.bucket}/runs/local/steps/knowledge-0/knowledge.arrow"
         with s3.fs.open_input_stream(key) as stream:
             whole = stream.read()
         with s3.fs.open_output_stream(key) as stream:
@@ -114,7 +114,7 @@ def test_in_an_s3_run_dir_a_corrupt_table_is_named_by_its_uri_and_made_again(tmp
         (line,) = warnings_in(capsys.readouterr().err)
         clear_staging()
     assert "testing:testing@" not in line  # the credentials in the URI are redacted in the line
-    assert line.startswith(f"warning: {redact(join(run_dir, expected['knowledge-0']['path']))}: corrupt (not a readable Parquet file"), line
+    assert line.startswith(f"warning: {redact(join(run_dir, expected['knowledge-0']['path']))}: corrupt (not a readable Arrow IPC file"), line
     assert line.endswith("; step knowledge-0 runs again") and untimed(again) == untimed(expected)
 
 
@@ -122,14 +122,14 @@ def test_a_consumer_reading_a_corrupt_table_gets_one_line_naming_it(local_run, t
     """The worker-side check: a table damaged after the driver's check is refused by the step that reads it."""
     original, _ = local_run
     run_dir = copy_run(original, tmp_path / "run")
-    table = run_dir / "steps/knowledge/knowledge.parquet"
+    table = run_dir / "steps/knowledge/knowledge.arrow"
     cut(table)
     ws = build_workspace(LOCAL_DATA, LOCAL.teacher_model, LOCAL.student_model, run_dir)
     student = TrainStep("student-2", "tiny-bert-1l", 1, "student", (TermSpec("soft", 1.0, 2.0),),
                         TrainConfig(epochs=1), knowledge="knowledge")
-    with pytest.raises(CorruptFile, match=r"knowledge/knowledge.parquet: corrupt: not a readable Parquet file"):
+    with pytest.raises(CorruptFile, match=r"knowledge/knowledge.arrow: corrupt: not a readable Arrow IPC file"):
         execute(student, ws)
-    with pytest.raises(CorruptFile, match=r"knowledge.parquet: corrupt: not a readable Parquet file \(Parquet magic"):
+    with pytest.raises(CorruptFile, match=r"knowledge.arrow: corrupt: not a readable Arrow IPC file \(Not an Arrow file"):
         read_knowledge(table)
 
 
@@ -203,11 +203,11 @@ def test_safetensors_headers_catch_cut_padded_and_rewritten_files(tmp_path):
 def test_a_table_whose_rows_or_manifest_disagree_with_its_result_is_corrupt(local_run):
     original, results = local_run
     table, rows = Path(original) / results["knowledge"]["path"], results["knowledge"]["rows"]
-    check_parquet(table, rows, (b"kd_manifest",))
+    check_table_file(table, rows, (b"kd_manifest",))
     with pytest.raises(CorruptFile, match=f"{rows} rows, its step wrote {rows + 1}"):
-        check_parquet(table, rows + 1)
+        check_table_file(table, rows + 1)
     with pytest.raises(CorruptFile, match="no readable kd_other in its schema metadata"):
-        check_parquet(table, rows, (b"kd_other",))
+        check_table_file(table, rows, (b"kd_other",))
 
 
 # ---------------------------------------------------------------- state.json
@@ -257,7 +257,7 @@ def _resumable_copy(kd_job, tmp_path: Path) -> tuple[Path, str, dict]:
     return run_dir, f"sqlite:///{store}", state
 
 
-JOB_DAMAGE = [("steps/student/result.json", "student"), ("steps/knowledge-0/knowledge.parquet", "knowledge-0")]
+JOB_DAMAGE = [("steps/student/result.json", "student"), ("steps/knowledge-0/knowledge.arrow", "knowledge-0")]
 
 
 @pytest.mark.parametrize("damaged, rerun", JOB_DAMAGE, ids=[d[1] for d in JOB_DAMAGE])

@@ -5,7 +5,6 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,7 +16,7 @@ from kd_core.engine.steps import CollectStep, TermSpec, TrainStep
 from kd_core.engine.workspace import absolute_result
 from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import read_manifest
-from kd_core.knowledge.table import read_knowledge
+from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.methods.students import StudentsSettings, plan_students, students_recipe
 from kd_core.objectives.layer_distillation import LayerDistillation, uniform_layer_map
 from kd_core.objectives.noise import NoisyTeacher
@@ -55,7 +54,7 @@ def test_augmented_rows_carry_no_label_and_the_knowledge_table_flags_them(taught
     augmented = [i for i, example_id in enumerate(transfer["id"]) if "~aug" in example_id]
     assert len(transfer) > len(taught.splits["train"]) and len(augmented) == len(transfer) - len(taught.splits["train"])
     assert all(transfer[i]["label"] is None and transfer[i]["score"] is None for i in augmented)
-    table = pq.read_table(taught.resolve(json.loads(taught.result_path("knowledge").read_text())["path"]))
+    table = read_knowledge(taught.resolve(json.loads(taught.result_path("knowledge").read_text())["path"]))
     gold = dict(zip(table.column("example_id").to_pylist(), table.column("gold").to_pylist()))
     assert {k for k, v in gold.items() if not v} == {transfer[i]["id"] for i in augmented}
     # the gold-label loss is 0 on them: their labels are -1 in the arrays
@@ -67,11 +66,10 @@ def test_a_bilstm_learns_from_the_teachers_example_keyed_knowledge_through_its_o
     # The same example ids read through the word tokenizer get the teacher's rows, even from a shuffled table.
     path = taught.resolve(json.loads(taught.result_path("knowledge").read_text())["path"])
     expected = knowledge_for("knowledge", "teacher", "transfer", taught)["teacher_logits"]
-    table = pq.read_table(path)
-    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
-    pq.write_table(shuffled.replace_schema_metadata(table.schema.metadata), path)
+    table = read_knowledge(path)
+    write_knowledge(table.take(np.random.default_rng(0).permutation(table.num_rows)), path)
     through_words = knowledge_for("knowledge", "words", "transfer", taught)["teacher_logits"]
-    pq.write_table(table, path)
+    write_knowledge(table, path)
     np.testing.assert_array_equal(through_words, expected)
     assert taught.tokenizer("words").get_vocab() != taught.tokenizer("teacher").get_vocab()
 

@@ -99,7 +99,7 @@ def test_knowledge_of_another_task_is_refused_before_cluster_work(finished, tmp_
             "--max-length", "32", "--word-vocab-size", "200"]
     assert run_cli(main, args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "made for" in err[0] and "knowledge.parquet" in err[0], err
+    assert len(err) == 1 and "made for" in err[0] and "knowledge.arrow" in err[0], err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 

@@ -135,7 +135,7 @@ def test_a2d_sweep_runs_teachers_once_and_asha_stops_trials(ray_session, tmp_pat
     configs = [{k: float(r.data.params[k]) for k in summary["best_config"]} for r in trials if logged[r.info.run_id] == top]
     assert any(c == pytest.approx(summary["best_config"]) for c in configs)
     teacher = next(r for r in children if r.data.tags.get("kd.role") == "teacher")
-    knowledge_written = (run_dir / "teachers/steps/knowledge/knowledge.parquet").stat().st_mtime
+    knowledge_written = (run_dir / "teachers/steps/knowledge/knowledge.arrow").stat().st_mtime
     assert len(list(run_dir.rglob("steps/member-0/model"))) == 1  # the teacher trained once
     assert all(r.info.start_time / 1000 >= knowledge_written - 1 for r in children if r.data.tags["kd.role"] == "trial")
     assert teacher.info.end_time / 1000 <= min(r.info.start_time for r in children if r.data.tags["kd.role"] == "trial") / 1000
@@ -202,7 +202,7 @@ def test_an_mtdnn_sweep_runs_the_teacher_ensembles_once(ray_session, tmp_path):
     assert summary["teacher_passes"] == 1 and summary["trials"] == 2 and summary["failed"] == 0
     assert set(summary["best_config"]) == {"alpha", "tau", "learning_rate"}
     assert len(list((tmp_path / "sweep").rglob("steps/teacher-mt-0/model"))) == 1  # pre-trained once
-    assert len(list((tmp_path / "sweep").rglob("steps/sentiment-knowledge/knowledge.parquet"))) == 1  # merged once
+    assert len(list((tmp_path / "sweep").rglob("steps/sentiment-knowledge/knowledge.arrow"))) == 1  # merged once
     assert not list((tmp_path / "sweep").rglob("steps/student-vanilla"))  # no baseline in the trials
 
 
@@ -226,7 +226,7 @@ def test_a_students_sweep_trains_the_teacher_once_and_searches_the_kd_settings(r
     assert summary["teacher_passes"] == 1 and summary["trials"] == 4 and summary["failed"] == 0
     assert set(summary["best_config"]) == {"loss", "noise", "alpha", "tau"}
     assert len(list((tmp_path / "sweep").rglob("steps/teacher-1/model"))) == 1  # trained once for all trials
-    assert len(list((tmp_path / "sweep").rglob("steps/knowledge/knowledge.parquet"))) == 1
+    assert len(list((tmp_path / "sweep").rglob("steps/knowledge/knowledge.arrow"))) == 1
     assert not list((tmp_path / "sweep").rglob("steps/scratch-no-kd"))  # no baseline in the trials
     # every trial's setting changed what it computed: four different students
     students = [load_file(str(p)) for p in (tmp_path / "sweep" / "trials").glob("*/output/model.safetensors")]

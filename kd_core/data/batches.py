@@ -3,7 +3,9 @@
 Training and inference read features through :func:`feature_arrays`, which adds the
 ``span_mask`` (passage tokens plus the ``[CLS]`` position, the legal span ends) used by
 every loss; knowledge columns (see :mod:`kd_core.knowledge`) and per-example weights are
-extra arrays with the same first dimension.
+extra arrays with the same first dimension. Knowledge columns are float16 views of a
+memory-mapped table (or :class:`~kd_core.knowledge.table.RowsOf` them): a batch reads its rows
+and converts them to float32, so the table is never converted whole.
 
 **Dynamic padding.** Rows are padded to the longest window of the whole set; a batch can be
 cut to its own longest row (``trim=True``): every column with a sequence axis
@@ -62,14 +64,15 @@ def batch_length(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> int:
 
 
 def batch_at(arrays: Mapping[str, np.ndarray], indices: np.ndarray, trim: bool = False) -> dict[str, Tensor]:
-    """Rows ``indices`` of every array, as tensors; with ``trim``, cut to the batch's longest row (module doc)."""
+    """Rows ``indices`` of every array, as tensors; with ``trim``, cut to the batch's longest row (module doc).
+    float16 columns (knowledge read in place) become float32 here, a batch at a time."""
     length = batch_length(arrays, indices) if trim and "attention_mask" in arrays else None
     batch = {}
     for name, values in arrays.items():
         rows = values[indices]
         if length is not None and name in LENGTH_AXES:
             rows = rows[(slice(None),) * (LENGTH_AXES[name] % rows.ndim) + (slice(0, length),)]
-        batch[name] = torch.from_numpy(np.ascontiguousarray(rows))
+        batch[name] = torch.from_numpy(np.ascontiguousarray(rows, np.float32 if rows.dtype == np.float16 else None))
     return batch
 
 

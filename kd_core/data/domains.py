@@ -101,6 +101,7 @@ class DataSettings:
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
     max_length: int = option(96, "tokens per window", "data")
     doc_stride: int = option(32, "overlap between windows, in tokens", "data")
+    max_query_length: int = option(64, "longest question kept, in tokens (longer ones are cut and counted)", "data")
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
     def __post_init__(self) -> None:
@@ -121,7 +122,12 @@ class DataSettings:
                 raise ConfigError("domains", name, f"must be strictly between 0 and 1, got {getattr(self, name)}")
         if self.vocab_size < 100:
             raise ConfigError("domains", "vocab_size", f"must be >= 100, got {self.vocab_size}")
-        FeatureConfig(self.max_length, self.doc_stride)  # validates the windows
+        self.windows  # validates the windows
+
+    @property
+    def windows(self) -> FeatureConfig:
+        """The window settings of these options."""
+        return FeatureConfig(self.max_length, self.doc_stride, self.max_query_length)
 
 
 def domain_sources(settings: DataSettings) -> list[DomainSource]:

@@ -2,7 +2,10 @@
 
 A fast tokenizer encodes ``[CLS] question [SEP] passage [SEP]``; passages longer than the
 window are cut into overlapping windows (``doc_stride`` tokens of overlap, the Hugging
-Face meaning of ``stride``). Each window is one *feature* with:
+Face meaning of ``stride``). A question longer than ``max_query_length`` tokens (64 by default,
+BERT's and Hugging Face's SQuAD convention) is cut to its first ``max_query_length`` tokens
+first, so the question part of every window (and the width ``Q`` of attention knowledge) has a
+bound; :func:`truncated_questions` counts the questions cut. Each window is one *feature* with:
 
 * ``feature_id`` = ``"<example id>#<window index>"`` (stable: it depends only on the
   example and the tokenisation settings),
@@ -48,23 +51,52 @@ SPECIAL_TOKENS_IN_PAIR = 3
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Window settings. ``doc_stride`` is the overlap between consecutive windows, in tokens."""
+    """Window settings. ``doc_stride`` is the overlap between consecutive windows, in tokens;
+    ``max_query_length`` the longest question kept, in tokens (longer ones are cut; span QA)."""
 
     max_length: int = 192
     doc_stride: int = 64
+    max_query_length: int = 64
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError("features", "max_length", f"must be >= 8, got {self.max_length}")
+        if self.max_query_length < 1:
+            raise ConfigError("features", "max_query_length", f"must be >= 1, got {self.max_query_length}")
         if not 0 <= self.doc_stride < self.max_length:
             raise ConfigError(
                 "features", "doc_stride", f"must be in [0, max_length={self.max_length}), got {self.doc_stride}"
             )
 
 
+def question_lengths(examples: Dataset, tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """Each question's length in tokens, before any cut."""
+    return [len(ids) for ids in tokenizer(list(examples["question"]), add_special_tokens=False)["input_ids"]]
+
+
+def truncated_questions(examples: Dataset, tokenizer: PreTrainedTokenizerFast, config: FeatureConfig) -> int:
+    """How many questions of ``examples`` are longer than ``config.max_query_length`` tokens (and are cut)."""
+    return sum(length > config.max_query_length for length in question_lengths(examples, tokenizer))
+
+
+def cut_questions(questions: list[str], tokenizer: PreTrainedTokenizerFast, limit: int) -> list[str]:
+    """Each question cut after its ``limit``-th token (by the token's character offsets), others as they are."""
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    cut = []
+    for question, ids, offsets in zip(questions, encoded["input_ids"], encoded["offset_mapping"]):
+        keep = limit
+        while len(ids) > limit:  # a cut inside a word can re-tokenise longer: cut one token earlier
+            question = question[: offsets[keep - 1][1]]
+            ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+            keep -= 1
+        cut.append(question)
+    return cut
+
+
 def _check_question_lengths(examples: Dataset, tokenizer: PreTrainedTokenizerFast, config: FeatureConfig) -> None:
-    """Refuse settings that leave no room (or less than the stride) for the passage."""
-    lengths = [len(ids) for ids in tokenizer(list(examples["question"]), add_special_tokens=False)["input_ids"]]
+    """Refuse settings that leave no room (or less than the stride) for the passage beside the longest (cut)
+    question."""
+    lengths = [min(n, config.max_query_length) for n in question_lengths(examples, tokenizer)]
     if not lengths:
         return
     longest = max(range(len(lengths)), key=lengths.__getitem__)
@@ -99,7 +131,7 @@ def _token_span(offsets: list[tuple[int, int]], passage: list[bool], char_start:
 
 def _featurize_batch(batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerFast, config: FeatureConfig) -> dict[str, list[Any]]:
     encoded = tokenizer(
-        batch["question"],
+        cut_questions(batch["question"], tokenizer, config.max_query_length),
         batch["context"],
         truncation="only_second",
         max_length=config.max_length,

@@ -38,7 +38,7 @@ from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, corrupt, warn
 from kd_core.io.run_files import writing
 from kd_core.knowledge.manifest import Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash
-from kd_core.knowledge.table import read_knowledge, write_knowledge
+from kd_core.knowledge.table import KNOWLEDGE_FILE, read_knowledge, write_knowledge
 from kd_core.models.build import count_parameters
 from kd_core.training.compute import inference
 from kd_core.training.loop import MetricsCallback
@@ -132,11 +132,12 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
     context = ws.feature_context(step.tokenizer, step.split)
     manifest = Manifest(task=ws.task.name, kind=ws.task.kind, key=ws.task.key, data=context.data,
                         teachers=(Teacher(model_location(step.model, ws), weights_hash(model)),),
-                        tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride)
+                        tokenizer=context.tokenizer, max_length=context.max_length, doc_stride=context.doc_stride,
+                        max_query_length=context.max_query_length)
     with inference(ws.compute, device):
         collected = ws.task.collect(model, features, arrays, **dict(step.options))
     table = attach_manifest(collected, manifest)
-    path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
+    path = write_knowledge(table, ws.step_dir(step.name) / KNOWLEDGE_FILE)
     return {"path": ws.location(path), "rows": table.num_rows, "bytes": path.stat().st_size}
 
 
@@ -154,7 +155,7 @@ def _merge(step: MergeStep, ws: Workspace) -> Result:
     merged = ws.task.merge(tables, ws.examples(step.split), features, arrays, **dict(step.options))
     teachers = [teacher for manifest in manifests for teacher in manifest.teachers]
     table = attach_manifest(merged, first.with_teachers(teachers))
-    path = write_knowledge(table, ws.step_dir(step.name) / "knowledge.parquet")
+    path = write_knowledge(table, ws.step_dir(step.name) / KNOWLEDGE_FILE)
     return {"path": ws.location(path), "rows": table.num_rows, "bytes": path.stat().st_size, "members": len(tables)}
 
 

@@ -67,6 +67,8 @@ class DataOptions:
     test_fraction: float = option(0.15, "share of the data split off as test (reported numbers)", "data")
     max_length: int = option(64, "tokens per feature (window)", "data")
     doc_stride: int = option(16, "span QA: overlap between windows, in tokens", "data")
+    max_query_length: int = option(64, "span QA: longest question kept, in tokens (longer ones are cut and "
+                                   "counted)", "data")
     vocab_size: int = option(2000, "WordPiece vocabulary built for a preset teacher", "data")
     student_vocab_size: int | None = option(None, "a vocabulary of its own for a preset student (sentence tasks)",
                                             "data")
@@ -90,7 +92,12 @@ class DataOptions:
         if self.student_vocab_size is not None and self.task == "span_qa":
             raise ConfigError("data", "student_vocab_size", "span-QA knowledge is per token: the student must "
                               "share the teacher's tokenizer")
-        FeatureConfig(self.max_length, self.doc_stride)
+        self.windows  # validates the windows
+
+    @property
+    def windows(self) -> FeatureConfig:
+        """The window settings of these options."""
+        return FeatureConfig(self.max_length, self.doc_stride, self.max_query_length)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class SpanQAData:
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
     max_length: int = option(96, "tokens per window", "data")
     doc_stride: int = option(32, "overlap between windows, in tokens", "data")
+    max_query_length: int = option(64, "longest question kept, in tokens (longer ones are cut and counted)", "data")
     max_answer_length: int = option(30, "longest answer span, in tokens", "data")
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
@@ -119,7 +127,12 @@ class SpanQAData:
         names = [Path(path).name for path in self.eval]
         if len(set(names)) != len(names) or {"train", "dev"} & set(names):
             raise ConfigError("data", "eval", f"evaluation files need distinct names other than train/dev: {names}")
-        FeatureConfig(self.max_length, self.doc_stride)
+        self.windows  # validates the windows
+
+    @property
+    def windows(self) -> FeatureConfig:
+        """The window settings of these options."""
+        return FeatureConfig(self.max_length, self.doc_stride, self.max_query_length)
 
     @property
     def eval_splits(self) -> list[str]:
@@ -148,7 +161,7 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
         if len(rows) == 0:
             raise ConfigError("data", name, "split is empty")
     tokenizers = tokenizers_for(task, train, teacher_model, student_model, options.vocab_size)
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), str(run_dir))
+    ws = Workspace(task, splits, tokenizers, options.windows, str(run_dir))
     ws.check_features()
     return ws
 
@@ -161,7 +174,7 @@ def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer
     splits = {f"{name}.{part}": examples for name, domain in by_domain.items() for part, examples in domain.items()}
     splits[ALL_DEV] = concatenate_datasets([domain.dev for domain in by_domain.values()])
     ws = Workspace(SpanQATask(max_answer_length=max_answer_length), splits, {tokenizer_name: tokenizer},
-                   FeatureConfig(data.max_length, data.doc_stride), str(run_dir))
+                   data.windows, str(run_dir))
     ws.check_features()
     return ws
 
@@ -219,7 +232,7 @@ def build_workspace(options: DataOptions, teacher_model: str, student_model: str
             raise ConfigError("data", name, "split is empty")
     tokenizers = tokenizers_for(task, splits["train"], teacher_model, student_model, options.vocab_size,
                                 options.student_vocab_size)
-    ws = Workspace(task, splits, tokenizers, FeatureConfig(options.max_length, options.doc_stride), str(run_dir))
+    ws = Workspace(task, splits, tokenizers, options.windows, str(run_dir))
     ws.check_features()
     return ws
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError, StorageError
-from kd_core.io.file_checks import CorruptFile, check_model_folder, check_parquet, corrupt, parse_json_mapping
+from kd_core.io.file_checks import CorruptFile, check_model_folder, check_table_file, corrupt, parse_json_mapping
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RESULT_NAME, RunStore, is_uri, join
 from kd_core.knowledge.manifest import MANIFEST_KEY, FeatureContext, tokenizer_hash
@@ -135,8 +136,13 @@ class Workspace:
             self._features[key] = (features, self.task.arrays(features))
         return self._features[key]
 
-    def check_features(self) -> None:
-        """Featurise every split with every distinct tokenizer now, so bad data or window settings raise here."""
+    def check_features(self) -> dict[str, int]:
+        """Featurise every split with every distinct tokenizer now, so bad data or window settings raise here.
+
+        Returns, and prints one line (stderr) for each, the splits where featurising cut examples
+        (:meth:`~kd_core.tasks.base.Task.truncated`: span-QA questions over ``max_query_length``
+        tokens), with how many, counted with the first tokenizer.
+        """
         seen: list[PreTrainedTokenizerFast] = []
         for name, tokenizer in self.tokenizers.items():
             if any(tokenizer is other for other in seen):
@@ -144,6 +150,15 @@ class Workspace:
             seen.append(tokenizer)
             for split in self.splits:
                 self.features(name, split)
+        truncated = {}
+        for split, examples in self.splits.items():
+            count = self.task.truncated(examples, seen[0], self.windows) if seen else 0
+            if count:
+                truncated[split] = count
+                print(f"features: {count} of {len(examples)} questions of split {split!r} are longer than "
+                      f"max_query_length={self.windows.max_query_length} tokens and were cut to it",
+                      file=sys.stderr, flush=True)
+        return truncated
 
     def feature_context(self, tokenizer: str, split: str) -> FeatureContext:
         """What a knowledge table paired with these features must have been made for."""
@@ -154,7 +169,7 @@ class Workspace:
             self._hashes[data_key] = self.task.data_fingerprint(self.examples(split))
         return FeatureContext(task=self.task.name, key=self.task.key, data=self._hashes[data_key],
                               tokenizer=self._hashes[tokenizer], max_length=self.windows.max_length,
-                              doc_stride=self.windows.doc_stride)
+                              doc_stride=self.windows.doc_stride, max_query_length=self.windows.max_query_length)
 
     def step_dir(self, name: str) -> Path:
         return self.run_dir / "steps" / name
@@ -197,7 +212,7 @@ class Workspace:
                 if result["kind"] == "train":
                     check_model_folder(local, require_weights=True)
                 else:
-                    check_parquet(local, result["rows"], (MANIFEST_KEY,))
+                    check_table_file(local, result["rows"], (MANIFEST_KEY,))
             except CorruptFile as err:  # named as the result names it: a URI's file by its URI, not the local copy
                 if not is_uri(location):
                     raise

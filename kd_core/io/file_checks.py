@@ -3,8 +3,9 @@
 A file is judged by what can be read without loading it:
 
 * **JSON** (results, ``state.json``, a model's ``config.json``): it parses, to a mapping.
-* **Parquet** (knowledge tables): its footer opens (:func:`pyarrow.parquet.read_metadata`), and
-  its row count and schema metadata (the manifest) agree with what its step recorded.
+* **Arrow IPC** (knowledge tables): its footer opens (memory-mapped, :func:`pyarrow.ipc.open_file`; the
+  record batches are not read), and its row count and schema metadata (the manifest) agree with what
+  its step recorded.
 * **safetensors** (models, checkpoints): the 8-byte little-endian header length, the JSON header
   it announces, each tensor's byte range the size its dtype and shape need, and the file exactly
   ``8 + header length + the largest data_offsets end`` bytes long. A file cut short, padded or
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 import sys
 from collections.abc import Iterable
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kd_core.io.errors import DataError
 
@@ -161,25 +160,25 @@ def _parse_json_file(path: Path) -> None:
         raise corrupt(path, first_line(err)) from err
 
 
-def unreadable_parquet(err: BaseException) -> str:
-    """The problem of a Parquet file Arrow could not read, in one line without the path Arrow repeats."""
-    reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", first_line(err))
-    return f"not a readable Parquet file ({reason})"
+def unreadable_arrow(err: BaseException) -> str:
+    """The problem of an Arrow IPC file Arrow could not read, in one line."""
+    return f"not a readable Arrow IPC file ({first_line(err)})"
 
 
-def check_parquet(path: Path, rows: int | None = None, metadata_keys: Iterable[bytes] = ()) -> None:
-    """The Parquet file ``path`` opens (its footer), has ``rows`` rows (when given) and JSON schema metadata under
+def check_table_file(path: Path, rows: int | None = None, metadata_keys: Iterable[bytes] = ()) -> None:
+    """The Arrow IPC file ``path`` opens (its footer), has ``rows`` rows (when given) and JSON schema metadata under
     each of ``metadata_keys``; otherwise :class:`CorruptFile`. (Its size is not compared with the result's: a table
     rewritten whole, e.g. in another row order, is still whole.)"""
     if not path.is_file():
         raise corrupt(path, "missing")
     try:
-        metadata = pq.read_metadata(path)
-        schema = metadata.schema.to_arrow_schema().metadata or {}
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        found = sum(reader.get_batch(index).num_rows for index in range(reader.num_record_batches))
+        schema = reader.schema.metadata or {}
     except (pa.ArrowException, OSError) as err:
-        raise corrupt(path, unreadable_parquet(err)) from err
-    if rows is not None and metadata.num_rows != rows:
-        raise corrupt(path, f"{metadata.num_rows} rows, its step wrote {rows}")
+        raise corrupt(path, unreadable_arrow(err)) from err
+    if rows is not None and found != rows:
+        raise corrupt(path, f"{found} rows, its step wrote {rows}")
     for key in metadata_keys:
         try:
             json.loads(schema[key])

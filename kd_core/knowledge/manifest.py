@@ -6,7 +6,7 @@ Every knowledge table carries a :class:`Manifest` in its Parquet schema metadata
   sentence tasks);
 * ``teachers``: each teacher's name and the SHA-256 of its weights (:func:`weights_hash`);
 * ``tokenizer``: the SHA-256 of the teacher tokenizer's serialised form (:func:`tokenizer_hash`),
-  ``max_length`` and ``doc_stride`` (the windows that made the features);
+  ``max_length``, ``doc_stride`` and ``max_query_length`` (the windows that made the features);
 * ``data``: a fingerprint of what the rows cover (:func:`fingerprint`);
 * ``schema_version``.
 
@@ -33,7 +33,8 @@ from kd_core.io.errors import DataError
 from kd_core.knowledge.table import metadata_entry, with_metadata
 
 #: 3: sentence-task tables carry a ``gold`` column (false for rows without a gold label).
-SCHEMA_VERSION = 3
+#: 4: tables are Arrow IPC files read in place; span-QA manifests record ``max_query_length``.
+SCHEMA_VERSION = 4
 MANIFEST_KEY = b"kd_manifest"
 KEYS = ("feature_id", "example_id")
 
@@ -87,6 +88,7 @@ class FeatureContext:
     tokenizer: str | None = None
     max_length: int | None = None
     doc_stride: int | None = None
+    max_query_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Manifest:
     tokenizer: str | None = None
     max_length: int | None = None
     doc_stride: int | None = None
+    max_query_length: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -134,7 +137,7 @@ def check_manifest(manifest: Manifest, expected: FeatureContext, source: str) ->
                         f"{SCHEMA_VERSION}; collect the knowledge again")
     fields = ["task", "key", "data"]
     if manifest.key == "feature_id":
-        fields += ["tokenizer", "max_length", "doc_stride"]
+        fields += ["tokenizer", "max_length", "doc_stride", "max_query_length"]
     names = {"data": "data fingerprint", "key": "key column"}
     for name in fields:
         found, wanted = getattr(manifest, name), getattr(expected, name)

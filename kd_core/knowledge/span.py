@@ -46,7 +46,16 @@ from kd_core.evaluation.decode import batch_top_k_spans
 from kd_core.evaluation.predict import run_model
 from kd_core.evaluation.squad_metrics import normalize_answer, token_f1_zero
 from kd_core.io.errors import ConfigError, DataError
-from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
+from kd_core.knowledge.table import (
+    METADATA_KEY,
+    column_view,
+    fixed,
+    metadata_entry,
+    row_indices,
+    rows_view,
+    unfixed,
+    with_metadata,
+)
 from kd_core.objectives.losses import masked_log_softmax
 
 #: How the confusing answer is chosen (module doc).
@@ -264,41 +273,60 @@ def merge_knowledge(
     }
     q = int(metas[0]["num_question_tokens"])
     if all("attention" in t.column_names for t in members):
-        attention = np.mean([unfixed(t.column("attention"), (seq_len * q,), np.float32) for t in members], axis=0)
-        columns["attention"] = fixed(attention.astype(np.float16), pa.float16())
+        columns["attention"] = fixed(_mean_attention(members, seq_len * q), pa.float16())
     meta = {"kind": "ensemble", "members": len(members), "seq_len": seq_len, "top_k": top_k, "num_question_tokens": q,
             "confusing": confusing}
     return with_metadata(pa.table(columns), {METADATA_KEY: meta})
 
 
+def _mean_attention(members: Sequence[pa.Table], width: int, block: int = 1024) -> np.ndarray:
+    """The members' attention maps averaged in float32 and stored as float16 ``[F, width]``, ``block`` rows at a
+    time (the float32 work never holds more than a block of every member)."""
+    views = [column_view(t.column("attention"), (width,)) for t in members]
+    mean = np.empty((len(views[0]), width), np.float16)
+    for start in range(0, len(mean), block):
+        rows = slice(start, start + block)
+        mean[rows] = np.mean([view[rows].astype(np.float32) for view in views], axis=0)
+    return mean
+
+
 def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """Training arrays from an ensemble table, in the order of ``feature_ids``.
+    """Training arrays from an ensemble table, in the order of ``feature_ids``, read in place.
 
     Keys: ``teacher_start_logits`` / ``teacher_end_logits`` ``[F, N, S]``, ``confusing_start``
-    / ``confusing_end`` ``[F]`` and, when stored, ``teacher_attention`` ``[F, S, Q]``.
+    / ``confusing_end`` ``[F]`` and, when stored, ``teacher_attention`` ``[F, S, Q]``. The
+    logits and attention are float16 views of the table (of a memory-mapped file: nothing is
+    copied; rows in another order are picked per batch, :class:`~kd_core.knowledge.table.RowsOf`);
+    each batch becomes float32 as it is served (:func:`~kd_core.data.batches.batch_at`).
     """
     meta = knowledge_metadata(table)
     if meta["kind"] != "ensemble":
         raise DataError("knowledge", "kind", "training reads merged tables; call merge_knowledge first")
-    taken = rows_for(table, "feature_id", list(feature_ids))
+    rows = row_indices(table, "feature_id", list(feature_ids))
     n, seq_len, q = int(meta["members"]), int(meta["seq_len"]), int(meta["num_question_tokens"])
+
+    def small(name: str) -> np.ndarray:
+        values = table.column(name).to_numpy().astype(np.int64)
+        return values if rows is None else values[rows]
+
     arrays = {
-        "teacher_start_logits": unfixed(taken.column("start_logits"), (n, seq_len), np.float32),
-        "teacher_end_logits": unfixed(taken.column("end_logits"), (n, seq_len), np.float32),
-        "confusing_start": taken.column("confusing_start").to_numpy().astype(np.int64),
-        "confusing_end": taken.column("confusing_end").to_numpy().astype(np.int64),
+        "teacher_start_logits": rows_view(column_view(table.column("start_logits"), (n, seq_len)), rows),
+        "teacher_end_logits": rows_view(column_view(table.column("end_logits"), (n, seq_len)), rows),
+        "confusing_start": small("confusing_start"),
+        "confusing_end": small("confusing_end"),
     }
-    if "attention" in taken.column_names:
-        arrays["teacher_attention"] = unfixed(taken.column("attention"), (seq_len, q), np.float32)
+    if "attention" in table.column_names:
+        arrays["teacher_attention"] = rows_view(column_view(table.column("attention"), (seq_len, q)), rows)
     return arrays
 
 
 def member_logits(table: pa.Table, feature_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One teacher's start and end logits ``[F, S]`` (float32) from a member table, in the order of ``feature_ids``."""
+    """One teacher's start and end logits ``[F, S]`` from a member table, in the order of ``feature_ids``: float16
+    views of the table, read in place as :func:`knowledge_arrays` reads an ensemble's."""
     meta = knowledge_metadata(table)
     if meta["kind"] != "member":
         raise DataError("knowledge", "kind", f"expected a member table, got {meta['kind']!r}")
-    taken = rows_for(table, "feature_id", list(feature_ids))
+    rows = row_indices(table, "feature_id", list(feature_ids))
     seq_len = int(meta["seq_len"])
-    return (unfixed(taken.column("start_logits"), (seq_len,), np.float32),
-            unfixed(taken.column("end_logits"), (seq_len,), np.float32))
+    return (rows_view(column_view(table.column("start_logits"), (seq_len,)), rows),
+            rows_view(column_view(table.column("end_logits"), (seq_len,)), rows))

@@ -34,7 +34,8 @@ def serving_description(task: Task, windows: FeatureConfig) -> dict[str, Any]:
     if isinstance(task, SpanQATask):
         described["max_answer_length"] = task.max_answer_length
     return {"version": SERVING_VERSION, "task": described,
-            "windows": {"max_length": windows.max_length, "doc_stride": windows.doc_stride}}
+            "windows": {"max_length": windows.max_length, "doc_stride": windows.doc_stride,
+                        "max_query_length": windows.max_query_length}}
 
 
 def describe_saved_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: Task,

@@ -61,6 +61,11 @@ class Task(ABC):
     def featurize(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> Dataset:
         """One or more feature rows per example, with ``feature_id`` and ``example_id`` columns."""
 
+    def truncated(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> int:
+        """How many examples :meth:`featurize` cuts beyond what windows cover (span QA: questions longer than
+        ``windows.max_query_length``); 0 for a task that cuts none."""
+        return 0
+
     @abstractmethod
     def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
         """The model-facing columns of ``features`` (inputs and gold labels) as aligned arrays."""

@@ -44,7 +44,7 @@ from kd_core.evaluation.sentence_metrics import (
     regression_scores,
 )
 from kd_core.io.errors import ConfigError, DataError
-from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, rows_for, unfixed, with_metadata
+from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, row_indices, unfixed, with_metadata
 from kd_core.models.build import load_sequence_model
 from kd_core.models.forward import model_inputs
 from kd_core.models.multihead import is_multitask_checkpoint, single_task_from_multitask
@@ -189,8 +189,8 @@ class ClassificationTask(SentenceTask):
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
         """``teacher_logits`` ``[F, N, C]`` in the order of ``features``' example ids."""
         meta = self._checked(table)
-        taken = rows_for(table, "example_id", list(features["example_id"]))
-        return {"teacher_logits": unfixed(taken.column("logits"), (int(meta["members"]), self.num_outputs), np.float32)}
+        logits = unfixed(table.column("logits"), (int(meta["members"]), self.num_outputs), np.float32)
+        return {"teacher_logits": _in_order(logits, table, features)}
 
     def hard_term(self) -> Term:
         """``-log softmax(z)_y`` (:func:`~kd_core.objectives.losses.hard_classification_loss`); 0 without a gold label."""
@@ -268,8 +268,8 @@ class RegressionTask(SentenceTask):
     def knowledge_arrays(self, table: pa.Table, features: Dataset) -> dict[str, np.ndarray]:
         """``teacher_values`` ``[F, N]`` in the order of ``features``' example ids."""
         meta = self._checked(table)
-        taken = rows_for(table, "example_id", list(features["example_id"]))
-        return {"teacher_values": unfixed(taken.column("values"), (int(meta["members"]),), np.float32)}
+        values = unfixed(table.column("values"), (int(meta["members"]),), np.float32)
+        return {"teacher_values": _in_order(values, table, features)}
 
     def hard_term(self) -> Term:
         """``(y_hat - y)^2`` (:func:`~kd_core.objectives.losses.regression_mse_loss`); 0 without a gold score."""
@@ -309,3 +309,9 @@ def _check_same_rows(tables: Sequence[pa.Table]) -> None:
     for index, table in enumerate(tables[1:], start=1):
         if not table.column("example_id").equals(tables[0].column("example_id")):
             raise DataError("knowledge", f"member {index}", "covers different examples (or order) than member 0")
+
+
+def _in_order(values: np.ndarray, table: pa.Table, features: Dataset) -> np.ndarray:
+    """A table's per-row ``values`` in the order of ``features``' example ids (a missing id raises)."""
+    rows = row_indices(table, "example_id", list(features["example_id"]))
+    return values if rows is None else values[rows]

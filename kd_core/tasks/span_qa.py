@@ -20,7 +20,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from kd_core.data.batches import feature_arrays
-from kd_core.data.features import FeatureConfig, featurize
+from kd_core.data.features import FeatureConfig, featurize, truncated_questions
 from kd_core.evaluation.predict import ModelOutputs, ensemble_outputs, references_of, run_model, scores_from_outputs
 from kd_core.knowledge.span import (
     ConfusingRule,
@@ -72,6 +72,9 @@ class SpanQATask(Task):
 
     def featurize(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> Dataset:
         return featurize(examples, tokenizer, windows)
+
+    def truncated(self, examples: Dataset, tokenizer: PreTrainedTokenizerFast, windows: FeatureConfig) -> int:
+        return truncated_questions(examples, tokenizer, windows)
 
     def arrays(self, features: Dataset) -> dict[str, np.ndarray]:
         return feature_arrays(features)
