@@ -2,13 +2,16 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+import kd_core.knowledge.table as table_module
 from kd_core.data.batches import batch_at
 from kd_core.io.errors import ConfigError, DataError
+from kd_core.io.file_checks import CorruptFile
 from kd_core.knowledge.span import knowledge_arrays, knowledge_metadata, member_table, merge_knowledge
-from kd_core.knowledge.table import RowsOf, read_knowledge, write_knowledge
+from kd_core.knowledge.table import Rows, read_knowledge, write_knowledge
 from kd_core.objectives.losses import teacher_probabilities
 
 CONTEXT = "alpha beta gamma delta"
@@ -132,7 +135,7 @@ def test_a_stored_table_is_read_in_place_as_float16_and_batches_become_float32(t
     attention = in_order["teacher_attention"]
     assert isinstance(attention, np.ndarray) and attention.dtype == np.float16 and not attention.flags.owndata
     assert not attention.flags.writeable  # a read-only view of the file
-    assert isinstance(reordered["teacher_start_logits"], RowsOf)
+    assert isinstance(reordered["teacher_start_logits"], Rows)
     # A batch of the reordered rows holds the right rows, in float32.
     batch = batch_at(reordered, np.array([1, 0]))
     assert batch["teacher_start_logits"].dtype == torch.float32
@@ -144,8 +147,32 @@ def test_a_stored_table_is_read_in_place_as_float16_and_batches_become_float32(t
 def test_rows_of_indexes_like_the_array_it_stands_for():
     base = np.arange(24, dtype=np.float16).reshape(4, 3, 2)
     rows = np.array([3, 1, 1])
-    picked, whole = RowsOf(base, rows), base[rows]
+    picked, whole = Rows([base[:1], base[1:3], base[3:]], rows), base[rows]  # three chunks
     assert len(picked) == 3 and picked.shape == whole.shape and picked.dtype == whole.dtype and picked.ndim == 3
     for key in (np.array([2, 0]), slice(1, None), 0, (1, 2), (np.array([0, 2]), 1), (slice(None), 0, 1)):
         np.testing.assert_array_equal(picked[key], whole[key])
     np.testing.assert_array_equal(np.asarray(picked, np.float32), whole.astype(np.float32))
+
+
+def test_a_parquet_table_of_an_older_version_is_named_as_such(tmp_path):
+    pq.write_table(_merge(), tmp_path / "old.parquet")
+    with pytest.raises(CorruptFile, match="old.parquet: corrupt: a Parquet table of an older version"):
+        read_knowledge(tmp_path / "old.parquet")
+
+
+def test_a_table_of_several_record_batches_is_read_in_place_across_them(tmp_path, monkeypatch):
+    """Arrow IPC lengths are 32-bit: a column over 2^31 values (88k features of 384 x 64 attention) is written in
+    several record batches. Forced here with a tiny limit: 10 values per batch = 1 row of attention (S * Q = 10)."""
+    merged = _merge()
+    monkeypatch.setattr(table_module, "MAX_BATCH_VALUES", 10)
+    path = write_knowledge(merged, tmp_path / "k.arrow")
+    table = read_knowledge(path)
+    assert table.column("attention").num_chunks == 3
+    arrays = knowledge_arrays(table, ["f0", "f1", "f2"])
+    assert isinstance(arrays["teacher_attention"], Rows)
+    whole = knowledge_arrays(merged, ["f0", "f1", "f2"])
+    batch = batch_at(arrays, np.array([2, 0, 1]))
+    np.testing.assert_array_equal(batch["teacher_attention"].numpy(),
+                                  np.asarray(whole["teacher_attention"], np.float32)[[2, 0, 1]])
+    np.testing.assert_array_equal(batch["teacher_start_logits"].numpy(),
+                                  np.asarray(whole["teacher_start_logits"], np.float32)[[2, 0, 1]])

@@ -4,7 +4,7 @@ Training and inference read features through :func:`feature_arrays`, which adds 
 ``span_mask`` (passage tokens plus the ``[CLS]`` position, the legal span ends) used by
 every loss; knowledge columns (see :mod:`kd_core.knowledge`) and per-example weights are
 extra arrays with the same first dimension. Knowledge columns are float16 views of a
-memory-mapped table (or :class:`~kd_core.knowledge.table.RowsOf` them): a batch reads its rows
+memory-mapped table (or :class:`~kd_core.knowledge.table.Rows` over them): a batch reads its rows
 and converts them to float32, so the table is never converted whole.
 
 **Dynamic padding.** Rows are padded to the longest window of the whole set; a batch can be

@@ -160,8 +160,15 @@ def _parse_json_file(path: Path) -> None:
         raise corrupt(path, first_line(err)) from err
 
 
-def unreadable_arrow(err: BaseException) -> str:
-    """The problem of an Arrow IPC file Arrow could not read, in one line."""
+def unreadable_arrow(err: BaseException, path: Path) -> str:
+    """The problem of an Arrow IPC file Arrow could not read, in one line (a Parquet table of a version before
+    schema 4 says so)."""
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(4) == b"PAR1":
+                return "a Parquet table of an older version, not an Arrow IPC file"
+    except OSError:
+        pass
     return f"not a readable Arrow IPC file ({first_line(err)})"
 
 
@@ -176,7 +183,7 @@ def check_table_file(path: Path, rows: int | None = None, metadata_keys: Iterabl
         found = sum(reader.get_batch(index).num_rows for index in range(reader.num_record_batches))
         schema = reader.schema.metadata or {}
     except (pa.ArrowException, OSError) as err:
-        raise corrupt(path, unreadable_arrow(err)) from err
+        raise corrupt(path, unreadable_arrow(err, path)) from err
     if rows is not None and found != rows:
         raise corrupt(path, f"{found} rows, its step wrote {rows}")
     for key in metadata_keys:

@@ -48,11 +48,10 @@ from kd_core.evaluation.squad_metrics import normalize_answer, token_f1_zero
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.table import (
     METADATA_KEY,
-    column_view,
+    column_rows,
     fixed,
     metadata_entry,
     row_indices,
-    rows_view,
     unfixed,
     with_metadata,
 )
@@ -282,7 +281,7 @@ def merge_knowledge(
 def _mean_attention(members: Sequence[pa.Table], width: int, block: int = 1024) -> np.ndarray:
     """The members' attention maps averaged in float32 and stored as float16 ``[F, width]``, ``block`` rows at a
     time (the float32 work never holds more than a block of every member)."""
-    views = [column_view(t.column("attention"), (width,)) for t in members]
+    views = [column_rows(t.column("attention"), (width,)) for t in members]
     mean = np.empty((len(views[0]), width), np.float16)
     for start in range(0, len(mean), block):
         rows = slice(start, start + block)
@@ -296,7 +295,7 @@ def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, n
     Keys: ``teacher_start_logits`` / ``teacher_end_logits`` ``[F, N, S]``, ``confusing_start``
     / ``confusing_end`` ``[F]`` and, when stored, ``teacher_attention`` ``[F, S, Q]``. The
     logits and attention are float16 views of the table (of a memory-mapped file: nothing is
-    copied; rows in another order are picked per batch, :class:`~kd_core.knowledge.table.RowsOf`);
+    copied; rows in another order are picked per batch, :class:`~kd_core.knowledge.table.Rows`);
     each batch becomes float32 as it is served (:func:`~kd_core.data.batches.batch_at`).
     """
     meta = knowledge_metadata(table)
@@ -310,13 +309,13 @@ def knowledge_arrays(table: pa.Table, feature_ids: Sequence[str]) -> dict[str, n
         return values if rows is None else values[rows]
 
     arrays = {
-        "teacher_start_logits": rows_view(column_view(table.column("start_logits"), (n, seq_len)), rows),
-        "teacher_end_logits": rows_view(column_view(table.column("end_logits"), (n, seq_len)), rows),
+        "teacher_start_logits": column_rows(table.column("start_logits"), (n, seq_len), rows),
+        "teacher_end_logits": column_rows(table.column("end_logits"), (n, seq_len), rows),
         "confusing_start": small("confusing_start"),
         "confusing_end": small("confusing_end"),
     }
     if "attention" in table.column_names:
-        arrays["teacher_attention"] = rows_view(column_view(table.column("attention"), (seq_len, q)), rows)
+        arrays["teacher_attention"] = column_rows(table.column("attention"), (seq_len, q), rows)
     return arrays
 
 
@@ -328,5 +327,5 @@ def member_logits(table: pa.Table, feature_ids: Sequence[str]) -> tuple[np.ndarr
         raise DataError("knowledge", "kind", f"expected a member table, got {meta['kind']!r}")
     rows = row_indices(table, "feature_id", list(feature_ids))
     seq_len = int(meta["seq_len"])
-    return (rows_view(column_view(table.column("start_logits"), (seq_len,)), rows),
-            rows_view(column_view(table.column("end_logits"), (seq_len,)), rows))
+    return (column_rows(table.column("start_logits"), (seq_len,), rows),
+            column_rows(table.column("end_logits"), (seq_len,), rows))

@@ -2,10 +2,11 @@
 
 A table holds one row per key (feature id or example id) and fixed-width numeric columns
 (logits ``[S]``, members' logits ``[N, C]``, attention ``[S, Q]``, ...), stored as Arrow
-fixed-size lists. It is written as one uncompressed Arrow IPC file (one record batch) and read
-**memory-mapped**: :func:`column_view` hands out a column as an ``[F, *shape]`` NumPy view of the
-file's own bytes, in the stored dtype (float16 for logits and attention), without copying, and
-:class:`RowsOf` picks rows of it in another order without copying either. Only the rows a batch
+fixed-size lists. It is written as one uncompressed Arrow IPC file and read **memory-mapped**:
+:func:`column_rows` hands out a column as an ``[F, *shape]`` NumPy view of the file's own bytes, in
+the stored dtype (float16 for logits and attention), without copying; a column of several
+record batches (over 2^31 values, e.g. attention of 88k features at 384 x 64) or rows wanted in
+another order come as :class:`Rows`, which gathers the rows a batch asks for. Only the rows a batch
 reads are paged in; a page read once is shared by every process that maps the file (the
 data-parallel workers of one node), so no process holds a private copy of the knowledge.
 Training converts each batch to float32 (:func:`~kd_core.data.batches.batch_at`), not the table.
@@ -41,67 +42,93 @@ def fixed(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
 
 
-def _single(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """The column as one array (a table read from a file this module wrote has one chunk: no copy)."""
-    if isinstance(column, pa.ChunkedArray):
-        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    return column
+#: The most values one record batch's column may hold (Arrow IPC lengths are 32-bit): tables are written in
+#: record batches of at most this many values of their widest column.
+MAX_BATCH_VALUES = 2**31 - 1
 
 
-def column_view(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> np.ndarray:
-    """A fixed-size-list column as a read-only ``[F, *shape]`` array of its stored dtype, sharing the column's
-    memory (for a table from :func:`read_knowledge`, the memory-mapped file)."""
-    array = _single(column)
-    flat = array.flatten()  # honours a sliced array's offset
-    if flat.null_count:
-        raise DataError("knowledge", "column", "a knowledge column has missing values")
-    return flat.to_numpy(zero_copy_only=True).reshape(len(array), *shape)
+def _chunk_views(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Each chunk of a fixed-size-list column as a read-only ``[rows, *shape]`` view of its memory (no copy)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    views = []
+    for chunk in chunks:
+        flat = chunk.flatten()  # honours a sliced chunk's offset
+        if flat.null_count:
+            raise DataError("knowledge", "column", "a knowledge column has missing values")
+        views.append(flat.to_numpy(zero_copy_only=True).reshape(len(chunk), *shape))
+    if not views:
+        views.append(np.empty((0, *shape), column.type.value_type.to_pandas_dtype()))
+    return views
 
 
-def unfixed(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """Inverse of :func:`fixed`: fixed-size lists -> a new ``[F, *shape]`` array of ``dtype`` (a copy)."""
-    return column_view(column, shape).astype(dtype)
-
-
-class RowsOf:
-    """Rows ``rows`` of a base array, in that order, picked when indexed (the knowledge of a feature order that is
-    not the table's, without a copy of the table).
+class Rows:
+    """A column held as chunks (views of a mapped file's record batches), optionally in another row order, read
+    when indexed: the knowledge of a large table or of a feature order that is not the table's, without a copy.
 
     It answers what training asks of an array: ``len``, ``shape``, ``dtype``, ``ndim`` and
     ``values[indices]`` (a NumPy array of those rows; ``values[i, ...]`` too); ``np.asarray``
     makes the whole copy.
     """
 
-    def __init__(self, base: np.ndarray, rows: np.ndarray) -> None:
-        self.base, self.rows = base, np.asarray(rows, np.int64)
+    def __init__(self, chunks: Sequence[np.ndarray], rows: np.ndarray | None = None) -> None:
+        self.chunks = list(chunks)
+        self.starts = np.concatenate([[0], np.cumsum([len(chunk) for chunk in self.chunks])]).astype(np.int64)
+        self.rows = None if rows is None else np.asarray(rows, np.int64)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return int(self.starts[-1]) if self.rows is None else len(self.rows)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.base.shape[1:])
+        return (len(self), *self.chunks[0].shape[1:])
 
     @property
     def dtype(self) -> np.dtype:
-        return self.base.dtype
+        return self.chunks[0].dtype
 
     @property
     def ndim(self) -> int:
-        return self.base.ndim
+        return self.chunks[0].ndim
+
+    def _take(self, ids: np.ndarray) -> np.ndarray:
+        """Stored rows ``ids`` (positions in the table), gathered from their chunks."""
+        if len(self.chunks) == 1:
+            return self.chunks[0][ids]
+        chunk = np.searchsorted(self.starts, ids, side="right") - 1
+        out = np.empty((len(ids), *self.chunks[0].shape[1:]), self.dtype)
+        for index in np.unique(chunk):
+            where = chunk == index
+            out[where] = self.chunks[index][ids[where] - self.starts[index]]
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """``key``'s first part picks rows (of this order), the rest indexes within them, as on an array."""
         first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        rows = self.rows[first]
-        picked = self.base[rows]
+        ids = (np.arange(len(self)) if self.rows is None else self.rows)[first]
+        scalar = np.ndim(ids) == 0
+        picked = self._take(np.atleast_1d(ids))
+        if scalar:
+            picked = picked[0]
         if not rest:
             return picked
-        return picked[rest] if np.ndim(rows) == 0 else picked[(slice(None), *rest)]
+        return picked[rest] if scalar else picked[(slice(None), *rest)]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        values = self.base[self.rows]
+        values = self[:]
         return values if dtype is None else values.astype(dtype)
+
+
+def column_rows(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...],
+                rows: np.ndarray | None = None) -> np.ndarray | Rows:
+    """A fixed-size-list column as ``[F, *shape]`` rows of its stored dtype, read in place: a plain read-only view
+    (one chunk in the table's order, the usual case) or :class:`Rows` over its chunks in the order ``rows``."""
+    chunks = _chunk_views(column, shape)
+    return chunks[0] if len(chunks) == 1 and rows is None else Rows(chunks, rows)
+
+
+def unfixed(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Inverse of :func:`fixed`: fixed-size lists -> a new ``[F, *shape]`` array of ``dtype`` (a copy)."""
+    return np.concatenate(_chunk_views(column, shape)).astype(dtype)
 
 
 def row_indices(table: pa.Table, key_column: str, keys: Sequence[str], source: str = "knowledge") -> np.ndarray | None:
@@ -115,11 +142,6 @@ def row_indices(table: pa.Table, key_column: str, keys: Sequence[str], source: s
     if missing:
         raise DataError(source, f"{key_column} {missing[0]!r}", f"no knowledge for {len(missing)} of {len(keys)} keys")
     return np.fromiter((row_of[key] for key in keys), np.int64, len(keys))
-
-
-def rows_view(view: np.ndarray, rows: np.ndarray | None) -> np.ndarray | RowsOf:
-    """``view`` as it is (``rows`` is ``None``: the table's order) or its rows ``rows``, picked when indexed."""
-    return view if rows is None else RowsOf(view, rows)
 
 
 def with_metadata(table: pa.Table, entries: dict[bytes, dict[str, Any]]) -> pa.Table:
@@ -139,14 +161,15 @@ def metadata_entry(table: pa.Table, key: bytes, source: str = "knowledge") -> di
 
 
 def write_knowledge(table: pa.Table, path: str | Path) -> Path:
-    """Write a knowledge table as one uncompressed Arrow IPC record batch, atomically (a temporary file renamed
-    into place)."""
+    """Write a knowledge table as an uncompressed Arrow IPC file, atomically (a temporary file renamed into place):
+    as few record batches as Arrow's 32-bit lengths allow (one, unless a column holds over 2^31 values)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    whole = table.combine_chunks()
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, whole.schema) as writer:
-        writer.write_table(whole, max_chunksize=max(whole.num_rows, 1))
+    widths = [field.type.list_size for field in table.schema if pa.types.is_fixed_size_list(field.type)]
+    rows = max(1, MAX_BATCH_VALUES // max(widths, default=1))
+    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=rows)
     partial.replace(target)
     return target
 
@@ -160,4 +183,4 @@ def read_knowledge(path: str | Path) -> pa.Table:
     try:
         return pa.ipc.open_file(pa.memory_map(str(target), "r")).read_all()
     except (pa.ArrowException, OSError) as err:
-        raise corrupt(target, unreadable_arrow(err)) from err
+        raise corrupt(target, unreadable_arrow(err, target)) from err
