@@ -429,6 +429,31 @@ def test_adversarial_scores_take_the_worst_variant_per_original_question() -> No
     assert unanswered["f1"] == pytest.approx(100 * (0.5 + 1 + 0) / 3) and unanswered["missing"] == 1
 
 
+def test_adversarial_scores_follow_the_official_rule_where_the_worst_of_all_would_not() -> None:
+    """Jia & Liang's script: the original counts only without variants; else the variant of lowest F1, the first in
+    file order on ties (not the lower EM); an unanswered variant scores 0."""
+    references = {
+        "a": ["Paris"],  # no variants: its own scores
+        "b": ["red barn"], "b-1": ["red barn"],  # the original is wrong, its variant right: the variant counts
+        "c": ["red barn"], "c-1": ["red barn"], "c-2": ["red barn"],  # variants tied on F1 1: the first, EM 1
+        "d": ["blue sky"], "d-1": ["blue sky"], "d-2": ["blue sky"],  # d-2 unanswered: 0
+    }
+    predictions = {
+        "a": "paris",  # F1 1, EM 1
+        "b": "green field", "b-1": "the red barn",  # b: F1 0; b-1: F1 1, EM 1
+        "c": "red barn", "c-1": "red barn", "c-2": "barn red",  # c-1: F1 1, EM 1; c-2: F1 1, EM 0
+        "d": "blue sky", "d-1": "blue",  # d-1: P 1, R 1/2: F1 2/3
+    }
+    scores = adversarial_scores(predictions, references)
+    # a: (1, 1); b: b-1 (1, 1) although b scores 0; c: c-1 (1, 1); d: d-2 (0, 0)
+    assert scores["f1"] == pytest.approx(100 * 3 / 4) and scores["exact_match"] == pytest.approx(100 * 3 / 4)
+    assert scores["originals"] == 4 and scores["missing"] == 1
+    assert scores["original_f1"] == pytest.approx(100 * 3 / 4)  # a, c, d right; b wrong
+    # The tie is resolved by file order: with c-2 first, its EM 0 counts.
+    reordered = {q: references[q] for q in ["a", "b", "b-1", "c", "c-2", "c-1", "d", "d-1", "d-2"]}
+    assert adversarial_scores(predictions, reordered)["exact_match"] == pytest.approx(100 * 2 / 4)
+
+
 def test_adversarial_files_are_detected_by_variants_of_present_ids() -> None:
     assert is_adversarial(ADVERSARIAL)
     assert not is_adversarial(["q1", "q2"])

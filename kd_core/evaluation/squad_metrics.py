@@ -28,10 +28,17 @@ bag (multiset) of normalised tokens of ``s``.
   with an answer (``HasAns``) and those without (``NoAns``), and, as the official v2 script does,
   the best score over ``t`` with its threshold (choose ``t`` on dev, apply it elsewhere).
 
-* Adversarial SQuAD (Jia & Liang 2017): a question ``ORIG-suffix`` is a variant of question
-  ``ORIG`` (the id before the first ``-``). Per original question ``o``, the worst of ``o``
-  and its variants counts, the one with the lowest F1, with its own EM (ties: the lower EM);
-  ``EM_adv = 100 / |O| * sum_o EM(worst_o)`` and likewise F1, over the original ids ``O``.
+* Adversarial SQuAD (Jia & Liang 2017), as their evaluation script scores it: a question
+  ``ORIG-suffix`` is a variant of question ``ORIG`` (the id before the first ``-``). Per
+  original id ``o``, with ``V(o)`` its variants in file order, the question that counts is
+
+      c(o) = o                                   if V(o) is empty
+      c(o) = first argmin_{v in V(o)} F1(v)      otherwise
+
+  (the original's own scores are not compared with its variants'; on a tie in F1 the first
+  variant in file order counts, whatever its EM), and
+  ``EM_adv = 100 / |O| * sum_o EM(c(o))`` and likewise F1, over the original ids ``O``; an
+  unanswered question scores 0.
 """
 
 from __future__ import annotations
@@ -163,29 +170,39 @@ def is_adversarial(question_ids: Iterable[str]) -> bool:
 
 def adversarial_scores(predictions: Mapping[str, str],
                        references: Mapping[str, Sequence[str]]) -> dict[str, float | int | None]:
-    """Jia & Liang's adversarial EM and F1 (module doc) and the scores of the original questions alone.
+    """Jia & Liang's adversarial EM and F1 (module doc: per original id, its own scores without variants, else
+    its variant of lowest F1, the first in ``references``' order on ties) and the scores of the original
+    questions alone.
 
-    Returns ``{"exact_match", "f1"}`` (adversarial: the worst variant per original id),
-    ``{"original_exact_match", "original_f1"}`` (the questions whose id has no suffix; ``None``
-    when there is none),
-    ``"originals"`` (the number of original ids) and ``"missing"`` (unanswered questions, which
-    score 0). Raises ``ValueError`` when ``references`` is empty.
+    Returns ``{"exact_match", "f1"}`` (adversarial), ``{"original_exact_match", "original_f1"}``
+    (the questions whose id has no suffix; ``None`` when there is none), ``"originals"`` (the
+    number of original ids) and ``"missing"`` (unanswered questions, which score 0). Raises
+    ``ValueError`` when ``references`` is empty.
     """
     if not references:
         raise ValueError("adversarial_scores needs at least one reference question")
-    worst: dict[str, tuple[float, float]] = {}
-    for question_id, answers in references.items():
+    groups: dict[str, list[str]] = {}
+    for question_id in references:  # file order
+        groups.setdefault(original_id(question_id), []).append(question_id)
+
+    def scored(question_id: str) -> tuple[float, float]:
         prediction = predictions.get(question_id)
-        scored = (0.0, 0.0) if prediction is None else (span_f1(prediction, answers), span_exact_match(prediction, answers))
-        group = original_id(question_id)
-        worst[group] = min(worst.get(group, scored), scored)
+        answers = references[question_id]
+        return (0.0, 0.0) if prediction is None else (span_f1(prediction, answers), span_exact_match(prediction, answers))
+
+    counted: dict[str, tuple[float, float]] = {}
+    for group, ids in groups.items():
+        variants = [q for q in ids if q != group] or ids
+        for f1, em in map(scored, variants):
+            if group not in counted or f1 < counted[group][0]:  # strictly lower: the first of a tie stays
+                counted[group] = (f1, em)
     originals = {q: a for q, a in references.items() if original_id(q) == q}
     plain = squad_scores(predictions, originals) if originals else {"exact_match": None, "f1": None}
     return {
-        "exact_match": 100.0 * sum(em for _, em in worst.values()) / len(worst),
-        "f1": 100.0 * sum(f1 for f1, _ in worst.values()) / len(worst),
+        "exact_match": 100.0 * sum(em for _, em in counted.values()) / len(counted),
+        "f1": 100.0 * sum(f1 for f1, _ in counted.values()) / len(counted),
         "original_exact_match": plain["exact_match"], "original_f1": plain["f1"],
-        "originals": len(worst), "missing": sum(q not in predictions for q in references),
+        "originals": len(counted), "missing": sum(q not in predictions for q in references),
     }
 
 
