@@ -68,7 +68,10 @@ def test_a_cut_batch_gives_the_same_logits_and_attention_on_its_real_positions(d
     np.testing.assert_allclose(outputs.start_logits[mask], a.start_logits.numpy()[mask], atol=1e-5)
     with torch.no_grad():
         reference = qa_forward(model, full, 6).attention.numpy()
-    np.testing.assert_allclose(outputs.attention, reference, atol=1e-5)
+    # attention comes back as float16 (what knowledge tables store): the float32 maps rounded, nothing more
+    assert outputs.attention.dtype == np.float16
+    np.testing.assert_allclose(outputs.attention.astype(np.float32), reference.astype(np.float16).astype(np.float32),
+                               atol=1e-3)
 
 
 def test_training_on_cut_batches_ends_with_the_weights_of_full_padding(data):
