@@ -124,7 +124,8 @@ class JobRuntime:
     @contextmanager
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
-        """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
+        """Connect to Ray, start ``workers`` workers and, while they start, open (or reopen) the parent run; close all
+        on exit.
 
         On any exit, in order: the workers stop (a busy one at once), the parent run ends (KILLED on a stop,
         :class:`~kd_core.io.stops.Stopped`, with its running children; FAILED on an error) and, when this call
@@ -139,21 +140,26 @@ class JobRuntime:
         try:
             if not quiet:
                 announce(cluster)
-            self.tracker = Tracker(self.tracking_uri)
-            if self.state.parent_run_id is None:
-                self.parent = self.tracker.start_run(self.experiment, run_name,
-                                                     tags={"kd.method": self.method, **(tags or {})},
-                                                     params=params or self.state.options)
-                self.state.parent_run_id = self.parent.run_id
-                self.state.save(self.store)
-            else:
-                self.parent = self.tracker.reopen(self.state.parent_run_id)
+            pool = WorkerPool(workers, wait=False)  # the workers start while MLflow is set up
+            try:
+                self.tracker = Tracker(self.tracking_uri)
+                if self.state.parent_run_id is None:
+                    self.parent = self.tracker.start_run(self.experiment, run_name,
+                                                         tags={"kd.method": self.method, **(tags or {})},
+                                                         params=params or self.state.options)
+                    self.state.parent_run_id = self.parent.run_id
+                    self.state.save(self.store)
+                else:
+                    self.parent = self.tracker.reopen(self.state.parent_run_id)
+            except BaseException:
+                pool.shutdown()
+                raise
             with self.tracker.scope(self.parent):  # KILLED (the running children too) on a stop
-                self.pool = WorkerPool(workers)
                 try:
+                    self.pool = pool.ready()
                     yield self
                 finally:
-                    self.pool.shutdown()
+                    pool.shutdown()
         finally:
             if cluster is not None:  # connected here: disconnect, stopping the local cluster this job started
                 disconnect()
