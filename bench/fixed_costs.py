@@ -16,7 +16,8 @@ Compares two checkouts of the project, each with its own virtual environment (``
 
 Each tree's ``--help`` and import run once untimed first (bytecode, file cache). Prints one JSON
 line per measurement and, last, the summary (medians, min and max per variant);
-writes it with the machine, versions, commands and load to ``bench/results/fixed_costs_<date>.json``.
+writes it with the machine, versions, commands and load to ``bench/results/fixed_costs_<date>.json``,
+after every job run too (``"complete": false`` until the last one).
 
     python bench/fixed_costs.py --before ../wt-fixed-before --repeats 3
 """
@@ -142,6 +143,33 @@ def main() -> int:
     def order(i: int) -> list[str]:
         return ["before", "after"] if i % 2 == 0 else ["after", "before"]
 
+    out = args.out or ROOT / "bench" / "results" / f"fixed_costs_{datetime.date.today().isoformat()}.json"
+
+    def write(complete: bool) -> dict[str, Any]:
+        """The result so far (``complete`` once every run finished), written to ``out``."""
+        summary = {variant: {key: spread(values) for key, values in measures.items()}
+                   for variant, measures in samples.items()}
+        ratios = {key: round(summary["after"][key]["median"] / summary["before"][key]["median"], 3)
+                  for key in summary["before"] if key in summary["after"]}
+        result = {
+            "what": __doc__.splitlines()[0],
+            "complete": complete,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                        "note": "shared with other agents working at the same time: the load (load_1min per run) "
+                                "varied, so single runs are noisy; before and after alternate to share it"},
+            "versions": versions(trees["after"]),
+            "trees": {variant: {"path": str(tree), **commit(tree)} for variant, tree in trees.items()},
+            "job_commands": {job: f"python jobs/{job}.py --run-dir TMP/run --tracking-uri sqlite:///TMP/mlflow.db"
+                             for job in args.jobs},
+            "summary": summary,
+            "after_over_before": ratios,
+            "runs": runs,
+        }
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
     for tree in trees.values():  # untimed: compiles each tree's bytecode and warms the file cache
         for job in args.jobs:
             time_help(tree, job)
@@ -167,28 +195,10 @@ def main() -> int:
                     for key in ("first_started_s", "first_done_s", "total_s"):
                         if run.get(key) is not None:
                             samples[variant].setdefault(f"{job}_{key}", []).append(run[key])
-    summary = {variant: {key: spread(values) for key, values in measures.items()} for variant, measures in
-               samples.items()}
-    ratios = {key: round(summary["after"][key]["median"] / summary["before"][key]["median"], 3)
-              for key in summary["before"] if key in summary["after"]}
-    result = {
-        "what": __doc__.splitlines()[0],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "note": "shared with other agents working at the same time: the load (load_1min per run) "
-                            "varied, so single runs are noisy; before and after alternate to share it"},
-        "versions": versions(trees["after"]),
-        "trees": {variant: {"path": str(tree), **commit(tree)} for variant, tree in trees.items()},
-        "job_commands": {job: f"python jobs/{job}.py --run-dir TMP/run --tracking-uri sqlite:///TMP/mlflow.db"
-                         for job in args.jobs},
-        "summary": summary,
-        "after_over_before": ratios,
-        "runs": runs,
-    }
-    out = args.out or ROOT / "bench" / "results" / f"fixed_costs_{datetime.date.today().isoformat()}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"summary": summary, "after_over_before": ratios, "written": str(out)}))
+                    write(complete=False)  # a run stopped early keeps the runs it finished
+    result = write(complete=True)
+    print(json.dumps({"summary": result["summary"], "after_over_before": result["after_over_before"],
+                      "written": str(out)}))
     return 0
 
 
