@@ -42,146 +42,38 @@ does everything around that, once for every job:
   model as an MLflow *logged model* linked to the run: a servable ``pyfunc`` holding the
   ``save_pretrained`` files (:mod:`cluster.tracking.logged_models`), with ``--register-as
   NAME`` also registered as ``NAME.<step>`` when it is a student.
+
+A job's options (:class:`~cluster.job_options.JobOptions`), its ``state.json`` and
+:func:`~cluster.job_options.job_config` live in :mod:`cluster.job_options`, which imports
+none of this runtime: ``--help`` and ``--check`` need only them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 
+from cluster.job_options import UNSAVED_OPTIONS, JobState, write_run_file
 from cluster.job_steps import JobSteps
 from cluster.model_folders import publish_models
-from cluster.output_paths import job_run_dir, output_location, submission_id
+from cluster.output_paths import output_location, submission_id
 from cluster.progress import StepProgress
 from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
 from cluster.runtime import announce, connect_stoppable, disconnect
-from cluster.saved_state import STATE_FILE, STATE_VERSION, check_saved_options, state_fields
 from cluster.scheduler import WorkerPool
-from cluster.secrets import with_credentials
-from cluster.tracking import RunRef, Tracker, check_tracking_uri, resolve_tracking_uri
+from cluster.tracking import RunRef, Tracker, resolve_tracking_uri
 from kd_core.engine.local import Recipe, flow, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
-from kd_core.io.config_files import RENAMED
-from kd_core.io.errors import ConfigError
-from kd_core.io.file_checks import CorruptFile, parse_json_mapping
-from kd_core.io.options import cli_values, config_from_cli, flag, option, options_error
 from kd_core.io.redaction import redact, redact_strings
-from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
-from kd_core.training.compute import Compute
-
-T = TypeVar("T")
-#: Options ``state.json`` does not keep: where the run directory is (a resumed job is told; a copy is elsewhere).
-UNSAVED_OPTIONS = ("run_dir",)
-
-
-@dataclass(frozen=True)
-class JobOptions(Compute):
-    """Where a job keeps its outputs and records, how many workers it runs and how its steps use the hardware
-    (:class:`~kd_core.training.compute.Compute`, which every step gets through the workspace); validated."""
-
-    run_dir: str = option("runs/job", "run directory: models, knowledge, results, state; a path (absolute under "
-                          "ray job submit) or a pyarrow.fs URI such as s3://bucket/run", "job")
-    tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                                      "sqlite:///<cwd>/mlflow.db)", "job")
-    experiment: str = option("kd", "MLflow experiment name", "job")
-    run_name: str | None = option(None, "the MLflow parent run's name (default: the method, what it ran on and "
-                                  "the start time, e.g. 'a2d squad 2026-12-06 23:40')", "job")
-    max_concurrency: int = option(2, "workers, i.e. steps running at once (1 = one after another)", "job")
-    register_as: str | None = option(None, "also register each student in the MLflow Model Registry, as "
-                                     "NAME.<step> (every trained model is a logged model anyway)", "job")
-
-    def __post_init__(self) -> None:
-        Compute.__post_init__(self)
-        if self.max_concurrency is not None and self.max_concurrency < 1:  # None: a job's own default (IMM)
-            raise ConfigError("job", "max_concurrency", f"must be >= 1, got {self.max_concurrency}")
-        check_tracking_uri(self.tracking_uri, "job")
-        if not self.experiment.strip():
-            raise ConfigError("job", "experiment", "must not be empty (an MLflow experiment name)")
-        if self.run_name is not None and not self.run_name.strip():
-            raise ConfigError("job", "run_name", "must not be empty")
-        if self.register_as is not None and (not self.register_as.strip() or "/" in self.register_as):
-            raise ConfigError("job", "register_as", f"a registered model name, non-empty and without '/', got "
-                              f"{self.register_as!r}")
-
-
-@dataclass
-class JobState:
-    """What a resumed job needs besides the step results (module doc)."""
-
-    method: str
-    options: dict[str, Any]
-    version: int = STATE_VERSION
-    parent_run_id: str | None = None
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def save(self, store: RunStore) -> None:
-        """Write ``state.json`` with every credential in its options redacted (module doc)."""
-        _write(store, STATE_FILE, json.dumps(redact_strings(asdict(self)), indent=1))
-
-    @classmethod
-    def load(cls, store: RunStore, method: str) -> JobState:
-        """The state in ``store``, checked (module doc); a missing, corrupt or foreign one is one
-        :class:`~kd_core.io.errors.ConfigError` naming ``state.json`` and the problem."""
-        text = store.read_text(store.local_root / STATE_FILE)
-        path = store.location_of(store.local_root / STATE_FILE)
-        if text is None:
-            raise ConfigError(store.location, STATE_FILE, f"no {method} job to resume here (state.json is missing)")
-        try:
-            saved = parse_json_mapping(text, path)
-        except CorruptFile as err:
-            raise ConfigError(path, "state", f"corrupt: {err.what}") from err
-        version = saved.get("version", STATE_VERSION)
-        if isinstance(version, int) and version != STATE_VERSION:  # a later version may have other keys: say so first
-            raise ConfigError(path, "version", f"written by state version {version}, this is "
-                              f"{STATE_VERSION}")
-        state = cls(**state_fields(saved, path, [f.name for f in fields(cls)]))
-        if state.method != method:
-            raise ConfigError(path, "method", f"the run directory holds a {state.method} job, not {method}")
-        return state
-
-
-def _comparable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def job_config(cls: type[T], method: str, args: argparse.Namespace) -> T:
-    """A job's options from its command line; with ``--resume``, the saved ones (others given must equal them).
-
-    The run directory comes back absolute, where :func:`cluster.output_paths.job_run_dir` puts it
-    (a durable folder under ``ray job submit``).
-    """
-    if not args.resume:
-        config = config_from_cli(cls, args)
-        default = next(f.default for f in fields(cls) if f.name == "run_dir")
-        run_dir = job_run_dir(config.run_dir, is_default=config.run_dir == default)  # type: ignore[attr-defined]
-        return replace(config, run_dir=run_dir)  # type: ignore[type-var]
-    saved = resume_options(args.resume, method, cli_values(cls, args))
-    check_saved_options(cls, saved, args.resume)
-    try:
-        return cls(**{**saved, "run_dir": output_location(args.resume)})
-    except ConfigError as err:
-        raise options_error(err, cls) from err
-
-
-def resume_options(run_dir: str | Path, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The saved options of the job in ``run_dir``; any of ``given`` that differs from them is refused."""
-    state = JobState.load(RunStore(output_location(run_dir)), method)
-    saved = {RENAMED.get(key, key): value for key, value in state.options.items()}  # a run from before a rename
-    for key, value in given.items():
-        if key in saved and _comparable(redact_strings(saved[key])) != _comparable(redact_strings(value)):
-            raise ConfigError("--resume", flag(key), f"the run was made with {saved[key]!r}, not "
-                              f"{value!r}; resume with the saved options (or none)")
-    return with_credentials(saved, given)
 
 
 class JobRuntime:
@@ -232,7 +124,8 @@ class JobRuntime:
     @contextmanager
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
-        """Connect to Ray, open (or reopen) the parent run, start ``workers`` workers; close all on exit.
+        """Connect to Ray, start ``workers`` workers and, while they start, open (or reopen) the parent run; close all
+        on exit.
 
         On any exit, in order: the workers stop (a busy one at once), the parent run ends (KILLED on a stop,
         :class:`~kd_core.io.stops.Stopped`, with its running children; FAILED on an error) and, when this call
@@ -247,21 +140,26 @@ class JobRuntime:
         try:
             if not quiet:
                 announce(cluster)
-            self.tracker = Tracker(self.tracking_uri)
-            if self.state.parent_run_id is None:
-                self.parent = self.tracker.start_run(self.experiment, run_name,
-                                                     tags={"kd.method": self.method, **(tags or {})},
-                                                     params=params or self.state.options)
-                self.state.parent_run_id = self.parent.run_id
-                self.state.save(self.store)
-            else:
-                self.parent = self.tracker.reopen(self.state.parent_run_id)
+            pool = WorkerPool(workers, wait=False)  # the workers start while MLflow is set up
+            try:
+                self.tracker = Tracker(self.tracking_uri)
+                if self.state.parent_run_id is None:
+                    self.parent = self.tracker.start_run(self.experiment, run_name,
+                                                         tags={"kd.method": self.method, **(tags or {})},
+                                                         params=params or self.state.options)
+                    self.state.parent_run_id = self.parent.run_id
+                    self.state.save(self.store)
+                else:
+                    self.parent = self.tracker.reopen(self.state.parent_run_id)
+            except BaseException:
+                pool.shutdown()
+                raise
             with self.tracker.scope(self.parent):  # KILLED (the running children too) on a stop
-                self.pool = WorkerPool(workers)
                 try:
+                    self.pool = pool.ready()
                     yield self
                 finally:
-                    self.pool.shutdown()
+                    pool.shutdown()
         finally:
             if cluster is not None:  # connected here: disconnect, stopping the local cluster this job started
                 disconnect()
@@ -352,8 +250,8 @@ class JobRuntime:
         assert self.tracker is not None and self.parent is not None
         summary = redact_strings({**summary, "mlflow_run_id": self.parent.run_id,
                                   "mlflow_experiment_id": self.parent.experiment_id, "tracking_uri": self.tracking_uri})
-        _write(self.store, TABLE_FILE, table + "\n")
-        _write(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
+        write_run_file(self.store, TABLE_FILE, table + "\n")
+        write_run_file(self.store, SUMMARY_FILE, json.dumps(summary, indent=1))
         summary["run_dir"] = redact(self.store.location)
         if "saved_models" in summary:
             summary["saved_models"] = {key: redact(self.store.resolve(name))
@@ -361,12 +259,6 @@ class JobRuntime:
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
-
-
-def _write(store: RunStore, name: str, text: str) -> None:
-    """Write the run directory's file ``name`` atomically, into its store."""
-    write_atomic(store.local_root / name, text)
-    store.push(store.local_root / name)
 
 
 def _step_params(step: Step) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A job's command line and run, once for every ``jobs/<method>.py``: the options to the summary.
 
 :class:`Job` is a :class:`~kd_core.io.cli.Command` whose run is always the same: options
-(``--resume RUN_DIR``: the saved ones, :func:`cluster.job.job_config`) -> a workspace
+(``--resume RUN_DIR``: the saved ones, :func:`cluster.job_options.job_config`) -> a workspace
 (:meth:`Job.prepare`, every check before any cluster work) -> the method's recipe on the job
 runtime (:class:`cluster.job.JobRuntime`: run directory and its lock, Ray workers, one MLflow
 child run per step) -> the method's summary, plus ``reused_steps`` and ``seconds`` -> the method's own
@@ -29,15 +29,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from cluster.job import JobRuntime, job_config
+from cluster.job_options import job_config
 from cluster.run_dirs import refuse_other_run
-from cluster.runtime import check_address
-from cluster.tracking import RunRef, Tracker
-from kd_core.engine.local import Recipe
-from kd_core.engine.steps import Result
-from kd_core.engine.workspace import Workspace
 from kd_core.io.cli import Command, quiet_progress
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import part
@@ -45,6 +40,13 @@ from kd_core.io.redaction import redact
 from kd_core.io.run_files import write_atomic
 from kd_core.io.stops import stopped
 from kd_core.training.compute import Compute
+
+if TYPE_CHECKING:
+    from cluster.job import JobRuntime
+    from cluster.tracking import RunRef, Tracker
+    from kd_core.engine.local import Recipe
+    from kd_core.engine.steps import Result
+    from kd_core.engine.workspace import Workspace
 
 C = TypeVar("C")
 
@@ -149,6 +151,8 @@ class Job(RayCommand[C]):
         self.reused(config, self.prepare(config))
 
     def execute(self, config: C, args: argparse.Namespace) -> dict[str, Any]:
+        from cluster.runtime import check_address
+
         check_address(args.address)  # before the run directory is touched
         return self.run(config, address=args.address, resume=bool(args.resume), quiet=args.quiet,
                         overwrite=args.overwrite)
@@ -156,7 +160,10 @@ class Job(RayCommand[C]):
     def run(self, config: C, address: str | None = None, resume: bool = False, quiet: bool = False,
             overwrite: bool = False) -> dict[str, Any]:
         """Run (or continue) the job; returns its summary (module doc). The run directory is locked from the
-        runtime's start to the end of this call, however it ends."""
+        runtime's start to the end of this call, however it ends. The runtime (Ray, MLflow) is imported here: a
+        job's ``--help`` and ``--check`` need none of it."""
+        from cluster.job import JobRuntime
+
         started = time.perf_counter()
         ws = self.prepare(config)
         ws.compute = part(Compute, config)

@@ -18,18 +18,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 
-from cluster.data_parallel import train_on_ray_train
 from cluster.progress import StepProgress
 from cluster.scheduler import WorkerPool
-from cluster.tracking import RunRef
 from kd_core.engine.execute import stored_result
 from kd_core.engine.steps import Result, Step, TrainStep
-from kd_core.engine.workspace import Workspace
 from kd_core.io.run_store import RunStore
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef
+    from kd_core.engine.workspace import Workspace
 
 
 class StepRecords(Protocol):
@@ -39,7 +40,7 @@ class StepRecords(Protocol):
     store: RunStore
     run_dir: Path
     progress: StepProgress
-    state: Any  # cluster.job.JobState: ``state.steps[name]["finished"]``
+    state: Any  # cluster.job_options.JobState: ``state.steps[name]["finished"]``
     reused_steps: list[str]
     train_steps: dict[str, TrainStep]
 
@@ -80,6 +81,8 @@ class PoolSteps:
             run = self.opened(step)
             self.events.append(("start", step.name, time.monotonic()))
             if data_parallel(step):
+                from cluster.data_parallel import train_on_ray_train  # Ray Train and torch: only for such a step
+
                 assert isinstance(step, TrainStep)
                 self.on_start(step, stage, f"Ray Train, {step.workers} workers")
                 with self.pool.paused():  # the Ray Train group gets the workers' CPUs (and GPUs)

@@ -3,6 +3,10 @@ they finish (:meth:`WorkerPool.wait`), or a list of calls runs and returns in or
 
 Shutting the pool down (at a job's end, or when a stop or a failure cuts a stage short) lets the
 idle workers clean up and kills the busy ones at once: a stop does not wait for a running step.
+
+``WorkerPool(size, wait=False)`` starts the workers and returns while they start (each imports
+torch and the data libraries); :meth:`WorkerPool.ready` waits for them, so a job sets up its MLflow
+runs in the meantime.
 """
 
 from __future__ import annotations
@@ -32,22 +36,32 @@ Call = Callable[[ray.actor.ActorHandle], ray.ObjectRef]
 class WorkerPool:
     """``size`` workers, each placed by :func:`~cluster.runtime.model_placement` (one GPU each when there are)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, wait: bool = True) -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size}")
         self.size = size
         self.busy: list[ray.actor.ActorHandle] = []  # workers with a call running
         self.pending: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}  # running calls and their workers
-        self.workers = self._start()
-
-    def _start(self) -> list[ray.actor.ActorHandle]:
-        placement = model_placement(self.size, self.size)
-        workers = [create_worker(placement) for _ in range(self.size)]
-        infos = ray.get([worker.info.remote() for worker in workers], timeout=STARTUP_TIMEOUT_S)
         #: Where each worker is, for progress lines: ``w<index> <device>`` (and its node on a multi-node cluster).
-        nodes = ray.nodes()
-        self.places = [worker_place(i, info["device"], info["node"], nodes) for i, info in enumerate(infos)]
-        return workers
+        self.places: list[str] = []
+        self._start()
+        if wait:
+            self.ready()
+
+    def _start(self) -> None:
+        """Create the workers; their starts (:meth:`ready` waits for them) run meanwhile."""
+        placement = model_placement(self.size, self.size)
+        self.workers = [create_worker(placement) for _ in range(self.size)]
+        self._starting: list[ray.ObjectRef] | None = [worker.info.remote() for worker in self.workers]
+
+    def ready(self) -> WorkerPool:
+        """Wait until every worker has started (at most :data:`STARTUP_TIMEOUT_S`); the pool itself."""
+        if self._starting is not None:
+            infos = ray.get(self._starting, timeout=STARTUP_TIMEOUT_S)
+            nodes = ray.nodes()
+            self.places = [worker_place(i, info["device"], info["node"], nodes) for i, info in enumerate(infos)]
+            self._starting = None
+        return self
 
     def threads(self, running: int) -> int:
         """Torch threads for each of ``running`` steps at once: the node's cores shared among them."""
@@ -65,7 +79,8 @@ class WorkerPool:
             yield
         finally:
             reclaim_signals()
-            self.workers = self._start()
+            self._start()
+            self.ready()
 
     def idle(self) -> int:
         """How many workers have no call running."""

@@ -12,31 +12,39 @@ step that kills its worker every time ends after three deaths. Nothing is
 passed to the constructor through the object store (a restarted actor could not fetch it
 again, ray-project/ray#53727); a worker, restarted or not, first sets the job's credentials in
 its environment (:func:`cluster.secrets.receive`).
+
+Importing this module loads Ray only: torch and the data libraries load when a worker starts,
+MLflow with the first step that logs to a run, and each step kind's code when a step of that
+kind runs (:mod:`kd_core.engine.execute`), so the driver that creates workers and a worker
+whose steps need less pay for none of the rest.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import ray
-import torch
-from transformers.utils import logging as hf_logging
 
 from cluster.runtime import Placement, device_for_actor
 from cluster.secrets import receive
-from cluster.tracking import RunRef, Tracker
 from kd_core.engine.execute import execute
 from kd_core.engine.steps import Result, Step
-from kd_core.engine.workspace import Workspace
 from kd_core.io.run_store import clear_staging
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef
+    from kd_core.engine.workspace import Workspace
 
 
 class StepWorker:
     """Runs steps (module doc). Create it with :func:`create_worker`."""
 
     def __init__(self, torch_threads: int) -> None:
+        import datasets
+        import torch
+        from transformers.utils import logging as hf_logging
+
         receive()  # the job's credentials, before anything touches MLflow or the store
         torch.set_num_threads(torch_threads)
         hf_logging.disable_progress_bar()
@@ -48,14 +56,22 @@ class StepWorker:
         clear_staging()
 
     def info(self) -> dict[str, Any]:
+        import torch
+
         return {"pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads(),
                 "node": ray.util.get_node_ip_address()}
 
     def run(self, step: Step, ws: Workspace, run: RunRef | None = None, threads: int | None = None) -> Result:
         """Execute ``step`` (with ``threads`` torch threads if given); training metrics go to the MLflow run ``run``."""
+        import torch
+
         if threads is not None:
             torch.set_num_threads(threads)
-        tracker = Tracker(run.tracking_uri) if run is not None else None
+        tracker = None
+        if run is not None:
+            from cluster.tracking import Tracker
+
+            tracker = Tracker(run.tracking_uri)
 
         def callbacks_for(_: Step) -> list:
             return [tracker.metrics_callback(run)] if tracker is not None and run is not None else []

@@ -12,19 +12,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
-from cluster.tracking import RunRef, Tracker, bar_chart  # noqa: E402
+from cluster.job_options import JobOptions  # noqa: E402
+from kd_core.engine.data_options import SpanQAData  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
-from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, format_table, summarise, summary_metrics  # noqa: E402
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef, Tracker
+    from kd_core.engine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class A2DJob(Job[A2DJobConfig]):
 
     def prepare(self, config: A2DJobConfig) -> Workspace:
         """Every input read and featurised, settings checked (bad data stops here, before any cluster work)."""
+        from kd_core.engine.prepare import build_span_workspace  # datasets, tokenizers: not needed for --help
+
         return build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
     def recipe(self, config: A2DJobConfig, ws: Workspace) -> Recipe:
@@ -62,6 +66,8 @@ class A2DJob(Job[A2DJobConfig]):
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """Dev F1 of the members, the ensemble and the student (bar chart), the speed table, the summary metrics."""
+        from cluster.tracking import bar_chart
+
         bars = {f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])}
         bars |= {"ensemble": summary["ensemble_f1"], "student": summary["student_f1"]}
         tracker.log_figure(parent, bar_chart(bars, "Dev F1: members, ensemble, student", "F1"), "plots/f1.png")

@@ -19,17 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from any directory
 
 import numpy as np  # noqa: E402
 
 from cluster.run_dirs import SUMMARY_FILE, claim, refuse_other_run  # noqa: E402
+from kd_core.engine.data_options import SpanQAData  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
-from kd_core.engine.prepare import SpanQAData, build_span_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.cli import Command  # noqa: E402
 from kd_core.io.errors import ConfigError  # noqa: E402
 from kd_core.io.options import MethodConfig, option, part  # noqa: E402
@@ -37,6 +36,9 @@ from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge  # noqa: E402
 from kd_core.methods.a2d import A2DSettings, a2d_recipe, summarise  # noqa: E402
 from kd_core.training.compute import Compute, local_device  # noqa: E402
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 #: What a fresh distillation removes from its run directory first.
 DISTILL_OUTPUTS = ("steps", SUMMARY_FILE)
@@ -60,7 +62,10 @@ class DistillConfig(MethodConfig, A2DSettings, SpanQAData, Compute):
 
 
 def workspace(config: DistillConfig) -> Workspace:
-    """Data read, split, tokenised (bad data or options raise here)."""
+    """Data read, split, tokenised (bad data or options raise here; datasets and the tokenizers load here, not for
+    ``--help``)."""
+    from kd_core.engine.prepare import build_span_workspace
+
     ws = build_span_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
     ws.compute = part(Compute, config)
     return ws

@@ -13,23 +13,25 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
 import numpy as np  # noqa: E402
 
-from cluster.job import JobOptions, JobRuntime  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
-from cluster.tracking import RunRef, Tracker, heatmap, line_chart  # noqa: E402
-from kd_core.data.domains import DataSettings  # noqa: E402
+from cluster.job_options import JobOptions  # noqa: E402
+from kd_core.data.domain_settings import DataSettings  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
-from kd_core.engine.prepare import build_domain_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.imm import TOKENIZER, IMMSettings, domain_names, imm_recipe  # noqa: E402
 from kd_core.methods.imm_summary import format_table, methods_table, summarise  # noqa: E402
+
+if TYPE_CHECKING:
+    from cluster.job import JobRuntime
+    from cluster.tracking import RunRef, Tracker
+    from kd_core.engine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class IMMJob(Job[IMMJobConfig]):
 
     def prepare(self, config: IMMJobConfig) -> Workspace:
         """Every domain read, split, tokenised and featurised (bad data stops here, before any cluster work)."""
+        from kd_core.engine.prepare import build_domain_workspace  # datasets, tokenizers: not needed for --help
+
         return build_domain_workspace(config.data, config.max_answer_length, TOKENIZER, config.run_dir)
 
     def recipe(self, config: IMMJobConfig, ws: Workspace) -> Recipe:
@@ -78,6 +82,8 @@ class IMMJob(Job[IMMJobConfig]):
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """Similarity (JSON, heat map), dev and test F1 per method and domain, IMM's dev history (plot), timings."""
+        from cluster.tracking import heatmap, line_chart
+
         names = list(summary["similarity"])
         matrix = np.array([[summary["similarity"][i][j] for j in names] for i in names])
         tracker.log_dict(parent, {"domains": names, "similarity": matrix.tolist()}, "similarity.json")

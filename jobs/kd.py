@@ -12,18 +12,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
+from cluster.job_options import JobOptions  # noqa: E402
+from kd_core.engine.data_options import DataOptions  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
-from kd_core.engine.prepare import DataOptions, build_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.hinton import HintonSettings, format_table, hinton_recipe, summarise  # noqa: E402
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class KDJob(Job[KDJobConfig]):
 
     def prepare(self, config: KDJobConfig) -> Workspace:
         """The task's data read, split and featurised (bad data or options stop here, before any cluster work)."""
+        from kd_core.engine.prepare import build_workspace  # datasets, tokenizers: not needed for --help
+
         return build_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
     def recipe(self, config: KDJobConfig, ws: Workspace) -> Recipe:

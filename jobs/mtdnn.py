@@ -14,19 +14,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
-from cluster.tracking import RunRef, Tracker, grouped_bar_chart  # noqa: E402
+from cluster.job_options import JobOptions  # noqa: E402
+from kd_core.engine.data_options import MultiTaskData  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
-from kd_core.engine.prepare import MultiTaskData, build_multitask_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import MethodConfig, option  # noqa: E402
 from kd_core.methods.mtdnn import MTDNNSettings, format_table, mtdnn_recipe, summarise  # noqa: E402
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef, Tracker
+    from kd_core.engine.workspace import Workspace
 
 TABLE_LABELS = {"single": "single task", "vanilla_mt": "vanilla MT", "mt_kd": "MT-KD", "vanilla_mt_ft": "vanilla MT+ft",
                 "mt_kd_ft": "MT-KD+ft", "ensemble": "teacher ensemble"}
@@ -53,6 +55,8 @@ class MTDNNJob(Job[MTDNNJobConfig]):
 
     def prepare(self, config: MTDNNJobConfig) -> Workspace:
         """Task definitions and every data file read and featurised (bad input stops here, before any cluster work)."""
+        from kd_core.engine.prepare import build_multitask_workspace  # datasets, tokenizers: not needed for --help
+
         return build_multitask_workspace(config.data, config.teacher_model, config.student_model, config.run_dir)
 
     def recipe(self, config: MTDNNJobConfig, ws: Workspace) -> Recipe:
@@ -72,6 +76,8 @@ class MTDNNJob(Job[MTDNNJobConfig]):
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """Test score per task and model (grouped bar chart), the per-task table, the average test scores."""
+        from cluster.tracking import grouped_bar_chart
+
         groups = {name: {TABLE_LABELS[label]: value for label, value in row["test"].items()}
                   for name, row in summary["tasks"].items()}
         tracker.log_figure(parent, grouped_bar_chart(groups, "Test score per task (each task's primary metric)",

@@ -17,20 +17,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable under `ray job submit` too
 
-from cluster.job import JobOptions  # noqa: E402
 from cluster.job_cli import Job  # noqa: E402
-from cluster.tracking import RunRef, Tracker, labelled_scatter  # noqa: E402
+from cluster.job_options import JobOptions  # noqa: E402
+from kd_core.engine.data_options import StudentsData  # noqa: E402
 from kd_core.engine.local import Recipe  # noqa: E402
-from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
 from kd_core.io.options import MethodConfig, option  # noqa: E402
-from kd_core.methods.registry import METHODS  # noqa: E402
 from kd_core.methods.students import StudentsSettings, format_table, plan_students, students_recipe, summarise  # noqa: E402
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef, Tracker
+    from kd_core.engine.workspace import Workspace
 
 #: The columns of the per-student table on the parent run.
 TABLE_COLUMNS = ["parameters", "disk_bytes", "latency_ms_b1", "throughput_b32", "speedup_b1", "speedup_b32", "test",
@@ -61,6 +62,8 @@ class StudentsJob(Job[StudentsJobConfig]):
 
     def prepare(self, config: StudentsJobConfig) -> Workspace:
         """The workspace, and the students planned (bad data or student shapes stop here, before any cluster work)."""
+        from kd_core.engine.prepare import build_students_workspace  # datasets, tokenizers: not needed for --help
+
         ws = build_students_workspace(config.data, config.teacher_model, config.run_dir)
         plan_students(config.settings)
         return ws
@@ -69,6 +72,8 @@ class StudentsJob(Job[StudentsJobConfig]):
         """With ``--knowledge-from``: the earlier run's teacher steps, their knowledge checked against ``ws``."""
         if not config.knowledge_from:
             return {}
+        from kd_core.methods.registry import METHODS  # the workspace builders: not needed for --help
+
         return METHODS["students"].reused_teachers(config.settings, ws, config.knowledge_from)
 
     def recipe(self, config: StudentsJobConfig, ws: Workspace) -> Recipe:
@@ -88,6 +93,8 @@ class StudentsJob(Job[StudentsJobConfig]):
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
         """The per-student table, the metric against speed-up (scatter) and each student's test metric."""
+        from cluster.tracking import labelled_scatter
+
         rows = summary["models"]
         tracker.log_table(parent, {"model": list(rows), **{c: [row.get(c) for row in rows.values()]
                                                            for c in TABLE_COLUMNS}}, "students_table.json")

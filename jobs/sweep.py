@@ -20,10 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 
 from cluster.job_cli import RayCommand  # noqa: E402
 from cluster.run_dirs import refuse_other_run  # noqa: E402
-from cluster.runtime import check_address  # noqa: E402
 from tuning.config import Prepared, SweepConfig, config_from, prepare  # noqa: E402
-from tuning.results import format_summary  # noqa: E402
-from tuning.sweep import run_sweep  # noqa: E402
 
 
 class Sweep(RayCommand[SweepConfig]):
@@ -68,10 +65,15 @@ class Sweep(RayCommand[SweepConfig]):
         return prepare(config)
 
     def execute(self, config: SweepConfig, args: argparse.Namespace) -> dict[str, Any]:
+        from cluster.runtime import check_address  # Ray, Tune and the workers: imported for a run only
+        from tuning.sweep import run_sweep
+
         check_address(args.address)  # before the run directory is touched
         return run_sweep(config, address=args.address, overwrite=args.overwrite)
 
     def table(self, summary: dict[str, Any]) -> str:
+        from tuning.results import format_summary
+
         return format_summary(summary)
 
 

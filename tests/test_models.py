@@ -147,7 +147,8 @@ def test_pickled_weights_are_never_loaded(tmp_path):
 
 
 def test_shallower_student_copies_exactly_the_chosen_teacher_layers():
-    from kd_core.models.build import every_other_layer, keep_layers
+    from kd_core.models.build import keep_layers
+    from kd_core.models.presets import every_other_layer
 
     tok, arrays = _batch()
     teacher = build_preset_model("bert-L4-H32-A2-I64", tok, seed=3)

@@ -10,7 +10,7 @@ from kd_core.engine.steps import TermSpec
 from kd_core.io.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings
 from kd_core.models.forward import QAOutput
-from kd_core.objectives.terms import Complement, Constant, Linear, parse_schedule
+from kd_core.objectives.schedules import Complement, Constant, Linear, parse_schedule
 from kd_core.tasks.span_qa import SpanQATask
 
 A2D = (TermSpec("hard"), TermSpec("soft", 1.0, 3.0), TermSpec("answer_margin", 0.3), TermSpec("attention", 0.1))

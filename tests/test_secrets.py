@@ -16,8 +16,8 @@ import ray
 from mlflow.tracking import MlflowClient
 
 import jobs.kd
-from cluster.job import JobState, resume_options
 from cluster.job_cli import ui_hint
+from cluster.job_options import JobState, resume_options
 from cluster.secrets import forget, publish, receive, worker_env
 from cluster.tracking import flatten_params
 from kd_core.io.cli import run_cli

@@ -18,7 +18,8 @@ from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.table import read_knowledge, write_knowledge
 from kd_core.methods.students import StudentsSettings, plan_students, students_recipe
-from kd_core.objectives.layer_distillation import LayerDistillation, uniform_layer_map
+from kd_core.objectives.layer_distillation import LayerDistillation
+from kd_core.objectives.layer_maps import uniform_layer_map
 from kd_core.objectives.noise import NoisyTeacher
 from kd_core.training.loop import TrainConfig
 

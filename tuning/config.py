@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.output_paths import job_run_dir
 from cluster.tracking import check_tracking_uri
@@ -24,9 +24,10 @@ from kd_core.io.run_store import is_uri
 from kd_core.io.values import check_finite
 from kd_core.methods.registry import METHODS
 from kd_core.training.compute import Compute
-from tuning.recipe_sweep import RecipeSweep, prepare_recipe_sweep
-from tuning.spaces import SEARCHES, Param, param_space, parse_space
-from tuning.trials import RECIPE_METRIC
+from tuning.spaces import RECIPE_METRIC, SEARCHES, Param, param_space, parse_space
+
+if TYPE_CHECKING:
+    from tuning.recipe_sweep import RecipeSweep
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ class Prepared:
 
 
 def prepare(config: SweepConfig) -> Prepared:
-    """Validate the job options, the space and its values, load the data, check reused knowledge."""
+    """Validate the job options, the space and its values, load the data, check reused knowledge (the recipe sweep's
+    code, Ray's and the workers', is imported here: listing the options needs none of it)."""
+    from tuning.recipe_sweep import prepare_recipe_sweep
+
     space = parse_space(config.method, config.space)
     param_space(space, config.search)  # refuses ranges under grid search, grid axes under Optuna
     recipe = prepare_recipe_sweep(config.method, config.job, config.seed, space, config.root, config.knowledge_from)

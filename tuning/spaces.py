@@ -22,13 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ray import tune
-
 from kd_core.io.errors import ConfigError
 from kd_core.io.values import non_finite
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 SEARCHES = ("random", "grid", "optuna")
+#: The name under which trials report their metric (the task's primary metric on dev; :mod:`tuning.trials`).
+RECIPE_METRIC = "dev_metric"
 
 DEFAULT_SPACES: dict[str, dict[str, dict[str, list[Any]]]] = {
     "a2d": {
@@ -86,7 +86,10 @@ class Param:
             raise ConfigError("sweep", where, f"loguniform needs low > 0, got {low}")
 
     def domain(self, search: str) -> Any:
-        """The Ray Tune search domain (choices become grid axes under ``search="grid"``)."""
+        """The Ray Tune search domain (choices become grid axes under ``search="grid"``; Ray Tune is imported here, so
+        listing a sweep's options does not)."""
+        from ray import tune
+
         if self.kind == "grid" or (self.kind == "choice" and search == "grid"):
             return tune.grid_search(list(self.values))
         if self.kind == "choice":

@@ -35,11 +35,10 @@ from kd_core.engine.steps import Result, Step, TrainStep
 from kd_core.engine.workspace import Workspace
 from kd_core.io.run_store import clear_staging, join
 from kd_core.methods.registry import METHODS
+from tuning.spaces import RECIPE_METRIC
 
 #: Where a trial keeps its output model(s), under the sweep's trial folder.
 TRIAL_OUTPUT = "output"
-#: The name under which trials report their metric (the task's primary metric on dev).
-RECIPE_METRIC = "dev_metric"
 
 
 def trial_dir(trials_root: str) -> str:

@@ -33,9 +33,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.exceptions import MlflowException
@@ -50,9 +49,11 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from cluster.tracking.logged_models import log_served_model
 from cluster.tracking.uris import SQLITE_PREFIX, resolve_tracking_uri
 from kd_core.io.redaction import holds_credentials, redact
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 JOB_ID_TAG = "kd_job_id"
 #: The experiment tag MLflow 3's UI picks an experiment's view from, and the value of its model-training view.
@@ -339,7 +340,10 @@ class Tracker:
                   registered_name: str | None = None, metrics: Mapping[str, float] | None = None,
                   params: Mapping[str, str] | None = None) -> str:
         """Log a ``save_pretrained`` folder as a servable pyfunc logged model of ``run`` (optionally registered
-        under ``registered_name``); returns its model id (:mod:`cluster.tracking.logged_models`)."""
+        under ``registered_name``); returns its model id (:mod:`cluster.tracking.logged_models`, imported here:
+        it reads the serving code, which a step that logs no model does not need)."""
+        from cluster.tracking.logged_models import log_served_model
+
         if registered_name:
             try:
                 self.client.create_registered_model(registered_name)

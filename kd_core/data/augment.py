@@ -41,6 +41,9 @@ Choices of ours, where the paper is silent or where this project departs from it
   the paper samples it from the corpus unigram distribution renormalised within the tag.
 * ``n_iter`` defaults to 4 (Tang et al. use 20 on their small data sets) to keep the
   transfer set, and the teacher's labelling of it, small on CPU.
+
+The hyperparameters, :class:`~kd_core.data.augment_settings.AugmentSettings`, are plain data in
+:mod:`kd_core.data.augment_settings` (a job's options hold them without importing ``datasets``).
 """
 
 from __future__ import annotations
@@ -48,12 +51,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
+from kd_core.data.augment_settings import AugmentSettings
 from kd_core.data.schema import (
     SENTENCE_COLUMNS,
     SENTENCE_FEATURES,
@@ -61,7 +64,6 @@ from kd_core.data.schema import (
 )
 from kd_core.io.bars import no_progress_bars
 from kd_core.io.errors import ConfigError, DataError
-from kd_core.io.options import option
 
 MASK_TOKEN = "[MASK]"
 
@@ -88,33 +90,6 @@ _AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 def coarse_tag(tag: str) -> str:
     """The universal part of a (possibly refined) tag: ``"PROPN-city"`` -> ``"PROPN"``."""
     return tag.split("-", 1)[0]
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """The augmentation's hyperparameters (module doc), validated at construction."""
-
-    p_mask: float = option(0.1, "probability that a word becomes the mask token", "augment")
-    p_pos: float = option(0.1, "probability that a word becomes another word of its POS tag", "augment")
-    p_ng: float = option(0.25, "probability that an augmented example is cut to an n-gram", "augment")
-    n_iter: int = option(4, "augmentation draws per original example (Tang et al.: 20 on small data)",
-                         "augment")
-    max_ngram: int = option(5, "largest n of the n-gram sampling", "augment")
-    seed: int = option(0, "seed of the augmentation draws", "augment")
-
-    def __post_init__(self) -> None:
-        for name in ("p_mask", "p_pos", "p_ng"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ConfigError("augment", name, f"must be a probability in [0, 1], got {value!r}")
-        if self.p_mask + self.p_pos > 1:
-            raise ConfigError("augment", "p_pos", f"p_mask + p_pos must be <= 1, got {self.p_mask} + {self.p_pos}")
-        for name in ("n_iter", "max_ngram"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError("augment", name, f"must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError("augment", "seed", f"must be an integer, got {self.seed!r}")
 
 
 class PosLexicon:

@@ -16,16 +16,19 @@ bound; :func:`truncated_questions` counts the questions cut. Each window is one 
 * ``start_position`` / ``end_position``: the gold answer's first and last token, or ``0``
   (the ``[CLS]`` token) when the answer is not wholly inside this window or the question is
   unanswerable.
+
+The window settings themselves, :class:`~kd_core.data.windows.FeatureConfig`, are plain data in
+:mod:`kd_core.data.windows` (options check them without importing ``datasets``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerFast
 
+from kd_core.data.windows import FeatureConfig
 from kd_core.io.bars import no_progress_bars
 from kd_core.io.errors import ConfigError
 
@@ -47,26 +50,6 @@ FEATURE_FEATURES = Features(
 
 #: Special tokens around a question/passage pair: [CLS] q [SEP] p [SEP].
 SPECIAL_TOKENS_IN_PAIR = 3
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Window settings. ``doc_stride`` is the overlap between consecutive windows, in tokens;
-    ``max_query_length`` the longest question kept, in tokens (longer ones are cut; span QA)."""
-
-    max_length: int = 192
-    doc_stride: int = 64
-    max_query_length: int = 64
-
-    def __post_init__(self) -> None:
-        if self.max_length < 8:
-            raise ConfigError("features", "max_length", f"must be >= 8, got {self.max_length}")
-        if self.max_query_length < 1:
-            raise ConfigError("features", "max_query_length", f"must be >= 1, got {self.max_query_length}")
-        if not 0 <= self.doc_stride < self.max_length:
-            raise ConfigError(
-                "features", "doc_stride", f"must be in [0, max_length={self.max_length}), got {self.doc_stride}"
-            )
 
 
 def question_lengths(examples: Dataset, tokenizer: PreTrainedTokenizerFast) -> list[int]:

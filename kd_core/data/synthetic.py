@@ -55,13 +55,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from datasets import Dataset
 
-from kd_core.data.schema import examples_to_dataset
 from kd_core.io.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 MAX_QUESTIONS_PER_CONTEXT = 3
 MIN_SENTENCES, MAX_SENTENCES = 4, 8
@@ -410,5 +411,7 @@ def generate(
     questions_per_context: int = 2,
 ) -> Dataset:
     """Generate the synthetic corpus as a dataset of the shared schema (see :func:`generate_examples`)."""
+    from kd_core.data.schema import examples_to_dataset  # datasets: not needed for DOMAINS (a job's --help)
+
     examples = generate_examples(n_per_domain, domains, seed, questions_per_context)
     return examples_to_dataset(example.to_record() for example in examples)

@@ -38,13 +38,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from datasets import Dataset
 
-from kd_core.data.schema import sentences_to_dataset
 from kd_core.io.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 VOCAB_FILE = Path(__file__).with_name("vocab") / "sentences.yaml"
 
@@ -173,6 +174,8 @@ _BUILDERS: dict[str, Callable[[random.Random, dict[str, Any]], tuple[str, str, A
 
 def generate_task(name: str, n: int = 400, seed: int = 0, label_noise: float = 0.1) -> Dataset:
     """``n`` examples of the synthetic task ``name`` (module doc), ids ``<task>-<index>``."""
+    from kd_core.data.schema import sentences_to_dataset  # datasets: not needed for SENTENCE_TASKS (--help)
+
     if name not in SENTENCE_TASKS:
         raise ConfigError("synthetic", "task", f"unknown sentence task {name!r}; known: {', '.join(SENTENCE_TASKS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -18,7 +18,9 @@ store, a step's files are uploaded when it ends and its checkpoints as they are 
 a step that starts again (on any node) first fetches its last checkpoint from there.
 
 What a step reads (models, objective, arrays, knowledge checked against its manifest) is in
-:mod:`kd_core.engine.inputs`; the train step itself in :mod:`kd_core.engine.train_step`.
+:mod:`kd_core.engine.inputs`; the train step itself in :mod:`kd_core.engine.train_step`. Each step
+kind imports its own code when it runs (a select step loads no model code, a merge step no
+training loop), so a process that runs steps pays at its start for none of it.
 """
 
 from __future__ import annotations
@@ -26,24 +28,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from kd_core.engine.inputs import finished_result, knowledge_path, load_model, model_location, model_source
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, SelectStep, SpeedStep, Step, TrainStep
-from kd_core.engine.train_step import EpochHook, Wrap, train_step
-from kd_core.engine.workspace import Workspace
-from kd_core.evaluation.speed import measure_speed
 from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, corrupt, warn
 from kd_core.io.run_files import writing
-from kd_core.knowledge.manifest import Manifest, Teacher, attach_manifest, check_manifest, read_manifest, weights_hash
-from kd_core.knowledge.table import KNOWLEDGE_FILE, read_knowledge, write_knowledge
-from kd_core.models.build import count_parameters
-from kd_core.training.compute import inference
-from kd_core.training.loop import MetricsCallback
 
-CallbacksFor = Callable[[Step], Sequence[MetricsCallback]]
+if TYPE_CHECKING:
+    from kd_core.engine.train_step import EpochHook, Wrap
+    from kd_core.engine.workspace import Workspace
+    from kd_core.training.loop import MetricsCallback
+
+CallbacksFor = Callable[[Step], Sequence["MetricsCallback"]]
 
 
 def stored_result(step: Step, ws: Workspace) -> Result | None:
@@ -95,6 +92,8 @@ def _execute(step: Step, ws: Workspace, device: str, callbacks_for: CallbacksFor
              progress: bool, shard: tuple[int, int], wrap: Wrap | None) -> Result:
     started = time.perf_counter()
     if isinstance(step, TrainStep):
+        from kd_core.engine.train_step import train_step
+
         callbacks = list(callbacks_for(step)) if callbacks_for is not None else []
         trained = train_step(step, ws, device, callbacks, progress, on_epoch, shard, wrap)
         if trained is None:
@@ -126,6 +125,11 @@ def _check_options(step: CollectStep | MergeStep, known: Sequence[str], ws: Work
 
 
 def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
+    from kd_core.engine.inputs import load_model, model_location
+    from kd_core.knowledge.manifest import Manifest, Teacher, attach_manifest, weights_hash
+    from kd_core.knowledge.table import KNOWLEDGE_FILE, write_knowledge
+    from kd_core.training.compute import inference
+
     features, arrays = ws.features(step.tokenizer, step.split)
     _check_options(step, ws.task.collect_options, ws)
     model = load_model(step.model, 0, step.tokenizer, ws, device)
@@ -142,6 +146,10 @@ def _collect(step: CollectStep, ws: Workspace, device: str) -> Result:
 
 
 def _merge(step: MergeStep, ws: Workspace) -> Result:
+    from kd_core.engine.inputs import knowledge_path
+    from kd_core.knowledge.manifest import attach_manifest, check_manifest, read_manifest
+    from kd_core.knowledge.table import KNOWLEDGE_FILE, read_knowledge, write_knowledge
+
     _check_options(step, ws.task.merge_options, ws)
     paths = [knowledge_path(member, ws) for member in step.members]
     tables = [read_knowledge(path) for path in paths]
@@ -160,6 +168,10 @@ def _merge(step: MergeStep, ws: Workspace) -> Result:
 
 
 def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
+    from kd_core.engine.inputs import finished_result, load_model
+    from kd_core.models.build import count_parameters
+    from kd_core.training.compute import inference
+
     features, arrays = ws.features(step.tokenizer, step.split)
     outputs, seconds, parameters = [], [], 0
     for name in step.models:
@@ -181,6 +193,8 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
 
 
 def _select(step: SelectStep, ws: Workspace) -> Result:
+    from kd_core.engine.inputs import finished_result
+
     kept: tuple[str, Result] | None = None
     candidates = {name: finished_result(name, ws, step.name) for name in step.candidates}
     for name, candidate in candidates.items():
@@ -197,6 +211,13 @@ def _select(step: SelectStep, ws: Workspace) -> Result:
 
 def _speed(step: SpeedStep, ws: Workspace, device: str) -> Result:
     """Every model timed side by side (:func:`~kd_core.evaluation.speed.measure_speed`), with its parameters and size on disk."""
+    import torch
+
+    from kd_core.engine.inputs import load_model, model_source
+    from kd_core.evaluation.speed import measure_speed
+    from kd_core.models.build import count_parameters
+    from kd_core.training.compute import inference
+
     timed, sizes = [], {}
     for label, name, tokenizer in step.models:
         model = load_model(name, 0, tokenizer, ws, device).eval()

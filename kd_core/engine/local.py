@@ -20,11 +20,12 @@ earliest planned first. IMM's ``theta_i`` starts when ``phi_i`` is done, not whe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kd_core.engine.execute import execute
 from kd_core.engine.steps import Result, Step, step_inputs
-from kd_core.engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 Recipe = Callable[[Mapping[str, Result]], list[Step]]
 #: Runs steps one call at a time, in the order given (:func:`drive`).
@@ -232,5 +233,8 @@ def drive(recipe: Recipe, run: StepFunction, done: Mapping[str, Result] | None =
 def run_locally(recipe: Recipe, ws: Workspace, done: Mapping[str, Result] | None = None,
                 **kwargs: Any) -> dict[str, Result]:
     """:func:`drive` with every step executed here, one after another, after the results ``done`` (the steps a
-    recipe's steps may read that another drive ran); ``kwargs`` go to :func:`execute`."""
+    recipe's steps may read that another drive ran); ``kwargs`` go to :func:`execute` (imported here: planning a
+    recipe needs no training code)."""
+    from kd_core.engine.execute import execute
+
     return drive(recipe, lambda steps: [execute(step, ws, **kwargs) for step in steps], done)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kd_core.io.errors import ConfigError
-from kd_core.objectives.terms import Schedule
-from kd_core.training.loop import TrainConfig
+from kd_core.objectives.schedules import Schedule
+from kd_core.training.config import TrainConfig
 
 #: Loss terms of the model's layers, against a teacher run alongside the student
 #: (:mod:`kd_core.objectives.layer_distillation`): any task's transformer student can use them.
@@ -43,8 +43,8 @@ KNOWLEDGE_TERMS = ("soft", "answer_margin", "attention", "prediction_mse", "gold
 class TermSpec:
     """One loss term of an objective, as data: its kind (:data:`TERM_KINDS`), weight and temperature.
 
-    The weight is a number or a schedule over training progress (:class:`~kd_core.objectives.terms.Linear`,
-    :class:`~kd_core.objectives.terms.Complement`: IMM's annealed ``lambda`` and ``1 - lambda``).
+    The weight is a number or a schedule over training progress (:class:`~kd_core.objectives.schedules.Linear`,
+    :class:`~kd_core.objectives.schedules.Complement`: IMM's annealed ``lambda`` and ``1 - lambda``).
     """
 
     kind: str

@@ -28,9 +28,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-import datasets
-from transformers.utils import logging as hf_logging
-
 from kd_core.io.errors import KDError
 from kd_core.io.options import add_options, config_from_cli, refuse_renamed
 from kd_core.io.stops import stopped, stops_as_exceptions
@@ -57,8 +54,12 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
 
 
 def quiet_progress(quiet: bool) -> None:
-    """With ``quiet``, no progress bars from this process's data preparation (``datasets``, ``transformers``)."""
+    """With ``quiet``, no progress bars from this process's data preparation (``datasets``, ``transformers``; both
+    imported only then, so a command's ``--help`` loads neither)."""
     if quiet:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
         datasets.disable_progress_bars()
         hf_logging.disable_progress_bar()
 

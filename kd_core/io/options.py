@@ -208,7 +208,7 @@ class MethodConfig:
     """A config made of parts, declared ``class XConfig(MethodConfig, Settings, Data, *More)`` (a frozen dataclass).
 
     Its options are the method's settings (the second base), its data options (the third) and
-    any further parts (a job's own options, :class:`cluster.job.JobOptions`; the last base's
+    any further parts (a job's own options, :class:`cluster.job_options.JobOptions`; the last base's
     options come first in ``--help``, as a dataclass orders fields from the last base to the
     first). The settings and the data are also parts of it (:attr:`settings`, :attr:`data`).
     Each part is validated by its own ``__post_init__``: the data, the settings, then the others, after

@@ -46,6 +46,7 @@ from kd_core.evaluation.decode import batch_top_k_spans
 from kd_core.evaluation.predict import run_model
 from kd_core.evaluation.squad_metrics import normalize_answer, token_f1_zero
 from kd_core.io.errors import ConfigError, DataError
+from kd_core.knowledge.confusing import CONFUSING_RULES
 from kd_core.knowledge.table import (
     METADATA_KEY,
     column_rows,
@@ -57,8 +58,6 @@ from kd_core.knowledge.table import (
 )
 from kd_core.objectives.losses import masked_log_softmax
 
-#: How the confusing answer is chosen (module doc).
-CONFUSING_RULES = ("question", "window")
 ConfusingRule = Literal["question", "window"]
 
 

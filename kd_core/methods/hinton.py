@@ -23,14 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
-from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
-from kd_core.training.loop import TrainConfig
+from kd_core.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 
 @dataclass(frozen=True)

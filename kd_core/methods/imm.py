@@ -53,11 +53,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kd_core.data.domains import ALL_DEV
-from kd_core.data.similarity import domain_similarity
+from kd_core.data.domain_settings import ALL_DEV
 from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
     CollectStep,
@@ -70,11 +70,13 @@ from kd_core.engine.steps import (
     TrainStep,
     model_ref,
 )
-from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
-from kd_core.objectives.terms import Complement, parse_schedule
-from kd_core.training.loop import TrainConfig
+from kd_core.objectives.schedules import Complement, parse_schedule
+from kd_core.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 METHODS = ("imm", "single", "mix", "ft", "mft", "ms-ft", "ms-mft", "bam")
 #: The KD term of each ``kd_target`` (module doc).
@@ -183,6 +185,8 @@ def similarity_weights(settings: IMMSettings, ws: Workspace) -> np.ndarray:
         raise ConfigError("domains", "count", f"multi-domain transfer needs at least 2 domains, got {len(names)}")
     if settings.no_similarity:
         return (1.0 - np.eye(len(names))) / (len(names) - 1)
+    from kd_core.data.similarity import domain_similarity  # scikit-learn: only when the recipe is planned
+
     return domain_similarity({name: list(ws.examples(train_split(name))["question"]) for name in names})
 
 

@@ -8,12 +8,11 @@ recipe's evaluation protocol (:mod:`kd_core.methods.imm`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kd_core.engine.steps import Result
-from kd_core.engine.workspace import Workspace
 from kd_core.methods.imm import (
     IMMSettings,
     current_model,
@@ -23,6 +22,9 @@ from kd_core.methods.imm import (
     similarity_weights,
 )
 from kd_core.methods.progress import Progress
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 
 def dev_score(results: Mapping[str, Result], method: str, domain: str, iterations: int) -> float:

@@ -15,28 +15,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kd_core.data.domains import DataSettings
+from kd_core.data.domain_settings import DataSettings
+from kd_core.engine.data_options import DataOptions, MultiTaskData, SpanQAData, StudentsData
 from kd_core.engine.local import Recipe, drive, is_teacher
-from kd_core.engine.prepare import (
-    DataOptions,
-    MultiTaskData,
-    SpanQAData,
-    StudentsData,
-    build_domain_workspace,
-    build_multitask_workspace,
-    build_span_workspace,
-    build_students_workspace,
-    build_workspace,
-)
 from kd_core.engine.steps import CollectStep, MergeStep, Result, SelectStep, Step
-from kd_core.engine.workspace import Workspace, absolute_result
 from kd_core.io.config_files import RENAMED
 from kd_core.io.errors import ConfigError
-from kd_core.io.run_store import RunStore, is_uri
-from kd_core.knowledge.manifest import check_manifest, read_manifest
-from kd_core.knowledge.table import read_knowledge
+from kd_core.io.run_store import is_uri
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 from kd_core.methods.hinton import HintonSettings, hinton_recipe
 from kd_core.methods.imm import TOKENIZER, IMMSettings, imm_recipe
@@ -45,7 +32,10 @@ from kd_core.methods.mtdnn import MTDNNSettings, mtdnn_recipe
 from kd_core.methods.progress import Progress
 from kd_core.methods.students import StudentsSettings, students_recipe, target_student
 
-WorkspaceBuilder = Callable[[Any, Any, Path], Workspace]
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
+
+WorkspaceBuilder = Callable[[Any, Any, Path], "Workspace"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +105,11 @@ class MethodSpec:
         (:func:`~kd_core.engine.workspace.absolute_result`), ready to be written into another
         run directory.
         """
+        from kd_core.engine.workspace import absolute_result
+        from kd_core.io.run_store import RunStore
+        from kd_core.knowledge.manifest import check_manifest, read_manifest
+        from kd_core.knowledge.table import read_knowledge
+
         if is_uri(run_dir):
             raise ConfigError(str(run_dir), "knowledge_from", "reused teachers are read from a local or shared-file-"
                               "system path, not a URI")
@@ -166,22 +161,50 @@ def _epochs(settings: Any) -> int:
     return max(1, math.ceil(settings.epochs))
 
 
+# The workspace builders (:mod:`kd_core.engine.prepare`, imported when a workspace is built: the registry is read to
+# list a sweep's options, which needs no data readers or tokenizers).
+
+def _task_workspace(data: DataOptions, s: Any, run_dir: Path) -> Workspace:
+    from kd_core.engine.prepare import build_workspace
+
+    return build_workspace(data, s.teacher_model, s.student_model, run_dir)
+
+
+def _span_workspace(data: SpanQAData, s: Any, run_dir: Path) -> Workspace:
+    from kd_core.engine.prepare import build_span_workspace
+
+    return build_span_workspace(data, s.teacher_model, s.student_model, run_dir)
+
+
+def _domain_workspace(data: DataSettings, s: Any, run_dir: Path) -> Workspace:
+    from kd_core.engine.prepare import build_domain_workspace
+
+    return build_domain_workspace(data, s.max_answer_length, TOKENIZER, run_dir)
+
+
+def _multitask_workspace(data: MultiTaskData, s: Any, run_dir: Path) -> Workspace:
+    from kd_core.engine.prepare import build_multitask_workspace
+
+    return build_multitask_workspace(data, s.teacher_model, s.student_model, run_dir)
+
+
+def _students_workspace(data: StudentsData, s: Any, run_dir: Path) -> Workspace:
+    from kd_core.engine.prepare import build_students_workspace
+
+    return build_students_workspace(data, s.teacher_model, run_dir)
+
+
 METHODS: dict[str, MethodSpec] = {
-    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, horizon=_epochs, metric_step="student", data=DataOptions, workspace=lambda d, s, run_dir: build_workspace(d, s.teacher_model,
-                                                                                       s.student_model, run_dir),
-                     sweep_defaults={"baseline": False}),
-    "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, horizon=_epochs, metric_step="student", data=SpanQAData, workspace=lambda d, s, run_dir: build_span_workspace(d, s.teacher_model,
-                                                                                            s.student_model, run_dir),
-                      sweep_defaults={"members": 1, "baseline": False}),
+    "kd": MethodSpec("kd", HintonSettings, hinton_recipe, horizon=_epochs, metric_step="student", data=DataOptions,
+                     workspace=_task_workspace, sweep_defaults={"baseline": False}),
+    "a2d": MethodSpec("a2d", A2DSettings, a2d_recipe, horizon=_epochs, metric_step="student", data=SpanQAData,
+                      workspace=_span_workspace, sweep_defaults={"members": 1, "baseline": False}),
     "imm": MethodSpec("imm", IMMSettings, imm_recipe, horizon=lambda s: max(1, s.iterations), progress=imm_progress,
-                      data=DataSettings, workspace=lambda d, s, run_dir: build_domain_workspace(
-                          d, s.max_answer_length, TOKENIZER, run_dir), samples=4, sweep_defaults={"baselines": ()}),
+                      data=DataSettings, workspace=_domain_workspace, samples=4, sweep_defaults={"baselines": ()}),
     "mtdnn": MethodSpec("mtdnn", MTDNNSettings, mtdnn_recipe, horizon=_epochs, metric_step="student",
-                        data=MultiTaskData, workspace=lambda d, s, run_dir: build_multitask_workspace(
-                            d, s.teacher_model, s.student_model, run_dir),
+                        data=MultiTaskData, workspace=_multitask_workspace,
                         sweep_defaults={"baseline": False, "single_task": False, "fine_tune_epochs": 0.0}),
     "students": MethodSpec("students", StudentsSettings, students_recipe, horizon=_epochs, metric_step=target_student,
-                           data=StudentsData, workspace=lambda d, s, run_dir: build_students_workspace(
-                               d, s.teacher_model, run_dir),
+                           data=StudentsData, workspace=_students_workspace,
                            sweep_defaults={"baseline": False, "students": ("scratch",)}),
 }

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import (
@@ -58,13 +58,14 @@ from kd_core.engine.steps import (
     TrainStep,
     model_ref,
 )
-from kd_core.engine.workspace import Workspace
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
-from kd_core.models.build import every_other_layer
-from kd_core.models.presets import model_shape
-from kd_core.objectives.layer_distillation import LAYER_KINDS, check_layer_map, uniform_layer_map
-from kd_core.training.loop import TrainConfig
+from kd_core.models.presets import every_other_layer, model_shape
+from kd_core.objectives.layer_maps import LAYER_KINDS, check_layer_map, uniform_layer_map
+from kd_core.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from kd_core.engine.workspace import Workspace
 
 STUDENT_KINDS = ("layers", "scratch", "bilstm")
 #: ``loss`` option -> the term kind (:data:`~kd_core.engine.steps.TERM_KINDS`).

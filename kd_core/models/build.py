@@ -133,11 +133,6 @@ def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedMode
     return model
 
 
-def every_other_layer(layers: int) -> tuple[int, ...]:
-    """DistilBERT's choice of teacher layers for a half-depth student: ``(0, 2, 4, ...)``."""
-    return tuple(range(0, layers, 2))
-
-
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike[str]) -> Path:
     """Write the model (safetensors) and tokenizer in ``save_pretrained`` form; return the folder."""
     path = Path(directory)

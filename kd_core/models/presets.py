@@ -20,8 +20,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from transformers import AutoConfig
-
 from kd_core.io.errors import ConfigError, ModelError
 from kd_core.io.file_checks import check_model_folder, first_line
 
@@ -69,6 +67,8 @@ def model_shape(name: str) -> tuple[int, int]:
         return shape["num_hidden_layers"], shape["hidden_size"]
     if bilstm_shape(name) is not None:
         raise ConfigError("models", name, "a BiLSTM has no transformer layers")
+    from transformers import AutoConfig  # only for a model that is no preset: listing options needs none
+
     source = resolve_pretrained(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -97,3 +97,8 @@ def resolve_pretrained(name: str) -> str:
     if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
         raise ModelError(name, "path", "no such model directory (and not a hub id of the form ORG/NAME)")
     return name
+
+
+def every_other_layer(layers: int) -> tuple[int, ...]:
+    """DistilBERT's choice of teacher layers for a half-depth student: ``(0, 2, 4, ...)``."""
+    return tuple(range(0, layers, 2))

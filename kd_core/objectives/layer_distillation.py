@@ -32,30 +32,11 @@ from transformers import PreTrainedModel
 from kd_core.io.errors import ConfigError
 from kd_core.models.layer_capture import LayerCapture, transformer_layers
 from kd_core.objectives import layer_losses
+from kd_core.objectives.layer_maps import LAYER_KINDS, check_layer_map
 from kd_core.objectives.terms import Term
 
-LAYER_KINDS = ("hidden_mse", "hidden_cos", "attention_map", "relation")
 _NEEDS = {"hidden_mse": {"hidden"}, "hidden_cos": {"hidden"}, "attention_map": {"attention"},
           "relation": {"query", "key", "value"}}
-
-
-def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[tuple[int, int], ...]:
-    """Student layer ``s`` -> teacher layer ``ceil((s + 1) * T / S) - 1``: the last student layer reads the last teacher layer."""
-    return tuple((s, -(-(s + 1) * teacher_layers // student_layers) - 1) for s in range(student_layers))
-
-
-def check_layer_map(layer_map: Sequence[tuple[int, int]], student_layers: int, teacher_layers: int,
-                    source: str = "layers") -> None:
-    """Refuse a map naming a layer the student or the teacher lacks (one line, naming both counts)."""
-    if not layer_map:
-        raise ConfigError(source, "layer_map", "is empty")
-    for s, t in layer_map:
-        if not 0 <= s < student_layers:
-            raise ConfigError(source, "layer_map", f"student layer {s} does not exist; the student has "
-                              f"{student_layers} layers (0-{student_layers - 1})")
-        if not 0 <= t < teacher_layers:
-            raise ConfigError(source, "layer_map", f"teacher layer {t} does not exist; the teacher has "
-                              f"{teacher_layers} layers (0-{teacher_layers - 1})")
 
 
 class LayerDistillation:

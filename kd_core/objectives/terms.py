@@ -3,7 +3,8 @@
 An :class:`Objective` is ``L = sum_t w_t(progress) * mean_b^{(v)} L_t(b)``: every term's
 per-example losses are reduced by the example weights ``v_b`` (IMM's ``s_ij``; 1 by
 default) and scaled by a weight that may follow a :class:`Schedule` of the training
-progress ``p in [0, 1]`` (e.g. IMM's ``lambda`` annealed linearly from 0 to 1).
+progress ``p in [0, 1]`` (e.g. IMM's ``lambda`` annealed linearly from 0 to 1;
+:mod:`kd_core.objectives.schedules`).
 
 Batches are dicts of tensors; the knowledge columns a term reads are named
 ``teacher_start_logits`` / ``teacher_end_logits`` (``[B, N, S]``), ``confusing_start`` /
@@ -14,67 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from torch import Tensor
 
 from kd_core.io.errors import ConfigError
 from kd_core.models.forward import QAOutput
 from kd_core.objectives import losses
+from kd_core.objectives.schedules import Constant, Schedule
 
 Batch = Mapping[str, Tensor]
-
-
-class Schedule(Protocol):
-    """A loss weight as a function of training progress ``p in [0, 1]``."""
-
-    def __call__(self, progress: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class Constant:
-    """``w(p) = value``."""
-
-    value: float
-
-    def __call__(self, progress: float) -> float:
-        return self.value
-
-
-@dataclass(frozen=True)
-class Linear:
-    """``w(p) = start + (end - start) * p``: linear annealing over training."""
-
-    start: float
-    end: float
-
-    def __call__(self, progress: float) -> float:
-        return self.start + (self.end - self.start) * min(max(progress, 0.0), 1.0)
-
-
-@dataclass(frozen=True)
-class Complement:
-    """``w(p) = 1 - inner(p)``: the weight that, with ``inner``'s, sums to 1 (IMM's ``1 - lambda``)."""
-
-    inner: Constant | Linear
-
-    def __call__(self, progress: float) -> float:
-        return 1.0 - self.inner(progress)
-
-
-def parse_schedule(spec: str | float, where: str = "schedule") -> Schedule:
-    """``0.3`` or ``"0.3"`` -> :class:`Constant`; ``"linear:0:1"`` -> :class:`Linear` (0 -> 1)."""
-    if isinstance(spec, (int, float)):
-        return Constant(float(spec))
-    parts = str(spec).strip().split(":")
-    try:
-        if len(parts) == 1:
-            return Constant(float(parts[0]))
-        if parts[0] == "linear" and len(parts) == 3:
-            return Linear(float(parts[1]), float(parts[2]))
-    except ValueError:
-        pass
-    raise ConfigError("objective", where, f"cannot read schedule {spec!r}; use a number or 'linear:START:END'")
 
 
 TermFn = Callable[[Any, Batch], Tensor]

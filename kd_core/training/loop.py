@@ -68,11 +68,11 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from kd_core.data.batches import batch_at, num_question_tokens
 from kd_core.io.errors import ConfigError
 from kd_core.io.file_checks import CorruptFile, check_model_folder, corrupt, read_json_mapping, safetensors_header, warn
-from kd_core.io.values import check_finite
 from kd_core.models.forward import qa_forward
 from kd_core.objectives.terms import Objective
 from kd_core.training.compute import Compute, prepare_device
-from kd_core.training.sampling import SAMPLERS, batch_plan
+from kd_core.training.config import TrainConfig
+from kd_core.training.sampling import batch_plan
 
 MetricsCallback = Callable[[dict[str, float]], None]
 #: ``forward(model, batch, question_tokens)``: the output the objective reads (``question_tokens > 0``
@@ -83,39 +83,6 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 EXTRA_FILE = "extra.safetensors"
 #: ``perturb(batch, epoch, rows)``: a batch changed as a pure function of the epoch and its rows.
 Perturb = Callable[[dict[str, torch.Tensor], int, np.ndarray], dict[str, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings, validated at construction."""
-
-    epochs: float = 2.0
-    batch_size: int = 32
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of each epoch
-    sampler: str = "rows"  # batches of shuffled rows, or single-task batches ("tasks"; kd_core.training.sampling)
-
-    def __post_init__(self) -> None:
-        check_finite(self, "train")
-        checks = {
-            "epochs": self.epochs > 0,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "log_every": self.log_every >= 1,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "sampler": self.sampler in SAMPLERS,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError("train", name, f"invalid value {getattr(self, name)!r}")
 
 
 @dataclass

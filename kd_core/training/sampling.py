@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from kd_core.io.errors import ConfigError
+from kd_core.training.config import SAMPLERS
 
-SAMPLERS = ("rows", "tasks")
 #: Batches per length-sorted run (Hugging Face's ``LengthGroupedSampler`` uses 50 too).
 MEGABATCH = 50
 

@@ -1,0 +1,53 @@
+"""Small fixed costs: a job's ``--help`` and a step worker's import load neither torch nor transformers.
+
+Each check runs in a fresh interpreter (the test process has torch loaded already): every job's
+``--help`` in turn, as ``python jobs/<name>.py --help`` runs it, then which heavy packages ended up in
+``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = sorted(p.name for p in (ROOT / "jobs").glob("*.py") if p.name != "__init__.py")
+HEAVY = ("torch", "transformers", "datasets", "mlflow", "matplotlib", "sklearn")
+
+HELP_ALL = """
+import contextlib, io, json, runpy, sys
+out = {}
+for name in sys.argv[1:]:
+    sys.argv = [f"jobs/{name}", "--help"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            runpy.run_path(f"jobs/{name}", run_name="__main__")
+            code = None
+        except SystemExit as stop:
+            code = stop.code
+    out[name] = {"code": code, "usage": text.getvalue().startswith("usage: ")}
+out["loaded"] = [m for m in %r if m in sys.modules]
+print(json.dumps(out))
+"""
+
+
+def _run(code: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_jobs_help_exits_0_with_its_usage_and_loads_no_torch_or_transformers():
+    found = _run(HELP_ALL % (HEAVY,), *JOBS)
+    assert {"a2d.py", "distill.py", "imm.py", "kd.py", "mtdnn.py", "students.py", "sweep.py"} <= set(JOBS)
+    assert {name: found[name] for name in JOBS} == {name: {"code": 0, "usage": True} for name in JOBS}
+    assert found["loaded"] == []
+
+
+def test_importing_the_step_worker_and_the_executor_loads_no_step_code():
+    code = ("import json, sys; import kd_core, cluster.worker, cluster.job_cli, kd_core.engine.execute; "
+            f"print(json.dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))")
+    assert _run(code)["loaded"] == []
