@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make run    create .venv, install torch then the project, run the main job (IMM on Ray: jobs/imm.py)
 #   make test   same install, then the test suite
+#   make test-fast  the same without the tests marked slow (real jobs, kills, sweeps): the edit-test loop
 # GPU users: put their own torch build into .venv first, then `make run TORCH_SPEC=`
 # (an empty TORCH_SPEC skips the CPU torch install); see README "Installing on a GPU machine".
 
@@ -14,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test clean
+.PHONY: install run test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs mlruns mlflow.db .pytest_cache

@@ -59,6 +59,7 @@ def uninterrupted(ray_session, tmp_path_factory):
     return run(config), uri
 
 
+@pytest.mark.slow
 def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     summary, uri = uninterrupted
     assert len(summary["members_f1"]) == 2
@@ -95,6 +96,7 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert "model/model.safetensors" in logged_model_files(client, student)
 
 
+@pytest.mark.slow
 def test_the_logged_student_answers_questions_as_its_evaluation_did(uninterrupted, tmp_path):
     """The student's pyfunc, fed the extra set's questions and contexts, scores the F1 the job reported on it."""
     summary, uri = uninterrupted
@@ -198,6 +200,7 @@ def test_help_lists_the_contract_options():
         assert option in text
 
 
+@pytest.mark.slow
 def test_the_saved_student_gives_the_projects_logits_in_plain_hugging_face_code(uninterrupted, tmp_path):
     """The job's final student, loaded and run with transformers calls only, as a user's own code would."""
     summary, _ = uninterrupted
@@ -241,6 +244,7 @@ def test_the_saved_student_gives_the_projects_logits_in_plain_hugging_face_code(
         assert abs(getattr(plain, name).numpy()[real] - ours[name][real]).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_mlflow_shows_the_job_as_a_model_training_run_tree(uninterrupted):
     """What the MLflow UI reads: the experiment's view, the run's source tags, each logged model linked to its run."""
     summary, uri = uninterrupted

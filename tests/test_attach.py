@@ -75,6 +75,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_printed_status_command_works_against_the_cluster_a_job_started(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

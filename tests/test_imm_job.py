@@ -30,6 +30,7 @@ def uninterrupted(ray_session, tmp_path_factory):
     return summary, uri
 
 
+@pytest.mark.slow
 def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     summary, uri = uninterrupted
     domains = ["sports", "medicine", "finance"]
@@ -186,6 +187,7 @@ def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypa
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_imm_sweep_reuses_the_jobs_iteration_0_as_its_teachers(uninterrupted, tmp_path):
     job, uri = uninterrupted
     sweep = run_sweep(SweepConfig(method="imm", num_samples=2, job=TINY, knowledge_from=job["run_dir"],

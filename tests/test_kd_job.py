@@ -139,6 +139,7 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_step_that_finished_as_its_driver_died_gets_its_mlflow_run_closed_on_resume(kd_job, ray_session, tmp_path):
     """The race of a driver killed between a step's result file and the end of its child run: on resume the
     step is reused (not run again) and its run is finished, with its metrics."""

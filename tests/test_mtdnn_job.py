@@ -47,6 +47,7 @@ def uninterrupted(ray_session, tmp_path_factory, tasks_file):
     return run(MTDNNJobConfig(**TINY, tasks=str(tasks_file), run_dir=str(root / "run"), tracking_uri=uri)), uri
 
 
+@pytest.mark.slow
 def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
     summary, uri = uninterrupted
     assert summary["with_teacher"] == sorted(TAUGHT)
@@ -89,6 +90,7 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
     assert evaluation.data.metrics["test/preference/pearson"] == summary["tasks"]["preference"]["test"]["mt_kd"]
 
 
+@pytest.mark.slow
 def test_students_share_initialisation_and_the_kd_student_reads_every_teacher(uninterrupted):
     summary, _ = uninterrupted
     run_dir = Path(summary["run_dir"])

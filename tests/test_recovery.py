@@ -260,6 +260,7 @@ def _resumable_copy(kd_job, tmp_path: Path) -> tuple[Path, str, dict]:
 JOB_DAMAGE = [("steps/student/result.json", "student"), ("steps/knowledge-0/knowledge.arrow", "knowledge-0")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged, rerun", JOB_DAMAGE, ids=[d[1] for d in JOB_DAMAGE])
 def test_resume_after_corruption_reruns_the_step_in_its_finished_mlflow_run_to_the_same_summary(
         kd_job, ray_session, damaged, rerun, tmp_path, capsys):

@@ -35,6 +35,7 @@ def finished(ray_session, tmp_path_factory, tasks_file):
     return run(StudentsJobConfig(**TINY, tasks=tasks_file, run_dir=str(root / "run"), tracking_uri=uri)), uri, root
 
 
+@pytest.mark.slow
 def test_students_job_end_to_end_with_the_table_and_plot_in_mlflow(finished):
     summary, uri, _ = finished
     assert list(summary["models"]) == ["teacher", *KINDS]
@@ -66,6 +67,7 @@ def test_students_job_end_to_end_with_the_table_and_plot_in_mlflow(finished):
     assert by_step["layers"].data.params["keep_layers"] == "(0,)"
 
 
+@pytest.mark.slow
 def test_the_saved_bilstm_loads_in_plain_hugging_face_code_after_its_registration_import(finished):
     """``import kd_core.models.bilstm`` registers the model type; the rest is transformers' Auto classes."""
     import kd_core.models.bilstm  # noqa: F401  (the one documented import)
@@ -80,6 +82,7 @@ def test_the_saved_bilstm_loads_in_plain_hugging_face_code_after_its_registratio
     assert plain.shape == ours.shape == (20, 2) and abs(plain - ours).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_teacher_and_gets_the_same_students(finished, tmp_path, tasks_file):
     first, _, root = finished
     summary = run(StudentsJobConfig(**TINY, baseline=False, tasks=tasks_file, knowledge_from=str(root / "run"),
@@ -90,6 +93,7 @@ def test_a_second_run_reuses_the_teacher_and_gets_the_same_students(finished, tm
         assert summary["models"][kind]["test"] == first["models"][kind]["test"]
 
 
+@pytest.mark.slow
 def test_knowledge_of_another_task_is_refused_before_cluster_work(finished, tmp_path, monkeypatch, capsys,
                                                                    tasks_file):
     _, _, root = finished

@@ -260,6 +260,7 @@ print(run.run_id)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_log_children_concurrently(tracker, experiment):
     job = tracker.start_run(experiment, "concurrent")
     steps = 30

@@ -58,6 +58,7 @@ def test_steps_on_a_worker_equal_the_same_steps_in_one_process(ray_session, in_o
     ray_session.kill(worker, no_restart=True)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_checkpoint(ray_session, in_one_process,
                                                                                         tmp_path):
     local, trained, _ = in_one_process
@@ -79,6 +80,7 @@ def test_a_worker_killed_mid_step_is_restarted_and_the_step_resumes_from_its_che
     ray_session.kill(worker, no_restart=True)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_every_time_ends_with_an_error_not_a_crash_loop(ray_session, tmp_path):
     """Restarts and retries are bounded: a call whose worker dies each time is retried while the worker can be
     restarted, and fails once its two restarts are spent (three deaths); the worker stays dead, and a later call
@@ -100,6 +102,7 @@ def test_a_worker_that_dies_every_time_ends_with_an_error_not_a_crash_loop(ray_s
     assert time.monotonic() - started < 300
 
 
+@pytest.mark.slow
 def test_the_pool_gives_each_worker_one_call_at_a_time_and_returns_calls_as_they_finish(ray_session):
     pool = WorkerPool(2)
     try:
@@ -137,6 +140,7 @@ def test_the_pool_gives_each_worker_one_call_at_a_time_and_returns_calls_as_they
         WorkerPool(0)
 
 
+@pytest.mark.slow
 def test_a_step_starts_when_its_inputs_are_done_not_when_its_stage_is(ray_session, tmp_path):
     """Two members of one stage, the first far slower; the fast member's knowledge (the next stage) starts on the
     free worker while the slow member still trains, and reads only its own member: no stage barrier."""
