@@ -40,7 +40,6 @@ class WorkerPool:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size}")
         self.size = size
-        self.busy: list[ray.actor.ActorHandle] = []  # workers with a call running
         self.pending: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}  # running calls and their workers
         #: Where each worker is, for progress lines: ``w<index> <device>`` (and its node on a multi-node cluster).
         self.places: list[str] = []
@@ -82,6 +81,11 @@ class WorkerPool:
             self._start()
             self.ready()
 
+    @property
+    def busy(self) -> list[ray.actor.ActorHandle]:
+        """The workers with a call running."""
+        return list(self.pending.values())
+
     def idle(self) -> int:
         """How many workers have no call running."""
         return len(self.workers) - len(self.busy)
@@ -91,7 +95,6 @@ class WorkerPool:
         worker = next(w for w in self.workers if w not in self.busy)
         ref = call(worker)
         self.pending[ref] = worker
-        self.busy.append(worker)
         return ref, self.places[self.workers.index(worker)]
 
     def wait(self, timeout_s: float = STEP_TIMEOUT_S) -> list[tuple[ray.ObjectRef, Any]]:
@@ -105,7 +108,7 @@ class WorkerPool:
             raise TimeoutError(f"no step finished within {timeout_s} s")
         finished = []
         for ref in done:
-            self.busy.remove(self.pending.pop(ref))
+            del self.pending[ref]
             try:
                 finished.append((ref, ray.get(ref)))
             except ray.exceptions.RayTaskError as err:
@@ -135,4 +138,4 @@ class WorkerPool:
         ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)  # a dead worker's call just fails
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
-        self.workers, self.busy, self.pending = [], [], {}
+        self.workers, self.pending = [], {}
