@@ -52,10 +52,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -67,13 +68,16 @@ from cluster.progress import StepProgress
 from cluster.run_dirs import JOB_OUTPUTS, SUMMARY_FILE, TABLE_FILE, claim
 from cluster.runtime import announce, connect_stoppable, disconnect
 from cluster.scheduler import WorkerPool
-from cluster.tracking import RunRef, Tracker, resolve_tracking_uri
+from cluster.tracking.uris import resolve_tracking_uri
 from kd_core.engine.local import Recipe, flow, stage_plan
 from kd_core.engine.steps import EvaluateStep, Result, SelectStep, Step, TrainStep, referenced_step
 from kd_core.engine.workspace import Workspace
 from kd_core.io.redaction import redact, redact_strings
 from kd_core.io.run_store import RunStore
 from kd_core.serving.description import serving_description, serving_input
+
+if TYPE_CHECKING:
+    from cluster.tracking import RunRef, Tracker
 
 
 class JobRuntime:
@@ -125,7 +129,7 @@ class JobRuntime:
     def session(self, address: str | None, workers: int, run_name: str, tags: Mapping[str, str] | None = None,
                 params: Mapping[str, Any] | None = None, quiet: bool = False) -> Iterator[JobRuntime]:
         """Connect to Ray, start ``workers`` workers and, while they start, open (or reopen) the parent run; close all
-        on exit.
+        on exit. MLflow loads and opens its store in a thread while Ray starts (neither waits for the other).
 
         On any exit, in order: the workers stop (a busy one at once), the parent run ends (KILLED on a stop,
         :class:`~kd_core.io.stops.Stopped`, with its running children; FAILED on an error) and, when this call
@@ -136,13 +140,16 @@ class JobRuntime:
         (:mod:`cluster.progress`).
         """
         self.progress = StepProgress(self.method, enabled=not quiet)
+        opening = ThreadPoolExecutor(1, thread_name_prefix="mlflow-store")
+        tracker = opening.submit(open_tracker, self.tracking_uri)  # MLflow loads and opens its store while Ray starts
+        opening.shutdown(wait=False)
         cluster = connect_stoppable(self.tracking_uri, address)
         try:
             if not quiet:
                 announce(cluster)
-            pool = WorkerPool(workers, wait=False)  # the workers start while MLflow is set up
+            pool = WorkerPool(workers, wait=False)  # the workers start while the parent run is opened
             try:
-                self.tracker = Tracker(self.tracking_uri)
+                self.tracker = tracker.result()
                 if self.state.parent_run_id is None:
                     self.parent = self.tracker.start_run(self.experiment, run_name,
                                                          tags={"kd.method": self.method, **(tags or {})},
@@ -259,6 +266,14 @@ class JobRuntime:
         self.tracker.log_text(self.parent, table, TABLE_FILE)
         self.tracker.log_dict(self.parent, summary, SUMMARY_FILE)
         return summary
+
+
+def open_tracker(tracking_uri: str) -> Tracker:
+    """A :class:`~cluster.tracking.Tracker` of ``tracking_uri``: MLflow imported and its store opened (created and
+    migrated if new; seconds of the job's start, hence run in a thread while Ray starts)."""
+    from cluster.tracking import Tracker
+
+    return Tracker(tracking_uri)
 
 
 def _step_params(step: Step) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Small fixed costs: a job's ``--help`` and a step worker's import load neither torch nor transformers.
+"""Small fixed costs: a job's ``--help`` and a step worker's import load neither torch nor transformers, and a
+job's driver (its ``--check``, its workspace, the code that logs its models) never loads torch.
 
 Each check runs in a fresh interpreter (the test process has torch loaded already): every job's
-``--help`` in turn, as ``python jobs/<name>.py --help`` runs it, then which heavy packages ended up in
-``sys.modules``.
+``--help`` or ``--check`` in turn, as ``python jobs/<name>.py ...`` runs it, then which heavy packages ended
+up in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,35 @@ print(json.dumps(out))
 """
 
 
+#: What only a step (a model) needs: a driver that loads it pays seconds at every start.
+MODEL_CODE = ("torch", "transformers.modeling_utils", "sklearn", "matplotlib")
+
+DRIVER = """
+import contextlib, io, json, runpy, sys
+root = sys.argv[1]
+out = {}
+for name in sys.argv[2:]:
+    sys.argv = [f"jobs/{name}", "--check", "--run-dir", f"{root}/{name}"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            runpy.run_path(f"jobs/{name}", run_name="__main__")
+            code = None
+        except SystemExit as stop:
+            code = stop.code
+    out[name] = {"code": code, "ok": text.getvalue().startswith("ok: ")}
+from ray import cloudpickle
+from jobs.a2d import JOB
+config = JOB.config(JOB.parse(["--run-dir", f"{root}/a2d-run"]))
+ws = JOB.prepare(config)
+out["steps"] = len(JOB.recipe(config, ws)({}))  # the first steps, as the driver plans them
+out["pickled"] = len(cloudpickle.dumps(ws)) > 0  # what the driver puts in the object store
+import cluster.job, cluster.tracking.pyfunc_model  # what the driver runs to log a model (MLflow runs the file)
+out["loaded"] = [m for m in %r if m in sys.modules]
+print(json.dumps(out))
+"""
+
+
 def _run(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -51,3 +81,11 @@ def test_importing_the_step_worker_and_the_executor_loads_no_step_code():
     code = ("import json, sys; import kd_core, cluster.worker, cluster.job_cli, kd_core.engine.execute; "
             f"print(json.dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))")
     assert _run(code)["loaded"] == []
+
+
+def test_a_jobs_driver_checks_prepares_and_logs_without_loading_torch(tmp_path):
+    jobs = ("a2d.py", "imm.py", "kd.py", "mtdnn.py", "students.py")
+    found = _run(DRIVER % (MODEL_CODE,), str(tmp_path), *jobs)
+    assert {name: found[name] for name in jobs} == {name: {"code": 0, "ok": True} for name in jobs}
+    assert found["steps"] > 0 and found["pickled"]
+    assert found["loaded"] == []

@@ -19,11 +19,13 @@ model and loss, so outputs on the kept positions are the same up to rounding.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from datasets import Dataset
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 FEATURE_TENSORS = (
     "input_ids",
@@ -66,6 +68,8 @@ def batch_length(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> int:
 def batch_at(arrays: Mapping[str, np.ndarray], indices: np.ndarray, trim: bool = False) -> dict[str, Tensor]:
     """Rows ``indices`` of every array, as tensors; with ``trim``, cut to the batch's longest row (module doc).
     float16 columns (knowledge read in place) become float32 here, a batch at a time."""
+    import torch  # here: the driver reads feature arrays without torch
+
     length = batch_length(arrays, indices) if trim and "attention_mask" in arrays else None
     batch = {}
     for name, values in arrays.items():

@@ -30,11 +30,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError, StorageError
@@ -42,10 +42,11 @@ from kd_core.io.file_checks import CorruptFile, check_model_folder, check_table_
 from kd_core.io.run_files import write_atomic
 from kd_core.io.run_store import RESULT_NAME, RunStore, is_uri, join
 from kd_core.knowledge.manifest import MANIFEST_KEY, FeatureContext, tokenizer_hash
-from kd_core.models.build import save_model
-from kd_core.serving.description import describe_saved_model
 from kd_core.tasks.base import Task
 from kd_core.training.compute import Compute
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 RESULT_FILE = RESULT_NAME
 #: What every step result holds (the executor adds them to what the step returns).
@@ -252,6 +253,9 @@ class Workspace:
         (:func:`~kd_core.serving.description.describe_saved_model`); the workspace's tokenizer is
         left as it was.
         """
+        from kd_core.models.build import save_model  # torch: a driver that saves no model never loads it
+        from kd_core.serving.description import describe_saved_model
+
         shared = self.tokenizer(tokenizer)
         length = shared.model_max_length
         try:

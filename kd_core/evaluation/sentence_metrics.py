@@ -23,8 +23,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
@@ -34,6 +32,8 @@ def classification_scores(predictions: Sequence[int], labels: Sequence[int], num
     """Accuracy, F1 and Matthews correlation (percent) of class predictions; see the module doc."""
     if len(predictions) != len(labels) or not len(labels):
         raise ValueError(f"need equally many predictions and labels (> 0), got {len(predictions)} and {len(labels)}")
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef  # 1 s: only where scores are computed
+
     y_true, y_pred = np.asarray(labels), np.asarray(predictions)
     average = "binary" if num_labels == 2 else "macro"
     return {
@@ -52,6 +52,8 @@ def regression_scores(predictions: Sequence[float], scores: Sequence[float]) -> 
     """Pearson and Spearman correlation (percent) of predicted and gold scores; see the module doc."""
     if len(predictions) != len(scores) or len(scores) < 2:
         raise ValueError(f"need equally many predictions and scores (>= 2), got {len(predictions)} and {len(scores)}")
+    from scipy.stats import pearsonr, spearmanr
+
     y_true, y_pred = np.asarray(scores, np.float64), np.asarray(predictions, np.float64)
     if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
         return {"pearson": 0.0, "spearman": 0.0}

@@ -24,13 +24,16 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from kd_core.io.errors import DataError
 from kd_core.knowledge.table import metadata_entry, with_metadata
+
+if TYPE_CHECKING:
+    import torch
 
 #: 3: sentence-task tables carry a ``gold`` column (false for rows without a gold label).
 #: 4: tables are Arrow IPC files read in place; span-QA manifests record ``max_query_length``.
@@ -41,6 +44,8 @@ KEYS = ("feature_id", "example_id")
 
 def weights_hash(model: torch.nn.Module) -> str:
     """SHA-256 over the model's state dict: every tensor's name, dtype, shape and bytes, by name."""
+    import torch  # here: the driver reads and checks manifests without torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().cpu().contiguous()

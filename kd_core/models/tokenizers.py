@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.io.errors import ConfigError, ModelError
 from kd_core.models.presets import first_line, resolve_pretrained
@@ -113,6 +113,8 @@ def wrap_tokenizer(tokenizer: Tokenizer, token_types: bool = False) -> PreTraine
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """The fast tokenizer of a hub id or local model directory."""
+    from transformers import AutoTokenizer  # loads torch: only where a saved tokenizer is read
+
     source = resolve_pretrained(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)

@@ -12,9 +12,9 @@ plain Hugging Face code finds them (docs/models.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError
@@ -22,6 +22,9 @@ from kd_core.tasks.base import Task
 from kd_core.tasks.multitask import MultiTask
 from kd_core.tasks.sentence import ClassificationTask, RegressionTask, SentenceTask
 from kd_core.tasks.span_qa import SpanQATask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 SERVING_FILE = "kd_serving.json"
 

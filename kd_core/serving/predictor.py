@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.schema import examples_to_dataset, sentences_to_dataset
-from kd_core.evaluation.predict import ModelOutputs, scored_answers_from_outputs
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.serving.description import SERVING_FILE, SERVING_VERSION, task_from_description
 from kd_core.tasks.multitask import MultiTask
@@ -61,16 +59,18 @@ class Predictor:
             raise ConfigError(str(path), "serving", "no serving description (kd_serving.json) for this model")
         return cls(model_dir, json.loads(path.read_text()), device)
 
-    @torch.no_grad()
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One output dict per input row, in order (module doc)."""
+        import torch  # here: logging a model runs its pyfunc file, which imports this module, in the driver
+
         if not rows:
             return []
-        if isinstance(self.task, SpanQATask):
-            return self._answers(rows)
-        if isinstance(self.task, MultiTask):
-            return self._multitask(rows)
-        return self._sentences(rows, self.task)
+        with torch.no_grad():
+            if isinstance(self.task, SpanQATask):
+                return self._answers(rows)
+            if isinstance(self.task, MultiTask):
+                return self._multitask(rows)
+            return self._sentences(rows, self.task)
 
     def _answers(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for i, row in enumerate(rows):
@@ -80,6 +80,8 @@ class Predictor:
         examples = examples_to_dataset(
             {"id": str(i), "domain": "", "title": "", "context": row["context"], "question": row["question"],
              "answers": {"text": [], "answer_start": []}, "is_impossible": False} for i, row in enumerate(rows))
+        from kd_core.evaluation.predict import ModelOutputs, scored_answers_from_outputs
+
         features, arrays = self._features(examples)
         assert isinstance(self.task, SpanQATask)
         outputs = self.task.infer(self.model, arrays, self.batch_size)
@@ -97,6 +99,8 @@ class Predictor:
             values = outputs["value"] if "value" in outputs else outputs["logits"][:, 0]
             return [{"score": float(value)} for value in values]
         assert isinstance(task, ClassificationTask)
+        import torch
+
         logits = torch.from_numpy(np.asarray(outputs["logits"], np.float32)[:, : len(task.labels)])
         probabilities = torch.softmax(logits, dim=-1).numpy()
         best = probabilities.argmax(axis=1)

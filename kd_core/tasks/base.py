@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.data.split import split_by_groups
 from kd_core.io.errors import ConfigError
 from kd_core.knowledge.manifest import fingerprint
-from kd_core.objectives.terms import Term
+
+if TYPE_CHECKING:  # torch: the driver builds tasks and features without it
+    from transformers import PreTrainedModel
+
+    from kd_core.objectives.terms import Term
 
 Outputs = dict[str, np.ndarray]
 

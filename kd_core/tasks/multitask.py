@@ -26,24 +26,25 @@ parts of each part's primary metric (GLUE's score is such a mean), the primary m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 from datasets import Dataset, concatenate_datasets
-from torch import Tensor
-from transformers import BertConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.features import FeatureConfig
 from kd_core.io.errors import ConfigError
-from kd_core.models.forward import model_inputs
-from kd_core.models.multihead import BertForMultiTask, load_multitask_model, multitask_config
 from kd_core.models.presets import PRESETS, is_preset
 from kd_core.models.tokenizers import load_tokenizer
-from kd_core.objectives.terms import Term
 from kd_core.tasks.base import Outputs, ids_fingerprint
 from kd_core.tasks.sentence import INPUT_COLUMNS, SentenceOutput, SentenceTask
+
+if TYPE_CHECKING:  # torch and the model code load where a model is built or trained, not in a driver
+    from torch import Tensor
+    from transformers import PreTrainedModel
+
+    from kd_core.objectives.terms import Term
 
 AVERAGE = "average"
 
@@ -115,6 +116,11 @@ class MultiTask(SentenceTask):
     def build_model(self, source: str, seed: int,
                     tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         """A preset multi-head BERT with ``tokenizer``'s vocabulary, or a saved / pretrained BERT's encoder."""
+        import torch
+        from transformers import BertConfig
+
+        from kd_core.models.multihead import BertForMultiTask, load_multitask_model, multitask_config
+
         if is_preset(source):
             if tokenizer is None:
                 raise ConfigError("models", source, "a preset model needs a tokenizer trained on the data")
@@ -125,6 +131,8 @@ class MultiTask(SentenceTask):
         return load_multitask_model(source, seed, self.task_heads()), tokenizer or load_tokenizer(source)
 
     def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> SentenceOutput:
+        from kd_core.models.forward import model_inputs
+
         return SentenceOutput(model(**model_inputs(batch), task_index=batch["task_index"]))
 
     def infer(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int = 64) -> Outputs:
@@ -193,6 +201,8 @@ class MultiTask(SentenceTask):
     def _per_part(self, terms: Mapping[int, tuple[Term, SentenceTask]], out: SentenceOutput, b: Mapping[str, Tensor],
                   fallback: Mapping[int, Term] | None = None) -> Tensor:
         """Per-example losses: each row gets its part's term (rows without a teacher: ``fallback``)."""
+        import torch
+
         loss = out.logits.new_zeros(out.logits.shape[0])
         for index, (term, part) in terms.items():
             rows = b["task_index"] == index
@@ -210,11 +220,15 @@ class MultiTask(SentenceTask):
 
     def hard_term(self) -> Term:
         """Each row's part's gold-label loss (cross-entropy or squared error; 0 without a gold label)."""
+        from kd_core.objectives.terms import Term
+
         terms = {self.index[name]: (part.hard_term(), part) for name, part in self.parts.items()}
         return Term("hard", lambda out, b: self._per_part(terms, out, b))
 
     def soft_term(self, tau: float) -> Term:
         """Each row's part's soft loss where its task has a teacher, else its hard loss (module doc)."""
+        from kd_core.objectives.terms import Term
+
         terms = {self.index[name]: (part.soft_term(tau), part) for name, part in self.parts.items()}
         hard = {self.index[name]: part.hard_term() for name, part in self.parts.items()}
         return Term("soft", lambda out, b: self._per_part(terms, out, b, fallback=hard), needs_knowledge=True,

@@ -25,15 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
 from datasets import Dataset
-from torch import Tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.batches import iterate_batches
 from kd_core.data.features import FeatureConfig
@@ -45,14 +42,15 @@ from kd_core.evaluation.sentence_metrics import (
 )
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.table import METADATA_KEY, fixed, metadata_entry, row_indices, unfixed, with_metadata
-from kd_core.models.build import load_sequence_model
-from kd_core.models.forward import model_inputs
-from kd_core.models.multihead import is_multitask_checkpoint, single_task_from_multitask
 from kd_core.models.presets import is_preset
 from kd_core.models.tokenizers import load_tokenizer
-from kd_core.objectives import losses
-from kd_core.objectives.terms import Term
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
+
+if TYPE_CHECKING:  # torch and the model code load where a model is built or trained, not in a driver
+    from torch import Tensor
+    from transformers import PreTrainedModel
+
+    from kd_core.objectives.terms import Term
 
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -115,21 +113,28 @@ class SentenceTask(Task):
     def build_model(self, source: str, seed: int,
                     tokenizer: PreTrainedTokenizerFast | None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         """A model with this task's head; from a saved multi-task model, its encoder and this task's head."""
+        from kd_core.models.build import load_sequence_model
+        from kd_core.models.multihead import is_multitask_checkpoint, single_task_from_multitask
+
         if not is_preset(source) and is_multitask_checkpoint(source):
             return single_task_from_multitask(source, self.name, self.num_outputs), tokenizer or load_tokenizer(source)
         return load_sequence_model(source, seed, self.num_outputs, tokenizer)
 
     def forward(self, model: PreTrainedModel, batch: Mapping[str, Any], question_tokens: int = 0) -> SentenceOutput:
+        from kd_core.models.forward import model_inputs
+
         return SentenceOutput(model(**model_inputs(batch), return_dict=True).logits)
 
-    @torch.no_grad()
     def _logits(self, model: PreTrainedModel, arrays: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+        import torch
+
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         inputs = {name: arrays[name] for name in self.input_columns}
-        chunks = [self.forward(model, {k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
-                  for batch in iterate_batches(inputs, batch_size)]
+        with torch.no_grad():
+            chunks = [self.forward(model, {k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+                      for batch in iterate_batches(inputs, batch_size)]
         model.train(was_training)
         return np.concatenate(chunks) if chunks else np.zeros((0, self.num_outputs), np.float32)
 
@@ -194,6 +199,10 @@ class ClassificationTask(SentenceTask):
 
     def hard_term(self) -> Term:
         """``-log softmax(z)_y`` (:func:`~kd_core.objectives.losses.hard_classification_loss`); 0 without a gold label."""
+        import torch
+
+        from kd_core.objectives import losses
+        from kd_core.objectives.terms import Term
 
         def fn(out: SentenceOutput, b: Mapping[str, Tensor]) -> Tensor:
             labels = b["label"]
@@ -205,6 +214,9 @@ class ClassificationTask(SentenceTask):
 
     def soft_term(self, tau: float) -> Term:
         """``tau^2 * -sum_c q(c) log softmax(z/tau)_c`` (:func:`~kd_core.objectives.losses.soft_classification_loss`)."""
+        from kd_core.objectives import losses
+        from kd_core.objectives.terms import Term
+
         if not tau > 0:
             raise ConfigError(self.name, "tau", f"must be > 0, got {tau}")
         return Term("kd", lambda out, b: losses.soft_classification_loss(out.logits, b["teacher_logits"], tau),
@@ -213,6 +225,9 @@ class ClassificationTask(SentenceTask):
     def term(self, kind: str, tau: float = 1.0) -> Term:
         """Also ``logit_mse`` (squared distance to the members' mean logits, Ba & Caruana 2014; Tang et al. 2019)
         and ``hard_distill`` (cross-entropy to the ensemble's argmax class)."""
+        from kd_core.objectives import losses
+        from kd_core.objectives.terms import Term
+
         if kind == "logit_mse":
             return Term("logit_mse", lambda out, b: losses.logit_mse_loss(out.logits, b["teacher_logits"]),
                         needs_knowledge=True, requires=("teacher_logits",))
@@ -273,6 +288,10 @@ class RegressionTask(SentenceTask):
 
     def hard_term(self) -> Term:
         """``(y_hat - y)^2`` (:func:`~kd_core.objectives.losses.regression_mse_loss`); 0 without a gold score."""
+        import torch
+
+        from kd_core.objectives import losses
+        from kd_core.objectives.terms import Term
 
         def fn(out: SentenceOutput, b: Mapping[str, Tensor]) -> Tensor:
             scores = b["score"]
@@ -284,6 +303,9 @@ class RegressionTask(SentenceTask):
 
     def soft_term(self, tau: float) -> Term:
         """``(y_hat - 1/N sum_n t_n)^2``: MSE to the members' mean (a temperature does not apply to a value)."""
+        from kd_core.objectives import losses
+        from kd_core.objectives.terms import Term
+
         return Term("kd", lambda out, b: losses.regression_mse_loss(out.logits[:, 0], b["teacher_values"].mean(-1)),
                     needs_knowledge=True, requires=("teacher_values",))
 
@@ -300,6 +322,9 @@ class RegressionTask(SentenceTask):
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
     return F.softmax(torch.from_numpy(np.asarray(logits, np.float32)), dim=-1).numpy()
 
 
