@@ -47,13 +47,13 @@ def head_node():
 def _submit(entrypoint: str, env: dict, submit_options: list[str] | None = None) -> list[dict]:
     """Submit the shell command ``entrypoint`` with the repository as working dir; return the JSON summaries it
     printed, in order. (``ray job submit`` quotes each word after ``--``: a command list goes through ``bash -c``.)"""
-    for _ in range(12):  # the dashboard's job agent comes up a few seconds after `ray start` returns
+    for _ in range(60):  # the dashboard's job agent comes up a few seconds after `ray start` returns
         result = subprocess.run([RAY, "job", "submit", "--working-dir", ".", *(submit_options or []), "--",
                                  "bash", "-c", entrypoint],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in result.stderr:
             break
-        time.sleep(5)
+        time.sleep(1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
