@@ -6,6 +6,10 @@ writes and how members' knowledge merges, the loss terms against gold labels and
 teacher, decoding, the metrics with one *primary metric* (the number selection and sweeps
 use), and the grouping key that keeps train/dev splits honest. Nothing outside a task asks
 "is this QA?": the engine, the recipes and the jobs call these methods.
+
+A task module imports no torch and no model code at import: the methods that build, run or
+train a model import theirs when called. Only steps on workers call them, so a job's driver,
+which builds tasks and features, never loads torch.
 """
 
 from __future__ import annotations

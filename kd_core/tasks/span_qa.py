@@ -23,7 +23,7 @@ from kd_core.data.batches import feature_arrays
 from kd_core.data.features import FeatureConfig, featurize, truncated_questions
 from kd_core.tasks.base import Outputs, Task, ids_fingerprint
 
-if TYPE_CHECKING:  # torch and the model code load in the methods that run models (module doc), not in a driver
+if TYPE_CHECKING:  # torch and the model code load in the methods that run models (kd_core.tasks.base), not in a driver
     from transformers import PreTrainedModel
 
     from kd_core.knowledge.span import ConfusingRule
