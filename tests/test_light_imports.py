@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted(p.name for p in (ROOT / "jobs").glob("*.py") if p.name != "__init__.py")
 HEAVY = ("torch", "transformers", "datasets", "mlflow", "matplotlib", "sklearn")
 
-HELP_ALL = """
+#: Defines ``run_job``: ``python jobs/NAME ARGS`` run in this interpreter, as ``python jobs/NAME`` runs it.
+RUN_JOB = """
 import contextlib, io, json, runpy, sys
-out = {}
-for name in sys.argv[1:]:
-    sys.argv = [f"jobs/{name}", "--help"]
+
+def run_job(name, args, starts):
+    \"\"\"The job's exit code, and whether what it printed starts with ``starts``.\"\"\"
+    sys.argv = [f"jobs/{name}", *args]
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
         try:
@@ -29,7 +31,14 @@ for name in sys.argv[1:]:
             code = None
         except SystemExit as stop:
             code = stop.code
-    out[name] = {"code": code, "usage": text.getvalue().startswith("usage: ")}
+    return code, text.getvalue().startswith(starts)
+"""
+
+HELP_ALL = RUN_JOB + """
+out = {}
+for name in sys.argv[1:]:
+    code, usage = run_job(name, ["--help"], "usage: ")
+    out[name] = {"code": code, "usage": usage}
 out["loaded"] = [m for m in %r if m in sys.modules]
 print(json.dumps(out))
 """
@@ -38,20 +47,12 @@ print(json.dumps(out))
 #: What only a step (a model) needs: a driver that loads it pays seconds at every start.
 MODEL_CODE = ("torch", "transformers.modeling_utils", "sklearn", "matplotlib")
 
-DRIVER = """
-import contextlib, io, json, runpy, sys
+DRIVER = RUN_JOB + """
 root = sys.argv[1]
 out = {}
 for name in sys.argv[2:]:
-    sys.argv = [f"jobs/{name}", "--check", "--run-dir", f"{root}/{name}"]
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        try:
-            runpy.run_path(f"jobs/{name}", run_name="__main__")
-            code = None
-        except SystemExit as stop:
-            code = stop.code
-    out[name] = {"code": code, "ok": text.getvalue().startswith("ok: ")}
+    code, ok = run_job(name, ["--check", "--run-dir", f"{root}/{name}"], "ok: ")
+    out[name] = {"code": code, "ok": ok}
 from ray import cloudpickle
 from jobs.a2d import JOB
 config = JOB.config(JOB.parse(["--run-dir", f"{root}/a2d-run"]))
