@@ -81,7 +81,8 @@ class IMMJob(Job[IMMJobConfig]):
         return {f"{summary['method']}/{d}": (step, summary["final_models"][d]) for d, step in summary["final_steps"].items()}
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
-        """Similarity (JSON, heat map), dev and test F1 per method and domain, IMM's dev history (plot), timings."""
+        """Similarity (JSON, heat map), dev and test F1 per method and domain, extra evaluations, IMM's dev history
+        (plot), timings."""
         from cluster.tracking import heatmap, line_chart
 
         names = list(summary["similarity"])
@@ -101,6 +102,11 @@ class IMMJob(Job[IMMJobConfig]):
                                                   "IMM: dev F1 per domain per iteration"), "plots/f1_per_iteration.png")
         metrics = {f"{split}/{method}/{name}": value for method, scores in methods_table(summary).items()
                    for split in ("dev", "test") for name, value in scores[split].items()}
+        metrics |= {f"eval/{file}/{method}/{domain}": f1 for file, methods in summary["eval"].items()
+                    for method, domains in methods.items() for domain, f1 in domains.items()}
+        metrics |= {f"eval/{file}/{method}/{domain}/{key}": value for file, methods in summary["eval_adversarial"].items()
+                    for method, domains in methods.items() for domain, scores in domains.items()
+                    for key, value in scores.items() if value is not None}
         tracker.log_metrics(parent, metrics | {f"time/{k}": v for k, v in summary["timings"].items()})
 
     def notes(self, summary: Mapping[str, Any]) -> list[str]:

@@ -1,15 +1,16 @@
-"""Small shared pieces for tests: hand-made examples, a job's MLflow run tree, waiting on a job to kill it, an S3
-server."""
+"""Small shared pieces for tests: hand-made examples, SQuAD files, a job's MLflow run tree, waiting on a job to kill
+it, an S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,24 @@ def example(id_: str, context: str, question: str, answer: str | None, domain: s
     answers = {"text": [], "answer_start": []} if answer is None else {"text": [answer], "answer_start": [context.index(answer)]}
     return {"id": id_, "domain": domain, "title": "", "context": context, "question": question,
             "answers": answers, "is_impossible": answer is None}
+
+
+def write_squad_file(path: Path, examples: Iterable[dict], distractor: str | None = None) -> Path:
+    """Examples written as a SQuAD v1.1 file, one paragraph each.
+
+    With ``distractor``, an adversarial file in AddSent's layout: each question ``<id>`` also has a
+    variant ``<id>-addsent`` whose context ends with that sentence.
+    """
+    paragraphs = []
+    for ex in examples:
+        answers = [{"text": t, "answer_start": s} for t, s in zip(ex["answers"]["text"], ex["answers"]["answer_start"])]
+        paragraphs.append({"context": ex["context"], "qas": [{"id": ex["id"], "question": ex["question"],
+                                                               "answers": answers}]})
+        if distractor is not None:
+            paragraphs.append({"context": f"{ex['context']} {distractor}",
+                               "qas": [{"id": f"{ex['id']}-addsent", "question": ex["question"], "answers": answers}]})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "extra", "paragraphs": paragraphs}]}))
+    return path
 
 
 def toy_examples():

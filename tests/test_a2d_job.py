@@ -23,7 +23,15 @@ from kd_core.knowledge.manifest import read_manifest
 from kd_core.knowledge.span import knowledge_metadata
 from kd_core.knowledge.table import read_knowledge
 from kd_core.tasks.span_qa import SpanQATask
-from tests.helpers import help_text, job_tree, logged_model, logged_model_files, mlflow_tracking, wait_for
+from tests.helpers import (
+    help_text,
+    job_tree,
+    logged_model,
+    logged_model_files,
+    mlflow_tracking,
+    wait_for,
+    write_squad_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(synthetic_size=24, teacher_epochs=1, epochs=3, vocab_size=500, members=2, max_concurrency=2,
@@ -39,15 +47,8 @@ def write_squad(path: Path, seed: int) -> Path:
 
     Each question ``q<i>`` has a variant ``q<i>-addsent`` whose context ends with a distracting sentence.
     """
-    ds = generate(n_per_domain=4, seed=seed)
-    paragraphs = []
-    for i, ex in enumerate(ds):
-        answers = [{"text": t, "answer_start": s} for t, s in zip(ex["answers"]["text"], ex["answers"]["answer_start"])]
-        paragraphs += [{"context": ex["context"], "qas": [{"id": f"q{i}", "question": ex["question"], "answers": answers}]},
-                       {"context": ex["context"] + " The river was found near the old mill.",
-                        "qas": [{"id": f"q{i}-addsent", "question": ex["question"], "answers": answers}]}]
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "extra", "paragraphs": paragraphs}]}))
-    return path
+    examples = [{**ex, "id": f"q{i}"} for i, ex in enumerate(generate(n_per_domain=4, seed=seed))]
+    return write_squad_file(path, examples, "The river was found near the old mill.")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from jobs.imm import IMMJobConfig, main, run
+from kd_core.data.domain_settings import DataSettings
+from kd_core.data.domains import load_domain_examples
 from kd_core.io.cli import run_cli
-from tests.helpers import help_text, job_tree, logged_model_files, wait_for
+from tests.helpers import help_text, job_tree, logged_model_files, wait_for, write_squad_file
 from tuning.config import SweepConfig
 from tuning.sweep import run_sweep
 
@@ -23,10 +25,19 @@ CLI_TINY = ["--synthetic-size", "24", "--epochs", "2", "--iterations", "2", "--v
 
 @pytest.fixture(scope="module")
 def uninterrupted(ray_session, tmp_path_factory):
-    """One uninterrupted job with two baselines: its summary and its MLflow store."""
+    """One uninterrupted job with two baselines and two extra evaluation files: its summary and its MLflow store.
+
+    ``sports_test.json`` is a copy of sports' own test split, scored by the sports models;
+    ``addsent.json`` an adversarial file (AddSent's layout) scored by the medicine models.
+    """
     root = tmp_path_factory.mktemp("imm")
     uri = f"sqlite:///{root}/mlflow.db"
-    summary = run(IMMJobConfig(**TINY, baselines=("single", "ft"), run_dir=str(root / "run"), tracking_uri=uri))
+    sports_test = load_domain_examples(DataSettings(synthetic_size=24, vocab_size=500))["sports"].test
+    copy = write_squad_file(root / "sports_test.json", sports_test)
+    originals = [{**ex, "id": f"q{i}"} for i, ex in enumerate(list(sports_test)[:4])]  # SQuAD's ids have no '-'
+    addsent = write_squad_file(root / "addsent.json", originals, "The river was found near the old mill.")
+    summary = run(IMMJobConfig(**TINY, baselines=("single", "ft"), eval=(f"sports={copy}", f"medicine={addsent}"),
+                               run_dir=str(root / "run"), tracking_uri=uri))
     return summary, uri
 
 
@@ -41,7 +52,16 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
         assert summary["dev_f1"][name] == history[-1]
     assert summary["average_dev_f1"] == pytest.approx(sum(summary["dev_f1"].values()) / 3)
     assert summary["average_test_f1"] == pytest.approx(sum(summary["test_f1"].values()) / 3)
-    assert set(summary["baselines"]) == {"single", "ft"} and set(summary["splits"]) == {"dev", "test"}
+    assert set(summary["baselines"]) == {"single", "ft"} and set(summary["splits"]) == {"dev", "test", "eval"}
+    # An extra file is scored by the domain's final model of each method: on a copy of its test split, its test F1.
+    for method in ("imm", "single", "ft"):
+        scores = summary if method == "imm" else summary["baselines"][method]
+        assert summary["eval"]["sports_test.json"][method] == {"sports": pytest.approx(scores["test_f1"]["sports"])}
+        assert set(summary["eval"]["addsent.json"][method]) == {"medicine"}
+    assert set(summary["eval_adversarial"]) == {"addsent.json"}
+    adversarial = summary["eval_adversarial"]["addsent.json"]["imm"]["medicine"]
+    assert set(adversarial) == {"adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match"}
+    assert all(0 <= value <= 100 for value in adversarial.values())
     assert summary["baselines"]["single"]["dev_f1"] == {n: summary["iterations_f1"][n][0] for n in domains}
     for key in ("mlflow_run_id", "tracking_uri", "run_dir"):
         assert summary[key]
@@ -69,6 +89,10 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     assert {"plots/similarity.png", "plots/f1_per_iteration.png", "summary_table.txt", "similarity.json",
             "methods_table.json"} <= artifacts
     assert parent.data.metrics["test/imm/average"] == pytest.approx(summary["average_test_f1"])
+    assert parent.data.metrics["eval/sports_test.json/ft/sports"] == pytest.approx(
+        summary["eval"]["sports_test.json"]["ft"]["sports"])
+    assert parent.data.metrics["eval/addsent.json/imm/medicine/adversarial_f1"] == pytest.approx(
+        adversarial["adversarial_f1"])
     averages = [m.value for m in client.get_metric_history(parent.info.run_id, "average_dev_f1")]
     assert len(averages) == len(summary["iterations_f1"]["sports"])
 
@@ -79,7 +103,7 @@ def test_imm_job_end_to_end_with_mlflowjob_tree(uninterrupted):
     imm_runs = [r for r in children if r.data.tags["kd.method"] == "imm"]
     assert {(r.data.tags["kd.stage"], r.data.tags["kd.domain"]) for r in imm_runs} >= {
         (stage, d) for stage in ("initial", "knowledge", "phi", "theta", "select") for d in domains}
-    assert len([r for r in children if r.data.tags["kd.method"] == "ft"]) == 9  # pre-training, fine-tuning, test
+    assert len([r for r in children if r.data.tags["kd.method"] == "ft"]) == 11  # pre-training, tuning, test, 2 eval
     for child in imm_runs:
         iteration, domain, stage = int(child.data.tags["kd.iteration"]), child.data.tags["kd.domain"], child.data.tags["kd.stage"]
         assert iteration < iterations
@@ -178,6 +202,8 @@ def test_check_validates_config_file_and_data_without_cluster_work(tmp_path, mon
     (["--domain", "a=/nonexistent/a.json", "--domain", "b=/nonexistent/b.json"], "/nonexistent/a.json"),
     (["--tracking-uri", "file:///tmp/x"], "--tracking-uri"),
     (["--resume", "/nonexistent/run"], "state.json"),
+    (["--eval", "missing.json"], "missing.json"),
+    (["--eval", "travel=x.json"], "--eval"),
 ])
 def test_bad_options_exit_2_with_one_line_before_cluster_work(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from kd_core.data.domain_settings import eval_split
 from kd_core.data.domains import DataSettings, domain_sources, load_domain_examples, parse_domain
 from kd_core.data.schema import examples_to_dataset
 from kd_core.data.split import limit_by_context
@@ -16,9 +17,9 @@ from kd_core.engine.prepare import build_domain_workspace
 from kd_core.engine.steps import CollectStep, Source
 from kd_core.io.errors import ConfigError
 from kd_core.knowledge.table import read_knowledge, unfixed, write_knowledge
-from kd_core.methods.imm import IMMSettings, imm_recipe, similarity_weights
-from kd_core.methods.imm_summary import imm_outcome
-from tests.helpers import example
+from kd_core.methods.imm import IMMSettings, eval_files, imm_recipe, similarity_weights
+from kd_core.methods.imm_summary import format_table, imm_outcome, summarise
+from tests.helpers import example, write_squad_file
 
 DOMAINS = ("sports", "medicine", "finance")
 
@@ -66,7 +67,7 @@ def test_a_mixture_upsamples_to_the_largest_part_and_reads_knowledge_by_feature_
 
 
 def _train(name):
-    return {"kind": "train", "primary": 10.0, "model_dir": f"/models/{name}", "scores": {}}
+    return {"kind": "train", "primary": 10.0, "model_dir": f"/models/{name}", "scores": {}, "seconds": 1.0}
 
 
 def _run(recipe, done, kept_new=()):
@@ -75,7 +76,8 @@ def _run(recipe, done, kept_new=()):
     for step in steps:
         if step.name.startswith("select-"):
             kept = step.candidates[1] if step.name.split("-")[1] in kept_new else step.candidates[0]
-            done[step.name] = {"kind": "select", "kept": kept, "primary": 1.0, "model_dir": done[kept]["model_dir"]}
+            done[step.name] = {"kind": "select", "kept": kept, "primary": 1.0, "model_dir": done[kept]["model_dir"],
+                               "seconds": 0.0}
         else:
             done[step.name] = _train(step.name)
     return steps
@@ -177,6 +179,57 @@ def test_the_kd_target_picks_the_kd_term_of_phi_and_theta(ws):
         assert [t.kind for t in phi.objective] == [t.kind for t in theta.objective] == ["hard", kind]
     with pytest.raises(ConfigError, match="kd_target"):
         IMMSettings(kd_target="probabilities")
+
+
+def test_extra_evaluation_files_are_scored_by_the_final_models_of_the_domains_they_name(tmp_path):
+    questions = [example(f"e{i}", f"The match {i} ended {i}-{i + 1} in Lyon.", f"How did match {i} end?", f"{i}-{i + 1}")
+                 for i in range(3)]
+    adversarial = write_squad_file(tmp_path / "addsent.json", questions, "The match 9 ended 0-0 in Paris.")
+    plain = write_squad_file(tmp_path / "plain.json", questions)
+    data = DataSettings(synthetic_domains=DOMAINS, synthetic_size=12, vocab_size=400,
+                        eval=(str(adversarial), f"medicine={plain}"))
+    ws = build_domain_workspace(data, 30, "shared", tmp_path / "run")
+    assert eval_files(ws) == {"addsent.json": list(DOMAINS), "plain.json": ["medicine"]}
+    assert len(ws.examples(eval_split("finance", "addsent.json"))) == 6 and len(ws.examples("medicine.eval.plain.json")) == 3
+    assert "sports.eval.plain.json" not in ws.splits
+
+    settings = IMMSettings(iterations=1, baselines=("mix",))
+    recipe, done = imm_recipe(settings, ws), {}
+    while (last := _run(recipe, done, kept_new=("sports",))):
+        final = last
+    tests = {step.name: step for step in final if step.name.startswith("test-")}
+    extra = {step.name: step for step in final if step.name.startswith("eval-")}
+    assert set(extra) == {f"eval-{m}-{d}-addsent.json" for m in ("imm", "mix") for d in DOMAINS} | {
+        "eval-imm-medicine-plain.json", "eval-mix-medicine-plain.json"}
+    for name, step in extra.items():
+        method, domain = step.tags["kd.method"], step.tags["kd.domain"]
+        assert step.models == tests[f"test-{method}-{domain}"].models  # the final model, as on test
+        assert step.split == eval_split(domain, step.tags["kd.eval"]) and name.endswith(step.tags["kd.eval"])
+    assert extra["eval-imm-sports-addsent.json"].models == ("@select-sports-1",)
+    assert extra["eval-mix-finance-addsent.json"].models == ("@mix",)
+    assert recipe.planned == _stages(imm_recipe(settings, ws))  # the extra evaluations share the test stage
+
+    for name in extra:
+        f1 = 40.0 + len(name)
+        done[name]["scores"] = {"f1": f1, "exact_match": 30.0} | ({
+            "adversarial_f1": f1 - 20, "adversarial_exact_match": 10.0, "original_f1": f1 + 5,
+            "original_exact_match": None} if "addsent" in name else {})
+    summary = summarise(done, settings, ws)
+    assert summary["eval"]["plain.json"] == {"imm": {"medicine": 40.0 + len("eval-imm-medicine-plain.json")},
+                                             "mix": {"medicine": 40.0 + len("eval-mix-medicine-plain.json")}}
+    assert set(summary["eval_adversarial"]) == {"addsent.json"}  # a plain file has no adversarial scores
+    finance = summary["eval_adversarial"]["addsent.json"]["imm"]["finance"]
+    assert finance["adversarial_f1"] == 20.0 + len("eval-imm-finance-addsent.json") and finance["original_f1"] == (
+        45.0 + len("eval-imm-finance-addsent.json"))
+    table = format_table(summary).splitlines()
+    row = table[table.index("plain.json: F1 of each method's final model of the domains that score it:") + 1]
+    assert row.split() == ["imm", "-", f"{40.0 + len('eval-imm-medicine-plain.json'):.2f}", "-"]
+    assert any(line.startswith("addsent.json: F1 (adversarial F1") for line in table)
+
+    with pytest.raises(ConfigError, match="names no domain"):
+        DataSettings(eval=(f"travel={plain}",))
+    with pytest.raises(ConfigError, match="distinct file names"):
+        DataSettings(eval=(str(plain), f"sports={tmp_path / 'other' / 'plain.json'}"))
 
 
 def test_domain_specs_and_limits():

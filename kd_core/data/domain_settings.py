@@ -8,14 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from kd_core.data.synthetic import DOMAINS
 from kd_core.data.windows import FeatureConfig
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
+from kd_core.io.values import SAFE_NAME
 
 #: The union of every domain's dev split (a model of all domains, e.g. IMM's ``mix``, chooses on it).
 ALL_DEV = "all.dev"
+
+
+@dataclass(frozen=True)
+class EvalFile:
+    """One ``--eval`` file: where it is and the domains whose final models score it (every domain: ``()``)."""
+
+    path: str
+    domains: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The file's name: how the summary, the table and MLflow name its scores."""
+        return Path(self.path).name
+
+
+def eval_split(domain: str, file_name: str) -> str:
+    """The split that domain ``domain``'s models are scored on for the ``--eval`` file ``file_name``."""
+    return f"{domain}.eval.{file_name}"
 
 
 def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -35,7 +55,11 @@ class DataSettings:
                                       "or hf:NAME); repeat for each domain. Without TEST, test is split off TRAIN by "
                                       "context. Default: the embedded synthetic domains", "data", alias="--domain",
                                       split=False, metavar="NAME=TRAIN[,TEST]")
-    data_root: str | None = option(None, "folder that relative --domain paths are read from", "data")
+    eval: tuple[str, ...] = option((), "an extra evaluation file, [DOMAIN=]FILE (SQuAD JSON or MRQA jsonl; an "
+                                   "adversarial SQuAD file is also scored by Jia & Liang's rule): every method's "
+                                   "final model of DOMAIN scores it, of every domain without DOMAIN=; repeat for each "
+                                   "file", "data", split=False, metavar="[DOMAIN=]FILE")
+    data_root: str | None = option(None, "folder that relative --domain and --eval paths are read from", "data")
     synthetic_domains: tuple[str, ...] = option(("sports", "medicine", "finance"), "synthetic domains", "data",
                                                 choices=DOMAINS)
     synthetic_size: int = option(600, "synthetic questions per domain (at 150, a 24-question dev makes "
@@ -60,6 +84,7 @@ class DataSettings:
         object.__setattr__(self, "domains", (self.domains,) if isinstance(self.domains, str) else
                            tuple(self.domains or ()))
         object.__setattr__(self, "synthetic_domains", as_names(self.synthetic_domains))
+        object.__setattr__(self, "eval", (self.eval,) if isinstance(self.eval, str) else tuple(self.eval or ()))
         if self.synthetic_size < 4:
             raise ConfigError("domains", "synthetic_size", f"must be >= 4, got {self.synthetic_size}")
         for name in ("max_train_examples", "max_test_examples"):
@@ -74,6 +99,36 @@ class DataSettings:
         if self.vocab_size < 100:
             raise ConfigError("domains", "vocab_size", f"must be >= 100, got {self.vocab_size}")
         self.windows  # validates the windows
+        self.eval_files()  # validates the evaluation files
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        """The domains' names as given (``--domain`` specs' names, else the synthetic domains)."""
+        if self.domains:
+            return tuple(str(spec).partition("=")[0].strip() for spec in self.domains)
+        return self.synthetic_domains
+
+    def eval_files(self) -> list[EvalFile]:
+        """The parsed ``--eval`` specs; relative paths are read under ``data_root``."""
+        files: list[EvalFile] = []
+        for spec in self.eval:
+            domain, sep, rest = str(spec).partition("=")
+            named = bool(sep) and SAFE_NAME.fullmatch(domain.strip()) is not None  # else '=' is part of the path
+            path = (rest if named else str(spec)).strip()
+            if not path:
+                raise ConfigError("domains", "eval", f"expected [DOMAIN=]FILE, got {spec!r}")
+            domains = (domain.strip(),) if named else self.domain_names
+            unknown = [d for d in domains if d not in self.domain_names]
+            if unknown:
+                raise ConfigError("domains", "eval", f"{spec!r} names no domain of this job "
+                                  f"({', '.join(self.domain_names)})")
+            if self.data_root is not None and not Path(path).is_absolute():
+                path = str(Path(self.data_root) / path)
+            files.append(EvalFile(path, domains))
+        names = [f.name for f in files]
+        if len(set(names)) != len(names):
+            raise ConfigError("domains", "eval", f"evaluation files need distinct file names: {names}")
+        return files
 
     @property
     def windows(self) -> FeatureConfig:

@@ -6,8 +6,9 @@ this module): :class:`DataOptions` (any task; train/dev/test), :class:`SpanQADat
 (the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
 own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domain_settings.DataSettings`: splits ``<domain>.train``, ``<domain>.dev``
-(validation carved from the training data) and ``<domain>.test``, and ``all.dev``, the union of
-the dev splits; one tokenizer for all), the tasks of a multi-task job
+(validation carved from the training data), ``<domain>.test``, ``<domain>.eval.<file>`` for every
+extra evaluation file the domain's models score, and ``all.dev``, the union of the dev splits; one
+tokenizer for all), the tasks of a multi-task job
 (:class:`MultiTaskData`: a task definitions file, :mod:`kd_core.tasks.definitions`; splits
 ``<task>.train/dev/test`` and ``train/dev/test`` holding every task), and the one task of a
 different-students job (:class:`StudentsData`: a task of a definitions file, a word-level
@@ -36,7 +37,7 @@ from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerFast
 
 from kd_core.data.augment import augment, embedded_lexicon, read_lexicon, transfer_set
-from kd_core.data.domain_settings import ALL_DEV, DataSettings
+from kd_core.data.domain_settings import ALL_DEV, DataSettings, eval_split
 from kd_core.data.domains import load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
@@ -84,11 +85,21 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
 
 def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer_name: str,
                            run_dir: str | Path) -> Workspace:
-    """The workspace of a multi-domain job (module doc), featurised; bad data or options raise here."""
+    """The workspace of a multi-domain job (module doc), featurised; bad data or options raise here.
+
+    Extra evaluation files are read first (they are the likeliest to be mistyped); each becomes
+    the split :func:`~kd_core.data.domain_settings.eval_split` of every domain that scores it (one
+    object under several names, featurised once per name).
+    """
+    extra = {file.name: (file, load_examples(file.path, split="validation")) for file in data.eval_files()}
     by_domain = load_domain_examples(data)
     tokenizer = shared_tokenizer(data, by_domain)
     splits = {f"{name}.{part}": examples for name, domain in by_domain.items() for part, examples in domain.items()}
     splits[ALL_DEV] = concatenate_datasets([domain.dev for domain in by_domain.values()])
+    for name, (file, examples) in extra.items():
+        if len(examples) == 0:
+            raise ConfigError(file.path, "eval", "has no questions")
+        splits |= {eval_split(domain, name): examples for domain in file.domains}
     ws = Workspace(SpanQATask(max_answer_length=max_answer_length), splits, {tokenizer_name: tokenizer},
                    data.windows, str(run_dir))
     ws.check_features()

@@ -157,6 +157,11 @@ def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequen
     return {"exact_match": 100.0 * total_em / count, "f1": 100.0 * total_f1 / count, "missing": missing}
 
 
+#: The scores an evaluation on an adversarial SQuAD file adds (:func:`kd_core.evaluation.predict.scores_from_outputs`):
+#: :func:`adversarial_scores`' EM and F1, and those of the original questions alone.
+ADVERSARIAL_KEYS = ("adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match")
+
+
 def original_id(question_id: str) -> str:
     """The original question an adversarial variant was made from: the id before its first ``-``."""
     return question_id.split("-", 1)[0]

@@ -32,6 +32,7 @@ import numpy as np
 
 from kd_core.engine.local import Recipe, in_order
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
+from kd_core.evaluation.squad_metrics import ADVERSARIAL_KEYS
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
 from kd_core.knowledge.confusing import CONFUSING_RULES
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 #: Split names of the evaluations the summary reads.
 DEV = "dev"
-#: Scores of an adversarial SQuAD evaluation file (:func:`kd_core.evaluation.predict.scores_from_outputs`).
-ADVERSARIAL_KEYS = ("adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ from its training data and a test split ``<d>.test`` (:mod:`kd_core.data.domains
 choice is made on dev, for every method alike: each train step keeps its best epoch on dev
 (``keep_best``), IMM keeps the best model per iteration on dev. The reported numbers are the
 ``test-<method>-<d>`` evaluations of each method's final models on test, which no choice read.
+Extra evaluation files (``--eval [DOMAIN=]FILE``, e.g. adversarial SQuAD as in the paper's
+Table 2) are scored in the same last stage by each method's final model of the domains named,
+``eval-<method>-<d>-<file>``, and read by no choice either.
 
 The run stops after ``K`` iterations or when no domain improved. Where the paper is silent we
 chose (``phi_init`` makes it an option): ``phi_i^(k)`` starts from the base model
@@ -57,7 +60,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kd_core.data.domain_settings import ALL_DEV
+from kd_core.data.domain_settings import ALL_DEV, eval_split
 from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import (
     CollectStep,
@@ -178,6 +181,22 @@ def domain_names(ws: Workspace) -> list[str]:
     return [split.rsplit(".", 1)[0] for split in ws.splits if split.endswith(".train")]
 
 
+def eval_files(ws: Workspace) -> dict[str, list[str]]:
+    """The extra evaluation files of a multi-domain workspace: file name -> the domains whose models score it."""
+    files: dict[str, list[str]] = {}
+    for domain in domain_names(ws):
+        prefix = eval_split(domain, "")
+        for split in ws.splits:
+            if split.startswith(prefix):
+                files.setdefault(split[len(prefix):], []).append(domain)
+    return files
+
+
+def eval_step(method: str, domain: str, file_name: str) -> str:
+    """The step in which ``method``'s final model of ``domain`` scores the extra evaluation file ``file_name``."""
+    return f"eval-{method}-{domain}-{file_name}"
+
+
 def similarity_weights(settings: IMMSettings, ws: Workspace) -> np.ndarray:
     """``S[i, j] = s_ij`` over the domains' training questions (uniform ``1/(N-1)`` with ``no_similarity``)."""
     names = domain_names(ws)
@@ -222,6 +241,7 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
     s = settings
     names = domain_names(ws)
     similarity = similarity_weights(s, ws)
+    extra = eval_files(ws)
     schedule = parse_schedule(s.lambda_schedule, "lambda_schedule")
     with_kd = (TermSpec("hard", schedule), TermSpec(KD_TERMS[s.kd_target], Complement(schedule)))
     hard_only = (TermSpec("hard"),)
@@ -316,7 +336,10 @@ def imm_recipe(settings: IMMSettings, ws: Workspace) -> Recipe:
         ran = iterations_done(done, names)
         yield [EvaluateStep(f"test-{m}-{d}", (model_ref(final_step(m, d, ran)),), TOKENIZER,
                             split=domain_test_split(d), tags=tags(d, ran if m == "imm" else 0, "test", m))
-               for m in s.methods for d in names]
+               for m in s.methods for d in names] + [
+            EvaluateStep(eval_step(m, d, file), (model_ref(final_step(m, d, ran)),), TOKENIZER,
+                         split=eval_split(d, file), tags=tags(d, ran if m == "imm" else 0, "eval", m) | {"kd.eval": file})
+            for file, domains in extra.items() for m in s.methods for d in domains]
 
     planned, at_most = planned_stages(s)
     return staged(stages, planned, at_most)
