@@ -65,12 +65,15 @@ class A2DJob(Job[A2DJobConfig]):
         return f"a2d {Path(config.train).name if config.train else 'synthetic'}"
 
     def log(self, tracker: Tracker, parent: RunRef, summary: dict[str, Any], ws: Workspace) -> None:
-        """Dev F1 of the members, the ensemble and the student (bar chart), the speed table, the summary metrics."""
+        """Test F1 of the members, the ensemble and the students (bar chart), the speed table, the summary metrics."""
         from cluster.tracking import bar_chart
 
-        bars = {f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])}
-        bars |= {"ensemble": summary["ensemble_f1"], "student": summary["student_f1"]}
-        tracker.log_figure(parent, bar_chart(bars, "Dev F1: members, ensemble, student", "F1"), "plots/f1.png")
+        test = summary["test"]
+        bars = {f"member {i}": f1 for i, f1 in enumerate(test["members_f1"])}
+        bars |= {"ensemble": test["ensemble_f1"], "student": test["student_f1"]}
+        if "student_no_kd_f1" in test:
+            bars["student without kd"] = test["student_no_kd_f1"]
+        tracker.log_figure(parent, bar_chart(bars, "Test F1: members, ensemble, students", "F1"), "plots/f1.png")
         tracker.log_dict(parent, summary["speed_table"], "speed_table.json")
         tracker.log_metrics(parent, summary_metrics(summary))
 

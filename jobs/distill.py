@@ -93,7 +93,8 @@ def describe(results: dict[str, Result], config: DistillConfig, ws: Workspace) -
     summary.update(teacher_f1=ensemble["scores"]["f1"], teacher_em=ensemble["scores"]["exact_match"],
                    teacher_parameters=ensemble["parameters"], student_em=student["scores"]["exact_match"],
                    student_parameters=student["parameters"], train_examples=len(ws.examples("train")),
-                   dev_examples=len(ws.examples("dev")), train_features=len(ws.features("teacher", "train")[0]))
+                   dev_examples=len(ws.examples("dev")), test_examples=len(ws.examples("test")),
+                   train_features=len(ws.features("teacher", "train")[0]))
     if "knowledge" in results:
         table = read_knowledge(ws.local(ws.resolve(results["knowledge"]["path"])))
         confusing = table.column("confusing_start").to_numpy()
@@ -109,8 +110,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             ("student", summary["student_f1"], summary["student_parameters"])]
     if "student_no_kd_f1" in summary:
         rows.append(("student without kd", summary["student_no_kd_f1"], summary["student_parameters"]))
-    lines = [f"{'model':<20} {'dev F1':>7} {'params':>9}"]
-    lines += [f"{name:<20} {f1:>7.2f} {params:>9,}" for name, f1, params in rows]
+    test = summary["test"]
+    reported = [test["ensemble_f1"], test["student_f1"]] + ([test["student_no_kd_f1"]] if len(rows) == 3 else [])
+    lines = [f"{'model':<20} {'dev F1':>7} {'test F1':>8} {'params':>9}"]
+    lines += [f"{name:<20} {f1:>7.2f} {t:>8.2f} {params:>9,}" for (name, f1, params), t in zip(rows, reported)]
     if "confusing_answer_share" in summary:
         lines.append(f"knowledge: {summary['knowledge_bytes_per_feature']:.0f} bytes/feature, "
                      f"{100 * summary['confusing_answer_share']:.0f}% of features have a confusing answer")

@@ -39,7 +39,7 @@ TINY = dict(synthetic_size=24, teacher_epochs=1, epochs=3, vocab_size=500, membe
 CLI_TINY = ["--synthetic-size", "24", "--teacher-epochs", "1", "--epochs", "3", "--vocab-size", "500",
             "--no-baseline"]
 STEPS = {"member-0", "member-1", "knowledge-0", "knowledge-1", "knowledge", "student", "eval-ensemble-dev",
-         "eval-student-dev"}
+         "eval-student-dev", "eval-ensemble-test", "eval-student-test", "eval-member-0-test", "eval-member-1-test"}
 
 
 def write_squad(path: Path, seed: int) -> Path:
@@ -67,7 +67,12 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     for key in ("ensemble_f1", "student_f1", "ensemble_infer_s", "student_infer_s", "speedup",
                 "knowledge_bytes_per_feature", "mlflow_run_id", "tracking_uri", "run_dir"):
         assert summary[key] is not None
-    assert set(summary["eval"]["addsent.json"]) == {"ensemble", "student"}
+    assert set(summary["eval"]) == {"addsent.json"} and set(summary["eval"]["addsent.json"]) == {"ensemble", "student"}
+    test = summary["test"]  # reported: the test split, which no choice reads
+    assert len(test["members_f1"]) == 2 and set(summary["splits"]) == {"dev", "test"}
+    member = sum(test["members_f1"]) / 2
+    if test["ensemble_f1"] > member:
+        assert test["gain_kept"] == pytest.approx((test["student_f1"] - member) / (test["ensemble_f1"] - member))
     adversarial = summary["eval_adversarial"]["addsent.json"]["student"]
     assert set(adversarial) == {"adversarial_f1", "adversarial_exact_match", "original_f1", "original_exact_match"}
     table = summary["speed_table"]
@@ -82,6 +87,8 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("a2d synthetic 20")
     assert parent.data.params["tau"] == "2.0" and parent.data.params["members"] == "2"
     assert parent.data.metrics["student_f1"] == pytest.approx(summary["student_f1"])
+    assert parent.data.metrics["test/student_f1"] == pytest.approx(test["student_f1"])
+    assert parent.data.metrics["test/members_mean_f1"] == pytest.approx(member)
     assert parent.data.metrics["eval/addsent.json/student"] == pytest.approx(summary["eval"]["addsent.json"]["student"])
     assert parent.data.metrics["eval/addsent.json/student/adversarial_f1"] == pytest.approx(adversarial["adversarial_f1"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"plots", "speed_table.json", "summary.json"}
@@ -92,6 +99,8 @@ def test_a2d_job_end_to_end_with_one_mlflow_run_per_step(uninterrupted):
     member = next(r for r in children if r.info.run_name == "member-1")
     assert member.data.tags["kd.role"] == "member" and member.data.tags["kd.member"] == "1"
     assert member.data.metrics["dev/f1"] == pytest.approx(summary["members_f1"][1])
+    member_test = next(r for r in children if r.info.run_name == "eval-member-1-test")
+    assert member_test.data.metrics["test/f1"] == pytest.approx(test["members_f1"][1])
     student = next(r for r in children if r.info.run_name == "student")
     assert len(client.get_metric_history(student.info.run_id, "loss/att")) >= 1  # per step, from the worker
     assert "model/model.safetensors" in logged_model_files(client, student)

@@ -1,12 +1,14 @@
 """The A2D recipe's Table 5 variants as planned steps, and one stage-wise run end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from jobs.distill import DistillConfig, workspace
 from kd_core.engine.local import run_locally
 from kd_core.engine.steps import MergeStep, TrainStep
+from kd_core.io.config_files import read_config_file
 from kd_core.io.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
 
@@ -101,6 +103,35 @@ def test_squad_v2_extra_splits_apply_the_null_threshold_chosen_on_dev(tmp_path):
         dev, extra = results[f"eval-{who}-dev"]["scores"], results[f"eval-{who}-extra.json"]["scores"]
         assert {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_threshold"} <= set(dev)
         assert dev["null_threshold"] == 0.0 and extra["null_threshold"] == dev["best_f1_threshold"]
+        assert results[f"eval-{who}-test"]["scores"]["null_threshold"] == dev["best_f1_threshold"]
+    # A member and the no-KD student chose theirs on dev when they trained: test applies it.
+    for trained, evaluation in (("member-0", "eval-member-0-test"), ("student-no-kd", "eval-student-no-kd-test")):
+        chosen = results[trained]["scores"]["dev"]["best_f1_threshold"]
+        assert results[evaluation]["scores"]["null_threshold"] == chosen
+
+
+def test_test_is_split_off_by_context_before_dev_and_read_by_evaluations_only(ws, tmp_path):
+    contexts = {name: set(ws.examples(name)["context"]) for name in ("train", "dev", "test")}
+    assert not (contexts["train"] & contexts["test"]) and not (contexts["dev"] & contexts["test"])
+    assert not contexts["train"] & contexts["dev"]
+    sizes = {name: len(ws.examples(name)) for name in ("train", "dev", "test")}
+    assert abs(sizes["test"] - sizes["dev"]) <= 0.1 * sum(sizes.values()) and sizes["train"] > 2 * sizes["test"]
+    steps = _plan(A2DSettings(members=2, baseline=True), ws)
+    readers = {step.name for step in steps if getattr(step, "split", None) == "test"}
+    assert readers == {"eval-ensemble-test", "eval-student-test", "eval-member-0-test", "eval-member-1-test",
+                       "eval-student-no-kd-test"}
+    assert all(step.eval_split == "dev" for step in steps if isinstance(step, TrainStep))  # choices on dev only
+    given = _squad_v2(tmp_path / "test.json", 3)
+    with_file = workspace(DistillConfig(train=_squad_v2(tmp_path / "train.json", 0), test=given, vocab_size=400,
+                                        run_dir=str(tmp_path / "run")))
+    questions = len(json.loads(Path(given).read_text())["data"][0]["paragraphs"])  # one question each
+    assert len(with_file.examples("test")) == questions and len(with_file.examples("train")) + len(
+        with_file.examples("dev")) == questions  # the file is test; dev is carved from the training file alone
+    for bad, field in (({"test": given}, "train"), ({"dev_fraction": 0.5, "test_fraction": 0.45}, "dev_fraction"),
+                       ({"eval": ("x/test",)}, "eval")):
+        with pytest.raises(ConfigError) as err:
+            DistillConfig(**bad)
+        assert err.value.where == field
 
 
 @pytest.mark.parametrize("changes", [{}, {"stagewise": True, "baseline": True}, {"no_kd": True},
@@ -111,3 +142,13 @@ def test_the_planned_stage_count_is_the_stages_a_run_goes_through(ws, changes):
         stages += 1
         done |= {step.name: {} for step in stage}
     assert (recipe.planned, recipe.at_most) == (stages, False)
+
+
+def test_the_papers_setting_plans_twelve_members_and_a_student_of_their_architecture(ws):
+    values = read_config_file(Path(__file__).resolve().parents[1] / "configs" / "a2d_paper.yaml")
+    steps = {step.name: step for step in _plan(A2DSettings(**values), ws)}
+    members = [steps[f"member-{i}"] for i in range(12)]
+    assert "member-12" not in steps and len({m.seed for m in members}) == 12  # they differ by seed only
+    student = steps["student"]
+    assert student.model == members[0].model == values["teacher_model"] and student.keep_layers is None
+    assert {m.model for m in members} == {student.model}  # every member and the student start from one model

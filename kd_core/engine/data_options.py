@@ -75,14 +75,23 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class SpanQAData:
-    """Span-QA data: files or the embedded corpus, a dev split by context, extra evaluation files (validated)."""
+    """Span-QA data: files or the embedded corpus, test and dev splits by context, extra evaluation files (validated).
+
+    ``test`` (reported numbers) is no choice's: the ``--test`` file, else a share ``test_fraction``
+    of the training contexts, split off first; ``dev`` (every choice) is the ``--dev`` file, else a
+    share ``dev_fraction`` of the training contexts, split off the rest.
+    """
 
     train: str | None = option(None, "training data: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME (default: the embedded "
                                "synthetic corpus)", "data")
-    dev: str | None = option(None, "dev data (default: split off the training data by context)", "data")
+    dev: str | None = option(None, "dev data, where every choice is made (default: split off the training data by "
+                             "context)", "data")
+    test: str | None = option(None, "test data, reported and read by no choice (default: split off the training data "
+                              "by context)", "data")
     eval: tuple[str, ...] = option((), "extra SQuAD-format evaluation file", "data")
     synthetic_size: int = option(200, "synthetic questions per domain", "data")
     dev_fraction: float = option(0.2, "share of contexts split off as dev when --dev is absent", "data")
+    test_fraction: float = option(0.2, "share of contexts split off as test when --test is absent", "data")
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
     max_length: int = option(96, "tokens per window", "data")
     doc_stride: int = option(32, "overlap between windows, in tokens", "data")
@@ -93,13 +102,21 @@ class SpanQAData:
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval", tuple(self.eval))
         checks = {"synthetic_size": self.synthetic_size >= 2, "vocab_size": self.vocab_size >= 100,
-                  "max_answer_length": self.max_answer_length >= 1, "dev_fraction": 0 < self.dev_fraction < 1}
+                  "max_answer_length": self.max_answer_length >= 1, "dev_fraction": 0 < self.dev_fraction < 1,
+                  "test_fraction": 0 < self.test_fraction < 1}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("data", name, f"invalid value {getattr(self, name)!r}")
+        carved = (self.dev is None) * self.dev_fraction + (self.test is None) * self.test_fraction
+        if self.train is None and (self.dev is not None or self.test is not None):
+            raise ConfigError("data", "train", "dev/test files need a training file")
+        if not carved < 0.9:
+            raise ConfigError("data", "dev_fraction", f"dev and test together take {carved:.0%} of the training "
+                              "contexts; at most 90%")
         names = [Path(path).name for path in self.eval]
-        if len(set(names)) != len(names) or {"train", "dev"} & set(names):
-            raise ConfigError("data", "eval", f"evaluation files need distinct names other than train/dev: {names}")
+        if len(set(names)) != len(names) or {"train", "dev", "test"} & set(names):
+            raise ConfigError("data", "eval", f"evaluation files need distinct names other than train/dev/test: "
+                              f"{names}")
         self.windows  # validates the windows
 
     @property

@@ -184,7 +184,10 @@ def _evaluate(step: EvaluateStep, ws: Workspace, device: str) -> Result:
     combined = outputs[0] if len(outputs) == 1 else ws.task.ensemble(outputs, arrays)
     options: dict[str, float] = {}
     if step.threshold_from is not None:  # SQuAD v2: the null threshold chosen by that (dev) evaluation
-        chosen = finished_result(step.threshold_from, ws, step.name)["scores"]
+        source = finished_result(step.threshold_from, ws, step.name)
+        chosen = source["scores"]
+        if source["kind"] == "train":  # a train step's scores on its evaluation split
+            chosen = chosen[next(iter(chosen))]
         if "best_f1_threshold" in chosen:
             options["null_threshold"] = chosen["best_f1_threshold"]
     scores = ws.task.scores(ws.examples(step.split), features, arrays, combined, **options)

@@ -3,7 +3,7 @@
 Five kinds of data (the options of four are in :mod:`kd_core.engine.data_options`, the
 domains' in :mod:`kd_core.data.domain_settings`: plain data that ``--help`` reads without
 this module): :class:`DataOptions` (any task; train/dev/test), :class:`SpanQAData`
-(the A2D job's span-QA data: train/dev plus extra evaluation files, each file a split of its
+(the A2D job's span-QA data: train/dev/test plus extra evaluation files, each file a split of its
 own named after the file), the domains of a multi-domain job
 (:class:`~kd_core.data.domain_settings.DataSettings`: splits ``<domain>.train``, ``<domain>.dev``
 (validation carved from the training data), ``<domain>.test``, ``<domain>.eval.<file>`` for every
@@ -66,14 +66,20 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
     extra = {name: load_examples(path) for name, path in zip(options.eval_splits, options.eval)}
     task = SpanQATask(max_answer_length=options.max_answer_length)
     if options.train is None:
-        examples = generate(n_per_domain=options.synthetic_size, seed=options.seed)
+        train = generate(n_per_domain=options.synthetic_size, seed=options.seed)
     else:
-        examples = load_examples(options.train)
+        train = load_examples(options.train)
+    dev_share = options.dev_fraction
+    if options.test is None:
+        train, test = task.split(train, options.test_fraction, options.seed)
+        dev_share /= 1 - options.test_fraction  # dev_fraction is a share of all the training contexts
+    else:
+        test = load_examples(options.test, split="test")
     if options.dev is None:
-        train, dev = task.split(examples, options.dev_fraction, options.seed)
+        train, dev = task.split(train, dev_share, options.seed + 1)
     else:
-        train, dev = examples, load_examples(options.dev, split="validation")
-    splits = {"train": train, "dev": dev, **extra}
+        dev = load_examples(options.dev, split="validation")
+    splits = {"train": train, "dev": dev, "test": test, **extra}
     for name, rows in splits.items():
         if len(rows) == 0:
             raise ConfigError("data", name, "split is empty")

@@ -208,9 +208,9 @@ class MergeStep:
 class EvaluateStep:
     """Score ``models`` on ``split``: one model, or the ensemble of several (the task's ensemble).
 
-    ``threshold_from`` names an earlier evaluation (on dev) whose chosen SQuAD v2 null threshold
-    (``best_f1_threshold``) this one applies; without one, or on a set without unanswerable
-    questions, nothing changes.
+    ``threshold_from`` names an earlier evaluation (on dev), or a train step (its scores on its
+    ``eval_split``), whose chosen SQuAD v2 null threshold (``best_f1_threshold``) this one
+    applies; without one, or on a set without unanswerable questions, nothing changes.
     """
 
     name: str

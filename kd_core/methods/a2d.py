@@ -17,9 +17,16 @@ Steps (names are the run directory's ``steps/<name>``):
    stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
    ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
 4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
-   probabilities) and the student on dev, then on every extra evaluation split, side by side
-   in one stage each, so their inference seconds (the speed table) are measured with the same
-   resources. On SQuAD v2 data an extra split applies the null threshold chosen on dev.
+   probabilities) and the student on dev, then on test and every extra evaluation split, side
+   by side in one stage each, so their inference seconds (the speed table) are measured with
+   the same resources; on test also every member (``eval-member-<i>-test``) and the no-KD
+   student (``eval-student-no-kd-test``). On SQuAD v2 data a later split applies the null
+   threshold each model chose on dev.
+
+**Evaluation protocol.** Dev is where every choice is made (a default, an epoch count, a
+SQuAD v2 null threshold, a sweep's best trial: the ``student`` step's dev F1); test, the
+``--test`` file or contexts split off the training data, is read by no choice and holds the
+reported numbers (the summary's ``test``).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from kd_core.training.config import TrainConfig
 if TYPE_CHECKING:
     from kd_core.engine.workspace import Workspace
 
-#: Split names of the evaluations the summary reads.
+#: Split names of the evaluations the summary reads: choices are made on dev, reported numbers are on test.
 DEV = "dev"
+TEST = "test"
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,8 @@ def member_models(s: A2DSettings) -> list[str]:
 
 
 def eval_splits(ws: Workspace) -> list[str]:
-    """The extra evaluation splits of a span-QA workspace (all but train and dev)."""
-    return [split for split in ws.splits if split not in ("train", DEV)]
+    """The extra evaluation splits of a span-QA workspace (all but train, dev and test)."""
+    return [split for split in ws.splits if split not in ("train", DEV, TEST)]
 
 
 def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
@@ -169,7 +177,13 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
                     for who, chosen in evaluated.items()]
     extra: list[Step] = [EvaluateStep(f"eval-{who}-{split}", chosen, "teacher", split=split,
                                       threshold_from=f"eval-{who}-{DEV}", tags={"kd.role": who})
-                         for split in eval_splits(ws) for who, chosen in evaluated.items()]
+                         for split in (TEST, *eval_splits(ws)) for who, chosen in evaluated.items()]
+    extra += [EvaluateStep(f"eval-member-{i}-{TEST}", (model,), "teacher", split=TEST,
+                           threshold_from=f"eval-member-{i}" if s.teacher_epochs == 0 else f"member-{i}",
+                           tags={**role, "kd.member": str(i)}) for i, model in enumerate(models)]
+    if s.baseline:
+        extra.append(EvaluateStep(f"eval-student-no-kd-{TEST}", (model_ref("student-no-kd"),), "teacher", split=TEST,
+                                  threshold_from="student-no-kd", tags={"kd.role": "baseline"}))
 
     if s.stagewise:
         return in_order(members, collects, merge, warm_up, student, evaluations, extra)
@@ -215,7 +229,36 @@ def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspac
     }
     if s.baseline:
         summary["student_no_kd_f1"] = results["student-no-kd"]["primary"]
+    summary["test"] = test_scores(results, s)
+    summary["splits"] = SPLITS
     return summary
+
+
+#: What the summary's splits are (its top-level F1s are on dev, ``test`` holds the reported ones).
+SPLITS = {"dev": "where every choice is made: the top-level members_f1, ensemble_f1, student_f1, student_no_kd_f1",
+          "test": "reported, read by no choice: the same F1s under test"}
+
+
+def test_scores(results: Mapping[str, Result], s: A2DSettings) -> dict[str, Any]:
+    """Test F1 of the members, the ensemble, the student and the no-KD student, and what the student kept.
+
+    ``gain_kept`` is the share of the ensemble's gain over its mean member that the student keeps,
+    ``(student - member) / (ensemble - member)`` (``None`` when the ensemble does not beat it);
+    ``kd_gain`` is ``student - no-KD student``.
+    """
+    def f1(step: str) -> float:
+        return float(results[step]["scores"]["f1"])
+
+    members = [f1(f"eval-member-{i}-{TEST}") for i in range(s.members)]
+    out: dict[str, Any] = {"members_f1": members, "ensemble_f1": f1(f"eval-ensemble-{TEST}"),
+                           "student_f1": f1(f"eval-student-{TEST}")}
+    member = float(np.mean(members))
+    gain = out["ensemble_f1"] - member
+    out["gain_kept"] = (out["student_f1"] - member) / gain if gain > 0 else None
+    if s.baseline:
+        out["student_no_kd_f1"] = f1(f"eval-student-no-kd-{TEST}")
+        out["kd_gain"] = out["student_f1"] - out["student_no_kd_f1"]
+    return out
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -227,6 +270,9 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
         metrics["knowledge_bytes_per_feature"] = summary["knowledge_bytes_per_feature"]
     if "student_no_kd_f1" in summary:
         metrics["student_no_kd_f1"] = summary["student_no_kd_f1"]
+    test = summary["test"]
+    metrics |= {f"test/{key}": value for key, value in test.items() if key != "members_f1" and value is not None}
+    metrics["test/members_mean_f1"] = float(np.mean(test["members_f1"]))
     metrics |= {f"eval/{name}/{who}": f1 for name, scores in summary["eval"].items() for who, f1 in scores.items()}
     metrics |= {f"eval/{name}/{who}/{key}": value for name, models in summary["eval_adversarial"].items()
                 for who, scores in models.items() for key, value in scores.items()}
@@ -234,12 +280,18 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """Dev F1 of members, ensemble and student; extra evaluations; the speed table."""
-    lines = [f"{'model':<20} {'dev F1':>7}"]
-    lines += [f"{f'member {i}':<20} {f1:>7.2f}" for i, f1 in enumerate(summary["members_f1"])]
-    lines += [f"{'ensemble':<20} {summary['ensemble_f1']:>7.2f}", f"{'student':<20} {summary['student_f1']:>7.2f}"]
+    """Dev (choices) and test (reported) F1 of members, ensemble and students; extra evaluations; the speed table."""
+    test = summary["test"]
+    rows = [(f"member {i}", f1, test["members_f1"][i]) for i, f1 in enumerate(summary["members_f1"])]
+    rows += [("ensemble", summary["ensemble_f1"], test["ensemble_f1"]),
+             ("student", summary["student_f1"], test["student_f1"])]
     if "student_no_kd_f1" in summary:
-        lines.append(f"{'student without kd':<20} {summary['student_no_kd_f1']:>7.2f}")
+        rows.append(("student without kd", summary["student_no_kd_f1"], test["student_no_kd_f1"]))
+    lines = [f"{'model':<20} {'dev F1':>7} {'test F1':>8}"]
+    lines += [f"{name:<20} {dev:>7.2f} {reported:>8.2f}" for name, dev, reported in rows]
+    lines.append("dev: every choice is made on it; test: reported, read by no choice")
+    if test["gain_kept"] is not None:
+        lines.append(f"the student keeps {100 * test['gain_kept']:.0f}% of the ensemble's test gain over its mean member")
     for name, scores in summary["eval"].items():
         lines.append(f"{name}: ensemble {scores['ensemble']:.2f}, student {scores['student']:.2f}")
         for who, adversarial in summary["eval_adversarial"].get(name, {}).items():
