@@ -45,6 +45,31 @@ def test_members_are_mt_dnn_models_fine_tuned_per_task_with_their_own_dropout(ws
     assert [(s.name, s.model) for s in single[0]] == [("sentiment-member-0", "tiny-bert"), ("sentiment-member-1", "tiny-bert")]
 
 
+def test_a_teacher_pool_keeps_the_candidates_best_on_dev_as_the_ensemble(ws):
+    settings = MTDNNSettings(members=3, candidates=6)
+    recipe, done = mtdnn_recipe(settings, ws), {}
+    pretrain = recipe(done)
+    assert [s.dropout for s in pretrain] == [0.1, 0.2, 0.3, 0.1, 0.2, 0.3] and len({s.seed for s in pretrain}) == 6
+    done |= {s.name: {} for s in pretrain}
+    candidates = recipe(done)
+    assert [s.name for s in candidates] == [f"sentiment-member-{m}" for m in range(6)]
+    dev = [61.0, 75.0, 58.0, 75.0, 80.0, 40.0]  # candidates 4, 1 and 3 are the best three (1 before 3 on a tie)
+    done |= {s.name: {"primary": f1} for s, f1 in zip(candidates, dev)}
+    collects = recipe(done)
+    assert [s.name for s in collects] == ["sentiment-knowledge-1", "sentiment-knowledge-3", "sentiment-knowledge-4"]
+    done |= {s.name: {} for s in collects}
+    (merge,) = recipe(done)
+    assert merge.members == ("sentiment-knowledge-1", "sentiment-knowledge-3", "sentiment-knowledge-4")
+    while stage := recipe(done):
+        last = stage
+        done |= {s.name: {} for s in stage}
+    evaluations = {s.name: s for s in last}
+    assert evaluations["eval-sentiment-ensemble"].models == tuple(f"@sentiment-member-{m}" for m in (1, 3, 4))
+    assert {f"eval-sentiment-member-{m}" for m in range(6)} <= set(evaluations)  # every candidate on test
+    assert recipe.planned == len(plan(settings, ws))
+    assert MTDNNSettings(members=2, candidates=3, member_dropouts=(0.0, 0.1, 0.2)).dropout(2) == 0.2
+
+
 def test_students_share_initialisation_and_schedule_and_only_the_kd_student_reads_teachers(ws):
     stages = plan(MTDNNSettings(members=2, single_task=True, fine_tune_epochs=1), ws)
     students = next(stage for stage in stages if any(s.name == "student" for s in stage))
@@ -77,6 +102,7 @@ def test_a_sweep_shares_the_teacher_stages_and_refuses_teacher_settings(ws):
     ({"members": 0}, "members"), ({"alpha": -0.1}, "alpha"), ({"tau": 0.0}, "tau"),
     ({"members": 2, "member_dropouts": (0.1,)}, "one rate per member"), ({"member_dropouts": (0.1, 0.2, 1.0)}, "[0, 1)"),
     ({"fine_tune_epochs": -1.0}, "fine_tune_epochs"),
+    ({"members": 3, "candidates": 2}, "at least 3"), ({"candidates": 4, "member_dropouts": (0.1, 0.2, 0.3)}, "per candidate"),
 ])
 def test_invalid_settings_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):

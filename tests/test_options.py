@@ -98,6 +98,10 @@ VOCABULARY = [
     ("--no-baseline", (), {"a2d", "distill", "kd", "mtdnn", "students"}),
     ("--synthetic-size", ("--synthetic-per-domain",), {"a2d", "distill", "imm", "kd", "students"}),
     ("--student-layers", ("--distil-layers",), {"a2d", "distill", "students"}),
+    ("--test", ("--test-file",), {"a2d", "distill", "kd"}),
+    ("--eval", ("--eval-file", "--extra-eval"), {"a2d", "distill", "imm"}),
+    ("--test-fraction", ("--test-share",), {"a2d", "distill", "imm", "kd", "mtdnn", "students"}),
+    ("--dev-fraction", ("--dev-share",), {"a2d", "distill", "imm", "kd", "mtdnn", "students"}),
 ]
 
 

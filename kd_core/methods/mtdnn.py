@@ -5,6 +5,11 @@ Steps (``<t>`` a task of the multi-task workspace, :class:`~kd_core.tasks.multit
 
 1. Teacher steps, ``members`` per task with a teacher, differing by seed (and, with
    ``member_dropouts``, by dropout rate); all of a stage's steps at once on the workers.
+   With a **teacher pool** (``candidates = P > 0``, the paper's: six candidates differing in
+   dropout and seed, the best three on dev kept) ``P`` candidates train instead, dropout
+   ``0.1, 0.2, 0.3`` in turn unless ``member_dropouts`` gives one rate per candidate, and each
+   task's ensemble is its ``members`` candidates of highest dev score (the lower index first
+   on ties): a choice made on dev only.
    As in the paper, a member is an MT-DNN model fine-tuned on its task: ``teacher-mt-<m>``
    trains a multi-task model on every task's gold labels, then ``<t>-member-<m>`` fine-tunes
    its encoder and task head on task ``t`` alone (``teacher_fine_tune_epochs``). With
@@ -24,8 +29,9 @@ Steps (``<t>`` a task of the multi-task workspace, :class:`~kd_core.tasks.multit
 4. With ``fine_tune_epochs > 0``: ``<t>-student-ft`` and ``<t>-vanilla-ft``, each task's
    head and the shared encoder fine-tuned on that task alone (as the paper does before its
    test runs).
-5. Evaluations on every task's **test** split (no choice is made on it): every member, each
-   task's ensemble, the students (per task and their average), the baselines.
+5. Evaluations on every task's **test** split (no choice is made on it): every member (every
+   candidate of a pool), each task's ensemble, the students (per task and their average), the
+   baselines.
 
 The soft loss is Hinton's cross-entropy to the soft targets times ``tau^2``; the paper uses
 no temperature (``tau = 1``, the default), where the factor is 1. Train steps score
@@ -34,13 +40,13 @@ themselves on dev after every epoch (MLflow learning curves per task).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kd_core.engine.local import Recipe, in_order
+from kd_core.engine.local import Recipe, staged
 from kd_core.engine.steps import CollectStep, EvaluateStep, MergeStep, Result, Step, TermSpec, TrainStep, model_ref
 from kd_core.io.errors import ConfigError
 from kd_core.io.options import option
@@ -58,8 +64,12 @@ class MTDNNSettings:
                                 "model")
     student_model: str = option("tiny-bert", "the multi-task student (a BERT encoder): preset, HF id or path", "model")
     members: int = option(3, "teacher ensemble members per task (differing by seed)", "model")
-    member_dropouts: tuple[float, ...] = option((), "dropout rate of each member (one per member; default: the "
-                                                "model's own)", "model")
+    member_dropouts: tuple[float, ...] = option((), "dropout rate of each member (one per member, or per candidate "
+                                                "of a pool; default: the model's own, in a pool 0.1, 0.2, 0.3 in "
+                                                "turn)", "model")
+    candidates: int = option(0, "teacher pool (the paper's: 6): train this many candidate members per task, "
+                             "differing by seed and dropout, and keep the --members best on dev as the ensemble (0: "
+                             "no pool, the members are the ensemble)", "model")
     teacher_epochs: float = option(12.0, "epochs of each teacher member (with --teacher-multitask: of its multi-task "
                                    "training)", "model")
     teacher_learning_rate: float = option(1e-3, "peak learning rate of the teacher members", "model")
@@ -87,8 +97,14 @@ class MTDNNSettings:
         object.__setattr__(self, "member_dropouts", tuple(float(p) for p in self.member_dropouts))
         if self.members < 1:
             raise ConfigError("mtdnn", "members", f"must be >= 1, got {self.members}")
-        if self.member_dropouts and len(self.member_dropouts) != self.members:
-            raise ConfigError("mtdnn", "member_dropouts", f"give one rate per member ({self.members}), got "
+        if self.candidates and self.candidates < self.members:
+            raise ConfigError("mtdnn", "candidates", f"a pool keeps --members ({self.members}) of its candidates: "
+                              f"needs at least {self.members}, got {self.candidates}")
+        if self.candidates < 0:
+            raise ConfigError("mtdnn", "candidates", f"must be >= 0, got {self.candidates}")
+        if self.member_dropouts and len(self.member_dropouts) != self.pool:
+            what = "candidate" if self.candidates else "member"
+            raise ConfigError("mtdnn", "member_dropouts", f"give one rate per {what} ({self.pool}), got "
                               f"{len(self.member_dropouts)}")
         if any(not 0 <= p < 1 for p in self.member_dropouts):
             raise ConfigError("mtdnn", "member_dropouts", f"rates must be in [0, 1), got {list(self.member_dropouts)}")
@@ -102,13 +118,39 @@ class MTDNNSettings:
         self.training(self.teacher_epochs, self.teacher_learning_rate, 0)
         self.training(self.teacher_fine_tune_epochs, self.teacher_learning_rate, 0)
 
+    @property
+    def pool(self) -> int:
+        """How many members train per task: the pool's candidates, else the members."""
+        return self.candidates or self.members
+
+    def dropout(self, member: int) -> float | None:
+        """Member (or candidate) ``member``'s dropout rate (module doc); ``None``: the model's own."""
+        if self.member_dropouts:
+            return self.member_dropouts[member]
+        return POOL_DROPOUTS[member % len(POOL_DROPOUTS)] if self.candidates else None
+
     def training(self, epochs: float, learning_rate: float, seed: int, sampler: str = "rows") -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, learning_rate=learning_rate, seed=seed,
                            sampler=sampler)
 
 
+#: The dropout rates a teacher pool's candidates take in turn (the paper's 0.1, 0.2 and 0.3).
+POOL_DROPOUTS = (0.1, 0.2, 0.3)
+
+
 def member_name(task: str, member: int) -> str:
     return f"{task}-member-{member}"
+
+
+def kept_members(settings: MTDNNSettings, task: str, done: Mapping[str, Result]) -> list[int]:
+    """The members of ``task``'s ensemble: every member, or a pool's ``members`` candidates of highest dev score.
+
+    Ties keep the lower index (so a plan made from results without scores keeps the first ones).
+    """
+    if not settings.candidates:
+        return list(range(settings.members))
+    dev = [float(done[member_name(task, m)].get("primary", 0.0)) for m in range(settings.candidates)]
+    return sorted(sorted(range(settings.candidates), key=lambda m: -dev[m])[:settings.members])
 
 
 def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
@@ -119,30 +161,22 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
         raise ConfigError("mtdnn", "tasks", f"MT-DNN needs a multi-task workspace, got task kind {ws.task.kind}")
     names = [t["name"] for t in tasks]
     taught = list(ws.task.describe()["with_teacher"])
-    members = {t: [member_name(t, m) for m in range(s.members)] for t in taught}
     role = {"kd.role": "teacher"}
-
-    def dropout(m: int) -> float | None:
-        return s.member_dropouts[m] if s.member_dropouts else None
 
     pretraining: list[Step] = []
     if s.teacher_multitask and taught:
         pretraining = [TrainStep(f"teacher-mt-{m}", s.teacher_model, s.seed + 1000 * m, "teacher", (TermSpec("hard"),),
                                  s.training(s.teacher_epochs, s.teacher_learning_rate, s.seed + 1000 * m, "tasks"),
-                                 dropout=dropout(m), teacher=True, tags={**role, "kd.member": str(m)})
-                       for m in range(s.members)]
+                                 dropout=s.dropout(m), teacher=True, tags={**role, "kd.member": str(m)})
+                       for m in range(s.pool)]
     teachers: list[Step] = [
         TrainStep(member_name(t, m), model_ref(f"teacher-mt-{m}") if pretraining else s.teacher_model,
                   s.seed + 1000 * m + 17 * i, "teacher", (TermSpec("hard"),),
                   s.training(s.teacher_fine_tune_epochs if pretraining else s.teacher_epochs, s.teacher_learning_rate,
-                             s.seed + 1000 * m + 17 * i), task=t, dropout=dropout(m), teacher=True,
+                             s.seed + 1000 * m + 17 * i), task=t, dropout=s.dropout(m), teacher=True,
                   tags={**role, "kd.member": str(m)})
-        for i, t in enumerate(taught) for m in range(s.members)
+        for i, t in enumerate(taught) for m in range(s.pool)
     ]
-    collects: list[Step] = [CollectStep(f"{t}-knowledge-{m}", model_ref(member_name(t, m)), "teacher", task=t,
-                                        tags=role) for t in taught for m in range(s.members)]
-    merges: list[Step] = [MergeStep(f"{t}-knowledge", tuple(f"{t}-knowledge-{m}" for m in range(s.members)), "teacher",
-                                    task=t, tags=role) for t in taught]
 
     student_seed = s.seed + 1
     multi = s.training(s.epochs, s.learning_rate, student_seed, sampler="tasks")
@@ -167,15 +201,27 @@ def mtdnn_recipe(settings: MTDNNSettings, ws: Workspace) -> Recipe:
                       for source, label in (("student", "student"), ("student-vanilla", "vanilla"))
                       if source == "student" or s.baseline for t in names]
 
-    evaluations: list[Step] = [EvaluateStep(f"eval-{name}", (model_ref(name),), "teacher", task=t)
-                               for t in taught for name in members[t]]
-    evaluations += [EvaluateStep(f"eval-{t}-ensemble", tuple(model_ref(n) for n in members[t]), "teacher", task=t)
-                    for t in taught]
-    for step in [*students, *fine_tuned]:
-        assert isinstance(step, TrainStep)
-        evaluations.append(EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student", task=step.task))
+    def stages(done: Mapping[str, Result]) -> Iterator[list[Step]]:
+        yield pretraining
+        yield teachers
+        kept = {t: kept_members(s, t, done) for t in taught}  # a pool chooses on dev: after its candidates trained
+        yield [CollectStep(f"{t}-knowledge-{m}", model_ref(member_name(t, m)), "teacher", task=t, tags=role)
+               for t in taught for m in kept[t]]
+        yield [MergeStep(f"{t}-knowledge", tuple(f"{t}-knowledge-{m}" for m in kept[t]), "teacher", task=t, tags=role)
+               for t in taught]
+        yield students
+        yield fine_tuned
+        evaluations: list[Step] = [EvaluateStep(f"eval-{member_name(t, m)}", (model_ref(member_name(t, m)),),
+                                                "teacher", task=t) for t in taught for m in range(s.pool)]
+        evaluations += [EvaluateStep(f"eval-{t}-ensemble", tuple(model_ref(member_name(t, m)) for m in kept[t]),
+                                     "teacher", task=t) for t in taught]
+        for step in [*students, *fine_tuned]:
+            assert isinstance(step, TrainStep)
+            evaluations.append(EvaluateStep(f"eval-{step.name}", (model_ref(step.name),), "student", task=step.task))
+        yield evaluations
 
-    return in_order(pretraining, teachers, collects, merges, students, fine_tuned, evaluations)
+    planned = sum(1 for stage in (pretraining, teachers, taught, taught, students, fine_tuned) if stage) + 1
+    return staged(stages, planned)
 
 
 # ---------------------------------------------------------------------------- summary
@@ -213,8 +259,9 @@ def summarise(results: Mapping[str, Result], settings: MTDNNSettings, ws: Worksp
             row["test"][label] = own[primary]
             row["test_scores"][label] = own
         if t in taught:
-            row["members_test"] = [results[f"eval-{member_name(t, m)}"]["primary"] for m in range(settings.members)]
-            row["members_dev"] = [results[member_name(t, m)]["primary"] for m in range(settings.members)]
+            row["members_test"] = [results[f"eval-{member_name(t, m)}"]["primary"] for m in range(settings.pool)]
+            row["members_dev"] = [results[member_name(t, m)]["primary"] for m in range(settings.pool)]
+            row["ensemble_members"] = kept_members(settings, t, results)
         tasks[t] = row
     labels = [label for label, _ in _columns(settings) if label != "ensemble"]
     average = {label: float(np.mean([row["test"][label] for row in tasks.values()])) for label in labels}

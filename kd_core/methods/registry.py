@@ -74,7 +74,8 @@ class MethodSpec:
 
         def plan(steps: Sequence[Step]) -> list[Result]:
             planned.extend(steps)
-            return [{} for _ in steps]  # recipes plan from which steps finished, not from their numbers
+            return [{} for _ in steps]  # recipes plan from which steps finished; a choice by score (an MT-DNN
+            # teacher pool) sees no scores here and keeps its first candidates
 
         drive(self.recipe(settings, ws), plan, until=is_teacher)
         return planned
