@@ -12,7 +12,8 @@ those steps). Variants are named by what the student's loss contains:
 * ``ATT, then CE+KD+ANS`` (``stagewise``);
 * ``CE+KD+ANS+ATT, confusing per window`` (the earlier rule, against the paper's per question).
 
-Prints one JSON object: per variant the student's dev F1 per seed and the mean. With ``--out FILE``
+Prints one JSON object: per variant the student's dev F1 (where choices are made) and test F1
+(``<name> [test]``, read by no choice) per seed and the mean. With ``--out FILE``
 it also writes that object after every finished seed (``"complete": false`` until the last), so
 a long run stopped early keeps the seeds it finished. Runs in this process (no Ray, no MLflow).
 Never run as a test.
@@ -81,10 +82,15 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, float]:
             results = drive(a2d_recipe(variant, vws), lambda steps: [execute(s, vws, progress=True) for s in steps],
                             done=shared)
             out[name] = results["eval-student-dev"]["primary"]
+            out[f"{name} [test]"] = results["eval-student-test"]["primary"]
             if not changes:
-                out.update({f"member {i}": f1 for i, f1 in enumerate(summarise(results, variant, vws)["members_f1"])})
+                summary = summarise(results, variant, vws)
+                out.update({f"member {i}": f1 for i, f1 in enumerate(summary["members_f1"])})
+                out.update({f"member {i} [test]": f1 for i, f1 in enumerate(summary["test"]["members_f1"])})
                 out["CE (no knowledge)"] = results["student-no-kd"]["primary"]
+                out["CE (no knowledge) [test]"] = summary["test"]["student_no_kd_f1"]
                 out["ensemble"] = results["eval-ensemble-dev"]["primary"]
+                out["ensemble [test]"] = summary["test"]["ensemble_f1"]
             print(json.dumps({"seed": seed, name: out[name]}), file=sys.stderr, flush=True)
     return out
 
@@ -93,7 +99,8 @@ def report(values: dict, runs: dict[int, dict[str, float]], complete: bool, star
     """The benchmark's JSON object for the seeds finished so far."""
     names = list(next(iter(runs.values())))
     return {
-        "benchmark": "a2d_terms", "config": values, "split": "dev (A2D makes no choice on it)",
+        "benchmark": "a2d_terms", "config": values,
+        "split": "dev (where choices are made); the names ending in [test]: test, read by no choice",
         "seeds": list(runs), "complete": complete,
         "per_seed": runs, "mean": {n: statistics.mean(r[n] for r in runs.values()) for n in names},
         "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -58,9 +58,11 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, Any]:
     }
 
 
-def spread(values: list[float]) -> dict[str, float | None]:
-    """Mean and sample standard deviation (``None`` for one seed)."""
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+def spread(values: list[float]) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation (``None`` under two values) and how many seeds had a value (``gain_kept`` has
+    none where the ensemble does not beat its mean member)."""
+    return {"mean": statistics.mean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
 def report(values: dict[str, Any], runs: dict[str, dict[str, Any]], complete: bool) -> dict[str, Any]:
