@@ -11,6 +11,7 @@ from kd_core.engine.steps import MergeStep, TrainStep
 from kd_core.io.config_files import read_config_file
 from kd_core.io.errors import ConfigError
 from kd_core.methods.a2d import A2DSettings, a2d_recipe
+from tests.helpers import write_squad_file
 
 TINY = {"synthetic_size": 12, "vocab_size": 400, "teacher_epochs": 1.0, "epochs": 1.0}
 
@@ -127,6 +128,20 @@ def test_test_is_split_off_by_context_before_dev_and_read_by_evaluations_only(ws
     questions = len(json.loads(Path(given).read_text())["data"][0]["paragraphs"])  # one question each
     assert len(with_file.examples("test")) == questions and len(with_file.examples("train")) + len(
         with_file.examples("dev")) == questions  # the file is test; dev is carved from the training file alone
+    # A test file that shares contexts with the training file: their questions leave train and dev.
+    from kd_core.data.loaders import load_examples
+
+    pool = load_examples(_squad_v2(tmp_path / "pool.json", 5))
+    shared = write_squad_file(tmp_path / "shared.json", [{**ex, "id": f"t{i}"} for i, ex in enumerate(pool.select(range(4)))])
+    leaked = {" ".join(c.split()) for c in pool.select(range(4))["context"]}
+    clean = workspace(DistillConfig(train=str(tmp_path / "pool.json"), test=str(shared), vocab_size=400,
+                                    max_train_examples=20, run_dir=str(tmp_path / "clean")))
+    for split in ("train", "dev"):
+        assert not {" ".join(c.split()) for c in clean.examples(split)["context"]} & leaked
+    remaining = sum(" ".join(c.split()) not in leaked for c in pool["context"])
+    assert len(clean.examples("train")) <= 20 < remaining - len(clean.examples("dev"))  # the limit cut train
+    kept = {s.name: s for s in _plan(A2DSettings(members=1, keep_best=True), ws)}
+    assert kept["student"].keep_best and kept["student-no-kd"].keep_best and not kept["member-0"].keep_best
     for bad, field in (({"test": given}, "train"), ({"dev_fraction": 0.5, "test_fraction": 0.45}, "dev_fraction"),
                        ({"eval": ("x/test",)}, "eval")):
         with pytest.raises(ConfigError) as err:

@@ -76,7 +76,7 @@ def test_errors_name_the_option_as_the_user_writes_it():
         _parse(["--top-k", "many"])  # argparse refuses a non-integer itself
 
 
-@pytest.mark.parametrize("name", ["imm_mrqa_domains.yaml", "a2d_xquad.yaml", "a2d_paper.yaml"])
+@pytest.mark.parametrize("name", ["imm_mrqa_domains.yaml", "a2d_xquad.yaml", "a2d_paper.yaml", "a2d_squad_xquad.yaml"])
 def test_shipped_config_files_are_valid_options_of_their_job(name):
     """A renamed option or a value of the wrong type in a shipped config file fails here, not in a user's run."""
     path = Path(__file__).resolve().parents[1] / "configs" / name

@@ -79,7 +79,9 @@ class SpanQAData:
 
     ``test`` (reported numbers) is no choice's: the ``--test`` file, else a share ``test_fraction``
     of the training contexts, split off first; ``dev`` (every choice) is the ``--dev`` file, else a
-    share ``dev_fraction`` of the training contexts, split off the rest.
+    share ``dev_fraction`` of the training contexts, split off the rest. Training and dev
+    questions whose context is also in a ``--test`` file are dropped (and counted on stderr):
+    a test file must not leak into what trains or chooses.
     """
 
     train: str | None = option(None, "training data: SQuAD JSON, MRQA jsonl(.gz) or hf:NAME (default: the embedded "
@@ -90,6 +92,8 @@ class SpanQAData:
                               "by context)", "data")
     eval: tuple[str, ...] = option((), "extra SQuAD-format evaluation file", "data")
     synthetic_size: int = option(200, "synthetic questions per domain", "data")
+    max_train_examples: int | None = option(None, "keep at most this many training questions (whole contexts, "
+                                            "seeded)", "data")
     dev_fraction: float = option(0.2, "share of contexts split off as dev when --dev is absent", "data")
     test_fraction: float = option(0.2, "share of contexts split off as test when --test is absent", "data")
     vocab_size: int = option(2000, "WordPiece vocabulary trained for preset models", "data")
@@ -103,7 +107,8 @@ class SpanQAData:
         object.__setattr__(self, "eval", tuple(self.eval))
         checks = {"synthetic_size": self.synthetic_size >= 2, "vocab_size": self.vocab_size >= 100,
                   "max_answer_length": self.max_answer_length >= 1, "dev_fraction": 0 < self.dev_fraction < 1,
-                  "test_fraction": 0 < self.test_fraction < 1}
+                  "test_fraction": 0 < self.test_fraction < 1,
+                  "max_train_examples": self.max_train_examples is None or self.max_train_examples >= 1}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError("data", name, f"invalid value {getattr(self, name)!r}")

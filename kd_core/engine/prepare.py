@@ -29,6 +29,7 @@ vocabulary), which only example-keyed tasks allow: span-QA knowledge is per toke
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from kd_core.data.domain_settings import ALL_DEV, DataSettings, eval_split
 from kd_core.data.domains import load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
+from kd_core.data.split import limit_by_context
 from kd_core.data.synthetic import generate
 from kd_core.data.synthetic_sentences import generate_task
 from kd_core.engine.data_options import DataOptions, MultiTaskData, SpanQAData, StudentsData
@@ -75,10 +77,15 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
         dev_share /= 1 - options.test_fraction  # dev_fraction is a share of all the training contexts
     else:
         test = load_examples(options.test, split="test")
+        train = without_contexts_of(train, test, options.train or "the training data")
     if options.dev is None:
         train, dev = task.split(train, dev_share, options.seed + 1)
     else:
         dev = load_examples(options.dev, split="validation")
+        if options.test is not None:
+            dev = without_contexts_of(dev, test, options.dev)
+    if options.max_train_examples is not None:
+        train = limit_by_context(train, options.max_train_examples, options.seed)
     splits = {"train": train, "dev": dev, "test": test, **extra}
     for name, rows in splits.items():
         if len(rows) == 0:
@@ -87,6 +94,21 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
     ws = Workspace(task, splits, tokenizers, options.windows, str(run_dir))
     ws.check_features()
     return ws
+
+
+def without_contexts_of(examples: Dataset, test: Dataset, source: str) -> Dataset:
+    """``examples`` without the questions whose context (whitespace aside) is also a test context; one stderr line
+    says how many were dropped."""
+    def same_text(context: str) -> str:
+        return " ".join(context.split())
+
+    held_out = {same_text(context) for context in test["context"]}
+    keep = [i for i, context in enumerate(examples["context"]) if same_text(context) not in held_out]
+    if len(keep) == len(examples):
+        return examples
+    print(f"data: dropped {len(examples) - len(keep)} of {len(examples)} questions of {source} whose context is in "
+          f"the test file", file=sys.stderr, flush=True)
+    return examples.select(keep)
 
 
 def build_domain_workspace(data: DataSettings, max_answer_length: int, tokenizer_name: str,

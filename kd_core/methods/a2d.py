@@ -13,7 +13,8 @@ Steps (names are the run directory's ``steps/<name>``):
    ``L = L_CE + lambda tau^2 L_KD + gamma L_ANS + delta L_ATT`` (Eq. 1 with the vanilla-KD
    weight ``lambda = alpha``; every span term sums its start and end parts, see
    :mod:`kd_core.objectives.losses`; span CE only with ``no_kd``, which skips steps 2);
-   ``student-no-kd`` the same on CE only (``baseline``). ``stagewise`` trains instead in two
+   ``student-no-kd`` the same on CE only (``baseline``); with ``keep_best`` both keep their
+   best epoch on dev (the epoch count chosen on dev, the same budget for both). ``stagewise`` trains instead in two
    stages (Table 5's "stage-wise"): ``student-attention`` on ``delta L_ATT`` alone for
    ``attention_epochs``, then ``student`` from it on ``L_CE + lambda tau^2 L_KD + gamma L_ANS``;
 4. ``eval-ensemble-<split>``, ``eval-student-<split>``: the ensemble (averaged
@@ -80,6 +81,8 @@ class A2DSettings:
     learning_rate: float = option(2e-3, "peak learning rate (linear warm-up and decay)", "model", alias="--lr")
     no_kd: bool = option(False, "train the student without knowledge (no knowledge is collected)", "model")
     baseline: bool = option(True, "also train the same student without knowledge (student-no-kd)", "model")
+    keep_best: bool = option(False, "the student and the no-KD student keep their best epoch on dev (epochs chosen on "
+                             "dev, both given --epochs as the budget)", "model")
     student_workers: int = option(1, "data-parallel workers of the student (1: one worker; more: Ray Train)", "job")
     seed: int = option(0, "seed of data splits, initialisation and batch order", "data")
 
@@ -161,12 +164,12 @@ def a2d_recipe(settings: A2DSettings, ws: Workspace) -> Recipe:
     if s.baseline:
         warm_up.append(TrainStep("student-no-kd", s.student_model, s.seed + 1, "teacher", (TermSpec("hard"),),
                                  s.training(s.epochs, s.seed + 1), keep_layers=s.kept_layers,
-                                 workers=s.student_workers, tags={"kd.role": "baseline"}))
+                                 workers=s.student_workers, keep_best=s.keep_best, tags={"kd.role": "baseline"}))
     student: list[Step] = [
         TrainStep("student", model_ref("student-attention") if s.stagewise else s.student_model, s.seed + 1,
                   "teacher", (TermSpec("hard"), *kd_terms), s.training(s.epochs, s.seed + 1),
                   knowledge=None if s.no_kd else "knowledge", keep_layers=None if s.stagewise else s.kept_layers,
-                  workers=s.student_workers, tags={"kd.role": "student"}),
+                  workers=s.student_workers, keep_best=s.keep_best, tags={"kd.role": "student"}),
     ]
     evaluations: list[Step] = []
     if s.teacher_epochs == 0:
