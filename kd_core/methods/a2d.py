@@ -65,7 +65,7 @@ class A2DSettings:
                                         "default: all)", "model")
     members: int = option(2, "ensemble size N (paper: 12)", "model")
     teacher_epochs: float = option(20.0, "epochs of each member (0: the teacher model as it is)", "model")
-    epochs: float = option(4.0, "epochs of the student", "model")
+    epochs: float = option(8.0, "epochs of the student (8, not 4: chosen on dev)", "model")
     tau: float = option(2.0, "temperature of the soft targets", "model")
     gamma: float = option(0.3, "weight of the answer-margin loss", "model")
     delta: float = option(0.1, "weight of the attention MSE (0: no attention is collected)", "model")
