@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jobs.distill import DistillConfig, workspace  # noqa: E402
+from jobs.distill import DistillConfig, values_from_job_config, workspace  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive, is_teacher  # noqa: E402
 from kd_core.engine.workspace import absolute_result  # noqa: E402
-from kd_core.io.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.methods.a2d import a2d_recipe, summarise  # noqa: E402
 from kd_core.methods.registry import METHODS  # noqa: E402
@@ -118,10 +118,7 @@ def main() -> int:
                    help="an option of python jobs/distill.py (repeatable), e.g. --set epochs=6")
     p.add_argument("--out", type=Path, help="also write the results to FILE after every finished seed")
     args = p.parse_args()
-    values = {"members": 2, **(read_config_file(args.config) if args.config else {}),
-              **parse_overrides(args.overrides)}
-    for key in ("run_dir", "experiment", "tracking_uri", "max_concurrency", "register_as"):  # the job's own options
-        values.pop(key, None)
+    values = values_from_job_config(args.config, parse_overrides(args.overrides), {"members": 2})
     base = build_config(DistillConfig, values, {}, source=args.config or "overrides")
     started = time.perf_counter()
     runs: dict[int, dict[str, float]] = {}

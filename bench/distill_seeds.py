@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jobs.distill import DistillConfig, run_distillation  # noqa: E402
-from kd_core.io.config_files import build_config, parse_overrides, read_config_file  # noqa: E402
+from jobs.distill import DistillConfig, run_distillation, values_from_job_config  # noqa: E402
+from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 
 #: The per-seed numbers, each on dev (choices) and test (reported).
@@ -89,10 +89,7 @@ def main() -> int:
                    help="an option of python jobs/distill.py (repeatable), e.g. --set teacher_epochs=8")
     p.add_argument("--out", type=Path, help="write the results to FILE after every seed; seeds in it are kept")
     args = p.parse_args()
-    values = {"members": 2, **(read_config_file(args.config) if args.config else {}),
-              **parse_overrides(args.overrides)}
-    for key in ("run_dir", "experiment", "tracking_uri", "max_concurrency", "register_as"):  # the job's own options
-        values.pop(key, None)
+    values = values_from_job_config(args.config, parse_overrides(args.overrides), {"members": 2})
     base = build_config(DistillConfig, values, {}, source=args.config or "overrides")
     runs: dict[str, dict[str, Any]] = {}
     if args.out and args.out.exists():

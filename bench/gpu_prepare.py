@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kd_core.data.loaders import load_examples  # noqa: E402
+from kd_core.data.split import same_text  # noqa: E402
 
 #: What the suite reads from the data folder (names inside ``gpu_data/``).
 TRAIN_FILE = "squad_without_xquad.jsonl.gz"
@@ -62,11 +63,6 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def same_text(context: str) -> str:
-    """A context with its whitespace runs joined into single spaces: two copies of a paragraph compare equal."""
-    return " ".join(context.split())
 
 
 def without_contexts(mrqa: Path, held_out: Path, out: Path) -> dict[str, int]:

@@ -112,13 +112,13 @@ from gpu_prepare import (  # noqa: E402
     MODEL_FILES,
     TRAIN_FILE,
     WEIGHTS_FILE,
-    same_text,
 )
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import BertConfig, BertForQuestionAnswering  # noqa: E402
 
 from kd_core.data.batches import num_question_tokens  # noqa: E402
 from kd_core.data.loaders import load_examples  # noqa: E402
+from kd_core.data.split import same_text  # noqa: E402
 from kd_core.data.synthetic import generate  # noqa: E402
 from kd_core.engine.inputs import objective_for  # noqa: E402
 from kd_core.engine.local import in_order, run_locally  # noqa: E402

@@ -30,6 +30,7 @@ from kd_core.engine.data_options import SpanQAData  # noqa: E402
 from kd_core.engine.local import run_locally  # noqa: E402
 from kd_core.engine.steps import Result  # noqa: E402
 from kd_core.io.cli import Command  # noqa: E402
+from kd_core.io.config_files import read_config_file  # noqa: E402
 from kd_core.io.errors import ConfigError  # noqa: E402
 from kd_core.io.options import MethodConfig, option, part  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
@@ -59,6 +60,18 @@ class DistillConfig(MethodConfig, A2DSettings, SpanQAData, Compute):
         super().__post_init__()
         if self.student_workers != 1:
             raise ConfigError("distill", "student_workers", "one process trains on one worker; use jobs/a2d.py")
+
+
+#: Options of the Ray job (jobs/a2d.py) that a single-process distillation has no use for.
+JOB_ONLY = ("run_dir", "experiment", "tracking_uri", "max_concurrency", "register_as")
+
+
+def values_from_job_config(config_file: str | None, overrides: dict[str, Any],
+                           defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keys of a ``jobs/a2d.py`` config file (if any) with ``overrides`` on top, as options of this command:
+    the Ray job's own options (:data:`JOB_ONLY`) dropped; ``defaults`` under both."""
+    values = {**(defaults or {}), **(read_config_file(config_file) if config_file else {}), **overrides}
+    return {key: value for key, value in values.items() if key not in JOB_ONLY}
 
 
 def workspace(config: DistillConfig) -> Workspace:
@@ -106,14 +119,14 @@ def describe(results: dict[str, Result], config: DistillConfig, ws: Workspace) -
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable table of the run."""
-    rows = [("teacher", summary["teacher_f1"], summary["teacher_parameters"]),
-            ("student", summary["student_f1"], summary["student_parameters"])]
-    if "student_no_kd_f1" in summary:
-        rows.append(("student without kd", summary["student_no_kd_f1"], summary["student_parameters"]))
     test = summary["test"]
-    reported = [test["ensemble_f1"], test["student_f1"]] + ([test["student_no_kd_f1"]] if len(rows) == 3 else [])
+    rows = [("teacher", summary["teacher_f1"], test["ensemble_f1"], summary["teacher_parameters"]),
+            ("student", summary["student_f1"], test["student_f1"], summary["student_parameters"])]
+    if "student_no_kd_f1" in summary:
+        rows.append(("student without kd", summary["student_no_kd_f1"], test["student_no_kd_f1"],
+                     summary["student_parameters"]))
     lines = [f"{'model':<20} {'dev F1':>7} {'test F1':>8} {'params':>9}"]
-    lines += [f"{name:<20} {f1:>7.2f} {t:>8.2f} {params:>9,}" for (name, f1, params), t in zip(rows, reported)]
+    lines += [f"{name:<20} {dev:>7.2f} {reported:>8.2f} {params:>9,}" for name, dev, reported, params in rows]
     if "confusing_answer_share" in summary:
         lines.append(f"knowledge: {summary['knowledge_bytes_per_feature']:.0f} bytes/feature, "
                      f"{100 * summary['confusing_answer_share']:.0f}% of features have a confusing answer")

@@ -22,10 +22,10 @@ ALL_DEV = "all.dev"
 
 @dataclass(frozen=True)
 class EvalFile:
-    """One ``--eval`` file: where it is and the domains whose final models score it (every domain: ``()``)."""
+    """One ``--eval`` file: where it is and the domains whose final models score it."""
 
     path: str
-    domains: tuple[str, ...] = ()
+    domains: tuple[str, ...]
 
     @property
     def name(self) -> str:

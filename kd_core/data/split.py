@@ -82,6 +82,11 @@ def _rank(group: _Group, seed: int) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
+def same_text(context: str) -> str:
+    """A context with its whitespace runs joined into single spaces: two copies of a paragraph compare equal."""
+    return " ".join(context.split())
+
+
 def limit_by_context(ds: Dataset, max_questions: int, seed: int) -> Dataset:
     """At most ``max_questions`` questions, taking whole contexts in seeded-hash order.
 

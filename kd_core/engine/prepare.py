@@ -42,7 +42,7 @@ from kd_core.data.domain_settings import ALL_DEV, DataSettings, eval_split
 from kd_core.data.domains import load_domain_examples, shared_tokenizer
 from kd_core.data.features import FeatureConfig
 from kd_core.data.loaders import load_examples
-from kd_core.data.split import limit_by_context
+from kd_core.data.split import limit_by_context, same_text
 from kd_core.data.synthetic import generate
 from kd_core.data.synthetic_sentences import generate_task
 from kd_core.engine.data_options import DataOptions, MultiTaskData, SpanQAData, StudentsData
@@ -97,11 +97,8 @@ def build_span_workspace(options: SpanQAData, teacher_model: str, student_model:
 
 
 def without_contexts_of(examples: Dataset, test: Dataset, source: str) -> Dataset:
-    """``examples`` without the questions whose context (whitespace aside) is also a test context; one stderr line
-    says how many were dropped."""
-    def same_text(context: str) -> str:
-        return " ".join(context.split())
-
+    """``examples`` without the questions whose context (:func:`~kd_core.data.split.same_text`) is also a test
+    context; one stderr line says how many were dropped."""
     held_out = {same_text(context) for context in test["context"]}
     keep = [i for i, context in enumerate(examples["context"]) if same_text(context) not in held_out]
     if len(keep) == len(examples):
