@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from bench.spreads import spread  # noqa: E402
 from jobs.distill import DistillConfig, run_distillation, values_from_job_config  # noqa: E402
 from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
@@ -56,13 +57,6 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, Any]:
         "seconds": summary["seconds"],
         "examples": {split: summary[f"{split}_examples"] for split in ("train", "dev", "test")},
     }
-
-
-def spread(values: list[float]) -> dict[str, float | int | None]:
-    """Mean, sample standard deviation (``None`` under two values) and how many seeds had a value (``gain_kept`` has
-    none where the ensemble does not beat its mean member)."""
-    return {"mean": statistics.mean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
 def report(values: dict[str, Any], runs: dict[str, dict[str, Any]], complete: bool) -> dict[str, Any]:

@@ -5,8 +5,8 @@ For every seed, the IMM recipe runs in one process (no Ray, no MLflow) with the 
 data, splits, tokenizer and single-domain models. ``--variant NAME:KEY=VALUE[,KEY=VALUE]``
 adds IMM runs with other settings on the same seeds (e.g. the ablations -KD1, -KD2, -SIMI, or
 another ``kd_target``); a variant runs IMM alone and reuses nothing. Prints one JSON object.
-``--set KEY=VALUE`` overrides any data or recipe option (``--set config=FILE`` is not read:
-pass ``--config``). With ``--out FILE`` the object is also written after every finished seed
+``--set KEY=VALUE`` overrides any data, recipe or compute option (e.g.
+``--set dynamic_padding=false``; ``--set config=FILE`` is not read: pass ``--config``). With ``--out FILE`` the object is also written after every finished seed
 (``"complete": false`` until the last), so a long run stopped early keeps the seeds it
 finished. Never run as a test.
 
@@ -39,16 +39,21 @@ from kd_core.io.config_files import build_config, parse_overrides, read_config_f
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.methods.imm import METHODS, TOKENIZER, IMMSettings, imm_recipe  # noqa: E402
 from kd_core.methods.imm_summary import summarise  # noqa: E402
+from kd_core.training.compute import Compute  # noqa: E402
 
 
 def run_once(values: dict[str, Any], seed: int) -> dict[str, Any]:
     """One recipe run; its summary's per-method dev and test F1 (per domain and average)."""
     data_keys = {f.name for f in fields(DataSettings)}
+    compute_keys = {f.name for f in fields(Compute)}
     data = build_config(DataSettings, {k: v for k, v in values.items() if k in data_keys}, {"seed": seed}, "--set")
-    settings = build_config(IMMSettings, {k: v for k, v in values.items() if k not in data_keys or k == "model"},
+    settings = build_config(IMMSettings, {k: v for k, v in values.items()
+                                          if (k not in data_keys or k == "model") and k not in compute_keys},
                             {"seed": seed}, "--set")
+    compute = build_config(Compute, {k: v for k, v in values.items() if k in compute_keys}, {}, "--set")
     with tempfile.TemporaryDirectory() as run_dir:
         ws = build_domain_workspace(data, settings.max_answer_length, TOKENIZER, run_dir)
+        ws.compute = compute
         summary = summarise(run_locally(imm_recipe(settings, ws), ws, progress=True), settings, ws)
     methods = {settings.method: summary, **summary["baselines"]}
     out = {m: {k: s[k] for k in ("dev_f1", "test_f1", "average_dev_f1", "average_test_f1")} for m, s in methods.items()}

@@ -6,11 +6,12 @@ same initialisation, gold labels only), the teacher's, and each model's size and
 ``--set tasks=glue``).
 
 ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds, per seed, the students trained with other
-settings (e.g. ``mse-only:loss=mse,alpha=1``), in their own run directory. A variant reuses
-every teacher step whose definition it shares with the base run (the teacher, and its
-knowledge unless the transfer set changes), so its students distil from the same teacher.
+settings (e.g. ``mse-only:loss=mse,alpha=1``), in their own run directory. A variant on the same data
+reuses every teacher step whose definition it shares with the base run (the teacher, and its
+knowledge unless the transfer set changes), so its students distil from the same teacher; a
+variant that changes the data (e.g. ``synthetic_size``) trains its own.
 Its no-KD students are not retrained unless it says ``baseline=true``: its ``gain_vs_base``
-is its test metric minus the base run's no-KD student's (a fair gain when the variant
+(``dev_gain_vs_base`` on dev) is its test metric minus the base run's no-KD student's (a fair gain when the variant
 changes only the distillation; say ``baseline=true`` when it changes the students' training).
 ``--breakdown`` (classification tasks) adds, per model, its test accuracy on the examples
 whose words are all in the BiLSTM's word vocabulary (``test_known_words``) and on those with
@@ -18,7 +19,10 @@ at least one word outside it (``test_unknown_words``, read as ``[UNK]`` by the B
 BERTs spell every word in word pieces), and the share of test examples on which it predicts
 what the teacher predicts (``agrees_with_teacher``); and per seed the share of such test
 examples and the unknown-word rate and mean length of the train and test splits. Prints one
-JSON object with the per-seed numbers and the means. Never run as a test.
+JSON object with the per-seed numbers and, per number, the mean and sample standard deviation
+over seeds (``{"mean", "std", "n"}``). With ``--out FILE`` the object is written after every
+finished seed (``"complete": false`` until the last); a rerun with the same settings keeps the
+seeds already in FILE. Never run as a test.
 
     python bench/students_seeds.py --seeds 0 1 2 > bench/results/students_seeds_<date>.json
 """
@@ -43,11 +47,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from bench.spreads import spread  # noqa: E402
 from kd_core.engine.execute import execute  # noqa: E402
 from kd_core.engine.local import drive  # noqa: E402
 from kd_core.engine.prepare import StudentsData, build_students_workspace  # noqa: E402
 from kd_core.engine.steps import CollectStep, model_ref  # noqa: E402
-from kd_core.engine.workspace import Workspace  # noqa: E402
+from kd_core.engine.workspace import Workspace, absolute_result  # noqa: E402
 from kd_core.io.config_files import build_config, parse_overrides  # noqa: E402
 from kd_core.io.run_files import write_atomic  # noqa: E402
 from kd_core.knowledge.table import read_knowledge, unfixed  # noqa: E402
@@ -72,13 +77,14 @@ def run(data: StudentsData, settings: StudentsSettings, run_dir: Path,
     ws = build_students_workspace(data, settings.teacher_model, run_dir)
     plan = {step.name: step for step in METHODS["students"].teacher_plan(settings, ws)}
     shared: dict[str, Any] = {}
-    if teachers is not None:
-        shared = {name: teachers["results"][name] for name, step in plan.items() if teachers["plan"].get(name) == step}
+    if teachers is not None and teachers["data"] == data:  # same data: equal teacher steps give equal results
+        shared = {name: absolute_result(teachers["results"][name], teachers["store"])  # names the base run's files
+                  for name, step in plan.items() if teachers["plan"].get(name) == step}
         for name, result in shared.items():  # the variant's run directory holds the shared results
             write_atomic(ws.result_path(name), json.dumps(result))
     results = drive(students_recipe(settings, ws), lambda steps: [execute(step, ws) for step in steps], done=shared)
     summary = summarise(results, settings, ws.task.name, ws.task.primary_metric)
-    return {"plan": plan, "results": results}, summary, ws
+    return {"plan": plan, "results": results, "store": ws.store, "data": data}, summary, ws
 
 
 def unknown_words(ws: Workspace, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,19 +136,49 @@ def breakdown(ws: Workspace, models: dict[str, dict[str, Any]], settings: Studen
 
 
 def rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per model, the reported fields of a summary."""
-    return {name: {f: row[f] for f in FIELDS if f in row} for name, row in summary["models"].items()}
+    """Per model, the reported fields of a summary, with KD's gain on dev (``dev_kd_gain``) where both ran."""
+    out = {name: {f: row[f] for f in FIELDS if f in row} for name, row in summary["models"].items()}
+    for row in out.values():
+        if "dev" in row and "dev_no_kd" in row:
+            row["dev_kd_gain"] = row["dev"] - row["dev_no_kd"]
+    return out
 
 
-def means(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Per model and field, the mean over the seeds that have a value (``None`` where none has)."""
+def means(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Per model and field, the mean and sample spread over the seeds that have a value."""
     first = per_seed[0]["models"]
+    return {name: {f: spread([s["models"][name][f] for s in per_seed if s["models"][name].get(f) is not None])
+                   for f in first[name]} for name in first}
 
-    def mean(values: list[float | None]) -> float | None:
-        present = [v for v in values if v is not None]
-        return statistics.mean(present) if present else None
 
-    return {name: {f: mean([s["models"][name][f] for s in per_seed]) for f in first[name]} for name in first}
+def against_base(models: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> None:
+    """Adds to each variant model the gain over the base run's no-KD student of its kind, on dev and test."""
+    for kind, row in models.items():
+        for split in ("dev", "test"):
+            if f"{split}_no_kd" in base.get(kind, {}) and split in row:
+                row["gain_vs_base" if split == "test" else "dev_gain_vs_base"] = row[split] - base[kind][f"{split}_no_kd"]
+
+
+def report(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[str, dict[str, Any]],
+           runs: dict[str, dict[str, Any]], started: float, complete: bool) -> dict[str, Any]:
+    """The benchmark's JSON object for the seeds finished so far (``runs``: seed -> base and variant rows)."""
+    per_seed = list(runs.values())
+    mean = means(per_seed)
+    return {
+        "benchmark": "students_seeds", "seeds": [r["seed"] for r in per_seed], "complete": complete,
+        "overrides": overrides, "task": per_seed[0]["task"], "primary_metric": per_seed[0]["primary_metric"],
+        "splits": {"dev": "where choices are made (compare settings on it)", "test": "reported, read by no choice"},
+        "per_seed": [{k: v for k, v in r.items() if k not in ("variants", "task", "primary_metric")} for r in per_seed],
+        "mean": mean,
+        "kd_beats_no_kd": {name: row["kd_gain"]["mean"] > 0 for name, row in mean.items() if "kd_gain" in row},
+        "variants": {name: {"settings": variants[name],
+                            "per_seed": [{"seed": r["seed"], "models": r["variants"][name]} for r in per_seed],
+                            "mean": means([{"models": r["variants"][name]} for r in per_seed])} for name in variants},
+        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/students_seeds.py " + " ".join(sys.argv[1:]),
+    }
 
 
 def main() -> None:
@@ -150,6 +186,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--out", type=Path, help="write the results to FILE after every seed; seeds in it are kept")
     p.add_argument("--breakdown", action="store_true",
                    help="test accuracy with and without BiLSTM-unknown words, agreement with the teacher")
     args = p.parse_args()
@@ -162,42 +199,44 @@ def main() -> None:
         (definition,) = configs(overrides, args.seeds[0])[0].multitask().definitions()
         if definition.task().kind != "classification":
             p.error(f"--breakdown reads class predictions; task {definition.name!r} is {definition.task().kind}")
-    per_seed: list[dict] = []
-    variant_seeds: dict[str, list[dict]] = {name: [] for name in variants}
+    runs: dict[str, dict[str, Any]] = {}
+    if args.out and args.out.exists():
+        earlier = json.loads(args.out.read_text())
+        if earlier.get("overrides") == overrides and set(earlier.get("variants", {})) == set(variants) and all(
+                earlier["variants"][name]["settings"] == variants[name] for name in variants):
+            for row in earlier["per_seed"]:
+                if row["seed"] in args.seeds:
+                    runs[str(row["seed"])] = {**row, "task": earlier["task"], "primary_metric": earlier["primary_metric"],
+                                              "variants": {name: next(v["models"] for v in earlier["variants"][name]
+                                                                      ["per_seed"] if v["seed"] == row["seed"])
+                                                           for name in variants}}
     started = time.perf_counter()
     for seed in args.seeds:
+        if str(seed) in runs:
+            continue
         with tempfile.TemporaryDirectory(prefix=f"students-seeds-{seed}-") as tmp:
             root = Path(tmp)
             data, settings = configs(overrides, seed)
             teachers, summary, ws = run(data, settings, root / "base")
-            per_seed.append({"seed": seed, "models": rows(summary)})
+            row: dict[str, Any] = {"seed": seed, "models": rows(summary), "task": summary["task"],
+                                   "primary_metric": summary["primary_metric"], "variants": {}}
             if args.breakdown:
-                per_seed[-1]["splits"] = breakdown(ws, per_seed[-1]["models"], settings)
-            print(json.dumps(per_seed[-1]), file=sys.stderr, flush=True)
+                row["splits"] = breakdown(ws, row["models"], settings)
+            print(json.dumps({k: row[k] for k in ("seed", "models")}), file=sys.stderr, flush=True)
             for name, values in variants.items():
                 data, settings = configs(values, seed)
                 _, variant, ws = run(data, settings, root / name, teachers)
                 models = rows(variant)
                 if args.breakdown:
                     breakdown(ws, models, settings)
-                for kind, row in models.items():
-                    if "test_no_kd" in per_seed[-1]["models"].get(kind, {}):
-                        row["gain_vs_base"] = row["test"] - per_seed[-1]["models"][kind]["test_no_kd"]
-                variant_seeds[name].append({"seed": seed, "models": models})
-                print(json.dumps({"variant": name, **variant_seeds[name][-1]}), file=sys.stderr, flush=True)
-    mean = means(per_seed)
-    print(json.dumps({
-        "benchmark": "students_seeds", "seeds": args.seeds, "overrides": overrides, "task": summary["task"],
-        "primary_metric": summary["primary_metric"], "per_seed": per_seed, "mean": mean,
-        "kd_beats_no_kd": {name: row["kd_gain"] > 0 for name, row in mean.items() if "kd_gain" in row},
-        "variants": {name: {"settings": variants[name], "per_seed": variant_seeds[name],
-                            "mean": means(variant_seeds[name])} for name in variants},
-        "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/students_seeds.py " + " ".join(sys.argv[1:]),
-    }))
-
+                against_base(models, row["models"])
+                row["variants"][name] = models
+                print(json.dumps({"variant": name, "seed": seed, "models": models}), file=sys.stderr, flush=True)
+        runs[str(seed)] = row
+        if args.out:
+            write_atomic(args.out, json.dumps(report(args, overrides, variants, runs, started,
+                                                     len(runs) == len(args.seeds)), indent=1) + "\n")
+    print(json.dumps(report(args, overrides, variants, runs, started, True)))
 
 if __name__ == "__main__":
     main()
