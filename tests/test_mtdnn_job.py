@@ -19,9 +19,9 @@ TASKS = """tasks:
   - {name: preference, synthetic: preference, kind: regression, pair: true, size: 80}
   - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}
 """
-TINY = dict(members=2, teacher_epochs=1, teacher_fine_tune_epochs=1, epochs=2, fine_tune_epochs=1, batch_size=16,
+TINY = dict(members=2, candidates=0, teacher_epochs=1, teacher_fine_tune_epochs=1, epochs=2, fine_tune_epochs=1, batch_size=16,
             vocab_size=300, max_length=40)
-CLI_TINY = ["--members", "2", "--teacher-epochs", "1", "--teacher-fine-tune-epochs", "1", "--epochs", "2",
+CLI_TINY = ["--members", "2", "--candidates", "0", "--teacher-epochs", "1", "--teacher-fine-tune-epochs", "1", "--epochs", "2",
             "--fine-tune-epochs", "1", "--batch-size", "16", "--vocab-size", "300", "--max-length", "40"]
 TAUGHT = ("sentiment", "preference")
 ALL = (*TAUGHT, "rating")
@@ -65,6 +65,10 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
             sum(row["test"][label] for row in summary["tasks"].values()) / 3)
     table = (Path(summary["run_dir"]) / "summary_table.txt").read_text()
     assert table.startswith("task") and "rating" in table and "average" in table
+    assert set(summary["students"]) == {"student", "student-vanilla", "student-ft", "student-vanilla-ft"}
+    steps = Path(summary["run_dir"]) / "steps"
+    fine_tuned_dev = [json.loads((steps / f"{t}-student-ft" / "result.json").read_text())["primary"] for t in ALL]
+    assert summary["students"]["student-ft"]["dev_average"] == pytest.approx(sum(fine_tuned_dev) / 3)
 
     client, parent, children = job_tree(uri, summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["kd.method"] == "mtdnn"

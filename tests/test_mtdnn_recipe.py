@@ -34,14 +34,14 @@ def plan(settings: MTDNNSettings, ws) -> list[list]:
 
 
 def test_members_are_mt_dnn_models_fine_tuned_per_task_with_their_own_dropout(ws):
-    stages = plan(MTDNNSettings(members=2, member_dropouts=(0.1, 0.3)), ws)
+    stages = plan(MTDNNSettings(members=2, candidates=0, member_dropouts=(0.1, 0.3)), ws)
     pretrain, members = stages[0], stages[1]
     assert [s.name for s in pretrain] == ["teacher-mt-0", "teacher-mt-1"]
     assert all(s.task is None and s.config.sampler == "tasks" and s.teacher for s in pretrain)
     assert [(s.name, s.model, s.task, s.dropout) for s in members] == [
         ("sentiment-member-0", "@teacher-mt-0", "sentiment", 0.1), ("sentiment-member-1", "@teacher-mt-1", "sentiment", 0.3)]
     assert len({s.seed for s in pretrain}) == 2  # members differ by seed
-    single = plan(MTDNNSettings(members=2, teacher_multitask=False), ws)
+    single = plan(MTDNNSettings(members=2, candidates=0, teacher_multitask=False), ws)
     assert [(s.name, s.model) for s in single[0]] == [("sentiment-member-0", "tiny-bert"), ("sentiment-member-1", "tiny-bert")]
 
 
@@ -68,6 +68,9 @@ def test_a_teacher_pool_keeps_the_candidates_best_on_dev_as_the_ensemble(ws):
     assert {f"eval-sentiment-member-{m}" for m in range(6)} <= set(evaluations)  # every candidate on test
     assert recipe.planned == len(plan(settings, ws))
     assert MTDNNSettings(members=2, candidates=3, member_dropouts=(0.0, 0.1, 0.2)).dropout(2) == 0.2
+    default = MTDNNSettings()  # the paper's pool is the default (chosen on dev, docs/results.md)
+    assert (default.candidates, default.members, [default.dropout(m) for m in range(6)]) == (
+        6, 3, [0.1, 0.2, 0.3, 0.1, 0.2, 0.3])
 
 
 def test_students_share_initialisation_and_schedule_and_only_the_kd_student_reads_teachers(ws):
@@ -89,7 +92,7 @@ def test_students_share_initialisation_and_schedule_and_only_the_kd_student_read
 
 def test_a_sweep_shares_the_teacher_stages_and_refuses_teacher_settings(ws):
     spec = METHODS["mtdnn"]
-    shared = spec.teacher_plan(MTDNNSettings(members=2), ws)
+    shared = spec.teacher_plan(MTDNNSettings(members=2, candidates=0), ws)
     assert [s.name for s in shared] == ["teacher-mt-0", "teacher-mt-1", "sentiment-member-0", "sentiment-member-1",
                                         "sentiment-knowledge-0", "sentiment-knowledge-1", "sentiment-knowledge"]
     for name, value in (("alpha", 0.3), ("tau", 2.0), ("learning_rate", 5e-4)):
@@ -100,9 +103,10 @@ def test_a_sweep_shares_the_teacher_stages_and_refuses_teacher_settings(ws):
 
 @pytest.mark.parametrize("bad, message", [
     ({"members": 0}, "members"), ({"alpha": -0.1}, "alpha"), ({"tau": 0.0}, "tau"),
-    ({"members": 2, "member_dropouts": (0.1,)}, "one rate per member"), ({"member_dropouts": (0.1, 0.2, 1.0)}, "[0, 1)"),
+    ({"members": 2, "candidates": 0, "member_dropouts": (0.1,)}, "one rate per member"),
+    ({"candidates": 3, "member_dropouts": (0.1, 0.2, 1.0)}, "[0, 1)"),
     ({"fine_tune_epochs": -1.0}, "fine_tune_epochs"),
-    ({"members": 3, "candidates": 2}, "at least 3"), ({"candidates": 4, "member_dropouts": (0.1, 0.2, 0.3)}, "per candidate"),
+    ({"members": 3, "candidates": 2}, "at least 3"), ({"members": 8}, "--candidates 0: no pool"), ({"candidates": 4, "member_dropouts": (0.1, 0.2, 0.3)}, "per candidate"),
 ])
 def test_invalid_settings_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):

@@ -3,13 +3,14 @@ Knowledge Distillation for Natural Language Understanding") as a recipe.
 
 Steps (``<t>`` a task of the multi-task workspace, :class:`~kd_core.tasks.multitask.MultiTask`):
 
-1. Teacher steps, ``members`` per task with a teacher, differing by seed (and, with
-   ``member_dropouts``, by dropout rate); all of a stage's steps at once on the workers.
-   With a **teacher pool** (``candidates = P > 0``, the paper's: six candidates differing in
-   dropout and seed, the best three on dev kept) ``P`` candidates train instead, dropout
+1. Teacher steps; all of a stage's steps at once on the workers. By default a **teacher
+   pool** (``candidates = P > 0``; the paper's six candidates differing in dropout and seed,
+   the best three on dev kept, is the default because it beat seed-only members on dev in
+   every seed, ``docs/results.md``): ``P`` candidates train per task with a teacher, dropout
    ``0.1, 0.2, 0.3`` in turn unless ``member_dropouts`` gives one rate per candidate, and each
    task's ensemble is its ``members`` candidates of highest dev score (the lower index first
-   on ties): a choice made on dev only.
+   on ties): a choice made on dev only. With ``candidates = 0``, ``members`` members differ by
+   seed only (and, with ``member_dropouts``, by dropout rate) and all form the ensemble.
    As in the paper, a member is an MT-DNN model fine-tuned on its task: ``teacher-mt-<m>``
    trains a multi-task model on every task's gold labels, then ``<t>-member-<m>`` fine-tunes
    its encoder and task head on task ``t`` alone (``teacher_fine_tune_epochs``). With
@@ -63,13 +64,14 @@ class MTDNNSettings:
     teacher_model: str = option("tiny-bert", "every teacher member: preset (tiny-bert, small-bert), HF id or path",
                                 "model")
     student_model: str = option("tiny-bert", "the multi-task student (a BERT encoder): preset, HF id or path", "model")
-    members: int = option(3, "teacher ensemble members per task (differing by seed)", "model")
+    members: int = option(3, "teacher ensemble members per task: the best on dev of the --candidates (with "
+                          "--candidates 0, members differing by seed)", "model")
     member_dropouts: tuple[float, ...] = option((), "dropout rate of each member (one per member, or per candidate "
                                                 "of a pool; default: the model's own, in a pool 0.1, 0.2, 0.3 in "
                                                 "turn)", "model")
-    candidates: int = option(0, "teacher pool (the paper's: 6): train this many candidate members per task, "
-                             "differing by seed and dropout, and keep the --members best on dev as the ensemble (0: "
-                             "no pool, the members are the ensemble)", "model")
+    candidates: int = option(6, "teacher pool (the paper's 6, chosen on dev): train this many candidate members per "
+                             "task, differing by seed and dropout, and keep the --members best on dev as the ensemble "
+                             "(0: no pool, the members are the ensemble)", "model")
     teacher_epochs: float = option(12.0, "epochs of each teacher member (with --teacher-multitask: of its multi-task "
                                    "training)", "model")
     teacher_learning_rate: float = option(1e-3, "peak learning rate of the teacher members", "model")
@@ -99,7 +101,7 @@ class MTDNNSettings:
             raise ConfigError("mtdnn", "members", f"must be >= 1, got {self.members}")
         if self.candidates and self.candidates < self.members:
             raise ConfigError("mtdnn", "candidates", f"a pool keeps --members ({self.members}) of its candidates: "
-                              f"needs at least {self.members}, got {self.candidates}")
+                              f"needs at least {self.members}, got {self.candidates} (--candidates 0: no pool)")
         if self.candidates < 0:
             raise ConfigError("mtdnn", "candidates", f"must be >= 0, got {self.candidates}")
         if self.member_dropouts and len(self.member_dropouts) != self.pool:
@@ -267,6 +269,11 @@ def summarise(results: Mapping[str, Result], settings: MTDNNSettings, ws: Worksp
     average = {label: float(np.mean([row["test"][label] for row in tasks.values()])) for label in labels}
     students = {name: {"dev_average": results[name]["primary"], "parameters": results[name]["parameters"]}
                 for name in ("student", "student-vanilla") if name in results}
+    for source, label in (("student", "student"), ("student-vanilla", "vanilla")):  # fine-tuned: one model per task
+        steps = [f"{part['name']}-{label}-ft" for part in described["tasks"]]
+        if source in students and all(step in results for step in steps):
+            students[f"{source}-ft"] = {"dev_average": float(np.mean([results[step]["primary"] for step in steps])),
+                                        "parameters": results[source]["parameters"]}
     infer = {"student_every_task": results["eval-student"]["infer_s"],
              "ensembles_tasks_with_teacher": sum(results[f"eval-{t}-ensemble"]["infer_s"] for t in taught)}
     return {"method": "mtdnn", "tasks": tasks, "average_test": average, "with_teacher": sorted(taught),
