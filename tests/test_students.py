@@ -270,8 +270,10 @@ def test_the_layers_student_is_copied_from_every_other_teacher_layer():
     assert plans["bilstm"].model == "bilstm-E128-H64" and plans["bilstm"].tokenizer == "words"
     assert plans["bilstm"].embeddings_from == "@teacher"
     random = plan_students(StudentsSettings(students=("bilstm",), bilstm_embeddings="random",
-                                            bilstm_embedding_dim=48))[0]
+                                            bilstm_embedding_dim=48, bilstm_hidden=16))[0]
     assert random.model == "bilstm-E48-H16" and random.embeddings_from is None
+    default = plan_students(StudentsSettings(teacher_model="small-bert", students=("bilstm",)))[0]  # chosen on dev
+    assert default.model == "bilstm-E128-H64" and default.embeddings_from == "@teacher"
 
 
 

@@ -22,7 +22,8 @@ Steps (names are the run directory's ``steps/<name>``):
    * ``scratch``: a small BERT of the given shape, randomly initialised, the teacher's
      tokenizer;
    * ``bilstm``: a BiLSTM (:mod:`kd_core.models.bilstm`) with its own word-level tokenizer, its word
-     vectors random or initialised from the teacher's word embeddings.
+     vectors initialised from the teacher's word embeddings (the default, with 64 units: chosen
+     on dev) or random.
 
    ``L_kd`` (``loss``): ``soft`` (``tau^2`` times the cross-entropy to the softened teacher),
    ``mse`` (squared distance of the logits, Tang et al.) or ``hard`` (cross-entropy to the
@@ -102,8 +103,9 @@ class StudentsSettings:
     scratch_hidden: int = option(64, "scratch student: hidden size", "model")
     scratch_heads: int = option(2, "scratch student: attention heads", "model")
     scratch_intermediate: int = option(256, "scratch student: feed-forward size", "model")
-    bilstm_hidden: int = option(16, "bilstm student: LSTM size per direction", "model")
-    bilstm_embeddings: str = option("random", "bilstm student: word vectors from the teacher's embeddings or random",
+    bilstm_hidden: int = option(64, "bilstm student: LSTM size per direction (64 and teacher vectors: chosen on "
+                                "dev, docs/results.md)", "model")
+    bilstm_embeddings: str = option("teacher", "bilstm student: word vectors from the teacher's embeddings or random",
                                     "model", choices=EMBEDDINGS)
     bilstm_embedding_dim: int = option(32, "bilstm student: word vector size when random (with teacher vectors: "
                                        "the teacher's width)", "model")
