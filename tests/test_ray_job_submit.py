@@ -91,7 +91,8 @@ def test_a2d_mtdnn_and_students_jobs_run_unchanged_under_ray_job_submit(head_nod
         f"{sys.executable} jobs/a2d.py --synthetic-size 12 --teacher-epochs 1 --epochs 1 --vocab-size 400 "
         f"--no-baseline --run-dir {tmp_path}/a2d {tracking} && "
         f"{sys.executable} jobs/mtdnn.py --tasks {tmp_path}/mtdnn.yaml --members 2 --candidates 0 --teacher-epochs 1 "
-        f"--teacher-fine-tune-epochs 1 --epochs 1 --vocab-size 300 --no-baseline --run-dir {tmp_path}/mtdnn {tracking} && "
+        f"--teacher-fine-tune-epochs 1 --epochs 1 --fine-tune-epochs 0 --vocab-size 300 --no-baseline "
+        f"--run-dir {tmp_path}/mtdnn {tracking} && "
         f"{sys.executable} jobs/students.py --tasks {tmp_path}/students.yaml --teacher-model tiny-bert "
         f"--teacher-epochs 1 --teacher-restarts 1 --epochs 1 --vocab-size 300 --word-vocab-size 200 "
         f"--speed-examples 8 --speed-repeats 1 --no-baseline --run-dir {tmp_path}/students {tracking}", head_node)
