@@ -6,9 +6,9 @@ data, splits, tokenizer and single-domain models. ``--variant NAME:KEY=VALUE[,KE
 adds IMM runs with other settings on the same seeds (e.g. the ablations -KD1, -KD2, -SIMI, or
 another ``kd_target``); a variant runs IMM alone and reuses nothing. Prints one JSON object.
 ``--set KEY=VALUE`` overrides any data, recipe or compute option (e.g.
-``--set dynamic_padding=false``; ``--set config=FILE`` is not read: pass ``--config``). With ``--out FILE`` the object is also written after every finished seed
-(``"complete": false`` until the last), so a long run stopped early keeps the seeds it
-finished. Never run as a test.
+``--set dynamic_padding=false``; ``--set config=FILE`` is not read: pass ``--config``). With
+``--out FILE`` the object is also written after every finished seed (``"complete": false``
+until the last), so a long run stopped early keeps the seeds it finished. Never run as a test.
 
     python bench/imm_table.py --seeds 0 1 2 --variant minus-KD1:no_kd1=true --variant minus-SIMI:no_similarity=true
 """

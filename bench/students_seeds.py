@@ -6,13 +6,14 @@ same initialisation, gold labels only), the teacher's, and each model's size and
 ``--set tasks=glue``).
 
 ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds, per seed, the students trained with other
-settings (e.g. ``mse-only:loss=mse,alpha=1``), in their own run directory. A variant on the same data
-reuses every teacher step whose definition it shares with the base run (the teacher, and its
-knowledge unless the transfer set changes), so its students distil from the same teacher; a
-variant that changes the data (e.g. ``synthetic_size``) trains its own.
-Its no-KD students are not retrained unless it says ``baseline=true``: its ``gain_vs_base``
-(``dev_gain_vs_base`` on dev) is its test metric minus the base run's no-KD student's (a fair gain when the variant
-changes only the distillation; say ``baseline=true`` when it changes the students' training).
+settings (e.g. ``mse-only:loss=mse,alpha=1``), in their own run directory. A variant on the
+same data reuses every teacher step whose definition it shares with the base run (the teacher,
+and its knowledge unless the transfer set changes), so its students distil from the same
+teacher; a variant that changes the data (e.g. ``synthetic_size``) trains its own. Its no-KD
+students are not retrained unless it says ``baseline=true``: its ``gain_vs_base``
+(``dev_gain_vs_base`` on dev) is its test metric minus the base run's no-KD student's (a fair
+gain when the variant changes only the distillation; say ``baseline=true`` when it changes the
+students' training).
 ``--breakdown`` (classification tasks) adds, per model, its test accuracy on the examples
 whose words are all in the BiLSTM's word vocabulary (``test_known_words``) and on those with
 at least one word outside it (``test_unknown_words``, read as ``[UNK]`` by the BiLSTM; the
@@ -237,6 +238,7 @@ def main() -> None:
             write_atomic(args.out, json.dumps(report(args, overrides, variants, runs, started,
                                                      len(runs) == len(args.seeds)), indent=1) + "\n")
     print(json.dumps(report(args, overrides, variants, runs, started, True)))
+
 
 if __name__ == "__main__":
     main()

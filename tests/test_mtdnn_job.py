@@ -19,10 +19,10 @@ TASKS = """tasks:
   - {name: preference, synthetic: preference, kind: regression, pair: true, size: 80}
   - {name: rating, synthetic: rating, kind: regression, teacher: false, size: 40}
 """
-TINY = dict(members=2, candidates=0, teacher_epochs=1, teacher_fine_tune_epochs=1, epochs=2, fine_tune_epochs=1, batch_size=16,
-            vocab_size=300, max_length=40)
-CLI_TINY = ["--members", "2", "--candidates", "0", "--teacher-epochs", "1", "--teacher-fine-tune-epochs", "1", "--epochs", "2",
-            "--fine-tune-epochs", "1", "--batch-size", "16", "--vocab-size", "300", "--max-length", "40"]
+TINY = dict(members=2, candidates=0, teacher_epochs=1, teacher_fine_tune_epochs=1, epochs=2, fine_tune_epochs=1,
+            batch_size=16, vocab_size=300, max_length=40)
+CLI_TINY = ["--members", "2", "--candidates", "0", "--teacher-epochs", "1", "--teacher-fine-tune-epochs", "1",
+            "--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "16", "--vocab-size", "300", "--max-length", "40"]
 TAUGHT = ("sentiment", "preference")
 ALL = (*TAUGHT, "rating")
 STEPS = ({f"teacher-mt-{m}" for m in range(2)} | {f"{t}-member-{m}" for t in TAUGHT for m in range(2)}

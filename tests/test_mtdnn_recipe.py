@@ -106,7 +106,8 @@ def test_a_sweep_shares_the_teacher_stages_and_refuses_teacher_settings(ws):
     ({"members": 2, "candidates": 0, "member_dropouts": (0.1,)}, "one rate per member"),
     ({"candidates": 3, "member_dropouts": (0.1, 0.2, 1.0)}, "[0, 1)"),
     ({"fine_tune_epochs": -1.0}, "fine_tune_epochs"),
-    ({"members": 3, "candidates": 2}, "at least 3"), ({"members": 8}, "--candidates 0: no pool"), ({"candidates": 4, "member_dropouts": (0.1, 0.2, 0.3)}, "per candidate"),
+    ({"members": 3, "candidates": 2}, "at least 3"), ({"members": 8}, "--candidates 0: no pool"),
+    ({"candidates": 4, "member_dropouts": (0.1, 0.2, 0.3)}, "per candidate"),
 ])
 def test_invalid_settings_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):

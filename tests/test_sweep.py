@@ -195,8 +195,8 @@ MT_TASKS = """tasks:
 @pytest.mark.slow
 def test_an_mtdnn_sweep_runs_the_teacher_ensembles_once(ray_session, tmp_path):
     (tmp_path / "tasks.yaml").write_text(MT_TASKS)
-    job = {"tasks": str(tmp_path / "tasks.yaml"), "members": 2, "candidates": 0, "teacher_epochs": 1, "teacher_fine_tune_epochs": 1,
-           "epochs": 2, "batch_size": 16, "max_length": 32, "vocab_size": 300}
+    job = {"tasks": str(tmp_path / "tasks.yaml"), "members": 2, "candidates": 0, "teacher_epochs": 1,
+           "teacher_fine_tune_epochs": 1, "epochs": 2, "batch_size": 16, "max_length": 32, "vocab_size": 300}
     summary = run_sweep(SweepConfig(method="mtdnn", num_samples=2, max_concurrency=2, job=job,
                                     run_dir=str(tmp_path / "sweep"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert summary["teacher_passes"] == 1 and summary["trials"] == 2 and summary["failed"] == 0

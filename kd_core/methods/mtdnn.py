@@ -28,9 +28,9 @@ Steps (``<t>`` a task of the multi-task workspace, :class:`~kd_core.tasks.multit
    with ``baseline``, ``student-vanilla`` (the multi-task model on gold labels only) and, with
    ``single_task``, ``<t>-single`` (the student's architecture on one task).
 4. With ``fine_tune_epochs > 0`` (the default, 2: the fine-tuned students beat the multi-task
-   one on dev in every seed, ``docs/results.md``): ``<t>-student-ft`` and ``<t>-vanilla-ft``, each task's
-   head and the shared encoder fine-tuned on that task alone (as the paper does before its
-   test runs).
+   one on dev in every seed, ``docs/results.md``): ``<t>-student-ft`` and ``<t>-vanilla-ft``,
+   each task's head and the shared encoder fine-tuned on that task alone (as the paper does
+   before its test runs).
 5. Evaluations on every task's **test** split (no choice is made on it): every member (every
    candidate of a pool), each task's ensemble, the students (per task and their average), the
    baselines.
