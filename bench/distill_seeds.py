@@ -54,6 +54,7 @@ def one_seed(base: DistillConfig, seed: int) -> dict[str, Any]:
         "test": {**{key: test[key] for key in dev}, "members_f1": test["members_f1"],
                  "members_mean_f1": statistics.mean(test["members_f1"]), "gain_kept": test["gain_kept"],
                  "kd_gain": test["kd_gain"]},
+        **({"students_epochs": summary["students_epochs"]} if "students_epochs" in summary else {}),
         "seconds": summary["seconds"],
         "examples": {split: summary[f"{split}_examples"] for split in ("train", "dev", "test")},
     }

@@ -30,13 +30,18 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     # bf16 autocast (it runs on CPU too), two micro-batches per optimizer step, length-grouped batches
+    # and both students keep their best of 2 epochs on dev
     result = run(*TINY, "--baseline", "--json", "--run-dir", str(tmp_path / "run"), "--precision", "bf16",
-                 "--accumulate-steps", "2", "--group-by-length", cwd=tmp_path)
+                 "--accumulate-steps", "2", "--group-by-length", "--keep-best", "--epochs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("teacher_f1", "student_f1", "student_no_kd_f1", "knowledge_bytes_per_feature", "run_dir"):
         assert key in summary
     assert 0 <= summary["student_f1"] <= 100
+    curves = summary["students_epochs"]
+    for name, f1 in (("student", summary["student_f1"]), ("student-no-kd", summary["student_no_kd_f1"])):
+        curve = curves[name]["dev_f1"]
+        assert len(curve) == 2 and curve[curves[name]["kept_epoch"] - 1] == f1 == max(curve)
     assert summary["student_parameters"] < summary["teacher_parameters"]
     run_dir = Path(summary["run_dir"])
     table = read_knowledge(run_dir / "steps/knowledge/knowledge.arrow")
@@ -46,7 +51,7 @@ def test_distillation_end_to_end_all_four_a2d_terms(tmp_path):
     assert "teacher" in result.stdout and "student without kd" in result.stdout
     student = json.loads((run_dir / "steps/student/result.json").read_text())
     rows = json.loads((run_dir / "steps/knowledge/result.json").read_text())["rows"]
-    assert student["precision"] == "bf16" and student["steps"] == math.ceil(rows / (16 * 2))  # batch 16, 2 micro
+    assert student["precision"] == "bf16" and student["steps"] == 2 * math.ceil(rows / (16 * 2))  # 2 epochs, batch 16, 2 micro
     again = run(*TINY, "--run-dir", str(run_dir), "--check", cwd=tmp_path)  # the finished run is not wiped silently
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
         f"error: {run_dir}: run directory: holds a job (steps, summary.json); pass --overwrite to replace it, or use "

@@ -13,6 +13,7 @@ from kd_core.engine.inputs import load_model
 from kd_core.engine.local import drive, is_teacher, run_locally
 from kd_core.engine.prepare import DataOptions, build_workspace
 from kd_core.engine.steps import TermSpec, TrainStep
+from kd_core.engine.train_step import BestEpoch
 from kd_core.io.errors import ConfigError, DataError
 from kd_core.knowledge.manifest import read_manifest, weights_hash
 from kd_core.knowledge.table import read_knowledge
@@ -174,6 +175,22 @@ def test_select_keeps_the_strictly_better_candidate_and_names_its_model(tmp_path
     assert execute(SelectStep("tie-2", ("twin", "long")), ws)["kept"] == "twin"
 
 
+def test_the_best_epoch_and_the_dev_curve_survive_a_resume(tmp_path):
+    def save(model, path):
+        path.mkdir(parents=True)
+        (path / "weights").write_text(model)
+
+    best = BestEpoch(tmp_path / "best", "f1", save)
+    for epoch, (f1, weights) in enumerate([(50.0, "a"), (70.0, "b"), (60.0, "c")], start=1):
+        best.consider(None, epoch, {"f1": f1}, weights)
+    again = BestEpoch(tmp_path / "best", "f1", save)  # a step resumed after a crash in epoch 4
+    assert again.chosen == {"epoch": 2, "scores": {"f1": 70.0}} and again.history == [50.0, 70.0, 60.0]
+    again.consider(None, 3, {"f1": 65.0}, "c2")  # epoch 3 redone from the epoch-2 checkpoint
+    again.consider(None, 4, {"f1": 80.0}, "d")
+    assert again.history == [50.0, 70.0, 65.0, 80.0] and again.chosen["epoch"] == 4
+    assert (tmp_path / "best/model/weights").read_text() == "d"
+
+
 def test_keep_best_keeps_the_weights_of_the_best_epoch_on_the_eval_split(tmp_path):
     ws = build_workspace(DataOptions(task="sentiment", synthetic_size=300, label_noise=0.0), "tiny-bert", "tiny-bert",
                          tmp_path)
@@ -188,6 +205,7 @@ def test_keep_best_keeps_the_weights_of_the_best_epoch_on_the_eval_split(tmp_pat
     result = execute(step, ws, on_epoch=record)
     best = seen.index(max(seen)) + 1  # the first of equal scores
     assert len(seen) == 6 and result["best_epoch"] == best and result["primary"] == max(seen)
+    assert result["epochs_primary"] == seen  # the whole dev curve, not only the kept epoch
     saved = load_file(str(tmp_path / "steps/best/model/model.safetensors"))
     assert all(torch.equal(saved[k], weights[best][k]) for k in saved)
     if best < 6:  # (on this data the 5th and 6th epochs tie: the 5th is kept)

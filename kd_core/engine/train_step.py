@@ -83,6 +83,7 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
     chosen: dict[str, Any] = {}
     if best is not None and best.chosen is not None:
         scores, chosen["best_epoch"] = best.chosen["scores"], best.chosen["epoch"]
+        chosen["epochs_primary"] = best.history
         replace_dir(best.model_dir, folder / "model")
     else:
         eval_features, eval_arrays = ws.features(step.tokenizer, step.eval_split)
@@ -111,33 +112,40 @@ def _persist(ws: Workspace, checkpoint: Path, best: BestEpoch | None) -> None:
 
 
 class BestEpoch:
-    """Keeps the model of the best-scoring epoch so far in ``folder`` (``model/`` and ``best.json``).
+    """Keeps the model of the best-scoring epoch so far in ``folder`` (``model/`` and ``best.json``), and every
+    epoch's score (``history``: the dev curve that shows whether the score stopped rising).
 
-    Written atomically after each improvement, so a step resumed after a crash keeps comparing
-    with the best epoch before the crash.
+    Written atomically after each epoch (the model only after an improvement), so a step resumed
+    after a crash keeps comparing with the best epoch before the crash and keeps its curve.
     """
 
     def __init__(self, folder: Path, metric: str, save: Callable[[PreTrainedModel, Path], Any]) -> None:
         self.folder, self.metric, self.save = folder, metric, save
         record = folder / "best.json"
-        self.chosen: dict[str, Any] | None = json.loads(record.read_text()) if record.exists() else None
-        self.unsaved = False  # a better epoch was kept here since the run's store last got a copy
+        kept = json.loads(record.read_text()) if record.exists() else None
+        self.chosen: dict[str, Any] | None = None
+        self.history: list[float] = []
+        if kept is not None:
+            self.chosen, self.history = {"epoch": kept["epoch"], "scores": kept["scores"]}, kept["history"]
+        self.unsaved = False  # this folder changed since the run's store last got a copy
 
     @property
     def model_dir(self) -> Path:
         return self.folder / "model"
 
     def consider(self, step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
-        """An epoch hook: keep this epoch's weights when its score beats the best so far (strictly)."""
+        """An epoch hook: record the epoch's score; keep its weights when it beats the best so far (strictly)."""
+        self.history = [*self.history[:epoch - 1], scores[self.metric]]
+        self.unsaved = True
         if self.chosen is not None and scores[self.metric] <= self.chosen["scores"][self.metric]:
+            write_atomic(self.folder / "best.json", json.dumps({**self.chosen, "history": self.history}))
             return
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         self.save(model, partial / "model")
         self.chosen = {"epoch": epoch, "scores": scores}
-        write_atomic(partial / "best.json", json.dumps(self.chosen))
+        write_atomic(partial / "best.json", json.dumps({**self.chosen, "history": self.history}))
         replace_dir(partial, self.folder)
-        self.unsaved = True
 
 
 def init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:

@@ -232,6 +232,10 @@ def summarise(results: Mapping[str, Result], settings: A2DSettings, ws: Workspac
     }
     if s.baseline:
         summary["student_no_kd_f1"] = results["student-no-kd"]["primary"]
+    if s.keep_best:  # each student's dev F1 after every epoch and the epoch it kept: did the score stop rising?
+        summary["students_epochs"] = {
+            name: {"dev_f1": results[name]["epochs_primary"], "kept_epoch": results[name]["best_epoch"]}
+            for name in ("student", "student-no-kd") if name in results}
     summary["test"] = test_scores(results, s)
     summary["splits"] = SPLITS
     return summary
