@@ -200,8 +200,9 @@ class Job(RayCommand[C]):
 
     def table(self, summary: dict[str, Any]) -> str:
         saved = summary.get("saved_models", {})
+        width = max(map(len, saved), default=0)  # the paths in one column, however long the names
         models = [f"models ({len(saved)}, Hugging Face folders; index: {summary['run_dir']}/models/index.json):",
-                  *(f"  {key:<28} {path}" for key, path in saved.items())] if saved else []
+                  *(f"  {key:<{width}}  {path}" for key, path in saved.items())] if saved else []
         return redact("\n".join([self.format_table(summary), *self.notes(summary), *models,
                           f"MLflow run {summary['mlflow_run_id']} in {summary['tracking_uri']}",
                           "  see it: " + ui_hint(summary["tracking_uri"], summary["mlflow_experiment_id"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.mtdnn import MTDNNJobConfig, main, run
+from jobs.mtdnn import JOB, MTDNNJobConfig, main, run
 from kd_core.io.cli import run_cli
 from tests.helpers import help_text, job_tree, logged_model_files, wait_for
 
@@ -65,6 +65,11 @@ def test_mtdnn_job_end_to_end_with_the_per_task_table_in_mlflow(uninterrupted):
             sum(row["test"][label] for row in summary["tasks"].values()) / 3)
     table = (Path(summary["run_dir"]) / "summary_table.txt").read_text()
     assert table.startswith("task") and "rating" in table and "average" in table
+    printed = JOB.table(summary).splitlines()  # what the job prints: the saved models' paths in one column
+    listed = printed[printed.index(next(line for line in printed if line.startswith("models ("))) + 1:][
+        :len(summary["saved_models"])]
+    assert len({line.index(str(Path(summary["run_dir"]) / "models")) for line in listed}) == 1
+    assert any(len(name) > 28 for name in summary["saved_models"])  # longer than the old fixed column
     assert set(summary["students"]) == {"student", "student-vanilla", "student-ft", "student-vanilla-ft"}
     steps = Path(summary["run_dir"]) / "steps"
     fine_tuned_dev = [json.loads((steps / f"{t}-student-ft" / "result.json").read_text())["primary"] for t in ALL]
