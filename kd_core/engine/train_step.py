@@ -124,9 +124,10 @@ class BestEpoch:
         record = folder / "best.json"
         kept = json.loads(record.read_text()) if record.exists() else None
         self.chosen: dict[str, Any] | None = None
-        self.history: list[float] = []
+        self.history: list[float | None] = []
         if kept is not None:
-            self.chosen, self.history = {"epoch": kept["epoch"], "scores": kept["scores"]}, kept["history"]
+            # (a record written before the curve was kept has none: its epochs read as unknown, None)
+            self.chosen, self.history = {"epoch": kept["epoch"], "scores": kept["scores"]}, kept.get("history", [])
         self.unsaved = False  # this folder changed since the run's store last got a copy
 
     @property
@@ -135,7 +136,7 @@ class BestEpoch:
 
     def consider(self, step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
         """An epoch hook: record the epoch's score; keep its weights when it beats the best so far (strictly)."""
-        self.history = [*self.history[:epoch - 1], scores[self.metric]]
+        self.history = [*(self.history + [None] * epoch)[:epoch - 1], scores[self.metric]]
         self.unsaved = True
         if self.chosen is not None and scores[self.metric] <= self.chosen["scores"][self.metric]:
             write_atomic(self.folder / "best.json", json.dumps({**self.chosen, "history": self.history}))
