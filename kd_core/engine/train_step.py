@@ -64,6 +64,7 @@ def train_step(step: TrainStep, ws: Workspace, device: str, callbacks: list[Metr
         ws.store.pull_version(folder / "checkpoint")
         if step.keep_best:
             ws.store.pull_version(folder / "best")
+            ws.store.pull(folder / BestEpoch.CURVE)
     best = BestEpoch(folder / "best", ws.task.primary_metric,
                      lambda kept, path: ws.save_model(kept, step.tokenizer, path)) if step.keep_best else None
     if best is not None:
@@ -108,27 +109,29 @@ def _persist(ws: Workspace, checkpoint: Path, best: BestEpoch | None) -> None:
     if best is not None and best.unsaved:
         ws.store.push_version(best.folder)
         best.unsaved = False
+    if best is not None and best.curve_file.exists():  # a few bytes: the model is not uploaded again for it
+        ws.store.push(best.curve_file)
     ws.store.push_version(checkpoint)
 
 
 class BestEpoch:
     """Keeps the model of the best-scoring epoch so far in ``folder`` (``model/`` and ``best.json``), and every
-    epoch's score (``history``: the dev curve that shows whether the score stopped rising).
+    epoch's score (``history``, in :attr:`CURVE` beside ``folder``: the dev curve that shows whether the score
+    stopped rising).
 
-    Written atomically after each epoch (the model only after an improvement), so a step resumed
-    after a crash keeps comparing with the best epoch before the crash and keeps its curve.
+    Written atomically, the model after each improvement and the curve after each epoch, so a step
+    resumed after a crash keeps comparing with the best epoch before the crash and keeps its curve
+    (a step begun before the curve was kept has none: its earlier epochs read as unknown, ``None``).
     """
+
+    CURVE = "epochs.json"
 
     def __init__(self, folder: Path, metric: str, save: Callable[[PreTrainedModel, Path], Any]) -> None:
         self.folder, self.metric, self.save = folder, metric, save
-        record = folder / "best.json"
-        kept = json.loads(record.read_text()) if record.exists() else None
-        self.chosen: dict[str, Any] | None = None
-        self.history: list[float | None] = []
-        if kept is not None:
-            # (a record written before the curve was kept has none: its epochs read as unknown, None)
-            self.chosen, self.history = {"epoch": kept["epoch"], "scores": kept["scores"]}, kept.get("history", [])
-        self.unsaved = False  # this folder changed since the run's store last got a copy
+        record, self.curve_file = folder / "best.json", folder.with_name(self.CURVE)
+        self.chosen: dict[str, Any] | None = json.loads(record.read_text()) if record.exists() else None
+        self.history: list[float | None] = json.loads(self.curve_file.read_text()) if self.curve_file.exists() else []
+        self.unsaved = False  # a better epoch was kept here since the run's store last got a copy
 
     @property
     def model_dir(self) -> Path:
@@ -137,16 +140,16 @@ class BestEpoch:
     def consider(self, step: TrainStep, epoch: int, scores: dict[str, float], model: PreTrainedModel) -> None:
         """An epoch hook: record the epoch's score; keep its weights when it beats the best so far (strictly)."""
         self.history = [*(self.history + [None] * epoch)[:epoch - 1], scores[self.metric]]
-        self.unsaved = True
+        write_atomic(self.curve_file, json.dumps(self.history))
         if self.chosen is not None and scores[self.metric] <= self.chosen["scores"][self.metric]:
-            write_atomic(self.folder / "best.json", json.dumps({**self.chosen, "history": self.history}))
             return
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         self.save(model, partial / "model")
         self.chosen = {"epoch": epoch, "scores": scores}
-        write_atomic(partial / "best.json", json.dumps({**self.chosen, "history": self.history}))
+        write_atomic(partial / "best.json", json.dumps(self.chosen))
         replace_dir(partial, self.folder)
+        self.unsaved = True
 
 
 def init_embeddings(model: PreTrainedModel, step: TrainStep, ws: Workspace) -> None:
